@@ -1,0 +1,67 @@
+"""Default training settings of each use case, shared by every algorithm (no per-side tuning).
+
+Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
+recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
+same total), recon_lr (output layer) / adapt_lr (the rest, and TinyReptile's single rate),
+outer_lr (β_0), top_p, values (upload value encoding), error_feedback, joint, local_init,
+inner_epochs / inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning curve),
+final_devices (final metric), eval_epochs / eval_head_epochs (few-shot adaptation on new
+devices), and quick (overrides for `--quick`).
+"""
+
+from __future__ import annotations
+
+COMMON = {
+    "cohort": 5,
+    "top_p": 10.0,
+    "values": "f16",
+    "error_feedback": True,
+    "joint": False,
+    "local_init": "zeros",
+    "outer_lr": 1.0,
+    "inner_epochs": 5,
+    "inner_batch": 10,
+    "eval_every": 10,
+    "eval_devices": 20,
+    "final_devices": 100,
+}
+
+USE_CASES = {
+    "sine": {
+        "rounds": 1500, "recon_samples": 10, "adapt_samples": 20, "outer_lr": 0.5,
+        "recon_lr": 0.05, "adapt_lr": 0.01, "eval_every": 100,
+        "eval_epochs": 8, "eval_head_epochs": 4,
+        "quick": {"rounds": 100, "eval_devices": 8, "final_devices": 20, "eval_every": 25},
+    },
+    "omniglot": {
+        "rounds": 200, "recon_samples": 25, "adapt_samples": 25,
+        "recon_lr": 0.1, "adapt_lr": 0.02,
+        "eval_epochs": 6, "eval_head_epochs": 3,
+        "quick": {"rounds": 10, "eval_devices": 4, "final_devices": 8, "eval_every": 5},
+    },
+    "kws": {
+        "rounds": 200, "recon_samples": 30, "adapt_samples": 30,
+        "recon_lr": 0.05, "adapt_lr": 0.01,
+        "eval_epochs": 6, "eval_head_epochs": 3,
+        "quick": {"rounds": 10, "eval_devices": 2, "final_devices": 4, "eval_every": 5},
+    },
+    "occupancy": {
+        "rounds": 200, "recon_samples": 20, "adapt_samples": 20,
+        "recon_lr": 0.1, "adapt_lr": 0.05,
+        "eval_epochs": 8, "eval_head_epochs": 4,
+        "quick": {"rounds": 20, "eval_devices": 5, "final_devices": 10, "eval_every": 10},
+    },
+}
+
+
+def settings_for(use_case: str, quick: bool = False, **overrides) -> dict:
+    """The merged settings of a use case: common, then the use case's own, then quick, then overrides."""
+    if use_case not in USE_CASES:
+        raise ValueError("no settings for use case %r; known: %s" % (use_case, sorted(USE_CASES)))
+    own = dict(USE_CASES[use_case])
+    quick_part = own.pop("quick", {})
+    merged = {**COMMON, **own}
+    if quick:
+        merged.update(quick_part)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return merged

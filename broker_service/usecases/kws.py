@@ -1,0 +1,194 @@
+"""Keyword audio (Free Spoken Digit Dataset): a device is one speaker saying the digits 0-9.
+
+Recordings are `<data_dir>/fsdd/recordings/{digit}_{speaker}_{index}.wav`, 8 kHz mono 16-bit.
+Each clip is centre-cropped or centre-padded to 1 s and turned into 32 frames x 13 MFCCs
+(`mfcc.py`), shaped [1, 32, 13] (CHW). Features are standardized per coefficient with the mean
+and standard deviation of the *training* speakers only; those constants are recorded in
+`preprocessing` so that a device can apply them to its own microphone's features.
+
+Speakers are split once by seed: `n_new` held-out speakers are the new devices, the rest form the
+training fleet, so a new device's voice was never heard in meta-training.
+"""
+
+from __future__ import annotations
+
+import re
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from broker_service.usecases.base import DataMissingError, Episode, UseCase
+from broker_service.usecases.mfcc import MfccConfig, fix_length, mfcc
+
+N_CLASSES = 10
+N_FRAMES = 32
+EXPECTED = "fsdd/recordings/{digit}_{speaker}_{index}.wav"
+_WAV_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
+
+
+def default_spec() -> dict:
+    """The default MCU-sized CNN on [1, 32, 13] MFCC maps: about 1.7k parameters, 58k MACs.
+
+    conv 8@3x3 → 8x30x11, maxpool 2 → 8x15x5, conv 12@3x3 → 12x13x3, maxpool 2 → 12x6x1,
+    dense 10. (The second conv has 12 filters rather than 16 to stay under ~60k MACs.)
+    """
+    return {
+        "input": [1, N_FRAMES, 13],
+        "layers": [
+            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 1},
+            {"type": "relu"},
+            {"type": "maxpool", "size": 2},
+            {"type": "conv2d", "filters": 12, "kernel": 3, "stride": 1},
+            {"type": "relu"},
+            {"type": "maxpool", "size": 2},
+            {"type": "flatten"},
+            {"type": "dense", "units": N_CLASSES},
+        ],
+        "loss": "softmax_ce",
+        "local_layers": 1,
+    }
+
+
+@dataclass(frozen=True)
+class Recordings:
+    """Raw MFCC features (n, 32, 13) float32 with each clip's digit and speaker."""
+
+    features: np.ndarray
+    digits: np.ndarray
+    speakers: np.ndarray
+
+
+class KwsUseCase(UseCase):
+    """Training devices are speakers; `n_new` held-out speakers give the new-device episodes."""
+
+    def __init__(self, data_dir: str | Path | None, seed: int = 0, n_new: int = 2, shots: int = 5):
+        super().__init__(name="kws", metric="accuracy", spec=default_spec(), target=0.7)
+        self.config = MfccConfig()
+        rec = load_recordings(find_recordings(data_dir), self.config)
+        self.train_speakers, self.new_speakers = split_speakers(rec.speakers, n_new, seed)
+        mean, std = feature_stats(rec.features[np.isin(rec.speakers, self.train_speakers)])
+        self.x = ((rec.features - mean) / std).astype(np.float32)[:, None]
+        self.y = rec.digits
+        self.shots = shots
+        self._rows = {s: np.flatnonzero(rec.speakers == s) for s in np.unique(rec.speakers)}
+        self.device_ids = [f"kws-{s}" for s in self.train_speakers]
+        self.preprocessing = {
+            "clip_samples": self.config.sample_rate,
+            "clip": "centre crop / centre zero-pad to 1 s",
+            "mfcc": self.config.to_dict(),
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "standardize": "x = (mfcc - mean[coef]) / std[coef], from training speakers only",
+        }
+
+    def stream(
+        self, device_id: str, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return `n` random recordings of the device's speaker (x [n,1,32,13], y digit)."""
+        speaker = device_id.removeprefix("kws-")
+        if speaker not in self.train_speakers:
+            raise KeyError(f"kws: {device_id!r} is not a training device")
+        rows = rng.choice(self._rows[speaker], n)
+        return self.x[rows], self.y[rows]
+
+    def new_device_episodes(self, count: int, rng: np.random.Generator) -> list[Episode]:
+        """Return `count` episodes cycling over the held-out speakers: `shots` recordings per
+        digit as support, all the speaker's other recordings as query, each set shuffled."""
+        episodes = []
+        for i in range(count):
+            speaker = self.new_speakers[i % len(self.new_speakers)]
+            support, query = _split_support(self._rows[speaker], self.y, self.shots, rng)
+            episodes.append(
+                Episode(
+                    f"kws-new-{speaker}-{i:03d}",
+                    self.x[support],
+                    self.y[support],
+                    self.x[query],
+                    self.y[query],
+                )
+            )
+        return episodes
+
+
+def find_recordings(data_dir: str | Path | None) -> list[Path]:
+    """Return the sorted FSDD wav files under `data_dir` (the folder containing `fsdd/`, or the
+    `fsdd/` folder itself). Raises DataMissingError naming the expected path when none is found."""
+    if data_dir is None:
+        raise DataMissingError(f"kws use case: no data_dir given; expected {EXPECTED} under it")
+    root = Path(data_dir)
+    candidates = [root / "fsdd" / "recordings", root / "recordings"]
+    for folder in candidates:
+        files = sorted(p for p in folder.glob("*.wav") if _WAV_NAME.match(p.name))
+        if files:
+            return files
+    raise DataMissingError(
+        f"kws use case: expected {EXPECTED} under data_dir {root}"
+        f" (looked in {' and '.join(str(c) for c in candidates)})"
+    )
+
+
+def load_recordings(files: list[Path], config: MfccConfig) -> Recordings:
+    """Read each wav, fix it to 1 s and compute its (32, 13) MFCCs."""
+    features, digits, speakers = [], [], []
+    for path in files:
+        digit, speaker = parse_name(path.name)
+        signal = fix_length(read_wav(path, config.sample_rate), config.sample_rate)
+        features.append(mfcc(signal, config))
+        digits.append(digit)
+        speakers.append(speaker)
+    stacked = np.stack(features).astype(np.float32)
+    if stacked.shape[1] != N_FRAMES:
+        raise ValueError(f"kws: MFCC config gives {stacked.shape[1]} frames, expected {N_FRAMES}")
+    return Recordings(stacked, np.array(digits, dtype=np.int64), np.array(speakers))
+
+
+def parse_name(name: str) -> tuple[int, str]:
+    """Return (digit, speaker) of a `{digit}_{speaker}_{index}.wav` file name."""
+    match = _WAV_NAME.match(name)
+    if match is None:
+        raise ValueError(f"kws: {name!r} is not named {{digit}}_{{speaker}}_{{index}}.wav")
+    return int(match.group(1)), match.group(2)
+
+
+def read_wav(path: Path, sample_rate: int) -> np.ndarray:
+    """Read a mono 16-bit PCM wav at `sample_rate` as float32 in [−1, 1)."""
+    with wave.open(str(path), "rb") as wav:
+        shape = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
+        if shape != (sample_rate, 1, 2):
+            raise ValueError(
+                f"kws: {path} is {shape[0]} Hz, {shape[1]} channel(s), {shape[2]}-byte samples;"
+                f" expected {sample_rate} Hz mono 16-bit"
+            )
+        frames = wav.readframes(wav.getnframes())
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def split_speakers(speakers: np.ndarray, n_new: int, seed: int) -> tuple[list[str], list[str]]:
+    """Split the sorted speaker names by seed into (training, held-out), held-out of size n_new."""
+    names = sorted({str(s) for s in speakers})
+    if not 0 < n_new < len(names):
+        raise ValueError(f"kws: n_new={n_new} must be between 1 and {len(names) - 1}")
+    order = np.random.default_rng([seed, 21]).permutation(len(names))
+    held = sorted(names[i] for i in order[:n_new])
+    return [s for s in names if s not in held], held
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-coefficient mean and std over all clips and frames of (n, frames, coefs) features."""
+    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    std = flat.std(axis=0)
+    return flat.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def _split_support(
+    rows: np.ndarray, labels: np.ndarray, shots: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick `shots` rows per class as support, the rest as query; both shuffled."""
+    support, query = [], []
+    for label in np.unique(labels[rows]):
+        mine = rng.permutation(rows[labels[rows] == label])
+        support.append(mine[:shots])
+        query.append(mine[shots:])
+    return rng.permutation(np.concatenate(support)), rng.permutation(np.concatenate(query))

@@ -1,0 +1,249 @@
+"""Handwritten characters (Omniglot): a device is an N-way classification task.
+
+The data folder `omniglot/` holds any of the published archives `images_background*.zip` /
+`images_evaluation*.zip` or their extracted folders, laid out as
+`<archive>/<alphabet>/<characterNN>/<id>_<drawer>.png`. PNGs are read straight from the zip (no
+extraction), downscaled 105x105 → 28x28 with area averaging (antialiased) and inverted so that
+strokes are 1.0 and the background 0.0.
+
+Characters are split once, by seed, into meta-training characters (about 75%) and held-out
+characters; training devices draw their N characters from the first, new devices from the second,
+so a new device never sees a character used in meta-training.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from broker_service.usecases.base import DataMissingError, Episode, UseCase
+
+IMAGE_SIZE = 28
+ARCHIVE_PATTERNS = ("images_background*", "images_evaluation*")
+EXPECTED = "omniglot/images_background*.zip or omniglot/images_evaluation*.zip (or extracted)"
+
+
+def default_spec(ways: int = 5) -> dict:
+    """The default MCU-sized CNN: about 2k parameters and 54k MACs for 5 ways."""
+    return {
+        "input": [1, IMAGE_SIZE, IMAGE_SIZE],
+        "layers": [
+            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2},
+            {"type": "relu"},
+            {"type": "conv2d", "filters": 16, "kernel": 3, "stride": 2},
+            {"type": "relu"},
+            {"type": "maxpool", "size": 2},
+            {"type": "flatten"},
+            {"type": "dense", "units": ways},
+        ],
+        "loss": "softmax_ce",
+        "local_layers": 1,
+    }
+
+
+@dataclass(frozen=True)
+class CharacterSet:
+    """All loaded images (n, 28, 28) float32; character k owns images starts[k]:starts[k]+counts[k]
+    and is named `alphabet/characterNN`."""
+
+    images: np.ndarray
+    names: list[str]
+    starts: np.ndarray
+    counts: np.ndarray
+
+    def members(self, char: int) -> np.ndarray:
+        """Image indices of character `char`."""
+        return np.arange(self.starts[char], self.starts[char] + self.counts[char])
+
+
+class OmniglotUseCase(UseCase):
+    """`fleet_size` N-way tasks over meta-training characters; new devices use held-out ones."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None,
+        seed: int = 0,
+        ways: int = 5,
+        shots: int = 5,
+        query: int | None = None,
+        fleet_size: int = 200,
+        train_fraction: float = 0.75,
+    ):
+        super().__init__(name="omniglot", metric="accuracy", spec=default_spec(ways), target=0.6)
+        self.chars = load_characters(find_sources(data_dir))
+        self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
+        self.train_chars, self.new_chars = split_characters(
+            len(self.chars.names), train_fraction, seed
+        )
+        _check_sizes(self.chars, self.train_chars, self.new_chars, ways, shots)
+        self.tasks = _draw_tasks(self.train_chars, ways, fleet_size, seed)
+        self.device_ids = [f"omniglot-{i:03d}" for i in range(fleet_size)]
+        self._task_of = dict(zip(self.device_ids, self.tasks, strict=True))
+        self.preprocessing = {
+            "image_size": [IMAGE_SIZE, IMAGE_SIZE],
+            "resize": "box (area average) from 105x105",
+            "scale": "x = 1 - pixel / 255 (strokes 1.0, background 0.0)",
+            "layout": "CHW",
+        }
+
+    def stream(
+        self, device_id: str, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return `n` random (image, label) samples of the device's task, drawn with `rng`."""
+        if device_id not in self._task_of:
+            raise KeyError(f"omniglot: {device_id!r} is not a training device")
+        task = self._task_of[device_id]
+        labels = rng.integers(0, len(task), n)
+        chars = task[labels]
+        picks = self.chars.starts[chars] + rng.integers(0, self.chars.counts[chars])
+        return self.chars.images[picks][:, None], labels.astype(np.int64)
+
+    def new_device_episodes(self, count: int, rng: np.random.Generator) -> list[Episode]:
+        """Return `count` N-way episodes over held-out characters: `shots` support per class and
+        `query` (default: all remaining drawers) query images per class, each set shuffled."""
+        return [self._episode(f"omniglot-new-{i:03d}", rng) for i in range(count)]
+
+    def _episode(self, device_id: str, rng: np.random.Generator) -> Episode:
+        chars = rng.choice(self.new_chars, self.ways, replace=False)
+        support, query = [], []
+        for label, char in enumerate(chars):
+            drawers = rng.permutation(self.chars.members(char))
+            end = None if self.query is None else self.shots + self.query
+            support += [(i, label) for i in drawers[: self.shots]]
+            query += [(i, label) for i in drawers[self.shots : end]]
+        sx, sy = self._gather(support, rng)
+        qx, qy = self._gather(query, rng)
+        return Episode(device_id, sx, sy, qx, qy)
+
+    def _gather(
+        self, pairs: list[tuple[int, int]], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        order = rng.permutation(len(pairs))
+        index = np.array([pairs[k][0] for k in order], dtype=np.int64)
+        labels = np.array([pairs[k][1] for k in order], dtype=np.int64)
+        return self.chars.images[index][:, None], labels
+
+    def character_names(self, indices: np.ndarray | list[int]) -> list[str]:
+        """Return the `alphabet/characterNN` names of character indices (for tests and reports)."""
+        return [self.chars.names[i] for i in indices]
+
+
+def find_sources(data_dir: str | Path | None) -> list[Path]:
+    """Return the Omniglot archives (zips) and extracted archive folders under `data_dir`.
+
+    `data_dir` may be the folder containing `omniglot/` or the `omniglot/` folder itself. An
+    extracted folder replaces a zip of the same name. Raises DataMissingError when none is found.
+    """
+    if data_dir is None:
+        raise DataMissingError(
+            f"omniglot use case: no data_dir given; expected {EXPECTED} under it"
+        )
+    root = Path(data_dir)
+    for folder in (root / "omniglot", root):
+        found = _sources_in(folder)
+        if found:
+            return found
+    raise DataMissingError(
+        f"omniglot use case: expected {EXPECTED} under data_dir {root}"
+        f" (looked in {root / 'omniglot'} and {root})"
+    )
+
+
+def _sources_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    by_name: dict[str, Path] = {}
+    for pattern in ARCHIVE_PATTERNS:
+        for path in sorted(folder.glob(pattern)):
+            if path.suffix.lower() == ".zip" and path.is_file():
+                by_name.setdefault(path.stem, path)
+            elif path.is_dir():
+                by_name[path.name] = path
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def load_characters(sources: list[Path]) -> CharacterSet:
+    """Decode every PNG of the sources into one array, grouped by `alphabet/character` name.
+
+    A character present in several sources (e.g. a small archive and the full one) is kept
+    once, from the first source that has it.
+    """
+    groups: dict[str, list[np.ndarray]] = {}
+    for source in sources:
+        seen_here: dict[str, list[np.ndarray]] = {}
+        for name, data in _iter_pngs(source):
+            seen_here.setdefault(name, []).append(_decode(data))
+        for name, images in seen_here.items():
+            groups.setdefault(name, images)
+    if not groups:
+        raise DataMissingError("omniglot use case: no PNG images in %s" % [str(s) for s in sources])
+    names = sorted(groups)
+    images = np.concatenate([np.stack(groups[n]) for n in names]).astype(np.float32)
+    counts = np.array([len(groups[n]) for n in names], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return CharacterSet(images, names, starts, counts)
+
+
+def _iter_pngs(source: Path) -> Iterator[tuple[str, bytes]]:
+    """Yield (alphabet/character, png bytes) for each image of a zip or folder, in sorted order."""
+    if source.is_dir():
+        for path in sorted(source.glob("*/*/*.png")):
+            yield f"{path.parent.parent.name}/{path.parent.name}", path.read_bytes()
+        return
+    with zipfile.ZipFile(source) as archive:
+        for entry in sorted(archive.namelist()):
+            parts = entry.split("/")
+            if _is_image_entry(parts):
+                yield f"{parts[-3]}/{parts[-2]}", archive.read(entry)
+
+
+def _is_image_entry(parts: list[str]) -> bool:
+    """True for `<archive>/<alphabet>/<character>/<file>.png`, skipping macOS resource forks."""
+    return (
+        len(parts) >= 4
+        and parts[-1].lower().endswith(".png")
+        and not parts[-1].startswith("._")
+        and "__MACOSX" not in parts
+    )
+
+
+def _decode(data: bytes) -> np.ndarray:
+    """Decode one PNG, downscale to 28x28 by area averaging and invert to strokes = 1.0."""
+    with Image.open(io.BytesIO(data)) as image:
+        small = image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
+    return 1.0 - np.asarray(small, dtype=np.float32) / 255.0
+
+
+def split_characters(
+    n_chars: int, train_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split character indices by seed: (meta-training, held-out), both sorted and disjoint."""
+    order = np.random.default_rng([seed, 11]).permutation(n_chars)
+    n_train = int(round(train_fraction * n_chars))
+    return np.sort(order[:n_train]), np.sort(order[n_train:])
+
+
+def _draw_tasks(train_chars: np.ndarray, ways: int, fleet_size: int, seed: int) -> list[np.ndarray]:
+    """Draw the fleet's tasks: each N distinct characters, label = position in the array."""
+    rng = np.random.default_rng([seed, 12])
+    return [rng.choice(train_chars, ways, replace=False) for _ in range(fleet_size)]
+
+
+def _check_sizes(
+    chars: CharacterSet, train: np.ndarray, new: np.ndarray, ways: int, shots: int
+) -> None:
+    """Fail early, with the numbers, when the data cannot make the requested tasks."""
+    if min(len(train), len(new)) < ways:
+        raise ValueError(
+            f"omniglot: {ways}-way tasks need {ways} characters on each side of the split,"
+            f" have {len(train)}/{len(new)}"
+        )
+    fewest = int(chars.counts.min())
+    if fewest <= shots:
+        raise ValueError(f"omniglot: {shots} shots leave no query image (fewest drawers: {fewest})")

@@ -1,0 +1,170 @@
+"""One device round of TinyMetaFed (brief section 2, step 3), batch size 1, samples used once.
+
+a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen.
+b. Adaptation: `adapt_samples` SGD steps on θ_g (θ_l frozen, or trained too when `joint`).
+c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled; keep the Top-P% entries.
+d. Encode the sparse update (the DELTA payload) for the server.
+
+With split off (TinyReptile), θ_g is every parameter and there is no reconstruction.
+"""
+
+from array import array
+
+from device_agent import codec
+from device_agent.model import init_layer
+from device_agent.rng import XorShift32
+from device_agent.topk import select_top_k, top_k_count
+
+DEFAULTS = {
+    "split": True,
+    "recon_samples": 10,
+    "adapt_samples": 20,
+    "recon_lr": 0.05,
+    "adapt_lr": 0.01,
+    "joint": False,
+    "top_p": 10.0,
+    "values": "f16",
+    "error_feedback": True,
+    "local_init": "zeros",
+    "seed": 0,
+}
+
+
+def round_settings(command):
+    """The round command merged over DEFAULTS (unknown keys are kept, missing ones filled)."""
+    settings = dict(DEFAULTS)
+    settings.update(command)
+    return settings
+
+
+def global_size(plan, split):
+    """Length of θ_g: the parameters in front of the local layers, or all of them."""
+    return plan.n_global if split else plan.n_params
+
+
+class RoundResult:
+    """What a round produced: the DELTA payload and what the device measured doing it."""
+
+    def __init__(self):
+        self.payload = None
+        self.samples = 0
+        self.recon_loss = 0.0
+        self.adapt_loss_first = 0.0
+        self.adapt_loss_last = 0.0
+        self.adapt_loss = 0.0
+        self.macs = 0
+        self.nnz = 0
+
+
+def reconstruct_local(net, params, samples, settings, count):
+    """Re-initialise θ_l and fit it on `count` samples with θ_g frozen; returns the mean loss."""
+    plan = net.plan
+    if not plan.local_layers:
+        return 0.0
+    rng = XorShift32(int(settings["seed"]))
+    zero = settings["local_init"] == "zeros"
+    for i in plan.local_layers:
+        init_layer(params, plan.layers[i], rng, zero)
+    if count <= 0:
+        return 0.0
+    first = plan.local_layers[0]
+    total = 0.0
+    used = 0
+    for x, y in samples:
+        total += net.train_step(params, x, y, settings["recon_lr"], first)
+        used += 1
+        if used >= count:
+            break
+    return total / used if used else 0.0
+
+
+def adapt_global(net, params, samples, settings, count, result):
+    """`count` online SGD steps on θ_g (and θ_l when joint); records first/last/mean loss."""
+    plan = net.plan
+    first = plan.param_layers[0]
+    last = None
+    if settings["split"] and plan.local_layers and not settings["joint"]:
+        last = plan.local_layers[0] - 1
+    total = 0.0
+    used = 0
+    if count <= 0:
+        return 0
+    for x, y in samples:
+        loss = net.train_step(params, x, y, settings["adapt_lr"], first, last)
+        if used == 0:
+            result.adapt_loss_first = loss
+        result.adapt_loss_last = loss
+        total += loss
+        used += 1
+        if used >= count:
+            break
+    result.adapt_loss = total / used if used else 0.0
+    return used
+
+
+def sparse_delta(params, origin, n_global, percent, residual=None):
+    """Turn `origin` (a copy of θ_g) into Δ (+ residual) in place; returns (indices, values)."""
+    for i in range(n_global):
+        origin[i] = params[i] - origin[i]
+        if residual is not None:
+            origin[i] += residual[i]
+    k = top_k_count(n_global, percent)
+    idx = select_top_k(origin, k)
+    values = array("f", bytes(4 * k))
+    for j in range(k):
+        values[j] = origin[idx[j]]
+    return idx, values
+
+
+def update_residual(residual, delta, payload, n_global):
+    """Error feedback: residual ← what the server will not see of Δ (unsent and rounding)."""
+    for i in range(n_global):
+        residual[i] = delta[i]
+    _, idx, sent = codec.decode(payload)
+    for j in range(len(idx)):
+        residual[idx[j]] = delta[idx[j]] - sent[j]
+
+
+def run_round(net, params, samples, command, residual=None):
+    """Run one full device round; `params` holds θ_g on entry (θ_l is overwritten).
+
+    `samples` yields (x, y) pairs, each used once; `residual` is this device's error-feedback memory of
+    len(θ_g) floats (kept between rounds by the caller) or None. Returns a RoundResult whose
+    payload is the encoded DELTA.
+    """
+    s = round_settings(command)
+    plan = net.plan
+    split = bool(s["split"]) and bool(plan.local_layers)
+    s["split"] = split
+    n_global = global_size(plan, split)
+    result = RoundResult()
+    samples = iter(samples)
+    recon = int(s["recon_samples"]) if split else 0
+    if split:
+        result.recon_loss = reconstruct_local(net, params, samples, s, recon)
+    origin = array("f", params[0:n_global])
+    adapted = adapt_global(net, params, samples, s, int(s["adapt_samples"]), result)
+    result.samples = recon + adapted
+    result.macs = round_macs(plan, s, recon, adapted)
+    use_residual = residual if s["error_feedback"] else None
+    idx, values = sparse_delta(params, origin, n_global, float(s["top_p"]), use_residual)
+    result.payload = codec.encode(
+        codec.KIND_DELTA, n_global, idx, values, int(s.get("version", 0)),
+        int(s.get("round", 0)), min(result.samples, codec.MAX_SAMPLES),
+        codec.value_encoding(s["values"]))
+    result.nnz = len(idx)
+    if use_residual is not None:
+        update_residual(use_residual, origin, result.payload, n_global)
+    return result
+
+
+def round_macs(plan, settings, recon, adapted):
+    """Multiply-accumulates of a round: cheap head-only steps, then full adaptation steps."""
+    total = 0
+    if recon:
+        total += recon * plan.train_step_macs(plan.local_layers[0])
+    last = None
+    if settings["split"] and plan.local_layers and not settings["joint"]:
+        last = plan.local_layers[0] - 1
+    total += adapted * plan.train_step_macs(plan.param_layers[0], last)
+    return total
