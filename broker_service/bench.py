@@ -24,15 +24,24 @@ ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
 
 def episodes_for(use_case, settings: dict, seed: int):
     """The fixed new-device episodes: a small set for the curve and a larger one for the final."""
-    curve = use_case.new_device_episodes(int(settings["eval_devices"]),
-                                         np.random.default_rng([seed, 11]))
-    final = use_case.new_device_episodes(int(settings["final_devices"]),
-                                         np.random.default_rng([seed, 13]))
+    curve = use_case.new_device_episodes(
+        int(settings["eval_devices"]), np.random.default_rng([seed, 11])
+    )
+    final = use_case.new_device_episodes(
+        int(settings["final_devices"]), np.random.default_rng([seed, 13])
+    )
     return curve, final
 
 
-def run_one(name: str, use_case_name: str, data_dir: str | None, seed: int, settings: dict,
-            checkpoint_dir: str | None, verbose: bool) -> tuple[str, dict]:
+def run_one(
+    name: str,
+    use_case_name: str,
+    data_dir: str | None,
+    seed: int,
+    settings: dict,
+    checkpoint_dir: str | None,
+    verbose: bool,
+) -> tuple[str, dict]:
     """Run one algorithm end to end (in a worker process) and return its summary."""
     use_case = load_use_case(use_case_name, data_dir, seed=seed)
     curve_eps, final_eps = episodes_for(use_case, settings, seed)
@@ -41,17 +50,30 @@ def run_one(name: str, use_case_name: str, data_dir: str | None, seed: int, sett
     result = simulation.run(strategy, use_case, settings, seed, curve_eps, final_eps, progress)
     if checkpoint_dir:
         ckpt = checkpoint.Checkpoint(
-            spec=use_case.spec, theta=result.theta, round=len(result.per_round), algorithm=name,
-            use_case=use_case.name, settings=settings, split=strategy.split,
-            extra={"seed": seed, "preprocessing": use_case.preprocessing})
+            spec=use_case.spec,
+            theta=result.theta,
+            round=len(result.per_round),
+            algorithm=name,
+            use_case=use_case.name,
+            settings=settings,
+            split=strategy.split,
+            extra={"seed": seed, "preprocessing": use_case.preprocessing},
+        )
         checkpoint.save(Path(checkpoint_dir) / ("%s-%s.ckpt.json" % (use_case.name, name)), ckpt)
     return name, simulation.summarise(result, use_case)
 
 
-def run_bench(use_case_name: str, data_dir: str | None, seed: int = 0, rounds: int | None = None,
-              quick: bool = False, algorithms: list[str] | None = None,
-              checkpoint_dir: str | None = None, workers: int | None = None,
-              verbose: bool = True) -> dict:
+def run_bench(
+    use_case_name: str,
+    data_dir: str | None,
+    seed: int = 0,
+    rounds: int | None = None,
+    quick: bool = False,
+    algorithms: list[str] | None = None,
+    checkpoint_dir: str | None = None,
+    workers: int | None = None,
+    verbose: bool = True,
+) -> dict:
     """Run the benchmark and return its JSON document."""
     settings = settings_for(use_case_name, quick=quick, rounds=rounds)
     names = algorithms or ORDER
@@ -65,9 +87,14 @@ def run_bench(use_case_name: str, data_dir: str | None, seed: int = 0, rounds: i
     else:
         results = dict(run_one(*job) for job in jobs)
     return {
-        "use_case": use_case_name, "seed": seed, "rounds": int(settings["rounds"]),
-        "metric": use_case.metric, "target": use_case.target, "quick": quick,
-        "settings": settings, "board": "nrf52840",
+        "use_case": use_case_name,
+        "seed": seed,
+        "rounds": int(settings["rounds"]),
+        "metric": use_case.metric,
+        "target": use_case.target,
+        "quick": quick,
+        "settings": settings,
+        "board": "nrf52840",
         "seconds": round(time.perf_counter() - start, 2),
         "algorithms": {n: results[n] for n in names},
     }
@@ -77,17 +104,38 @@ def format_table(doc: dict) -> str:
     """A fixed-width comparison table of a bench document."""
     metric = doc["metric"]
     head = "%-14s %10s %8s %8s %10s %10s %9s %10s %9s" % (
-        "algorithm", metric, "±ci95", "to-tgt", "up B/upd", "down B/upd", "mJ/upd", "MACs/upd",
-        "curve-sd")
+        "algorithm",
+        metric,
+        "±ci95",
+        "to-tgt",
+        "up B/upd",
+        "down B/upd",
+        "mJ/upd",
+        "MACs/upd",
+        "curve-sd",
+    )
     lines = [head, "-" * len(head)]
     for name, a in doc["algorithms"].items():
         tgt = "-" if a["rounds_to_target"] is None else str(a["rounds_to_target"])
-        lines.append("%-14s %10.4f %8.4f %8s %10.1f %10.1f %9.4f %10d %9.4f" % (
-            name, a["final_metric"], a["final_metric_ci95"], tgt, a["bytes_up_per_update"],
-            a["bytes_down_per_update"], a["energy_mj_per_update"], a["macs_per_update"],
-            a["curve_std"]))
+        lines.append(
+            "%-14s %10.4f %8.4f %8s %10.1f %10.1f %9.4f %10d %9.4f"
+            % (
+                name,
+                a["final_metric"],
+                a["final_metric_ci95"],
+                tgt,
+                a["bytes_up_per_update"],
+                a["bytes_down_per_update"],
+                a["energy_mj_per_update"],
+                a["macs_per_update"],
+                a["curve_std"],
+            )
+        )
     algos = doc["algorithms"]
     if "tinymetafed" in algos and "tinyreptile" in algos and algos["tinymetafed"]["updates"]:
-        ratio = algos["tinyreptile"]["bytes_up_per_update"] / algos["tinymetafed"]["bytes_up_per_update"]
+        ratio = (
+            algos["tinyreptile"]["bytes_up_per_update"]
+            / algos["tinymetafed"]["bytes_up_per_update"]
+        )
         lines.append("upload saving TinyReptile/TinyMetaFed: %.1fx" % ratio)
     return "\n".join(lines)

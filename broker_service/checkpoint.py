@@ -44,10 +44,17 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = np.asarray(ckpt.theta, dtype="<f4").tobytes()
     doc = {
-        "format": FORMAT, "use_case": ckpt.use_case, "algorithm": ckpt.algorithm,
-        "round": ckpt.round, "split": ckpt.split, "spec": ckpt.spec, "settings": ckpt.settings,
-        "theta_len": len(ckpt.theta), "theta_crc32": zlib.crc32(raw),
-        "theta_f32_b64": base64.b64encode(raw).decode(), "extra": ckpt.extra,
+        "format": FORMAT,
+        "use_case": ckpt.use_case,
+        "algorithm": ckpt.algorithm,
+        "round": ckpt.round,
+        "split": ckpt.split,
+        "spec": ckpt.spec,
+        "settings": ckpt.settings,
+        "theta_len": len(ckpt.theta),
+        "theta_crc32": zlib.crc32(raw),
+        "theta_f32_b64": base64.b64encode(raw).decode(),
+        "extra": ckpt.extra,
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -87,8 +94,12 @@ def load(path: str | Path) -> Checkpoint:
     if len(raw) != 4 * int(doc["theta_len"]) or zlib.crc32(raw) != doc["theta_crc32"]:
         raise CheckpointError("%s: theta is damaged (length or CRC mismatch)" % path)
     return Checkpoint(
-        spec=doc["spec"], theta=np.frombuffer(raw, dtype="<f4").astype(np.float32),
-        round=int(doc["round"]), algorithm=doc["algorithm"], use_case=doc["use_case"],
-        settings=doc.get("settings", {}), split=bool(doc.get("split", True)),
+        spec=doc["spec"],
+        theta=np.frombuffer(raw, dtype="<f4").astype(np.float32),
+        round=int(doc["round"]),
+        algorithm=doc["algorithm"],
+        use_case=doc["use_case"],
+        settings=doc.get("settings", {}),
+        split=bool(doc.get("split", True)),
         extra=doc.get("extra", {}),
     )

@@ -34,8 +34,17 @@ def _write_json(path: str | None, doc: dict) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run every algorithm on one use case, print the table, write the JSON."""
     algos = args.algorithms.split(",") if args.algorithms else None
-    doc = bench.run_bench(args.use_case, _data_dir(args), args.seed, args.rounds, args.quick,
-                          algos, args.checkpoint_dir, args.workers, verbose=not args.quiet)
+    doc = bench.run_bench(
+        args.use_case,
+        _data_dir(args),
+        args.seed,
+        args.rounds,
+        args.quick,
+        algos,
+        args.checkpoint_dir,
+        args.workers,
+        verbose=not args.quiet,
+    )
     print(bench.format_table(doc))
     print("took %.1f s" % doc["seconds"])
     _write_json(args.json, doc)
@@ -47,19 +56,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = checkpoint.load(args.checkpoint)
     use_case_name = args.use_case or ckpt.use_case
     use_case = load_use_case(use_case_name, _data_dir(args), seed=args.seed)
-    settings = settings_for(use_case_name, **{k: v for k, v in ckpt.settings.items()
-                                              if k.startswith("eval") or k.endswith("_lr")})
+    settings = {**settings_for(use_case_name), **ckpt.settings}
     n = args.devices or int(settings["final_devices"])
     episodes = use_case.new_device_episodes(n, np.random.default_rng([args.seed, 13]))
-    values = evaluate_on_episodes(NumpyNet(ckpt.spec), ckpt.theta, ckpt.split, episodes,
-                                  settings, use_case.metric)
+    values = evaluate_on_episodes(
+        NumpyNet(ckpt.spec), ckpt.theta, ckpt.split, episodes, settings, use_case.metric
+    )
     ci95 = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-    doc = {"checkpoint": str(args.checkpoint), "use_case": use_case_name,
-           "algorithm": ckpt.algorithm, "round": ckpt.round, "metric": use_case.metric,
-           "new_devices": len(values), "final_metric": float(values.mean()),
-           "final_metric_ci95": ci95}
-    print("%s on %d new %s devices: %s = %.4f ± %.4f (95%% CI)" % (
-        ckpt.algorithm, len(values), use_case_name, use_case.metric, doc["final_metric"], ci95))
+    doc = {
+        "checkpoint": str(args.checkpoint),
+        "use_case": use_case_name,
+        "algorithm": ckpt.algorithm,
+        "round": ckpt.round,
+        "metric": use_case.metric,
+        "new_devices": len(values),
+        "final_metric": float(values.mean()),
+        "final_metric_ci95": ci95,
+    }
+    print(
+        "%s on %d new %s devices: %s = %.4f ± %.4f (95%% CI)"
+        % (ckpt.algorithm, len(values), use_case_name, use_case.metric, doc["final_metric"], ci95)
+    )
     _write_json(args.json, doc)
     return 0
 
@@ -67,8 +84,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded-default main job: the sine benchmark with checkpoints, no broker needed."""
     out = Path(args.out)
-    doc = bench.run_bench(args.use_case, _data_dir(args), args.seed, args.rounds, args.quick,
-                          None, str(out / "checkpoints"), None, verbose=True)
+    doc = bench.run_bench(
+        args.use_case,
+        _data_dir(args),
+        args.seed,
+        args.rounds,
+        args.quick,
+        None,
+        str(out / "checkpoints"),
+        None,
+        verbose=True,
+    )
     print(bench.format_table(doc))
     _write_json(str(out / ("bench-%s.json" % args.use_case)), doc)
     print("checkpoints in %s" % (out / "checkpoints"))
@@ -107,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser, default_use_case: str | None = None) -> None:
-    p.add_argument("--use-case", choices=sorted(USE_CASES), default=default_use_case,
-                   required=default_use_case is None)
+    p.add_argument(
+        "--use-case",
+        choices=sorted(USE_CASES),
+        default=default_use_case,
+        required=default_use_case is None,
+    )
     p.add_argument("--data-dir", help="folder holding the data sets (or $%s)" % DATA_ENV)
     p.add_argument("--seed", type=int, default=0)
 

@@ -57,7 +57,11 @@ def _two_rate_step(net: NumpyNet, params: np.ndarray, x, y, settings: dict, lo_h
 
 
 def evaluate_on_episodes(
-    net: NumpyNet, theta: np.ndarray, split: bool, episodes: list[Episode], settings: dict,
+    net: NumpyNet,
+    theta: np.ndarray,
+    split: bool,
+    episodes: list[Episode],
+    settings: dict,
     metric: str,
 ) -> np.ndarray:
     """The metric of each episode (one new device each)."""

@@ -71,7 +71,12 @@ class NumpyNet:
         return float(losses.mean()), grad
 
     def sgd_step(
-        self, params: np.ndarray, x: np.ndarray, y: np.ndarray, lr: float, first: int,
+        self,
+        params: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        lr: float,
+        first: int,
         last: int | None = None,
     ) -> float:
         """One SGD step in place on layers first..last (indices into plan.layers); returns loss.
@@ -95,7 +100,7 @@ def _end_offset(plan: Plan, last: int) -> int:
 
 
 def loss_and_grad(kind: str, out: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample losses and output gradients for 'mse' or 'softmax_ce' (see device_agent.losses)."""
+    """Per-sample losses and output gradients, 'mse' or 'softmax_ce' (as device_agent.losses)."""
     if kind == "mse":
         diff = out - np.asarray(y, dtype=out.dtype).reshape(out.shape)
         n = out.shape[1]
@@ -135,7 +140,9 @@ def _forward(layer: Layer, params: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a.reshape(len(a), -1) @ w.T + b
     if kind == "conv2d":
         w, b = _weights(layer, params)
-        return np.einsum("bcyxij,fcij->bfyx", _windows(layer, a), w, optimize=True) + b[:, None, None]
+        return (
+            np.einsum("bcyxij,fcij->bfyx", _windows(layer, a), w, optimize=True) + b[:, None, None]
+        )
     if kind in ("maxpool", "avgpool"):
         win = _windows(layer, a).reshape(a.shape[0], a.shape[1], *layer.out_shape[1:], -1)
         return win.max(axis=-1) if kind == "maxpool" else win.mean(axis=-1)
@@ -193,7 +200,9 @@ def _conv_backward(layer, params, a, dy, grad, need_dx):
     for ky in range(layer.kh):
         for kx in range(layer.kw):
             contrib = np.einsum("bfyx,fc->bcyx", dy, w[:, :, ky, kx], optimize=True)
-            dx[:, :, ky : ky + oh * layer.sh : layer.sh, kx : kx + ow * layer.sw : layer.sw] += contrib
+            dx[:, :, ky : ky + oh * layer.sh : layer.sh, kx : kx + ow * layer.sw : layer.sw] += (
+                contrib
+            )
     return dx
 
 

@@ -34,7 +34,7 @@ class SimResult:
 
 
 def top_k_indices(delta: np.ndarray, k: int) -> np.ndarray:
-    """Ascending indices of the k largest |delta|, ties to the lowest index (as device_agent.topk)."""
+    """Ascending indices of the k largest |delta|, ties to the lowest index (as agent topk)."""
     order = np.argsort(-np.abs(delta), kind="stable")[:k]
     return np.sort(order).astype(np.uint32)
 
@@ -67,32 +67,56 @@ def simulate_round(
     res = {"recon_loss": 0.0}
     if split:
         init_local(net, params, s)
-        res["recon_loss"] = _steps(net, params, xs[:recon], ys[:recon], s["recon_lr"],
-                                   plan.local_layers[0], None)[0]
+        res["recon_loss"] = _steps(
+            net, params, xs[:recon], ys[:recon], s["recon_lr"], plan.local_layers[0], None
+        )[0]
     origin = params[:n_g].copy()
     adapt = min(int(s["adapt_samples"]), len(xs) - recon)
     last = plan.local_layers[0] - 1 if split and not s["joint"] else None
-    mean, first, final = _steps(net, params, xs[recon:recon + adapt], ys[recon:recon + adapt],
-                                s["adapt_lr"], plan.param_layers[0], last)
+    mean, first, final = _steps(
+        net,
+        params,
+        xs[recon : recon + adapt],
+        ys[recon : recon + adapt],
+        s["adapt_lr"],
+        plan.param_layers[0],
+        last,
+    )
     delta = params[:n_g] - origin
     if s["error_feedback"] and residual is not None:
         delta = delta + residual
     idx = top_k_indices(delta, top_k_count(n_g, float(s["top_p"])))
-    payload = codec.encode(codec.KIND_DELTA, n_g, idx.tolist(), delta[idx].tolist(),
-                           int(s.get("version", 0)), int(s.get("round", 0)),
-                           min(recon + adapt, codec.MAX_SAMPLES), codec.value_encoding(s["values"]))
+    payload = codec.encode(
+        codec.KIND_DELTA,
+        n_g,
+        idx.tolist(),
+        delta[idx].tolist(),
+        int(s.get("version", 0)),
+        int(s.get("round", 0)),
+        min(recon + adapt, codec.MAX_SAMPLES),
+        codec.value_encoding(s["values"]),
+    )
     if s["error_feedback"] and residual is not None:
         _, sent_idx, sent = codec.decode(payload)
         residual[:] = delta
         residual[np.asarray(sent_idx, dtype=np.int64)] -= np.asarray(sent, dtype=np.float32)
-    return SimResult(bytes(payload), recon + adapt, round_macs(plan, s, recon, adapt), len(idx),
-                     res["recon_loss"], mean, first, final)
+    return SimResult(
+        bytes(payload),
+        recon + adapt,
+        round_macs(plan, s, recon, adapt),
+        len(idx),
+        res["recon_loss"],
+        mean,
+        first,
+        final,
+    )
 
 
 def _steps(net, params, xs, ys, lr, first, last) -> tuple[float, float, float]:
     """Batch-1 SGD over the samples in order; returns (mean, first, last) pre-step loss."""
-    losses = [net.sgd_step(params, xs[j:j + 1], ys[j:j + 1], lr, first, last)
-              for j in range(len(xs))]
+    losses = [
+        net.sgd_step(params, xs[j : j + 1], ys[j : j + 1], lr, first, last) for j in range(len(xs))
+    ]
     if not losses:
         return 0.0, 0.0, 0.0
     return float(np.mean(losses)), losses[0], losses[-1]

@@ -74,19 +74,25 @@ def run(
         base = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
         result.curve = [(t, base) for t in range(0, int(settings["rounds"]) + 1, every)]
     else:
-        result.curve.append((0, _curve_point(net, theta, strategy, curve_episodes, settings, use_case)))
+        result.curve.append(
+            (0, _curve_point(net, theta, strategy, curve_episodes, settings, use_case))
+        )
     for t in range(rounds):
-        theta = _one_round(strategy, net, use_case, theta, t, rounds, seed, cohort_rng, residuals,
-                           result)
+        theta = _one_round(
+            strategy, net, use_case, theta, t, rounds, seed, cohort_rng, residuals, result
+        )
         if (t + 1) % every == 0 or t + 1 == rounds:
             value = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
             result.curve.append((t + 1, value))
             if progress:
-                progress("%s round %d/%d %s=%.4f" % (strategy.name, t + 1, rounds,
-                                                    use_case.metric, value))
+                progress(
+                    "%s round %d/%d %s=%.4f"
+                    % (strategy.name, t + 1, rounds, use_case.metric, value)
+                )
     result.theta = theta
-    result.final = evaluate_on_episodes(net, theta, strategy.split, final_episodes, settings,
-                                        use_case.metric)
+    result.final = evaluate_on_episodes(
+        net, theta, strategy.split, final_episodes, settings, use_case.metric
+    )
     result.seconds = time.perf_counter() - start
     return result
 
@@ -130,10 +136,14 @@ def summarise(result: RunResult, use_case: UseCase, board: str = "nrf52840") -> 
     return {
         "final_metric": float(final.mean()),
         "final_metric_ci95": ci95,
-        "rounds_to_target": rounds_to_target(result.curve, use_case.target, use_case.higher_is_better),
+        "rounds_to_target": rounds_to_target(
+            result.curve, use_case.target, use_case.higher_is_better
+        ),
         "bytes_up_per_update": up if result.updates else 0.0,
         "bytes_down_per_update": down if result.updates else 0.0,
-        "energy_mj_per_update": energy_mj(macs, up, down, profile(board)) if result.updates else 0.0,
+        "energy_mj_per_update": energy_mj(macs, up, down, profile(board))
+        if result.updates
+        else 0.0,
         "macs_per_update": int(macs),
         "curve_std": float(np.std(tail)) if tail else 0.0,
         "curve": [[int(r), float(v)] for r, v in result.curve],

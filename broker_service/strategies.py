@@ -46,12 +46,19 @@ class Strategy:
         """The round command for round t (see device_agent.round.DEFAULTS for the keys)."""
         s = self.settings
         return {
-            "round": t, "version": version, "split": self.split,
+            "round": t,
+            "version": version,
+            "split": self.split,
             "recon_samples": s["recon_samples"] if self.split else 0,
             "adapt_samples": self.samples_per_update() - (s["recon_samples"] if self.split else 0),
-            "recon_lr": s["recon_lr"], "adapt_lr": s["adapt_lr"], "joint": s["joint"],
-            "top_p": s["top_p"], "values": s["values"], "error_feedback": s["error_feedback"],
-            "local_init": s["local_init"], "seed": t,
+            "recon_lr": s["recon_lr"],
+            "adapt_lr": s["adapt_lr"],
+            "joint": s["joint"],
+            "top_p": s["top_p"],
+            "values": s["values"],
+            "error_feedback": s["error_feedback"],
+            "local_init": s["local_init"],
+            "seed": t,
         }
 
     def local_update(self, net, theta, xs, ys, command, residual=None) -> SimResult:
@@ -100,8 +107,15 @@ class Reptile(Strategy):
                 sel = perm[lo : lo + batch]
                 net.sgd_step(params, xs[sel], ys[sel], float(self.settings["adapt_lr"]), 0)
         delta = params - np.asarray(theta, dtype=np.float32)
-        payload = codec.encode(codec.KIND_DELTA, len(delta), None, delta.tolist(),
-                               int(command["version"]), int(command["round"]), len(xs))
+        payload = codec.encode(
+            codec.KIND_DELTA,
+            len(delta),
+            None,
+            delta.tolist(),
+            int(command["version"]),
+            int(command["round"]),
+            len(xs),
+        )
         macs = len(xs) * epochs * net.plan.train_step_macs(net.plan.param_layers[0])
         return SimResult(bytes(payload), len(xs), macs, len(delta))
 

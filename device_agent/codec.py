@@ -62,8 +62,20 @@ class Header:
     """The decoded fixed header of a payload."""
 
     def __init__(self, fields):
-        (self.magic, self.version, self.kind, self.value_enc, self.index_enc, self.samples,
-         self.model_version, self.round, self.n, self.k, self.body_len, self.crc) = fields
+        (
+            self.magic,
+            self.version,
+            self.kind,
+            self.value_enc,
+            self.index_enc,
+            self.samples,
+            self.model_version,
+            self.round,
+            self.n,
+            self.k,
+            self.body_len,
+            self.crc,
+        ) = fields
 
     def size(self):
         """Total payload size (header and body) in bytes."""
@@ -127,8 +139,17 @@ def int8_code(v, scale):
     return -127 if q < -127 else (127 if q > 127 else q)
 
 
-def encode(kind, n, indices, values, model_version=0, round_no=0, samples=0,
-           value_enc=VALUE_F32, index_enc=INDEX_AUTO):
+def encode(
+    kind,
+    n,
+    indices,
+    values,
+    model_version=0,
+    round_no=0,
+    samples=0,
+    value_enc=VALUE_F32,
+    index_enc=INDEX_AUTO,
+):
     """Encode a MODEL or DELTA payload; returns a bytearray.
 
     `indices` are ascending positions in a vector of n entries (None means all n, dense) and
@@ -152,8 +173,23 @@ def encode(kind, n, indices, values, model_version=0, round_no=0, samples=0,
 
 def _finish(buf, kind, value_enc, index_enc, samples, model_version, round_no, n, k):
     body_len = len(buf) - HEADER_SIZE
-    struct.pack_into(HEADER, buf, 0, MAGIC, FORMAT_VERSION, kind, value_enc, index_enc, samples,
-                     model_version, round_no, n, k, body_len, 0)
+    struct.pack_into(
+        HEADER,
+        buf,
+        0,
+        MAGIC,
+        FORMAT_VERSION,
+        kind,
+        value_enc,
+        index_enc,
+        samples,
+        model_version,
+        round_no,
+        n,
+        k,
+        body_len,
+        0,
+    )
     crc = crc32(buf, 0, 0, CRC_OFFSET)
     crc = crc32(buf, crc, HEADER_SIZE, len(buf))
     struct.pack_into("<I", buf, CRC_OFFSET, crc)
@@ -218,7 +254,9 @@ def decode_header(buf, max_size=1 << 20):
     if h.kind not in KINDS:
         raise CodecError("bad_kind", str(h.kind))
     if h.body_len != size - HEADER_SIZE:
-        raise CodecError("bad_lengths", "body %d, header says %d" % (size - HEADER_SIZE, h.body_len))
+        raise CodecError(
+            "bad_lengths", "body %d, header says %d" % (size - HEADER_SIZE, h.body_len)
+        )
     crc = crc32(buf, 0, 0, CRC_OFFSET)
     if crc32(buf, crc, HEADER_SIZE, size) != h.crc:
         raise CodecError("bad_checksum")

@@ -43,10 +43,12 @@ def clip(dy, n, bound):
 
 def loss_and_grad(kind, y, target, n, dy, bound=0.0):
     """Dispatch on the spec's loss name; `bound` > 0 clips the output gradient (spec grad_clip)."""
-    if kind == "mse":
-        loss = mse(y, target, n, dy)
-    else:
-        loss = softmax_cross_entropy(y, int(target), n, dy)
+    if kind != "mse":
+        return _clipped(softmax_cross_entropy(y, int(target), n, dy), dy, n, bound)
+    return _clipped(mse(y, target, n, dy), dy, n, bound)
+
+
+def _clipped(loss, dy, n, bound):
     if bound > 0.0:
         clip(dy, n, bound)
     return loss

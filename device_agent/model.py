@@ -10,8 +10,9 @@ A spec looks like::
 Activations are flat float arrays in CHW order; a vector of n features is the shape (n, 1, 1).
 All parameters live in one flat array: each parameterised layer owns a weight block then a bias
 block. An optional "grad_clip" bounds each output gradient of batch-1 SGD (0 = off), which
-keeps online training stable on outliers. The last `local_layers` parameterised layers form θ_l (reconstructed on the device, never
-sent); the rest, a prefix of the flat array, is θ_g (meta-learned and shared).
+keeps online training stable on outliers. The last `local_layers` parameterised layers form θ_l
+(reconstructed on the device, never sent); the rest, a prefix of the flat array, is θ_g
+(meta-learned and shared).
 
 This module is shared by the MicroPython agent and the CPython service, so it uses only what
 MicroPython has.
@@ -85,10 +86,12 @@ class Plan:
         param_layers = [i for i, lay in enumerate(self.layers) if lay.n_params]
         n_local = int(spec.get("local_layers", 1))
         if n_local < 0 or n_local > len(param_layers):
-            raise SpecError("local_layers=%d but the model has %d parameterised layers"
-                            % (n_local, len(param_layers)))
+            raise SpecError(
+                "local_layers=%d but the model has %d parameterised layers"
+                % (n_local, len(param_layers))
+            )
         self.param_layers = param_layers
-        self.local_layers = param_layers[len(param_layers) - n_local:] if n_local else []
+        self.local_layers = param_layers[len(param_layers) - n_local :] if n_local else []
         if self.local_layers:
             self.n_global = self.layers[self.local_layers[0]].w_off
         else:

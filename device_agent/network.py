@@ -67,8 +67,9 @@ class Network:
         y = self.forward(params, x)
         dy = self.grad_a
         spare = self.grad_b
-        loss = loss_and_grad(self.plan.loss, y, target, self.plan.output_size, dy,
-                             self.plan.grad_clip)
+        loss = loss_and_grad(
+            self.plan.loss, y, target, self.plan.output_size, dy, self.plan.grad_clip
+        )
         for i in range(len(layers) - 1, first - 1, -1):
             layer = layers[i]
             dx = spare if i > first else None

@@ -128,9 +128,9 @@ def update_residual(residual, delta, payload, n_global):
 def run_round(net, params, samples, command, residual=None):
     """Run one full device round; `params` holds θ_g on entry (θ_l is overwritten).
 
-    `samples` yields (x, y) pairs, each used once; `residual` is this device's error-feedback memory of
-    len(θ_g) floats (kept between rounds by the caller) or None. Returns a RoundResult whose
-    payload is the encoded DELTA.
+    `samples` yields (x, y) pairs, each used once; `residual` is this device's error-feedback
+    memory of len(θ_g) floats (kept between rounds by the caller) or None. Returns a
+    RoundResult whose payload is the encoded DELTA.
     """
     s = round_settings(command)
     plan = net.plan
@@ -149,9 +149,15 @@ def run_round(net, params, samples, command, residual=None):
     use_residual = residual if s["error_feedback"] else None
     idx, values = sparse_delta(params, origin, n_global, float(s["top_p"]), use_residual)
     result.payload = codec.encode(
-        codec.KIND_DELTA, n_global, idx, values, int(s.get("version", 0)),
-        int(s.get("round", 0)), min(result.samples, codec.MAX_SAMPLES),
-        codec.value_encoding(s["values"]))
+        codec.KIND_DELTA,
+        n_global,
+        idx,
+        values,
+        int(s.get("version", 0)),
+        int(s.get("round", 0)),
+        min(result.samples, codec.MAX_SAMPLES),
+        codec.value_encoding(s["values"]),
+    )
     result.nnz = len(idx)
     if use_residual is not None:
         update_residual(use_residual, origin, result.payload, n_global)

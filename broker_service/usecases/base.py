@@ -50,7 +50,9 @@ class UseCase:
     device_ids: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
-    def stream(self, device_id: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def stream(
+        self, device_id: str, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return the next `n` samples a training device sees (x float32, y as in Episode)."""
         raise NotImplementedError
 

@@ -1,4 +1,4 @@
-"""Sine-wave regression: a device is one wave A·sin(x + φ); the synthetic benchmark of meta-learning.
+"""Sine-wave regression: a device is one wave A·sin(x + φ), meta-learning's synthetic benchmark.
 
 A ∈ [0.1, 5], φ ∈ [0, 2π], x ∈ [−5, 5] (brief section 3). Training devices and new devices are
 drawn from disjoint seeds, so a new device's wave was never seen in meta-training.
@@ -41,7 +41,9 @@ class SineUseCase(UseCase):
         self.query = query
         self.preprocessing = {"x_range": [-5.0, 5.0], "x_scale": X_SCALE}
 
-    def stream(self, device_id: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def stream(
+        self, device_id: str, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         i = self.device_ids.index(device_id)
         return _wave_samples(self.amplitude[i], self.phase[i], n, rng)
 
@@ -58,7 +60,9 @@ class SineUseCase(UseCase):
         return episodes
 
 
-def _wave_samples(a: float, p: float, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _wave_samples(
+    a: float, p: float, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """n samples of one wave; the model sees x scaled by X_SCALE into [-1, 1]."""
     x = rng.uniform(-5.0, 5.0, (n, 1)).astype(np.float32)
     return x * np.float32(X_SCALE), (a * np.sin(x + p)).astype(np.float32)

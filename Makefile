@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` runs the main job on the embedded default,
+# `make test` sets up and runs the whole test suite (what CI runs).
+.PHONY: demo test lint bench
+
+demo:
+	@bash scripts/setup.sh
+	.venv/bin/tinymetafed demo
+
+test:
+	@bash scripts/setup.sh --test
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest -q
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+bench:
+	@bash scripts/setup.sh
+	for u in sine omniglot kws occupancy; do \
+	  .venv/bin/tinymetafed bench --use-case $$u --data-dir $${TINYMETAFED_DATA:-../shared/data} \
+	    --quiet --json benchmarks/results/bench-$$u.json || exit 1; done

@@ -1,0 +1,57 @@
+"""Server maths: sparse weighted mean, linearly decaying outer step, meta-update, cohorts."""
+
+import numpy as np
+import pytest
+
+from broker_service.aggregate import SparseUpdate, meta_update, outer_step, sparse_weighted_mean
+from broker_service.cohort import sample_cohort
+
+
+def test_sparse_mean_treats_absent_coordinates_as_zero_and_weights_by_samples():
+    a = SparseUpdate(np.array([0, 2]), np.array([1.0, 4.0], dtype=np.float32), 10)
+    b = SparseUpdate(np.array([2, 3]), np.array([2.0, -3.0], dtype=np.float32), 30)
+    agg = sparse_weighted_mean(5, [a, b])
+    dense = (10 * np.array([1, 0, 4, 0, 0]) + 30 * np.array([0, 0, 2, -3, 0])) / 40
+    np.testing.assert_allclose(agg, dense, rtol=1e-6)
+
+
+def test_sparse_mean_of_dense_updates_is_the_weighted_average():
+    rng = np.random.default_rng(1)
+    deltas = rng.standard_normal((4, 50)).astype(np.float32)
+    weights = [1, 2, 3, 4]
+    ups = [SparseUpdate(np.arange(50), d, w) for d, w in zip(deltas, weights, strict=True)]
+    np.testing.assert_allclose(
+        sparse_weighted_mean(50, ups), np.average(deltas, axis=0, weights=weights), rtol=1e-5
+    )
+
+
+def test_zero_weights_fall_back_to_equal_weights_and_empty_cohort_changes_nothing():
+    ups = [
+        SparseUpdate(np.array([0]), np.array([2.0]), 0),
+        SparseUpdate(np.array([0]), np.array([4.0]), 0),
+    ]
+    assert sparse_weighted_mean(1, ups)[0] == pytest.approx(3.0)
+    theta = np.ones(3, dtype=np.float32)
+    np.testing.assert_array_equal(meta_update(theta, [], 0.5), theta)
+
+
+def test_outer_step_decays_linearly_to_zero():
+    assert outer_step(1.0, 0, 100) == 1.0
+    assert outer_step(1.0, 50, 100) == pytest.approx(0.5)
+    assert outer_step(0.4, 100, 100) == 0.0
+    assert outer_step(0.4, 7, 0) == 0.4
+
+
+def test_meta_update_interpolates_towards_the_mean_delta():
+    theta = np.zeros(4, dtype=np.float32)
+    up = SparseUpdate(np.array([1, 3]), np.array([2.0, -2.0], dtype=np.float32), 5)
+    np.testing.assert_allclose(meta_update(theta, [up], 0.25), [0, 0.5, 0, -0.5])
+
+
+def test_cohort_is_distinct_deterministic_and_bounded():
+    online = ["d%d" % i for i in range(20)]
+    a = sample_cohort(online, 5, np.random.default_rng(3))
+    assert len(set(a)) == 5 and set(a) <= set(online)
+    assert a == sample_cohort(online, 5, np.random.default_rng(3))
+    assert sample_cohort(online[:3], 5, np.random.default_rng(3)) == online[:3]
+    assert sample_cohort(online, 0, np.random.default_rng(3)) == []

@@ -1,0 +1,51 @@
+"""Checkpoints: round trip, atomic replacement, damage detected with a clear error."""
+
+import json
+
+import numpy as np
+import pytest
+
+from broker_service.checkpoint import Checkpoint, CheckpointError, load, save
+
+
+def _ckpt(r=3):
+    theta = np.linspace(-1, 1, 17, dtype=np.float32)
+    return Checkpoint(
+        spec={"input": [1], "layers": [{"type": "dense", "units": 1}]},
+        theta=theta,
+        round=r,
+        algorithm="tinymetafed",
+        use_case="sine",
+        settings={"top_p": 10.0},
+    )
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "m.ckpt.json"
+    save(path, _ckpt())
+    back = load(path)
+    np.testing.assert_array_equal(back.theta, _ckpt().theta)
+    assert (back.round, back.algorithm, back.settings) == (3, "tinymetafed", {"top_p": 10.0})
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "m.ckpt.json"
+    save(path, _ckpt(1))
+    save(path, _ckpt(2))
+    assert load(path).round == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["m.ckpt.json"]
+
+
+def test_damage_is_detected(tmp_path):
+    path = tmp_path / "m.ckpt.json"
+    save(path, _ckpt())
+    doc = json.loads(path.read_text())
+    doc["theta_crc32"] ^= 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="damaged"):
+        load(path)
+    path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not readable"):
+        load(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load(tmp_path / "missing.json")

@@ -1,0 +1,177 @@
+"""The wire codec: round trips, fixed golden vectors, CRC-32 and float16 agreement, rejections."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device_agent import codec
+from device_agent.checksum import crc32
+from device_agent.float16 import float_from_half, half_from_float
+
+GOLDEN = [
+    (
+        (codec.KIND_DELTA, 20, [0, 3, 19], [0.5, -1.25, 2.0], 7, 3, 30, codec.VALUE_F16),
+        "544d010201011e0007000000030000001400000003000000090000005b7005bf00020f003800bd0040",
+    ),
+    (
+        (codec.KIND_DELTA, 300, [1, 200], [1.0, -0.5], 1, 2, 5, codec.VALUE_INT8),
+        "544d01020201050001000000020000002c01000002000000090000005c89729501c6010402013c7fc0",
+    ),
+    (
+        (codec.KIND_MODEL, 2, None, [1.0, -2.0], 4, 4, 0),
+        "544d01010000000004000000040000000200000002000000080000002e88ff790000803f000000c0",
+    ),
+]
+
+
+@pytest.mark.parametrize("args,hexdump", GOLDEN)
+def test_golden_vectors(args, hexdump):
+    assert codec.encode(*args).hex() == hexdump
+    h, idx, values = codec.decode(bytes.fromhex(hexdump))
+    assert h.kind == args[0] and h.n == args[1] and h.model_version == args[4]
+    assert list(idx) == (list(range(args[1])) if args[2] is None else args[2])
+
+
+@st.composite
+def sparse_vectors(draw):
+    n = draw(st.integers(1, 3000))
+    chosen = draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=min(n, 400)))
+    idx = sorted(chosen)
+    values = draw(
+        st.lists(st.floats(-60000, 60000, width=32), min_size=len(idx), max_size=len(idx))
+    )
+    return n, idx, values
+
+
+@settings(max_examples=200)
+@given(
+    sparse_vectors(),
+    st.sampled_from([0, 1, 2]),
+    st.sampled_from([codec.INDEX_AUTO, codec.INDEX_VARINT, codec.INDEX_BITMAP]),
+)
+def test_round_trip(vec, value_enc, index_enc):
+    n, idx, values = vec
+    buf = codec.encode(codec.KIND_DELTA, n, idx, values, 5, 9, 12, value_enc, index_enc)
+    h, got_idx, got = codec.decode(bytes(buf))
+    assert (h.n, h.k, h.round, h.model_version, h.samples) == (n, len(idx), 9, 5, 12)
+    assert list(got_idx) == idx
+    want = np.array(values, dtype=np.float32)
+    got = np.array(got, dtype=np.float32)
+    if value_enc == codec.VALUE_F32:
+        np.testing.assert_array_equal(got, want)
+    elif value_enc == codec.VALUE_F16:
+        np.testing.assert_allclose(
+            got, want.astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-7
+        )
+    else:
+        scale = np.abs(want).max() / 127 if np.abs(want).max() else 1.0
+        assert np.all(np.abs(got - want) <= scale * 0.5001 + 1e-6)
+
+
+def test_varint_indices_cost_about_one_byte_each_at_ten_percent():
+    n = 10_000
+    idx = list(range(0, n, 10))
+    buf = codec.encode(codec.KIND_DELTA, n, idx, [1.0] * len(idx), value_enc=codec.VALUE_INT8)
+    assert codec.decode_header(buf).index_enc == codec.INDEX_VARINT
+    assert len(buf) == codec.HEADER_SIZE + len(idx) + 4 + len(idx)
+
+
+def test_dense_selection_uses_bitmap_or_all():
+    n = 64
+    many = list(range(0, n, 2))
+    assert codec.choose_index_encoding(n, many) == codec.INDEX_BITMAP
+    assert codec.choose_index_encoding(n, list(range(n))) == codec.INDEX_ALL
+
+
+def test_command_round_trip():
+    buf = codec.encode_command({"round": 4, "top_p": 10.0}, 3, 4)
+    h, cmd = codec.decode_command(bytes(buf))
+    assert cmd == {"round": 4, "top_p": 10.0} and h.round == 4 and h.model_version == 3
+
+
+def _valid():
+    return bytearray(codec.encode(codec.KIND_DELTA, 100, [2, 50], [1.0, 2.0], 1, 1, 3))
+
+
+def _recrc(buf):
+    crc = zlib.crc32(bytes(buf[: codec.CRC_OFFSET]))
+    crc = zlib.crc32(bytes(buf[codec.HEADER_SIZE :]), crc)
+    struct.pack_into("<I", buf, codec.CRC_OFFSET, crc)
+    return buf
+
+
+def _mutate(offset, fmt, value):
+    buf = _valid()
+    struct.pack_into(fmt, buf, offset, value)
+    return _recrc(buf)
+
+
+@pytest.mark.parametrize(
+    "payload,reason",
+    [
+        (b"", "truncated"),
+        (b"TM\x01", "truncated"),
+        (bytes(40), "bad_magic"),
+        (_mutate(2, "<B", 9), "bad_version"),
+        (_mutate(3, "<B", 77), "bad_kind"),
+        (_valid()[:-1], "bad_lengths"),
+        (_valid() + b"\x00", "bad_lengths"),
+        (_mutate(20, "<I", 1), "bad_lengths"),  # k smaller than what the body holds
+        (_mutate(16, "<I", 10), "bad_indices"),  # n smaller than an index
+        (_mutate(4, "<B", 9), "bad_encoding"),
+    ],
+)
+def test_rejections_have_reasons(payload, reason):
+    with pytest.raises(codec.CodecError) as err:
+        codec.decode(bytes(payload))
+    assert err.value.reason == reason
+
+
+def test_checksum_catches_a_flipped_bit():
+    buf = _valid()
+    buf[-1] ^= 0x01
+    with pytest.raises(codec.CodecError, match="bad_checksum"):
+        codec.decode(bytes(buf))
+
+
+def test_non_finite_values_are_rejected():
+    buf = _valid()
+    struct.pack_into("<f", buf, len(buf) - 4, float("nan"))
+    with pytest.raises(codec.CodecError, match="bad_values"):
+        codec.decode(bytes(_recrc(buf)))
+
+
+def test_oversized_payload_is_rejected_before_parsing():
+    with pytest.raises(codec.CodecError, match="oversized"):
+        codec.decode_header(bytes(2000), max_size=1000)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_never_crash_the_decoder(data):
+    try:
+        codec.decode(data)
+    except codec.CodecError:
+        pass
+
+
+@given(st.binary(max_size=300))
+def test_crc32_equals_zlib(data):
+    assert crc32(data) == zlib.crc32(data)
+
+
+def test_float16_matches_numpy_on_many_values():
+    rng = np.random.default_rng(0)
+    values = (rng.standard_normal(5000) * 10.0 ** rng.integers(-8, 5, 5000)).astype(np.float32)
+    for v in values:
+        ref = np.float32(v).astype(np.float16)
+        assert half_from_float(float(v)) == int(ref.view(np.uint16))
+        assert float_from_half(int(ref.view(np.uint16))) == float(ref)
+
+
+def test_float16_saturates_instead_of_overflowing():
+    assert float_from_half(half_from_float(1e9)) == 65504.0
+    assert float_from_half(half_from_float(-1e9)) == -65504.0

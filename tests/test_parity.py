@@ -1,0 +1,96 @@
+"""The MicroPython agent's pure-Python maths and the server's numpy maths agree (1e-5 relative)."""
+
+from array import array
+
+import numpy as np
+import pytest
+
+from broker_service.nn import NumpyNet
+from broker_service.simdevice import simulate_round, top_k_indices
+from broker_service.usecases.sine import SPEC as SINE_SPEC
+from device_agent import codec
+from device_agent.network import Network
+from device_agent.round import run_round
+from device_agent.topk import select_top_k
+from tests.helpers import LAYER_SPECS, fresh_params, rel_err, sample
+
+TOL = 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_SPECS))
+def test_forward_parity(name):
+    plan, params = fresh_params(LAYER_SPECS[name])
+    x, _ = sample(plan, np.random.default_rng(2))
+    agent = list(Network(plan).forward(params, x))
+    numpy_out = NumpyNet(plan).predict(np.array(params), x[None])[0]
+    assert rel_err(agent, numpy_out) < TOL
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_SPECS))
+def test_sgd_steps_parity(name):
+    plan, params = fresh_params(LAYER_SPECS[name])
+    theta = np.array(params, dtype=np.float32)
+    net, twin = Network(plan), NumpyNet(plan)
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        x, y = sample(plan, rng)
+        target = y if plan.loss == "softmax_ce" else list(y)
+        loss_a = net.train_step(params, x, target, 0.05, plan.param_layers[0])
+        loss_b = twin.sgd_step(theta, x[None], np.array([y]), 0.05, plan.param_layers[0])
+        assert loss_a == pytest.approx(loss_b, rel=TOL)
+    assert rel_err(params, theta) < TOL
+
+
+def test_frozen_layers_pass_gradients_but_do_not_change():
+    plan, params = fresh_params(LAYER_SPECS["cnn"])
+    before = array("f", params)
+    x, y = sample(plan, np.random.default_rng(3))
+    first, head = plan.param_layers[0], plan.param_layers[-1]
+    Network(plan).train_step(params, x, y, 0.1, first, head - 1)
+    head_off = plan.layers[head].w_off
+    assert list(params[head_off:]) == list(before[head_off:])
+    assert list(params[:head_off]) != list(before[:head_off])
+
+
+def test_top_k_parity_with_ties():
+    rng = np.random.default_rng(0)
+    delta = np.round(rng.standard_normal(500), 1).astype(np.float32)  # many ties
+    for k in (1, 7, 50, 499, 500):
+        agent = list(select_top_k(array("f", delta.tolist()), k))
+        assert agent == top_k_indices(delta, k).tolist()
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_whole_device_round_parity(split):
+    """One TinyMetaFed (or TinyReptile) round: agent payload == numpy simulator payload."""
+    plan, params = fresh_params(SINE_SPEC, seed=11)
+    theta_g = np.array(params, dtype=np.float32)[: plan.n_global if split else plan.n_params]
+    rng = np.random.default_rng(4)
+    xs = rng.uniform(-1, 1, (30, 1)).astype(np.float32)
+    ys = (2.0 * np.sin(5 * xs + 1.0)).astype(np.float32)
+    command = {
+        "round": 3,
+        "version": 3,
+        "split": split,
+        "recon_samples": 10,
+        "adapt_samples": 20,
+        "recon_lr": 0.05,
+        "adapt_lr": 0.02,
+        "top_p": 10.0,
+        "values": "f32",
+        "error_feedback": True,
+        "seed": 9,
+    }
+    residual_a = array("f", [0.001] * len(theta_g))
+    residual_b = np.full(len(theta_g), 0.001, dtype=np.float32)
+    agent = run_round(
+        Network(plan), params, zip(xs, [list(y) for y in ys], strict=True), command, residual_a
+    )
+    twin = simulate_round(NumpyNet(plan), theta_g, xs, ys, command, residual_b)
+    _, idx_a, val_a = codec.decode(agent.payload)
+    _, idx_b, val_b = codec.decode(twin.payload)
+    assert list(idx_a) == list(idx_b)
+    assert rel_err(val_a, val_b) < TOL
+    assert rel_err(residual_a, residual_b) < TOL
+    assert agent.macs == twin.macs and agent.samples == twin.samples == (30 if split else 20)
+    assert agent.adapt_loss == pytest.approx(twin.adapt_loss, rel=TOL)
