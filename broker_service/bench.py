@@ -139,3 +139,51 @@ def format_table(doc: dict) -> str:
         )
         lines.append("upload saving TinyReptile/TinyMetaFed: %.1fx" % ratio)
     return "\n".join(lines)
+
+
+def criteria(doc: dict) -> dict:
+    """The paper's claims checked on one bench document (ratios and pass/fail), for the docs."""
+    a = doc["algorithms"]
+    tmf, tr, nf = a["tinymetafed"], a["tinyreptile"], a["no_federation"]
+    acc = doc["metric"] == "accuracy"
+
+    def err(x):
+        return 1.0 - x["final_metric"] if acc else x["final_metric"]
+
+    return {
+        "upload_ratio": tr["bytes_up_per_update"] / tmf["bytes_up_per_update"],
+        "download_lower": tmf["bytes_down_per_update"] < tr["bytes_down_per_update"],
+        "vs_tinyreptile": (tmf["final_metric"] - tr["final_metric"]) if acc
+        else tmf["final_metric"] / tr["final_metric"],
+        "vs_tinyreptile_ok": (tmf["final_metric"] >= tr["final_metric"] - 0.02) if acc
+        else tmf["final_metric"] <= 1.15 * tr["final_metric"],
+        "error_vs_no_federation": err(tmf) / err(nf) if err(nf) > 0 else float("inf"),
+        "energy_ratio": tmf["energy_mj_per_update"] / tr["energy_mj_per_update"],
+    }
+
+
+def format_markdown(docs: list[dict]) -> str:
+    """Markdown tables of several bench documents (one section per use case)."""
+    out = []
+    for doc in docs:
+        c = criteria(doc)
+        out.append("### %s (%s, %d rounds, seed %d, %.0f s)\n" % (
+            doc["use_case"], doc["metric"], doc["rounds"], doc["seed"], doc["seconds"]))
+        out.append("| algorithm | %s ± 95%% CI | rounds to %g | up B/update | down B/update "
+                   "| mJ/update | MACs/update | curve sd |" % (doc["metric"], doc["target"]))
+        out.append("|---|---|---|---|---|---|---|---|")
+        for name, a in doc["algorithms"].items():
+            tgt = "–" if a["rounds_to_target"] is None else str(a["rounds_to_target"])
+            out.append("| %s | %.4f ± %.4f | %s | %.0f | %.0f | %.4f | %d | %.4f |" % (
+                name, a["final_metric"], a["final_metric_ci95"], tgt, a["bytes_up_per_update"],
+                a["bytes_down_per_update"], a["energy_mj_per_update"], a["macs_per_update"],
+                a["curve_std"]))
+        vs = ("%+.3f accuracy" % c["vs_tinyreptile"]) if doc["metric"] == "accuracy" else (
+            "%.2f× MSE" % c["vs_tinyreptile"])
+        out.append("\nUpload TinyReptile ÷ TinyMetaFed: %.1f×; download lower: %s; TinyMetaFed vs "
+                   "TinyReptile: %s (%s); TinyMetaFed error ÷ no-federation error: %.2f; energy "
+                   "TinyMetaFed ÷ TinyReptile: %.2f.\n" % (
+                       c["upload_ratio"], "yes" if c["download_lower"] else "no", vs,
+                       "within bound" if c["vs_tinyreptile_ok"] else "outside bound",
+                       c["error_vs_no_federation"], c["energy_ratio"]))
+    return "\n".join(out)

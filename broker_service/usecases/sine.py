@@ -31,7 +31,7 @@ class SineUseCase(UseCase):
     """A fleet of `fleet_size` sine devices; new devices come from a separate random stream."""
 
     def __init__(self, fleet_size: int = 100, seed: int = 0, shots: int = 10, query: int = 100):
-        super().__init__(name="sine", metric="mse", spec=SPEC, target=0.5)
+        super().__init__(name="sine", metric="mse", spec=SPEC, target=1.5)
         rng = np.random.default_rng([seed, 1])
         self.amplitude = rng.uniform(0.1, 5.0, fleet_size)
         self.phase = rng.uniform(0.0, 2 * np.pi, fleet_size)

@@ -1,0 +1,9 @@
+"""Print the markdown tables of committed bench results: python benchmarks/make_table.py FILES."""
+
+import json
+import sys
+
+from broker_service.bench import format_markdown
+
+if __name__ == "__main__":
+    print(format_markdown([json.load(open(path)) for path in sys.argv[1:]]))

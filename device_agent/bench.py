@@ -1,0 +1,145 @@
+"""On-device benchmark: one full round of a use case's default model, without a broker.
+
+    micropython -X heapsize=256K -m device_agent.bench <use-case> [recon_samples adapt_samples]
+    python -m device_agent.bench <use-case>
+
+Samples are generated (deterministic xorshift inputs of the model's shape), so it needs no data
+files. Prints one JSON line: use_case, impl, params, macs_per_sample (one full training step),
+step_ms (mean per-sample training step over the round), recon_step_ms, adapt_step_ms,
+peak_heap_bytes (on MicroPython the highest live heap, gc.mem_alloc() after a collection at every
+sample of a second, untimed round; on CPython tracemalloc's peak), payload_bytes.
+"""
+
+import gc
+import json
+import sys
+import time
+from array import array
+
+from device_agent.model import Plan, init_params
+from device_agent.network import Network
+from device_agent.rng import XorShift32
+from device_agent.round import run_round
+from device_agent.specs import spec_for
+
+try:
+    import micropython
+
+    IMPL = "micropython"
+except ImportError:
+    micropython = None
+    IMPL = sys.implementation.name
+
+
+def _clock_us():
+    if hasattr(time, "ticks_us"):
+        return time.ticks_us()
+    return int(time.perf_counter() * 1000000)
+
+
+def _elapsed_us(start):
+    if hasattr(time, "ticks_diff"):
+        return time.ticks_diff(time.ticks_us(), start)
+    return _clock_us() - start
+
+
+class TimedSamples:
+    """Deterministic synthetic samples that also time the training step between two draws."""
+
+    def __init__(self, plan, count, seed=1, collect=False):
+        self.collect = collect
+        self.plan = plan
+        self.count = count
+        self.rng = XorShift32(seed)
+        self.x = array("f", bytes(4 * plan.layers[0].size_in()))
+        self.target = array("f", bytes(4 * plan.output_size))
+        self.times_us = []
+        self.heap_peak = 0
+        self._last = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._last is not None:
+            self.times_us.append(_elapsed_us(self._last))
+        if self.collect and hasattr(gc, "mem_alloc"):
+            gc.collect()
+            self.heap_peak = max(self.heap_peak, gc.mem_alloc())
+        if len(self.times_us) >= self.count or (self._last is None and self.times_us):
+            raise StopIteration
+        for i in range(len(self.x)):
+            self.x[i] = 2.0 * self.rng.uniform() - 1.0
+        if self.plan.loss == "mse":
+            for i in range(len(self.target)):
+                self.target[i] = 2.0 * self.rng.uniform() - 1.0
+            y = self.target
+        else:
+            y = self.rng.below(self.plan.output_size)
+        self._last = _clock_us()
+        return self.x, y
+
+
+def run(use_case, recon=10, adapt=20):
+    """Run the round and return the figures as a dict."""
+    plan = Plan(spec_for(use_case))
+    gc.collect()
+    if micropython is None:
+        import tracemalloc
+
+        tracemalloc.start()
+    net = Network(plan)
+    params = array("f", bytes(4 * plan.n_params))
+    init_params(plan, params, 1)
+    residual = array("f", bytes(4 * plan.n_global))
+    samples = TimedSamples(plan, recon + adapt)
+    command = {"recon_samples": recon, "adapt_samples": adapt, "top_p": 10.0, "values": "f16"}
+    start = _clock_us()
+    result = run_round(net, params, samples, command, residual)
+    total_us = _elapsed_us(start)
+    times = samples.times_us
+    if micropython is not None:
+        peak = _live_heap_peak(net, plan, recon, adapt)
+    else:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return {
+        "use_case": use_case, "impl": IMPL, "params": plan.n_params, "global_params": plan.n_global,
+        "macs_per_sample": plan.train_step_macs(plan.param_layers[0]),
+        "round_macs": result.macs, "samples": result.samples,
+        "step_ms": sum(times) / len(times) / 1000.0 if times else 0.0,
+        "recon_step_ms": _mean_ms(times[:recon]), "adapt_step_ms": _mean_ms(times[recon:]),
+        "round_ms": total_us / 1000.0, "peak_heap_bytes": peak,
+        "payload_bytes": len(result.payload), "nnz": result.nnz,
+    }
+
+
+def _live_heap_peak(net, plan, recon, adapt):
+    """A second, untimed round that collects garbage at every sample: the peak of live heap."""
+    params = array("f", bytes(4 * plan.n_params))
+    init_params(plan, params, 1)
+    residual = array("f", bytes(4 * plan.n_global))
+    samples = TimedSamples(plan, recon + adapt, collect=True)
+    command = {"recon_samples": recon, "adapt_samples": adapt, "top_p": 10.0, "values": "f16"}
+    result = run_round(net, params, samples, command, residual)
+    gc.collect()
+    return max(samples.heap_peak, gc.mem_alloc() + len(result.payload))
+
+
+def _mean_ms(times):
+    return sum(times) / len(times) / 1000.0 if times else 0.0
+
+
+def main(argv):
+    """Command-line entry: use case and optional sample counts from argv."""
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print("usage: device_agent.bench <sine|omniglot|kws|occupancy> [recon adapt]")
+        return 2
+    recon = int(argv[2]) if len(argv) > 2 else 10
+    adapt = int(argv[3]) if len(argv) > 3 else 20
+    print(json.dumps(run(argv[1], recon, adapt)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
