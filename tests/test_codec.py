@@ -12,6 +12,9 @@ from device_agent import codec
 from device_agent.checksum import crc32
 from device_agent.float16 import float_from_half, half_from_float
 
+REASONS = {"truncated", "oversized", "bad_magic", "bad_version", "bad_kind", "bad_lengths",
+           "bad_checksum", "bad_encoding", "bad_indices", "bad_values", "bad_json"}
+
 GOLDEN = [
     (
         (codec.KIND_DELTA, 20, [0, 3, 19], [0.5, -1.25, 2.0], 7, 3, 30, codec.VALUE_F16),
@@ -154,8 +157,8 @@ def test_oversized_payload_is_rejected_before_parsing():
 def test_random_bytes_never_crash_the_decoder(data):
     try:
         codec.decode(data)
-    except codec.CodecError:
-        pass
+    except codec.CodecError as err:
+        assert err.reason in REASONS
 
 
 @given(st.binary(max_size=300))

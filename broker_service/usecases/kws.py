@@ -21,6 +21,7 @@ import numpy as np
 
 from broker_service.usecases.base import DataMissingError, Episode, UseCase
 from broker_service.usecases.mfcc import MfccConfig, fix_length, mfcc
+from device_agent.specs import kws_spec
 
 N_CLASSES = 10
 N_FRAMES = 32
@@ -29,26 +30,8 @@ _WAV_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
 
 
 def default_spec() -> dict:
-    """The default MCU-sized CNN on [1, 32, 13] MFCC maps: about 1.7k parameters, 58k MACs.
-
-    conv 8@3x3 → 8x30x11, maxpool 2 → 8x15x5, conv 12@3x3 → 12x13x3, maxpool 2 → 12x6x1,
-    dense 10. (The second conv has 12 filters rather than 16 to stay under ~60k MACs.)
-    """
-    return {
-        "input": [1, N_FRAMES, 13],
-        "layers": [
-            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 1},
-            {"type": "relu"},
-            {"type": "maxpool", "size": 2},
-            {"type": "conv2d", "filters": 12, "kernel": 3, "stride": 1},
-            {"type": "relu"},
-            {"type": "maxpool", "size": 2},
-            {"type": "flatten"},
-            {"type": "dense", "units": N_CLASSES},
-        ],
-        "loss": "softmax_ce",
-        "local_layers": 1,
-    }
+    """The default MCU-sized CNN on [1, 32, 13] MFCC maps (device_agent.specs.kws_spec)."""
+    return kws_spec()
 
 
 @dataclass(frozen=True)

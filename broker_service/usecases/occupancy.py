@@ -20,24 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from broker_service.usecases.base import DataMissingError, Episode, UseCase
+from device_agent.specs import occupancy_spec
 
 FILES = ("datatraining.txt", "datatest.txt", "datatest2.txt")
 CHANNELS = ("Temperature", "Humidity", "Light", "CO2", "HumidityRatio")
 LABEL = "Occupancy"
 EXPECTED = "occupancy/{" + ",".join(FILES) + "}"
 
-SPEC = {
-    "input": [len(CHANNELS)],
-    "layers": [
-        {"type": "dense", "units": 16},
-        {"type": "relu"},
-        {"type": "dense", "units": 16},
-        {"type": "relu"},
-        {"type": "dense", "units": 2},
-    ],
-    "loss": "softmax_ce",
-    "local_layers": 1,
-}
+SPEC = occupancy_spec()
 
 
 @dataclass(frozen=True)

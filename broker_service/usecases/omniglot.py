@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from broker_service.usecases.base import DataMissingError, Episode, UseCase
+from device_agent.specs import omniglot_spec
 
 IMAGE_SIZE = 28
 ARCHIVE_PATTERNS = ("images_background*", "images_evaluation*")
@@ -30,21 +31,8 @@ EXPECTED = "omniglot/images_background*.zip or omniglot/images_evaluation*.zip (
 
 
 def default_spec(ways: int = 5) -> dict:
-    """The default MCU-sized CNN: about 2k parameters and 54k MACs for 5 ways."""
-    return {
-        "input": [1, IMAGE_SIZE, IMAGE_SIZE],
-        "layers": [
-            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2},
-            {"type": "relu"},
-            {"type": "conv2d", "filters": 16, "kernel": 3, "stride": 2},
-            {"type": "relu"},
-            {"type": "maxpool", "size": 2},
-            {"type": "flatten"},
-            {"type": "dense", "units": ways},
-        ],
-        "loss": "softmax_ce",
-        "local_layers": 1,
-    }
+    """The default MCU-sized CNN (device_agent.specs): about 2k parameters, 54k MACs at 5 ways."""
+    return omniglot_spec(ways)
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from broker_service.usecases.base import Episode, UseCase
+from device_agent.specs import sine_spec
 
 X_SCALE = 0.2  # inputs are fed as x/5, in [-1, 1]: a device normalises its sensor range
 
-SPEC = {
-    "input": [1],
-    "layers": [
-        {"type": "dense", "units": 32},
-        {"type": "relu"},
-        {"type": "dense", "units": 32},
-        {"type": "relu"},
-        {"type": "dense", "units": 1},
-    ],
-    "loss": "mse",
-    "grad_clip": 10.0,
-    "local_layers": 1,
-}
+SPEC = sine_spec()
 
 
 class SineUseCase(UseCase):

@@ -1,0 +1,26 @@
+"""`device_agent.bench` runs a full round of every default model inside a 256 KB MicroPython heap."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_micropython_agent import ROOT, micropython
+
+KEYS = {"use_case", "params", "macs_per_sample", "step_ms", "peak_heap_bytes", "payload_bytes"}
+
+
+@pytest.mark.parametrize("use_case", ["sine", "omniglot", "kws", "occupancy"])
+def test_board_bench_fits_256k_and_matches_cpython(use_case):
+    cmd = ["-m", "device_agent.bench", use_case]
+    mp = subprocess.run([micropython(), "-X", "heapsize=256K", *cmd], cwd=ROOT, check=True,
+                        capture_output=True, text=True, timeout=300)
+    py = subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True, capture_output=True,
+                        text=True, timeout=300)
+    a, b = json.loads(mp.stdout), json.loads(py.stdout)
+    assert set(a) >= KEYS and a["impl"] == "micropython"
+    assert 0 < a["peak_heap_bytes"] <= 256 * 1024
+    assert a["step_ms"] > 0
+    for key in ("params", "macs_per_sample", "payload_bytes", "nnz", "round_macs"):
+        assert a[key] == b[key], key
