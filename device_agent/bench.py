@@ -16,9 +16,9 @@ import sys
 import time
 from array import array
 
+from device_agent.datasource import SyntheticSource
 from device_agent.model import Plan, init_params
 from device_agent.network import Network
-from device_agent.rng import XorShift32
 from device_agent.round import run_round
 from device_agent.specs import spec_for
 
@@ -44,15 +44,12 @@ def _elapsed_us(start):
 
 
 class TimedSamples:
-    """Deterministic synthetic samples that also time the training step between two draws."""
+    """Synthetic samples that also time the training step between two draws."""
 
     def __init__(self, plan, count, seed=1, collect=False):
-        self.collect = collect
-        self.plan = plan
+        self.source = SyntheticSource(plan, seed)
         self.count = count
-        self.rng = XorShift32(seed)
-        self.x = array("f", bytes(4 * plan.layers[0].size_in()))
-        self.target = array("f", bytes(4 * plan.output_size))
+        self.collect = collect
         self.times_us = []
         self.heap_peak = 0
         self._last = None
@@ -66,18 +63,11 @@ class TimedSamples:
         if self.collect and hasattr(gc, "mem_alloc"):
             gc.collect()
             self.heap_peak = max(self.heap_peak, gc.mem_alloc())
-        if len(self.times_us) >= self.count or (self._last is None and self.times_us):
+        if len(self.times_us) >= self.count:
             raise StopIteration
-        for i in range(len(self.x)):
-            self.x[i] = 2.0 * self.rng.uniform() - 1.0
-        if self.plan.loss == "mse":
-            for i in range(len(self.target)):
-                self.target[i] = 2.0 * self.rng.uniform() - 1.0
-            y = self.target
-        else:
-            y = self.rng.below(self.plan.output_size)
+        sample = next(self.source)
         self._last = _clock_us()
-        return self.x, y
+        return sample
 
 
 def run(use_case, recon=10, adapt=20):

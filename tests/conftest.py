@@ -33,3 +33,13 @@ def data_dir() -> Path:
             pytrace=False,
         )
     return path
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A real mosquitto on 127.0.0.1 at a free port, for one test."""
+    from tests.brokers import Mosquitto
+
+    broker = Mosquitto(tmp_path).start()
+    yield broker
+    broker.stop()

@@ -1,0 +1,306 @@
+"""The device agent: presence, model and command handling, online rounds, uploads, telemetry.
+
+Single-threaded and allocation-conscious so it runs on a 256 KB MicroPython board:
+- the model payload is kept as received and decoded straight into the parameter array;
+- incoming messages are only validated and stashed in the transport callback; rounds run in the
+  main loop, polling the transport between samples, so a newer model or a cancel aborts a stale
+  round cleanly (the next round reloads θ_g from the kept payload);
+- anything malformed is rejected with a reason, logged, counted and reported in telemetry; the
+  agent keeps its previous state;
+- a lost connection ends the session; `run` reconnects with exponential backoff and resumes.
+"""
+
+import gc
+import json
+import sys
+from array import array
+
+from device_agent import codec
+from device_agent.energy import energy_mj, profile
+from device_agent.model import Plan
+from device_agent.network import Network
+from device_agent.round import global_size, round_settings, run_round
+from device_agent.specs import spec_for
+from device_agent.topics import Topics
+from device_agent.transport import _sleep_ms, make_transport, ticks_ms, ticks_since
+
+COMMAND_KEYS = ("round", "version")
+MAX_BACKOFF_MS = 30000
+
+
+class RoundAborted(Exception):
+    """Raised between samples when the round in progress became stale."""
+
+
+def log(event, **fields):
+    """One line an event: `agent event key=value ...`."""
+    parts = ["agent", event]
+    for key in sorted(fields):
+        parts.append("%s=%s" % (key, fields[key]))
+    print(" ".join(parts))
+
+
+def heap_free():
+    """Free heap bytes where the port reports it (MicroPython), else None."""
+    return gc.mem_free() if hasattr(gc, "mem_free") else None
+
+
+def heap_used():
+    """Allocated heap bytes where the port reports it (MicroPython), else None."""
+    return gc.mem_alloc() if hasattr(gc, "mem_alloc") else None
+
+
+class _RoundSamples:
+    """The data source seen by a round: polls the transport between samples and aborts."""
+
+    def __init__(self, agent, source):
+        self.agent = agent
+        self.source = source
+        self.heap_peak = heap_used()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.agent.transport.poll()
+        if self.agent.abort_reason is not None:
+            raise RoundAborted(self.agent.abort_reason)
+        used = heap_used()
+        if used is not None and used > self.heap_peak:
+            self.heap_peak = used
+        return next(self.source)
+
+
+class Agent:
+    """One device: `run()` connects, announces itself, and trains whenever commanded."""
+
+    def __init__(self, config, source, transport_factory=make_transport):
+        self.cfg = config
+        self.device_id = config["device_id"]
+        self.topics = Topics(config["prefix"], config["fleet"])
+        self.plan = Plan(config["spec"] or spec_for(config["use_case"]))
+        self.net = Network(self.plan)
+        self.params = array("f", bytes(4 * self.plan.n_params))
+        self.residual = None
+        self.source = source
+        self.transport_factory = transport_factory
+        self.transport = None
+        self.model_buf = None
+        self.model_header = None
+        self.pending = None
+        self.pending_bytes = 0
+        self.abort_reason = None
+        self.in_round = 0
+        self.last_done = None
+        self.last_update = None
+        self.rounds_done = 0
+        self.rejected = {}
+        self.bytes_in = 0
+        self.connects = 0
+
+    # -- incoming messages (called from the transport; validate and stash only) --
+
+    def on_message(self, topic, payload):
+        """Route a message: the fleet model or this device's command topic."""
+        self.bytes_in += len(payload)
+        if topic == self.topics.model:
+            self._on_model(payload)
+        elif topic == self.topics.command(self.device_id):
+            self._on_command(payload)
+
+    def reject(self, what, reason, detail=""):
+        """Count and log a rejected message; the agent keeps its state."""
+        key = what + ":" + reason
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        log("rejected", what=what, reason=reason, detail=detail)
+
+    def _on_model(self, payload):
+        try:
+            h = codec.decode_header(payload, self.cfg["max_model_bytes"])
+        except codec.CodecError as exc:
+            self.reject("model", exc.reason, str(exc))
+            return
+        if h.kind != codec.KIND_MODEL or h.index_enc != codec.INDEX_ALL:
+            self.reject("model", "bad_kind")
+            return
+        if h.n not in (self.plan.n_global, self.plan.n_params):
+            self.reject("model", "shape_mismatch", "n=%d" % h.n)
+            return
+        if self.model_header is not None and h.model_version <= self.model_header.model_version:
+            return
+        self.model_buf = payload
+        self.model_header = h
+        log("model", version=h.model_version, n=h.n, bytes=len(payload))
+        if self.in_round:
+            self.abort_reason = "newer_model"
+
+    def _on_command(self, payload):
+        try:
+            h, cmd = codec.decode_command(payload)
+            for key in COMMAND_KEYS:
+                if not isinstance(cmd.get(key), int):
+                    raise codec.CodecError("bad_command", "missing integer %r" % key)
+        except codec.CodecError as exc:
+            self.reject("command", exc.reason, str(exc))
+            return
+        if cmd.get("cancel"):
+            if self.in_round == cmd["round"] + 1:
+                self.abort_reason = "cancelled"
+            if self.pending is not None and self.pending["round"] == cmd["round"]:
+                self.pending = None
+            return
+        self.pending = cmd
+        self.pending_bytes = len(payload)
+        if self.in_round and cmd["round"] + 1 != self.in_round:
+            self.abort_reason = "superseded"
+
+    # -- rounds --
+
+    def _load_model(self):
+        h = self.model_header
+        codec.decode_values(self.model_buf, h, codec.HEADER_SIZE, self.params, 0)
+        return h.n
+
+    def run_pending(self):
+        """Run the stashed command, if any: load θ_g, train, upload, report."""
+        cmd = self.pending
+        self.pending = None
+        if cmd is None:
+            return
+        key = (cmd["round"], cmd["version"])
+        if key == self.last_done and self.last_update is not None:
+            self._publish(self.topics.update(self.device_id), self.last_update, qos=1)
+            log("resent", round=cmd["round"])
+            return
+        if self.model_header is None or self.model_header.model_version != cmd["version"]:
+            have = None if self.model_header is None else self.model_header.model_version
+            self.reject("command", "stale_version", "want %s have %s" % (cmd["version"], have))
+            self._telemetry({"round": cmd["round"], "version": cmd["version"],
+                             "error": "stale_version"})
+            return
+        settings = round_settings(cmd)
+        if self._load_model() != global_size(self.plan, bool(settings["split"])):
+            self.reject("command", "shape_mismatch")
+            return
+        self._train(cmd, settings)
+
+    def _train(self, cmd, settings):
+        n = self.model_header.n
+        residual = None
+        if settings["error_feedback"]:
+            if self.residual is None or len(self.residual) != n:
+                self.residual = array("f", bytes(4 * n))
+            residual = self.residual
+        samples = _RoundSamples(self, self.source)
+        self.in_round = cmd["round"] + 1
+        self.abort_reason = None
+        bytes_down = len(self.model_buf) + self.pending_bytes
+        start = ticks_ms()
+        try:
+            result = run_round(self.net, self.params, samples, cmd, residual)
+        except RoundAborted as exc:
+            log("aborted", round=cmd["round"], reason=exc.args[0])
+            self._telemetry({"round": cmd["round"], "version": cmd["version"],
+                             "aborted": exc.args[0]})
+            return
+        finally:
+            self.in_round = 0
+            self.abort_reason = None
+        compute_ms = ticks_since(start)
+        self._publish(self.topics.update(self.device_id), result.payload, qos=1)
+        self.last_done = (cmd["round"], cmd["version"])
+        self.last_update = result.payload
+        self.rounds_done += 1
+        self._report(cmd, result, compute_ms, samples, bytes_down)
+
+    def _report(self, cmd, result, compute_ms, samples, bytes_down):
+        up = len(result.payload)
+        gc.collect()
+        board = profile(self.cfg["energy_profile"])
+        self._telemetry({
+            "round": cmd["round"], "version": cmd["version"], "compute_ms": compute_ms,
+            "samples": result.samples, "macs": result.macs, "nnz": result.nnz,
+            "loss_before": result.recon_loss if result.recon_loss else result.adapt_loss_first,
+            "loss_after": result.adapt_loss_last, "adapt_loss": result.adapt_loss,
+            "heap_free": heap_free(), "heap_peak": samples.heap_peak,
+            "bytes_sent": up, "bytes_received": bytes_down,
+            "energy_mj": energy_mj(result.macs, up, bytes_down, board),
+            "rejected": self.rejected,
+        })
+        log("round", round=cmd["round"], samples=result.samples, ms=compute_ms, bytes=up)
+
+    def _publish(self, topic, payload, qos=0, retain=False):
+        self.transport.publish(topic, payload, retain, qos)
+
+    def _telemetry(self, doc):
+        doc["device"] = self.device_id
+        self._publish(self.topics.telemetry(self.device_id), json.dumps(doc), qos=0)
+
+    # -- sessions --
+
+    def birth(self):
+        """The retained presence document with this device's capabilities."""
+        return json.dumps({
+            "state": "online", "device": self.device_id, "board": self.cfg["board"] or sys.platform,
+            "firmware": "%s %s" % (sys.implementation.name,
+                                   ".".join(str(v) for v in sys.implementation.version[:3])),
+            "free_heap": heap_free(), "use_case": self.cfg["use_case"],
+            "params": self.plan.n_params, "global_params": self.plan.n_global,
+            "codec": codec.FORMAT_VERSION, "values": list(codec.VALUE_NAMES),
+            "indices": ["all", "varint", "bitmap"], "model_version": self.model_version(),
+        })
+
+    def model_version(self):
+        """The version of the model held, or -1."""
+        return -1 if self.model_header is None else self.model_header.model_version
+
+    def connect(self):
+        """Open a session: last will, birth, subscriptions."""
+        b = self.cfg["broker"]
+        t = self.transport_factory(self.device_id, b["host"], b["port"], b["user"],
+                                   b["password"], b["keepalive"], b["ssl"])
+        t.on_message = self.on_message
+        status = self.topics.status(self.device_id)
+        t.connect(status, json.dumps({"state": "offline", "device": self.device_id}))
+        self.transport = t
+        t.subscribe(self.topics.model)
+        t.subscribe(self.topics.command(self.device_id))
+        t.publish(status, self.birth(), True, 1)  # birth last: commands can now reach us
+        self.connects += 1
+        log("connected", broker="%s:%s" % (b["host"], b["port"]), session=self.connects)
+
+    def serve(self, max_rounds=None):
+        """Work until max_rounds rounds are done (forever when None); raises OSError on loss."""
+        while max_rounds is None or self.rounds_done < max_rounds:
+            self.run_pending()
+            if max_rounds is not None and self.rounds_done >= max_rounds:
+                break
+            self.transport.wait(100)
+
+    def goodbye(self):
+        """Publish the retained offline status and disconnect."""
+        try:
+            self._publish(self.topics.status(self.device_id),
+                          json.dumps({"state": "offline", "device": self.device_id}), 1, True)
+        except OSError:
+            pass
+        self.transport.close()
+
+    def run(self, max_rounds=None):
+        """Connect, serve, and reconnect with exponential backoff after any connection loss."""
+        backoff = 500
+        while True:
+            try:
+                self.connect()
+                backoff = 500
+                self.serve(max_rounds)
+                self.goodbye()
+                return
+            except Exception as exc:  # noqa: BLE001 - a board agent must outlive any session
+                log("disconnected", error=repr(exc), retry_ms=backoff)
+                if self.transport is not None:
+                    self.transport.close()
+                    self.transport = None
+                self.in_round = 0
+                _sleep_ms(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_MS)

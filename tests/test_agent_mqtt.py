@@ -1,0 +1,129 @@
+"""The device agent over a real mosquitto, under a real `micropython` (256 KB heap) and CPython."""
+
+import json
+
+import numpy as np
+import pytest
+
+from broker_service.nn import NumpyNet
+from broker_service.simdevice import simulate_round
+from broker_service.simulation import initial_theta
+from broker_service.usecases.sine import SineUseCase
+from device_agent import codec
+from device_agent.datasource import write_sample_file
+from device_agent.model import Plan
+from device_agent.specs import spec_for
+from tests.helpers import rel_err
+from tests.mqtt_helpers import Driver, start_agent
+
+COMMAND = {"round": 0, "version": 1, "split": True, "recon_samples": 10, "adapt_samples": 20,
+           "recon_lr": 0.05, "adapt_lr": 0.01, "top_p": 10.0, "values": "f32",
+           "error_feedback": True, "seed": 4}
+
+
+def agent_config(device_id, port, **extra):
+    cfg = {"device_id": device_id, "fleet": "test", "broker": {"host": "127.0.0.1", "port": port}}
+    cfg.update(extra)
+    return cfg
+
+
+def finish(proc, timeout=60):
+    try:
+        assert proc.wait(timeout) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_round_over_mosquitto_micropython_equals_cpython_equals_numpy(mosquitto, tmp_path):
+    use_case = SineUseCase(fleet_size=3)
+    xs, ys = use_case.stream(use_case.device_ids[0], 30, np.random.default_rng(9))
+    write_sample_file(str(tmp_path / "samples.csv"), xs, ys, classification=False)
+    net = NumpyNet(use_case.spec)
+    theta = initial_theta(net, 3)[: net.plan.n_global]
+    driver = Driver(mosquitto.port)
+    driver.publish_model(theta, version=1)
+    data = {"kind": "file", "path": str(tmp_path / "samples.csv")}
+    procs = {impl: start_agent(agent_config("%s-1" % impl[:2], mosquitto.port, data=data),
+                               tmp_path, impl, rounds=1) for impl in ("micropython", "cpython")}
+    try:
+        deltas = {}
+        for impl, proc in procs.items():
+            device = "%s-1" % impl[:2]
+            birth = driver.wait_status(device, "online")
+            assert birth["params"] == net.plan.n_params and birth["codec"] == codec.FORMAT_VERSION
+            driver.command(device, COMMAND)
+            deltas[impl] = codec.decode(driver.get(device, "update"))
+            telemetry = json.loads(driver.get(device, "telemetry"))
+            assert telemetry["samples"] == 30 and telemetry["bytes_sent"] > 0
+            finish(proc)
+            assert driver.wait_status(device, "offline")["state"] == "offline"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        driver.close()
+    twin = simulate_round(net, theta, xs, ys, COMMAND, np.zeros(len(theta), dtype=np.float32))
+    _, idx_np, val_np = codec.decode(twin.payload)
+    (_, idx_mp, val_mp), (_, idx_py, val_py) = deltas["micropython"], deltas["cpython"]
+    assert list(idx_mp) == list(idx_py) == list(idx_np)
+    assert rel_err(val_mp, val_py) < 1e-6
+    assert rel_err(val_mp, val_np) < 1e-5
+
+
+@pytest.mark.parametrize("use_case", ["sine", "omniglot", "kws", "occupancy"])
+def test_full_round_in_256k_heap_for_every_default_model(use_case, mosquitto, tmp_path):
+    plan = Plan(spec_for(use_case))
+    theta = initial_theta(NumpyNet(plan), 1)[: plan.n_global]
+    driver = Driver(mosquitto.port)
+    driver.publish_model(theta, version=5)
+    device = "mp-" + use_case
+    proc = start_agent(agent_config(device, mosquitto.port, use_case=use_case), tmp_path,
+                       "micropython", rounds=1, heap="256K")
+    try:
+        driver.wait_status(device, "online")
+        driver.command(device, dict(COMMAND, version=5, values="f16", recon_samples=10,
+                                    adapt_samples=20))
+        header, idx, _ = codec.decode(driver.get(device, "update", timeout=120))
+        telemetry = json.loads(driver.get(device, "telemetry"))
+        finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        driver.close()
+    assert header.n == plan.n_global and len(idx) == header.k > 0
+    assert 0 < telemetry["heap_peak"] <= 256 * 1024 and telemetry["heap_free"] > 0
+    assert telemetry["energy_mj"] > 0
+
+
+def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
+    plan = Plan(spec_for("kws"))
+    theta = initial_theta(NumpyNet(plan), 1)[: plan.n_global]
+    driver = Driver(mosquitto.port)
+    driver.publish_model(theta, version=1)
+    device = "mp-restart"
+    proc = start_agent(agent_config(device, mosquitto.port, use_case="kws",
+                                    broker={"host": "127.0.0.1", "port": mosquitto.port,
+                                            "keepalive": 5}),
+                       tmp_path, "micropython", rounds=1)
+    try:
+        driver.wait_status(device, "online")
+        driver.command(device, dict(COMMAND, recon_samples=40, adapt_samples=40))
+        import time
+
+        time.sleep(0.5)  # the round takes ~2 s on the unix port: stop the broker inside it
+        mosquitto.stop()
+        time.sleep(2.0)
+        mosquitto.start()
+        driver.wait_status(device, "online", timeout=60)  # reconnected, new birth
+        driver.publish_model(theta, version=2)  # broker lost its retained state
+        driver.command(device, dict(COMMAND, round=1, version=2))
+        header, _, _ = codec.decode(driver.get(device, "update", timeout=60))
+        assert header.round == 1 and header.model_version == 2
+        finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        driver.close()
+    log = (tmp_path / (device + ".log")).read_text()
+    assert "disconnected" in log and log.count("agent connected") >= 2
