@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service import bench, checkpoint
+from broker_service import bench, bundle, checkpoint
 from broker_service.fewshot import evaluate_on_episodes
 from broker_service.hyperparams import settings_for
 from broker_service.nn import NumpyNet
@@ -101,6 +101,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_device_bundle(args: argparse.Namespace) -> int:
+    """Write what goes onto a board (sources or .mpy, main.py, boot.py, config.json)."""
+    config = json.loads(Path(args.config).read_text()) if args.config else None
+    files = bundle.write_bundle(Path(args.out), config, args.mpy, args.arch, args.plain)
+    print("wrote %d files to %s" % (len(files), args.out))
+    print("copy them onto the board, e.g.: mpremote connect PORT fs cp -r %s/* :" % args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="tinymetafed", description=__doc__)
@@ -129,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="tinymetafed-out", help="output folder")
     p.set_defaults(func=cmd_demo)
+    device = sub.add_parser("device", help="work with device boards").add_subparsers(
+        dest="device_command", required=True)
+    p = device.add_parser("bundle", help="write the files that go onto a board")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="the board's config JSON (default: the ESP32 example)")
+    p.add_argument("--mpy", action="store_true", help="cross-compile to .mpy with mpy-cross")
+    p.add_argument("--arch", help="board architecture for --mpy: %s" % ", ".join(bundle.ARCHES))
+    p.add_argument("--plain", action="store_true",
+                   help="strip @micropython.native (ports without the native emitter)")
+    p.set_defaults(func=cmd_device_bundle)
     return parser
 
 
@@ -148,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataMissingError, checkpoint.CheckpointError) as exc:
+    except (DataMissingError, checkpoint.CheckpointError, bundle.BundleError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

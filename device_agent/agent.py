@@ -16,13 +16,14 @@ import sys
 from array import array
 
 from device_agent import codec
+from device_agent.clock import sleep_ms, ticks_ms, ticks_since
 from device_agent.energy import energy_mj, profile
 from device_agent.model import Plan
 from device_agent.network import Network
 from device_agent.round import global_size, round_settings, run_round
 from device_agent.specs import spec_for
 from device_agent.topics import Topics
-from device_agent.transport import _sleep_ms, make_transport, ticks_ms, ticks_since
+from device_agent.transport import make_transport
 
 COMMAND_KEYS = ("round", "version")
 MAX_BACKOFF_MS = 30000
@@ -62,7 +63,8 @@ class _RoundSamples:
         return self
 
     def __next__(self):
-        self.agent.transport.poll()
+        if self.agent.transport is not None:
+            self.agent.transport.poll()
         if self.agent.abort_reason is not None:
             raise RoundAborted(self.agent.abort_reason)
         used = heap_used()
@@ -158,6 +160,7 @@ class Agent:
 
     def _load_model(self):
         h = self.model_header
+        assert h is not None
         codec.decode_values(self.model_buf, h, codec.HEADER_SIZE, self.params, 0)
         return h.n
 
@@ -185,6 +188,7 @@ class Agent:
         self._train(cmd, settings)
 
     def _train(self, cmd, settings):
+        assert self.model_header is not None and self.model_buf is not None
         n = self.model_header.n
         residual = None
         if settings["error_feedback"]:
@@ -230,6 +234,8 @@ class Agent:
         log("round", round=cmd["round"], samples=result.samples, ms=compute_ms, bytes=up)
 
     def _publish(self, topic, payload, qos=0, retain=False):
+        if self.transport is None:
+            raise OSError("not connected")
         self.transport.publish(topic, payload, retain, qos)
 
     def _telemetry(self, doc):
@@ -275,6 +281,8 @@ class Agent:
             self.run_pending()
             if max_rounds is not None and self.rounds_done >= max_rounds:
                 break
+            if self.transport is None:
+                raise OSError("not connected")
             self.transport.wait(100)
 
     def goodbye(self):
@@ -284,7 +292,8 @@ class Agent:
                           json.dumps({"state": "offline", "device": self.device_id}), 1, True)
         except OSError:
             pass
-        self.transport.close()
+        if self.transport is not None:
+            self.transport.close()
 
     def run(self, max_rounds=None):
         """Connect, serve, and reconnect with exponential backoff after any connection loss."""
@@ -302,5 +311,5 @@ class Agent:
                     self.transport.close()
                     self.transport = None
                 self.in_round = 0
-                _sleep_ms(backoff)
+                sleep_ms(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_MS)

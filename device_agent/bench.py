@@ -13,34 +13,16 @@ sample of a second, untimed round; on CPython tracemalloc's peak), payload_bytes
 import gc
 import json
 import sys
-import time
 from array import array
 
+from device_agent.clock import ticks_us, us_since
 from device_agent.datasource import SyntheticSource
 from device_agent.model import Plan, init_params
 from device_agent.network import Network
 from device_agent.round import run_round
 from device_agent.specs import spec_for
 
-try:
-    import micropython
-
-    IMPL = "micropython"
-except ImportError:
-    micropython = None
-    IMPL = sys.implementation.name
-
-
-def _clock_us():
-    if hasattr(time, "ticks_us"):
-        return time.ticks_us()
-    return int(time.perf_counter() * 1000000)
-
-
-def _elapsed_us(start):
-    if hasattr(time, "ticks_diff"):
-        return time.ticks_diff(time.ticks_us(), start)
-    return _clock_us() - start
+IMPL = sys.implementation.name
 
 
 class TimedSamples:
@@ -59,14 +41,14 @@ class TimedSamples:
 
     def __next__(self):
         if self._last is not None:
-            self.times_us.append(_elapsed_us(self._last))
+            self.times_us.append(us_since(self._last))
         if self.collect and hasattr(gc, "mem_alloc"):
             gc.collect()
             self.heap_peak = max(self.heap_peak, gc.mem_alloc())
         if len(self.times_us) >= self.count:
             raise StopIteration
         sample = next(self.source)
-        self._last = _clock_us()
+        self._last = ticks_us()
         return sample
 
 
@@ -74,8 +56,8 @@ def run(use_case, recon=10, adapt=20):
     """Run the round and return the figures as a dict."""
     plan = Plan(spec_for(use_case))
     gc.collect()
-    if micropython is None:
-        import tracemalloc
+    if IMPL != "micropython":
+        import tracemalloc  # type: ignore[import-not-found]  # CPython only
 
         tracemalloc.start()
     net = Network(plan)
@@ -84,11 +66,11 @@ def run(use_case, recon=10, adapt=20):
     residual = array("f", bytes(4 * plan.n_global))
     samples = TimedSamples(plan, recon + adapt)
     command = {"recon_samples": recon, "adapt_samples": adapt, "top_p": 10.0, "values": "f16"}
-    start = _clock_us()
+    start = ticks_us()
     result = run_round(net, params, samples, command, residual)
-    total_us = _elapsed_us(start)
+    total_us = us_since(start)
     times = samples.times_us
-    if micropython is not None:
+    if IMPL == "micropython":
         peak = _live_heap_peak(net, plan, recon, adapt)
     else:
         peak = tracemalloc.get_traced_memory()[1]

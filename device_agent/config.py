@@ -25,6 +25,7 @@ DEFAULTS = {
     "board": None,
     "energy_profile": "nrf52840",
     "max_model_bytes": 65536,
+    "max_rounds": None,
     "wifi": None,
 }
 BROKER_DEFAULTS = {"host": "127.0.0.1", "port": 1883, "user": None, "password": None,

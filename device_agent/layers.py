@@ -1,14 +1,18 @@
 """Forward and backward kernels of each layer type on flat float arrays (CHW order).
 
 Every kernel reads and writes preallocated buffers (`array('f')` on the device) and allocates
-nothing per call. Backward kernels of parameterised layers first write the input gradient with
-the *old* weights, then (when `lr` is non-zero) apply the batch-1 SGD step to their own weights in
-place. That fused step equals plain SGD exactly and needs no gradient buffer.
+nothing per call; each is compiled with `@micropython.native` where the port can. Backward
+kernels of parameterised layers first write the input gradient with the *old* weights, then
+(when `lr` is non-zero) apply the batch-1 SGD step to their own weights in place. That fused
+step equals plain SGD exactly and needs no gradient buffer.
 """
 
 import math
 
+from device_agent.compat import micropython
 
+
+@micropython.native
 def dense_forward(layer, p, x, y):
     """y = W x + b for a dense layer; W is stored row-major (out, in)."""
     n_in = layer.size_in()
@@ -22,6 +26,7 @@ def dense_forward(layer, p, x, y):
         y[o] = s
 
 
+@micropython.native
 def dense_backward(layer, p, x, dy, dx, lr):
     """Write dx = Wᵀ dy (when dx is given), then W -= lr·dy xᵀ and b -= lr·dy (when lr != 0)."""
     n_in = layer.size_in()
@@ -45,6 +50,7 @@ def dense_backward(layer, p, x, dy, dx, lr):
             p[b + o] -= g
 
 
+@micropython.native
 def conv2d_forward(layer, p, x, y):
     """Valid 2-D convolution with stride; weights are (filters, channels, kh, kw)."""
     c_in, h, w_in = layer.in_shape
@@ -80,6 +86,7 @@ def conv2d_backward(layer, p, x, dy, dx, lr):
         _conv2d_sgd(layer, p, x, dy, lr)
 
 
+@micropython.native
 def _conv2d_input_grad(layer, p, dy, dx):
     c_in, h, w_in = layer.in_shape
     f_out, oh, ow = layer.out_shape
@@ -108,6 +115,7 @@ def _conv2d_input_grad(layer, p, dy, dx):
                             xi += 1
 
 
+@micropython.native
 def _conv2d_sgd(layer, p, x, dy, lr):
     c_in, h, w_in = layer.in_shape
     f_out, oh, ow = layer.out_shape
@@ -136,6 +144,7 @@ def _conv2d_sgd(layer, p, x, dy, lr):
         p[layer.b_off + f] -= lr * gb
 
 
+@micropython.native
 def pool_forward(layer, x, y):
     """Max or average pooling over non-overlapping windows (stride = size, valid)."""
     c_in, h, w_in = layer.in_shape
@@ -160,6 +169,7 @@ def pool_forward(layer, x, y):
                 out += 1
 
 
+@micropython.native
 def pool_backward(layer, x, dy, dx):
     """Route each output gradient to its window's max (first in scan order) or spread it evenly."""
     c_in, h, w_in = layer.in_shape
@@ -185,6 +195,7 @@ def pool_backward(layer, x, dy, dx):
                             dx[row + kx] = g * scale
 
 
+@micropython.native
 def _argmax_window(x, top, ph, pw, w_in):
     best = top
     for ky in range(ph):
@@ -195,6 +206,7 @@ def _argmax_window(x, top, ph, pw, w_in):
     return best
 
 
+@micropython.native
 def activation_forward(kind, x, y, n):
     """ReLU or tanh elementwise; x and y may be the same buffer."""
     if kind == "relu":
@@ -206,6 +218,7 @@ def activation_forward(kind, x, y, n):
             y[i] = math.tanh(x[i])
 
 
+@micropython.native
 def activation_backward(kind, y, dy, dx, n):
     """Gradient through ReLU or tanh from the activation's *output* y (so it can run in place)."""
     if kind == "relu":

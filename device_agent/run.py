@@ -36,7 +36,7 @@ def main(argv):
         print("usage: device_agent.run CONFIG.json [MAX_ROUNDS]")
         return 2
     cfg = load_config(argv[1])
-    max_rounds = int(argv[2]) if len(argv) > 2 else None
+    max_rounds = int(argv[2]) if len(argv) > 2 else cfg["max_rounds"]
     build(cfg).run(max_rounds)
     return 0
 

@@ -7,7 +7,7 @@ drops the transport and reconnects with backoff. `make_transport` picks umqtt.si
 MicroPython and paho-mqtt on CPython (device_agent.transport_paho).
 """
 
-import time
+from device_agent.clock import sleep_ms, ticks_ms, ticks_since
 
 
 class Transport:
@@ -38,27 +38,6 @@ class Transport:
     def close(self):
         """Disconnect cleanly if possible (never raises)."""
         raise NotImplementedError
-
-
-def _sleep_ms(ms):
-    if hasattr(time, "sleep_ms"):
-        time.sleep_ms(ms)
-    else:
-        time.sleep(ms / 1000.0)
-
-
-def ticks_ms():
-    """Milliseconds from a monotonic clock (wraps on MicroPython; use ticks_since)."""
-    if hasattr(time, "ticks_ms"):
-        return time.ticks_ms()
-    return int(time.monotonic() * 1000)
-
-
-def ticks_since(start):
-    """Milliseconds elapsed since `start` (a ticks_ms value)."""
-    if hasattr(time, "ticks_diff"):
-        return time.ticks_diff(time.ticks_ms(), start)
-    return ticks_ms() - start
 
 
 class UmqttTransport(Transport):
@@ -101,7 +80,7 @@ class UmqttTransport(Transport):
             self.poll()
             if ticks_since(start) >= timeout_ms:
                 return
-            _sleep_ms(10)
+            sleep_ms(10)
 
     def close(self):
         try:
@@ -115,7 +94,7 @@ def make_transport(client_id, host, port=1883, user=None, password=None, keepali
     """umqtt.simple where it exists (MicroPython), paho-mqtt otherwise (CPython)."""
     try:
         import umqtt.simple  # noqa: F401
-    except ImportError:
+    except ImportError:  # CPython
         from device_agent.transport_paho import PahoTransport
 
         return PahoTransport(client_id, host, port, user, password, keepalive, ssl)

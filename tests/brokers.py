@@ -44,8 +44,8 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         """Start (or restart) the broker and wait until it listens."""
-        log = open(self.folder / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log, stderr=log)
+        with open(self.folder / "mosquitto.log", "ab") as log:
+            self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log, stderr=log)
         wait_port(self.port)
         return self
 

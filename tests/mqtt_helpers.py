@@ -58,7 +58,8 @@ class Driver:
 
     def publish_model(self, theta, version: int) -> None:
         payload = codec.encode(codec.KIND_MODEL, len(theta), None, list(theta), version, version)
-        self.client.publish(self.topics.model, bytes(payload), qos=1, retain=True).wait_for_publish()
+        info = self.client.publish(self.topics.model, bytes(payload), qos=1, retain=True)
+        info.wait_for_publish()
 
     def command(self, device: str, cmd: dict) -> None:
         payload = codec.encode_command(cmd, cmd.get("version", 0), cmd.get("round", 0))
@@ -99,5 +100,5 @@ def start_agent(config: dict, folder: Path, impl: str, rounds: int | None = None
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if rounds is not None:
         cmd.append(str(rounds))
-    log = open(folder / ("%s.log" % config["device_id"]), "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(folder / ("%s.log" % config["device_id"]), "w") as log:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,4 +1,4 @@
-"""`device_agent.bench` runs a full round of every default model inside a 256 KB MicroPython heap."""
+"""`device_agent.bench`: a full round of every default model inside a 256 KB MicroPython heap."""
 
 import json
 import subprocess

