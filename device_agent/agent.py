@@ -103,12 +103,15 @@ class Agent:
     # -- incoming messages (called from the transport; validate and stash only) --
 
     def on_message(self, topic, payload):
-        """Route a message: the fleet model or this device's command topic."""
+        """Route a message: the fleet model or this device's command topic. Never raises."""
         self.bytes_in += len(payload)
-        if topic == self.topics.model:
-            self._on_model(payload)
-        elif topic == self.topics.command(self.device_id):
-            self._on_command(payload)
+        try:
+            if topic == self.topics.model:
+                self._on_model(payload)
+            elif topic == self.topics.command(self.device_id):
+                self._on_command(payload)
+        except Exception as exc:  # noqa: BLE001 - a bad message must not end the session
+            self.reject("message", "internal_error", repr(exc))
 
     def reject(self, what, reason, detail=""):
         """Count and log a rejected message; the agent keeps its state."""

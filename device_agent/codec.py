@@ -54,7 +54,7 @@ class CodecError(ValueError):
     """A payload that cannot be accepted; `reason` is a short machine-readable cause."""
 
     def __init__(self, reason, detail=""):
-        ValueError.__init__(self, reason + (": " + detail if detail else ""))
+        super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
 
 

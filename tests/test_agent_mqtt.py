@@ -127,3 +127,38 @@ def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
         driver.close()
     log = (tmp_path / (device + ".log")).read_text()
     assert "disconnected" in log and log.count("agent connected") >= 2
+
+
+def test_newer_model_aborts_the_round_and_garbage_is_rejected(mosquitto, tmp_path):
+    plan = Plan(spec_for("kws"))
+    theta = initial_theta(NumpyNet(plan), 1)[: plan.n_global]
+    driver = Driver(mosquitto.port)
+    driver.publish_model(theta, version=1)
+    device = "mp-abort"
+    proc = start_agent(agent_config(device, mosquitto.port, use_case="kws"), tmp_path,
+                       "micropython", rounds=1)
+    try:
+        driver.wait_status(device, "online")
+        # hostile input first: it must be rejected, counted, and change nothing
+        driver.client.publish(driver.topics.command(device), b"TM\x01garbage", qos=1)
+        driver.client.publish(driver.topics.model, b"\x00" * 64, qos=1, retain=True)
+        driver.command(device, {"round": 0, "version": 1, "recon_samples": 40,
+                                "adapt_samples": 60})
+        import time
+
+        time.sleep(0.4)
+        driver.publish_model(theta, version=2)  # arrives mid-round
+        aborted = json.loads(driver.get(device, "telemetry"))
+        assert aborted["aborted"] == "newer_model" and aborted["round"] == 0
+        driver.command(device, {"round": 1, "version": 2, "recon_samples": 5, "adapt_samples": 5})
+        header, _, _ = codec.decode(driver.get(device, "update"))
+        done = json.loads(driver.get(device, "telemetry"))
+        finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        driver.close()
+    assert header.round == 1 and header.model_version == 2
+    assert done["rejected"] == {"command:truncated": 1, "model:bad_magic": 1}
+    log = (tmp_path / (device + ".log")).read_text()
+    assert "agent rejected" in log and "agent aborted" in log

@@ -70,3 +70,25 @@ def test_round_under_micropython_matches_cpython_and_numpy():
     _, np_idx, np_val = codec.decode(twin.payload)
     assert list(np_idx) == list(mp_idx)
     assert rel_err(mp_val, np_val) < 1e-5
+
+
+def test_codec_decisions_are_identical_under_micropython():
+    """Golden vectors, every value/index encoding and every rejection path, on both runtimes."""
+    from tests.test_codec import GOLDEN, _mutate, _valid
+
+    cases = [bytes.fromhex(h) for _, h in GOLDEN]
+    for value_enc in (0, 1, 2):
+        for index_enc in (codec.INDEX_VARINT, codec.INDEX_BITMAP):
+            cases.append(codec.encode(codec.KIND_DELTA, 40, [0, 7, 39], [0.25, -3.5, 1e-3], 2, 3,
+                                      4, value_enc, index_enc))
+    cases += [codec.encode_command({"round": 3, "cancel": True}, 1, 3), b"", b"TM\x01",
+              bytes(40), _mutate(2, "<B", 9), _mutate(3, "<B", 77), _valid()[:-1],
+              _mutate(16, "<I", 10), _mutate(4, "<B", 9)]
+    stdin = "\n".join(bytes(c).hex() or "00" for c in cases)
+    outs = []
+    for cmd in ([micropython(), "-X", "heapsize=256K", "tests/mpy/codec_check.py"],
+                [sys.executable, "tests/mpy/codec_check.py"]):
+        outs.append(subprocess.run(cmd, cwd=ROOT, input=stdin, check=True, capture_output=True,
+                                   text=True, timeout=60).stdout)
+    assert outs[0] == outs[1]
+    assert outs[0].count("rejected") == 8 and "bad_indices" in outs[0]
