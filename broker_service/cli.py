@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from broker_service import bench, bundle, checkpoint
+from broker_service.config import ConfigError
 from broker_service.fewshot import evaluate_on_episodes
 from broker_service.hyperparams import settings_for
 from broker_service.nn import NumpyNet
@@ -18,6 +19,7 @@ from broker_service.usecases.base import DataMissingError
 from broker_service.usecases.registry import USE_CASES, load_use_case
 
 DATA_ENV = "TINYMETAFED_DATA"
+DEMO_ROUNDS = 150
 
 
 def _data_dir(args: argparse.Namespace) -> str | None:
@@ -82,23 +84,84 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded-default main job: the sine benchmark with checkpoints, no broker needed."""
-    out = Path(args.out)
-    doc = bench.run_bench(
-        args.use_case,
-        _data_dir(args),
-        args.seed,
-        args.rounds,
-        args.quick,
-        None,
-        str(out / "checkpoints"),
-        None,
-        verbose=True,
-    )
-    print(bench.format_table(doc))
-    _write_json(str(out / ("bench-%s.json" % args.use_case)), doc)
-    print("checkpoints in %s" % (out / "checkpoints"))
+    """The README's main command: broker, service and fleet on this machine."""
+    from broker_service.demo import run_demo
+
+    summary = run_demo(args.use_case, args.devices, args.rounds or DEMO_ROUNDS, args.broker, args.out,
+                       _data_dir(args), args.seed, not args.no_micropython, args.cohort)
+    return 0 if summary["rounds"] else 1
+
+
+SERVE_FLAGS = ("broker", "username", "ca_file", "cert_file", "key_file", "prefix", "fleet",
+               "use_case", "data_dir", "algorithm", "rounds", "cohort", "quorum", "min_updates",
+               "round_timeout", "wait_for_devices", "max_attempts", "seed", "state_dir",
+               "eval_every", "eval_devices", "metrics_file")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the aggregation service against a broker until its rounds are done."""
+    from broker_service.config import load_config
+    from broker_service.logs import EventLog
+    from broker_service.service import AggregationService
+
+    flags = {k: getattr(args, k, None) for k in SERVE_FLAGS}
+    cfg = load_config(args.config, flags)
+    summary = AggregationService(cfg, EventLog()).run()
+    print(json.dumps(summary, indent=1))
     return 0
+
+
+def _agent_config(args: argparse.Namespace, device_id: str, spec: dict) -> dict:
+    from broker_service.config import ServiceConfig
+
+    host, port, tls = ServiceConfig(broker=args.broker).broker_address()
+    return {"device_id": device_id, "fleet": args.fleet, "prefix": args.prefix,
+            "use_case": args.use_case, "spec": spec,
+            "broker": {"host": host, "port": port, "ssl": tls, "user": args.username,
+                       "password": os.environ.get("TINYMETAFED_PASSWORD")}}
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """One CPython agent: trains on a sample file, or on the use case's data for its id."""
+    from broker_service.fleet import NumpyRunner
+    from device_agent.agent import Agent
+    from device_agent.config import make_config
+    from device_agent.datasource import FileSource
+    from device_agent.model import Plan
+
+    use_case = load_use_case(args.use_case, _data_dir(args), seed=args.seed)
+    cfg = make_config(_agent_config(args, args.device_id, use_case.spec))
+    if args.samples:
+        plan = Plan(use_case.spec)
+        source = FileSource(args.samples, plan.layers[0].size_in(), plan.loss == "softmax_ce")
+        agent = Agent(cfg, source)
+    else:
+        if args.device_id not in use_case.device_ids:
+            raise DataMissingError("device %s is not a %s device (e.g. %s); pass --samples FILE"
+                                   % (args.device_id, args.use_case, use_case.device_ids[0]))
+        agent = Agent(cfg, iter(()), round_runner=NumpyRunner(use_case, NumpyNet(use_case.spec),
+                                                                args.seed))
+    agent.run(args.max_rounds)
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """N simulated agents in one process against a broker, until Ctrl-C."""
+    import time
+
+    from broker_service.config import ServiceConfig
+    from broker_service.fleet import SimulatedFleet
+
+    host, port, _ = ServiceConfig(broker=args.broker).broker_address()
+    use_case = load_use_case(args.use_case, _data_dir(args), seed=args.seed)
+    fleet = SimulatedFleet(host, port, use_case, args.devices, args.seed, args.fleet,
+                           args.prefix).start()
+    print("%d agents running against %s; Ctrl-C stops them" % (len(fleet.agents), args.broker))
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        fleet.stop()
 
 
 def cmd_device_bundle(args: argparse.Namespace) -> int:
@@ -132,12 +195,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, help="number of new devices (default: the bench's)")
     p.add_argument("--json", help="write the result JSON here")
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("demo", help="run the main job on the embedded default (sine, no broker)")
+    p = sub.add_parser("demo", help="the whole system on this machine: broker, service, fleet")
     _common(p, default_use_case="sine")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, help="rounds (default: %d for the demo)" % DEMO_ROUNDS)
+    p.add_argument("--devices", type=int, default=20, help="simulated CPython agents")
+    p.add_argument("--cohort", type=int, help="devices a round (default: the use case's)")
+    p.add_argument("--broker", help="a real broker URL instead of the embedded one")
+    p.add_argument("--no-micropython", action="store_true", help="no micropython agent")
     p.add_argument("--out", default="tinymetafed-out", help="output folder")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("serve", help="run the aggregation service against a broker")
+    p.add_argument("--config", help="TOML file (see docs/service.md)")
+    p.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
+    p.add_argument("--username")
+    p.add_argument("--ca-file")
+    p.add_argument("--cert-file")
+    p.add_argument("--key-file")
+    for name, kind in (("prefix", str), ("fleet", str), ("use_case", str), ("data_dir", str),
+                       ("algorithm", str), ("rounds", int), ("cohort", int), ("quorum", float),
+                       ("min_updates", int), ("round_timeout", float),
+                       ("wait_for_devices", float), ("max_attempts", int), ("seed", int),
+                       ("state_dir", str), ("eval_every", int), ("eval_devices", int),
+                       ("metrics_file", str)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind)
+    p.set_defaults(func=cmd_serve)
+    for name, help_text in (("agent", "run one CPython device agent"),
+                            ("fleet", "run N simulated agents against a broker")):
+        p = sub.add_parser(name, help=help_text)
+        _common(p, default_use_case="sine")
+        p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+        p.add_argument("--username")
+        p.add_argument("--fleet", default="default")
+        p.add_argument("--prefix", default="tinymetafed")
+        if name == "agent":
+            p.add_argument("--device-id", required=True)
+            p.add_argument("--samples", help="a sample file (device_agent.datasource format)")
+            p.add_argument("--max-rounds", type=int, help="leave after this many rounds")
+            p.set_defaults(func=cmd_agent)
+        else:
+            p.add_argument("--devices", type=int, default=10)
+            p.set_defaults(func=cmd_fleet)
     device = sub.add_parser("device", help="work with device boards").add_subparsers(
         dest="device_command", required=True)
     p = device.add_parser("bundle", help="write the files that go onto a board")
@@ -167,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataMissingError, checkpoint.CheckpointError, bundle.BundleError) as exc:
+    except (DataMissingError, checkpoint.CheckpointError, bundle.BundleError, ConfigError,
+            ConnectionError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

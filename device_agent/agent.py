@@ -74,9 +74,15 @@ class _RoundSamples:
 
 
 class Agent:
-    """One device: `run()` connects, announces itself, and trains whenever commanded."""
+    """One device: `run()` connects, announces itself, and trains whenever commanded.
 
-    def __init__(self, config, source, transport_factory=make_transport):
+    `round_runner(agent, command)`, when given, replaces the on-device round (a gateway or a
+    simulated fleet may train with numpy); it returns an object shaped like RoundResult.
+    Setting `stopping` makes `run()` leave at the next loop turn.
+    """
+
+    def __init__(self, config, source, transport_factory=make_transport, round_runner=None,
+                 logger=log):
         self.cfg = config
         self.device_id = config["device_id"]
         self.topics = Topics(config["prefix"], config["fleet"])
@@ -99,6 +105,9 @@ class Agent:
         self.rejected = {}
         self.bytes_in = 0
         self.connects = 0
+        self.stopping = False
+        self.round_runner = round_runner
+        self.log = logger
 
     # -- incoming messages (called from the transport; validate and stash only) --
 
@@ -117,7 +126,7 @@ class Agent:
         """Count and log a rejected message; the agent keeps its state."""
         key = what + ":" + reason
         self.rejected[key] = self.rejected.get(key, 0) + 1
-        log("rejected", what=what, reason=reason, detail=detail)
+        self.log("rejected", what=what, reason=reason, detail=detail)
 
     def _on_model(self, payload):
         try:
@@ -135,7 +144,7 @@ class Agent:
             return
         self.model_buf = payload
         self.model_header = h
-        log("model", version=h.model_version, n=h.n, bytes=len(payload))
+        self.log("model", version=h.model_version, n=h.n, bytes=len(payload))
         if self.in_round:
             self.abort_reason = "newer_model"
 
@@ -176,7 +185,7 @@ class Agent:
         key = (cmd["round"], cmd["version"])
         if key == self.last_done and self.last_update is not None:
             self._publish(self.topics.update(self.device_id), self.last_update, qos=1)
-            log("resent", round=cmd["round"])
+            self.log("resent", round=cmd["round"])
             return
         if self.model_header is None or self.model_header.model_version != cmd["version"]:
             have = None if self.model_header is None else self.model_header.model_version
@@ -204,9 +213,12 @@ class Agent:
         bytes_down = len(self.model_buf) + self.pending_bytes
         start = ticks_ms()
         try:
-            result = run_round(self.net, self.params, samples, cmd, residual)
+            if self.round_runner is not None:
+                result = self.round_runner(self, cmd)
+            else:
+                result = run_round(self.net, self.params, samples, cmd, residual)
         except RoundAborted as exc:
-            log("aborted", round=cmd["round"], reason=exc.args[0])
+            self.log("aborted", round=cmd["round"], reason=exc.args[0])
             self._telemetry({"round": cmd["round"], "version": cmd["version"],
                              "aborted": exc.args[0]})
             return
@@ -234,7 +246,7 @@ class Agent:
             "energy_mj": energy_mj(result.macs, up, bytes_down, board),
             "rejected": self.rejected,
         })
-        log("round", round=cmd["round"], samples=result.samples, ms=compute_ms, bytes=up)
+        self.log("round", round=cmd["round"], samples=result.samples, ms=compute_ms, bytes=up)
 
     def _publish(self, topic, payload, qos=0, retain=False):
         if self.transport is None:
@@ -276,11 +288,11 @@ class Agent:
         t.subscribe(self.topics.command(self.device_id))
         t.publish(status, self.birth(), True, 1)  # birth last: commands can now reach us
         self.connects += 1
-        log("connected", broker="%s:%s" % (b["host"], b["port"]), session=self.connects)
+        self.log("connected", broker="%s:%s" % (b["host"], b["port"]), session=self.connects)
 
     def serve(self, max_rounds=None):
         """Work until max_rounds rounds are done (forever when None); raises OSError on loss."""
-        while max_rounds is None or self.rounds_done < max_rounds:
+        while (max_rounds is None or self.rounds_done < max_rounds) and not self.stopping:
             self.run_pending()
             if max_rounds is not None and self.rounds_done >= max_rounds:
                 break
@@ -309,10 +321,12 @@ class Agent:
                 self.goodbye()
                 return
             except Exception as exc:  # noqa: BLE001 - a board agent must outlive any session
-                log("disconnected", error=repr(exc), retry_ms=backoff)
+                self.log("disconnected", error=repr(exc), retry_ms=backoff)
                 if self.transport is not None:
                     self.transport.close()
                     self.transport = None
                 self.in_round = 0
+                if self.stopping:
+                    return
                 sleep_ms(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_MS)

@@ -1,0 +1,148 @@
+"""`tinymetafed demo`: the whole system on one machine with nothing installed.
+
+An embedded broker (amqtt) on 127.0.0.1 at a free port (or `--broker` for a real one), the
+aggregation service, a simulated fleet of CPython agents, and a real `micropython` agent when
+that executable is present; meta-trains, prints every round, and ends with a summary table.
+Ctrl-C stops cleanly and leaves a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from broker_service.config import ServiceConfig
+from broker_service.datafiles import write_device_samples
+from broker_service.embedded_broker import EmbeddedBroker
+from broker_service.fleet import SimulatedFleet
+from broker_service.logs import EventLog
+from broker_service.service import AggregationService, RoundReport
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_micropython() -> str | None:
+    """The unix-port micropython beside this Python or on PATH, if any."""
+    here = Path(sys.executable).parent / "micropython"
+    return str(here) if here.exists() else shutil.which("micropython")
+
+
+def umqtt_folder() -> Path | None:
+    """The folder holding umqtt/simple.py for the micropython agent, if fetched."""
+    lib = ROOT / ".venv" / "micropython-lib"
+    return lib if (lib / "umqtt" / "simple.py").exists() else None
+
+
+class Progress:
+    """Prints one line a round: metric, bytes so far and the saving against dense, energy."""
+
+    def __init__(self, metric: str, total: int):
+        self.metric = metric
+        self.total = total
+        self.last_metric: float | None = None
+
+    def __call__(self, r: RoundReport) -> None:
+        if r.metric is not None:
+            self.last_metric = r.metric
+        t = r.totals
+        saving = t.dense_bytes_up / t.bytes_up if t.bytes_up else 0.0
+        shown = "%.4f" % self.last_metric if self.last_metric is not None else "   -  "
+        print("round %4d/%d  %s %s  devices %2d late %d  up %8.1f kB (%.1fx less than dense)  "
+              "down %8.1f kB  energy %7.2f mJ" % (
+                  r.round + 1, self.total, self.metric, shown, len(r.participants), len(r.late),
+                  t.bytes_up / 1e3, saving, t.bytes_down / 1e3, t.energy_mj), flush=True)
+
+
+def start_micropython_agent(host: str, port: int, use_case, out: Path, seed: int):
+    """A real micropython agent with a sample file of its own, or None when unavailable."""
+    exe, lib = find_micropython(), umqtt_folder()
+    if not exe or not lib:
+        return None
+    device = use_case.device_ids[-1]
+    samples = write_device_samples(use_case, device, out / "micropython-samples.csv", seed)
+    config = {"device_id": device, "use_case": use_case.name, "spec": use_case.spec,
+              "broker": {"host": host, "port": port}, "data": {"kind": "file", "path": samples}}
+    path = out / "micropython-agent.json"
+    path.write_text(json.dumps(config))
+    log = open(out / "micropython-agent.log", "w")  # noqa: SIM115 - lives as long as the agent
+    return subprocess.Popen([exe, "-X", "heapsize=256K", "-m", "device_agent.run", str(path)],
+                            cwd=ROOT, env={"MICROPYPATH": "%s:%s" % (ROOT, lib)}, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def run_demo(use_case: str = "sine", devices: int = 20, rounds: int | None = None,
+             broker: str | None = None, out: str = "tinymetafed-out", data_dir: str | None = None,
+             seed: int = 0, with_micropython: bool = True, cohort: int | None = None) -> dict:
+    """Run the demo and return the service summary."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    embedded = None
+    if broker is None:
+        embedded = EmbeddedBroker().start()
+        broker = embedded.url
+        print("embedded MQTT broker (amqtt) on %s" % broker)
+    cfg = ServiceConfig(broker=broker, use_case=use_case, data_dir=data_dir, rounds=rounds,
+                        cohort=cohort, seed=seed, state_dir=str(out_dir / "state"),
+                        round_timeout=20.0, wait_for_devices=30.0, eval_every=5)
+    host, port, _ = cfg.broker_address()
+    stop = threading.Event()
+    service = AggregationService(cfg, EventLog(open(out_dir / "service.log", "a")), stop=stop)
+    service.progress = Progress(service.use_case.metric, service.total_rounds)
+    fleet = SimulatedFleet(host, port, service.use_case, min(devices,
+                                                               len(service.use_case.device_ids)),
+                           seed).start()
+    mp = start_micropython_agent(host, port, service.use_case, out_dir, seed) \
+        if with_micropython else None
+    print("fleet: %d simulated agents%s; %s, %s, %d rounds from round %d" % (
+        len(fleet.agents), " + 1 micropython agent" if mp else "", use_case, cfg.algorithm,
+        service.total_rounds, service.round))
+    start = time.monotonic()
+    try:
+        summary = service.run()
+    except KeyboardInterrupt:
+        stop.set()
+        print("\ninterrupted: the checkpoint in %s resumes the session" % service.checkpoint_path())
+        summary = service.summary()
+    finally:
+        fleet.stop()
+        if mp is not None:
+            mp.terminate()
+            mp.wait(10)
+        if embedded is not None:
+            embedded.stop()
+    summary["seconds"] = round(time.monotonic() - start, 1)
+    print_summary(summary, out_dir)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def print_summary(s: dict, out_dir: Path) -> None:
+    """The end-of-demo table and where the files are."""
+    rows = [
+        ("use case / algorithm", "%s / %s" % (s["use_case"], s["algorithm"])),
+        ("rounds", str(s["rounds"])),
+        ("%s on new devices" % s["metric"], "%s -> %s" % (_f(s["metric_initial"]),
+                                                           _f(s["metric_final"]))),
+        ("updates", str(s["updates"])),
+        ("bytes up", "%d (dense float32 would be %d: %.1fx saving)" % (
+            s["bytes_up"], s["dense_bytes_up"], s["upload_saving"])),
+        ("bytes down", str(s["bytes_down"])),
+        ("device energy (estimate)", "%.2f mJ" % s["energy_mj"]),
+        ("rejected", json.dumps(s["rejected"])),
+        ("wall time", "%.1f s" % s.get("seconds", 0.0)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print("%s  %s" % (key.ljust(width), value))
+    print("\ncheckpoint: %s\nservice log: %s\nsummary: %s" % (
+        s["checkpoint"], out_dir / "service.log", out_dir / "summary.json"))
+
+
+def _f(v) -> str:
+    return "-" if v is None else "%.4f" % v

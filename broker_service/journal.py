@@ -1,0 +1,53 @@
+"""The accepted-update journal: every update accepted for the open round is appended and
+fsynced before it counts, so a crash loses no accepted work; a restart replays it.
+
+File format: records of (u16 device-id length, device id, u32 payload length, payload), in
+acceptance order. A torn last record (crash mid-write) is ignored on replay.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+
+class Journal:
+    """The journal of round `round_no` in `folder` (one file a round)."""
+
+    def __init__(self, folder: Path, round_no: int):
+        self.path = Path(folder) / ("round-%06d.journal" % round_no)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, device: str, payload: bytes) -> None:
+        """Durably append one accepted update."""
+        name = device.encode()
+        record = struct.pack("<H", len(name)) + name + struct.pack("<I", len(payload)) + payload
+        with open(self.path, "ab") as f:
+            f.write(record)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def replay(self) -> list[tuple[str, bytes]]:
+        """The complete records, in order."""
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        out = []
+        pos = 0
+        while pos + 2 <= len(data):
+            (n,) = struct.unpack_from("<H", data, pos)
+            if pos + 2 + n + 4 > len(data):
+                break
+            device = data[pos + 2 : pos + 2 + n].decode(errors="replace")
+            (size,) = struct.unpack_from("<I", data, pos + 2 + n)
+            start = pos + 6 + n
+            if start + size > len(data):
+                break
+            out.append((device, data[start : start + size]))
+            pos = start + size
+        return out
+
+    def remove(self) -> None:
+        """Drop the journal once its round is checkpointed."""
+        self.path.unlink(missing_ok=True)

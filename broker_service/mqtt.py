@@ -1,0 +1,97 @@
+"""The service's MQTT connection (paho-mqtt 2.x): TLS and credentials, automatic reconnects with
+resubscription, and one thread-safe event queue that the service's single loop consumes."""
+
+from __future__ import annotations
+
+import queue
+import ssl
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from broker_service.config import ServiceConfig
+from device_agent.topics import Topics
+
+
+@dataclass
+class Event:
+    """'connected', 'disconnected', or 'message' with topic and payload."""
+
+    kind: str
+    topic: str = ""
+    payload: bytes = b""
+
+
+class ServiceMqtt:
+    """Connects to the broker in the background and reports everything as Events."""
+
+    def __init__(self, cfg: ServiceConfig, topics: Topics, client_id: str = "tinymetafed-service"):
+        host, port, tls = cfg.broker_address()
+        self.topics = topics
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv311, clean_session=True)
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, cfg.password)
+        if tls:
+            self.client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file,
+                                keyfile=cfg.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        self.client.will_set(self.service_status(), b'{"state": "offline"}', qos=1, retain=True)
+        self.client.reconnect_delay_set(0.2, 5.0)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.host, self.port = host, port
+
+    def service_status(self) -> str:
+        """The service's own retained presence topic."""
+        return self.topics.base + "/service/status"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Connect (retrying until `timeout`) and start the network thread."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.connect(self.host, self.port, keepalive=30)
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise ConnectionError("cannot reach broker %s:%d: %s"
+                                          % (self.host, self.port, exc)) from exc
+                time.sleep(0.5)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Publish the offline status, disconnect and stop the network thread."""
+        try:
+            self.client.publish(self.service_status(), b'{"state": "offline"}', qos=1, retain=True)
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        if reason.is_failure:
+            self.events.put(Event("refused", payload=str(reason).encode()))
+            return
+        dev = self.topics.devices
+        client.subscribe([(dev + "+/status", 1), (dev + "+/update", 1), (dev + "+/telemetry", 0)])
+        client.publish(self.service_status(), b'{"state": "online"}', qos=1, retain=True)
+        self.events.put(Event("connected"))
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties):
+        self.events.put(Event("disconnected", payload=str(reason).encode()))
+
+    def _on_message(self, client, userdata, msg):
+        self.events.put(Event("message", msg.topic, bytes(msg.payload)))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Queue a publish (paho resends QoS 1 after a reconnect)."""
+        self.client.publish(topic, bytes(payload), qos=qos, retain=retain)
+
+    def next_event(self, timeout: float) -> Event | None:
+        """The next event, or None after `timeout` seconds."""
+        try:
+            return self.events.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None

@@ -1,0 +1,114 @@
+"""The bookkeeping of one round, free of I/O: who was asked, who answered, who was late or
+rejected and why, and whether a quorum was reached.
+
+Idempotent by (device, round, model version): a redelivered or duplicated update is counted once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from broker_service.aggregate import SparseUpdate
+from device_agent import codec
+
+
+class Rejected(Exception):
+    """An update the round refuses; `reason` is a short machine-readable cause."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason + (": " + detail if detail else ""))
+        self.reason = reason
+
+
+@dataclass
+class Accepted:
+    """An accepted update: the decoded sparse delta, its size on the wire and the device."""
+
+    device: str
+    update: SparseUpdate
+    payload_bytes: int
+    nnz: int
+
+
+@dataclass
+class RoundLedger:
+    """One round t at model version v, run with one or more cohorts (attempts)."""
+
+    round: int
+    version: int
+    n: int
+    max_payload: int = 1 << 20
+    max_norm: float = 0.0
+    invited: set[str] = field(default_factory=set)
+    accepted: dict[str, Accepted] = field(default_factory=dict)
+    rejected: Counter = field(default_factory=Counter)
+    duplicates: int = 0
+    attempts: int = 0
+    last_cohort: int = 0
+    closed: bool = False
+
+    def invite(self, cohort: list[str]) -> None:
+        """Start an attempt with these devices."""
+        self.invited.update(cohort)
+        self.attempts += 1
+        self.last_cohort = len(cohort)
+
+    def waiting_for(self) -> set[str]:
+        """Invited devices that have not answered yet."""
+        return self.invited - set(self.accepted)
+
+    def offer(self, device: str, payload: bytes) -> Accepted | None:
+        """Validate an update; returns it when newly accepted, None for a duplicate.
+
+        Raises Rejected with the reason otherwise. Never changes state on a rejection.
+        """
+        if self.closed:
+            raise Rejected("late", "round %d is closed" % self.round)
+        try:
+            h, idx, values = codec.decode(payload, self.max_payload)
+        except codec.CodecError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        self._check(device, h, values)
+        if device in self.accepted:
+            self.duplicates += 1
+            return None
+        norm = float(np.linalg.norm(np.asarray(values, dtype=np.float64)))
+        if self.max_norm and norm > self.max_norm:
+            raise Rejected("norm_bound", "‖Δ‖=%.3g > %.3g" % (norm, self.max_norm))
+        update = SparseUpdate(np.asarray(idx, dtype=np.int64), np.asarray(values, dtype=np.float32),
+                              h.samples)
+        entry = Accepted(device, update, len(payload), h.k)
+        self.accepted[device] = entry
+        return entry
+
+    def _check(self, device: str, h: codec.Header, values) -> None:
+        if h.kind != codec.KIND_DELTA:
+            raise Rejected("bad_kind", "expected a delta")
+        if h.round < self.round:
+            raise Rejected("late", "round %d already closed" % h.round)
+        if h.round != self.round:
+            raise Rejected("wrong_round", "round %d, open round is %d" % (h.round, self.round))
+        if h.model_version != self.version:
+            raise Rejected("stale_version", "version %d, current %d" % (h.model_version,
+                                                                        self.version))
+        if h.n != self.n:
+            raise Rejected("shape_mismatch", "n=%d, model has %d" % (h.n, self.n))
+        if device not in self.invited:
+            raise Rejected("not_in_cohort", device)
+
+    def reject(self, reason: str) -> None:
+        """Count a rejection (for reasons found outside `offer`, e.g. an unknown topic)."""
+        self.rejected[reason] += 1
+
+    def quorum_met(self, quorum: float, min_updates: int) -> bool:
+        """True when at least max(min_updates, ceil(quorum × last cohort size)) answered."""
+        need = max(min_updates, math.ceil(quorum * max(1, self.last_cohort)))
+        return len(self.accepted) >= need
+
+    def updates(self) -> list[SparseUpdate]:
+        """The accepted updates in a stable order (by device id)."""
+        return [self.accepted[d].update for d in sorted(self.accepted)]

@@ -1,0 +1,387 @@
+"""The aggregation service: rounds over a real MQTT broker, durable and idempotent.
+
+Round t (model version t):
+1. publish θ_g (retained MODEL payload) and pick a cohort of K online devices (seeded by
+   (seed, t, attempt), so a restarted service picks the same devices);
+2. send each its round command and collect updates until all answered or the deadline passed;
+   every accepted update is journaled (fsync) before it counts;
+3. with a quorum, close the round: aggregate with the strategy, write the checkpoint atomically,
+   drop the journal; without one, invite a fresh cohort (up to `max_attempts`, then keep trying);
+4. record who answered, who was late, who was rejected and why.
+A restart resumes from the checkpoint and replays the open round's journal; devices asked again
+for a round they already answered re-send the same update, which is counted once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from broker_service import checkpoint
+from broker_service.cohort import sample_cohort
+from broker_service.config import ServiceConfig
+from broker_service.fewshot import evaluate_on_episodes
+from broker_service.hyperparams import settings_for
+from broker_service.journal import Journal
+from broker_service.logs import EventLog
+from broker_service.mqtt import ServiceMqtt
+from broker_service.nn import NumpyNet
+from broker_service.presence import FleetView
+from broker_service.rounds import Rejected, RoundLedger
+from broker_service.simulation import initial_theta
+from broker_service.strategies import ALGORITHMS
+from broker_service.usecases.registry import load_use_case
+from device_agent import codec
+from device_agent.energy import energy_mj, profile
+from device_agent.topics import Topics
+
+
+@dataclass
+class Totals:
+    """Running totals over the session (kept in the checkpoint across restarts)."""
+
+    updates: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    dense_bytes_up: int = 0
+    energy_mj: float = 0.0
+    rejected: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class RoundReport:
+    """What one closed round did; handed to progress callbacks and metric sinks."""
+
+    round: int
+    participants: list[str]
+    late: list[str]
+    rejected: dict
+    duplicates: int
+    attempts: int
+    outer_step: float
+    seconds: float
+    metric: float | None
+    totals: Totals
+    bytes_up: int
+    bytes_down: int
+    loss: float | None = None
+
+
+class AggregationService:
+    """Runs the rounds; `run()` returns when all rounds are done or `stop` is set."""
+
+    def __init__(self, cfg: ServiceConfig, log: EventLog | None = None,
+                 progress: Callable[[RoundReport], None] | None = None,
+                 stop: threading.Event | None = None):
+        self.cfg = cfg
+        self.log = log or EventLog()
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self.use_case = load_use_case(cfg.use_case, cfg.data_dir, seed=cfg.seed)
+        self.settings = settings_for(cfg.use_case, rounds=cfg.rounds, cohort=cfg.cohort)
+        self.strategy = ALGORITHMS[cfg.algorithm](self.settings)
+        self.net = NumpyNet(self.use_case.spec)
+        self.n = self.strategy.global_size(self.net)
+        self.total_rounds = int(self.settings["rounds"])
+        self.topics = Topics(cfg.prefix, cfg.fleet)
+        self.state = Path(cfg.state_dir)
+        self.fleet = FleetView()
+        self.totals = Totals()
+        self.telemetry: dict[str, dict] = {}
+        self.episodes = self.use_case.new_device_episodes(
+            cfg.eval_devices, np.random.default_rng([cfg.seed, 11]))
+        self.theta, self.round = self._resume()
+        self.mqtt: ServiceMqtt | None = None
+        self.ledger: RoundLedger | None = None
+        self.journal: Journal | None = None
+        self.model_payload = b""
+        self.metric_initial: float | None = None
+        self.metric_last: float | None = None
+
+    # -- state --
+
+    def checkpoint_path(self) -> Path:
+        return self.state / "checkpoint.json"
+
+    def _resume(self) -> tuple[np.ndarray, int]:
+        path = self.checkpoint_path()
+        if not path.exists():
+            theta = initial_theta(self.net, self.cfg.seed)[: self.n]
+            return theta, 0
+        ckpt = checkpoint.load(path)
+        if (ckpt.use_case, ckpt.algorithm, len(ckpt.theta)) != (self.cfg.use_case,
+                                                                self.cfg.algorithm, self.n):
+            raise checkpoint.CheckpointError(
+                "%s holds %s/%s with %d parameters; this service runs %s/%s with %d" % (
+                    path, ckpt.use_case, ckpt.algorithm, len(ckpt.theta), self.cfg.use_case,
+                    self.cfg.algorithm, self.n))
+        extra = ckpt.extra.get("totals", {})
+        self.totals = Totals(extra.get("updates", 0), extra.get("bytes_up", 0),
+                             extra.get("bytes_down", 0), extra.get("dense_bytes_up", 0),
+                             extra.get("energy_mj", 0.0), Counter(extra.get("rejected", {})))
+        self.log("resumed", round=ckpt.round, checkpoint=str(path))
+        return ckpt.theta, ckpt.round
+
+    def _save(self) -> None:
+        t = self.totals
+        ckpt = checkpoint.Checkpoint(
+            spec=self.use_case.spec, theta=self.theta, round=self.round,
+            algorithm=self.cfg.algorithm, use_case=self.cfg.use_case, settings=self.settings,
+            split=self.strategy.split,
+            extra={"seed": self.cfg.seed, "preprocessing": self.use_case.preprocessing,
+                   "totals": {"updates": t.updates, "bytes_up": t.bytes_up,
+                              "bytes_down": t.bytes_down, "dense_bytes_up": t.dense_bytes_up,
+                              "energy_mj": t.energy_mj, "rejected": dict(t.rejected)}})
+        checkpoint.save(self.checkpoint_path(), ckpt)
+
+    # -- main loop --
+
+    def run(self) -> dict:
+        """Connect, run the remaining rounds, and return the session summary."""
+        self.mqtt = ServiceMqtt(self.cfg, self.topics)
+        self.mqtt.start()
+        self.log("started", broker=self.cfg.broker, use_case=self.cfg.use_case,
+                 algorithm=self.cfg.algorithm, round=self.round, rounds=self.total_rounds,
+                 params=self.n)
+        try:
+            self.metric_initial = self.evaluate()
+            self.log("evaluated", round=self.round, metric=self.metric_initial)
+            self._wait_for_devices()
+            while self.round < self.total_rounds and not self.stop.is_set():
+                self._run_round()
+        finally:
+            self.mqtt.stop()
+        return self.summary()
+
+    def evaluate(self) -> float:
+        """The few-shot metric of the current θ_g on the evaluation's new devices."""
+        values = evaluate_on_episodes(self.net, self.theta, self.strategy.split, self.episodes,
+                                      self.settings, self.use_case.metric)
+        return float(values.mean())
+
+    def _wait_for_devices(self) -> None:
+        need = min(self.strategy.cohort_size(), max(1, self.cfg.min_updates))
+        deadline = time.monotonic() + self.cfg.wait_for_devices
+        while len(self.fleet.online()) < need and time.monotonic() < deadline:
+            if self.stop.is_set():
+                return
+            self._pump(0.2)
+        self._pump(0.5)  # let the retained presence of the whole fleet arrive
+        self.log("fleet", online=len(self.fleet.online()))
+
+    def _publish_model(self) -> None:
+        self.model_payload = bytes(codec.encode(codec.KIND_MODEL, self.n, None,
+                                                self.theta.tolist(), self.round, self.round))
+        assert self.mqtt is not None
+        self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
+
+    def _run_round(self) -> None:
+        t = self.round
+        start = time.monotonic()
+        self._publish_model()
+        self.ledger = RoundLedger(t, t, self.n, self.cfg.max_payload)
+        self.journal = Journal(self.state / "journal", t)
+        self._replay_journal()
+        attempt = 0
+        while not self.stop.is_set():
+            self._invite(attempt)
+            self._collect(time.monotonic() + self.cfg.round_timeout)
+            if self.ledger.quorum_met(self.cfg.quorum, self.cfg.min_updates):
+                break
+            attempt += 1
+            self.log("quorum_missed", round=t, attempt=attempt,
+                     answered=len(self.ledger.accepted), invited=len(self.ledger.invited))
+            if attempt >= self.cfg.max_attempts:
+                self._pump(min(5.0, self.cfg.round_timeout))
+        if self.stop.is_set():
+            return
+        self._close(start)
+
+    def _replay_journal(self) -> None:
+        assert self.ledger is not None and self.journal is not None
+        for device, payload in self.journal.replay():
+            self.ledger.invited.add(device)
+            try:
+                if self.ledger.offer(device, payload):
+                    self.log("replayed", round=self.round, device=device)
+            except Rejected as exc:
+                self.log("replay_skipped", round=self.round, device=device, reason=exc.reason)
+
+    def _invite(self, attempt: int) -> None:
+        """Attempt 0 draws the round's cohort from all online devices (so a restarted service
+        draws the same one); later attempts draw fresh devices for the missing answers."""
+        ledger = self.ledger
+        assert ledger is not None
+        rng = np.random.default_rng([self.cfg.seed, self.round, attempt])
+        online = self.fleet.online()
+        if attempt == 0:
+            cohort = sample_cohort(online, self.strategy.cohort_size(), rng)
+        else:
+            fresh = [d for d in online if d not in ledger.invited]
+            want = self.strategy.cohort_size() - len(ledger.accepted)
+            cohort = sample_cohort(fresh, max(0, want), rng)
+        ledger.invite(cohort)
+        self._send_commands([d for d in cohort if d not in ledger.accepted])
+        self.log("round_open", round=self.round, attempt=attempt, cohort=",".join(cohort),
+                 online=len(online))
+
+    def _send_commands(self, devices) -> None:
+        assert self.mqtt is not None
+        command = self.strategy.round_command(self.round, version=self.round)
+        payload = bytes(codec.encode_command(command, self.round, self.round))
+        for device in devices:
+            self.mqtt.publish(self.topics.command(device), payload, qos=1)
+            self.totals.bytes_down += len(payload) + len(self.model_payload)
+
+    def _collect(self, deadline: float) -> None:
+        assert self.ledger is not None
+        while self.ledger.waiting_for() and not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._pump(min(left, 0.5))
+
+    def _close(self, start: float) -> None:
+        ledger = self.ledger
+        assert ledger is not None and self.journal is not None
+        ledger.closed = True
+        late = sorted(ledger.waiting_for())
+        beta = self._outer_step()
+        self.theta = np.asarray(self.strategy.aggregate(self.theta, ledger.updates(), self.round,
+                                                        self.total_rounds), dtype=np.float32)
+        round_up = sum(a.payload_bytes for a in ledger.accepted.values())
+        self.totals.updates += len(ledger.accepted)
+        self.totals.bytes_up += round_up
+        self.totals.dense_bytes_up += len(ledger.accepted) * (codec.HEADER_SIZE +
+                                                              4 * self.net.plan.n_params)
+        self.totals.energy_mj += self._round_energy(ledger)
+        self.totals.rejected.update(ledger.rejected)
+        self.round += 1
+        self._save()
+        self.journal.remove()
+        metric = None
+        if self.round % max(1, self.cfg.eval_every) == 0 or self.round == self.total_rounds:
+            metric = self.metric_last = self.evaluate()
+        report = RoundReport(self.round - 1, sorted(ledger.accepted), late, dict(ledger.rejected),
+                             ledger.duplicates, ledger.attempts, beta,
+                             time.monotonic() - start, metric, self.totals, round_up,
+                             len(ledger.invited) * len(self.model_payload))
+        self.log("round_closed", round=report.round, participants=len(report.participants),
+                 late=",".join(late) or None, rejected=dict(ledger.rejected) or None,
+                 duplicates=ledger.duplicates or None, metric=metric,
+                 seconds="%.2f" % report.seconds)
+        if self.round == self.total_rounds:
+            self._publish_model()
+        if self.progress:
+            self.progress(report)
+
+    def _outer_step(self) -> float:
+        from broker_service.aggregate import outer_step
+
+        if self.cfg.algorithm == "fedavg":
+            return 1.0
+        return outer_step(float(self.settings["outer_lr"]), self.round, self.total_rounds)
+
+    def _round_energy(self, ledger: RoundLedger) -> float:
+        total = 0.0
+        for device in ledger.accepted:
+            doc = self.telemetry.get(device, {})
+            if doc.get("round") == ledger.round and isinstance(doc.get("energy_mj"), float):
+                total += doc["energy_mj"]
+            else:
+                total += energy_mj(0, ledger.accepted[device].payload_bytes,
+                                   len(self.model_payload), profile())
+        return total
+
+    # -- events --
+
+    def _pump(self, timeout: float) -> None:
+        assert self.mqtt is not None
+        event = self.mqtt.next_event(timeout)
+        while event is not None:
+            self._handle(event)
+            event = self.mqtt.next_event(0)
+
+    def _handle(self, event) -> None:
+        if event.kind == "connected":
+            self.log("broker_connected", round=self.round)
+            if self.model_payload:
+                assert self.mqtt is not None
+                self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
+            if self.ledger is not None and not self.ledger.closed:
+                self._send_commands(sorted(self.ledger.waiting_for()))
+            return
+        if event.kind in ("disconnected", "refused"):
+            self.log("broker_" + event.kind, round=self.round, reason=event.payload.decode())
+            return
+        device, leaf = self.topics.device_of(event.topic)
+        if device is None:
+            return
+        if leaf == "status":
+            changed = self.fleet.update(device, event.payload)
+            if changed is not None:
+                self.log("presence", device=device, online=changed.online)
+        elif leaf == "update":
+            self._on_update(device, event.payload)
+        elif leaf == "telemetry":
+            self._on_telemetry(device, event.payload)
+
+    def _on_update(self, device: str, payload: bytes) -> None:
+        ledger = self.ledger
+        if ledger is None:
+            self.totals.rejected["no_open_round"] += 1
+            self.log("rejected", device=device, reason="no_open_round")
+            return
+        try:
+            accepted = ledger.offer(device, payload)
+        except Rejected as exc:
+            ledger.reject(exc.reason)
+            self.log("rejected", round=self.round, device=device, reason=exc.reason,
+                     detail=str(exc))
+            return
+        if accepted is None:
+            self.log("duplicate", round=self.round, device=device)
+            return
+        try:
+            assert self.journal is not None
+            self.journal.append(device, payload)
+        except OSError as exc:
+            del ledger.accepted[device]
+            ledger.reject("storage_error")
+            self.log("rejected", round=self.round, device=device, reason="storage_error",
+                     detail=str(exc))
+            return
+        self.log("accepted", round=self.round, device=device, bytes=len(payload),
+                 nnz=accepted.nnz)
+
+    def _on_telemetry(self, device: str, payload: bytes) -> None:
+        import json
+
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            self.log("rejected", device=device, reason="bad_telemetry")
+            return
+        if isinstance(doc, dict):
+            self.telemetry[device] = doc
+
+    def summary(self) -> dict:
+        """The session's figures (for the demo table and tests)."""
+        t = self.totals
+        return {
+            "use_case": self.cfg.use_case, "algorithm": self.cfg.algorithm,
+            "rounds": self.round, "metric": self.use_case.metric,
+            "metric_initial": self.metric_initial, "metric_final": self.metric_last,
+            "updates": t.updates, "bytes_up": t.bytes_up, "bytes_down": t.bytes_down,
+            "dense_bytes_up": t.dense_bytes_up,
+            "upload_saving": (t.dense_bytes_up / t.bytes_up) if t.bytes_up else math.nan,
+            "energy_mj": t.energy_mj, "rejected": dict(t.rejected),
+            "checkpoint": str(self.checkpoint_path()),
+        }
