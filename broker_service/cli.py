@@ -87,8 +87,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main command: broker, service and fleet on this machine."""
     from broker_service.demo import run_demo
 
-    summary = run_demo(args.use_case, args.devices, args.rounds or DEMO_ROUNDS, args.broker, args.out,
-                       _data_dir(args), args.seed, not args.no_micropython, args.cohort)
+    summary = run_demo(args.use_case, args.devices, args.rounds or DEMO_ROUNDS, args.broker,
+                       args.out, _data_dir(args), args.seed, not args.no_micropython, args.cohort)
     return 0 if summary["rounds"] else 1
 
 
@@ -105,10 +105,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from broker_service.service import AggregationService
 
     flags = {k: getattr(args, k, None) for k in SERVE_FLAGS}
+    flags["settings"] = dict(_parse_setting(s) for s in args.set or [])
     cfg = load_config(args.config, flags)
     summary = AggregationService(cfg, EventLog()).run()
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _parse_setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as JSON when it parses (numbers, true/false), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError("--set takes KEY=VALUE, got %r" % text)
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
 
 
 def _agent_config(args: argparse.Namespace, device_id: str, spec: dict) -> dict:
@@ -218,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("state_dir", str), ("eval_every", int), ("eval_devices", int),
                        ("metrics_file", str)):
         p.add_argument("--" + name.replace("_", "-"), type=kind)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a training setting (e.g. --set top_p=5), repeatable")
     p.set_defaults(func=cmd_serve)
     for name, help_text in (("agent", "run one CPython device agent"),
                             ("fleet", "run N simulated agents against a broker")):

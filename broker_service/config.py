@@ -1,5 +1,8 @@
 """Service configuration from defaults, a TOML file, environment variables and flags.
 
+Training settings (broker_service/hyperparams.py keys such as recon_lr or top_p) can be
+overridden with a [settings] table in the file or `--set KEY=VALUE` flags.
+
 Precedence, lowest to highest: built-in defaults < TOML file (`--config`; keys at top level or
 under [service] / [broker]) < environment variables `TINYMETAFED_<KEY>` (upper case, e.g.
 TINYMETAFED_BROKER, TINYMETAFED_ROUNDS) < command-line flags.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -48,6 +51,7 @@ class ServiceConfig:
     eval_devices: int = 10
     max_payload: int = 1 << 20
     metrics_file: str | None = None
+    settings: dict = field(default_factory=dict)
 
     def broker_address(self) -> tuple[str, int, bool]:
         """(host, port, tls) from the broker URL (mqtt:// or mqtts://)."""
@@ -104,8 +108,12 @@ def load_config(path: str | None = None, flags: dict | None = None,
         if key in env:
             values[name] = _coerce(name, kind, env[key], "$" + key)
     for name, value in (flags or {}).items():
-        if name in known and value is not None:
+        if name == "settings" and value:
+            values["settings"] = {**values.get("settings", {}), **value}
+        elif name in known and value is not None:
             values[name] = _coerce(name, known[name], value, "--" + name.replace("_", "-"))
+    if not isinstance(values.get("settings", {}), dict):
+        raise ConfigError("[settings] must be a table of training settings")
     cfg = ServiceConfig(**values)
     cfg.broker_address()
     if not 0 < cfg.quorum <= 1:

@@ -91,7 +91,7 @@ def run_demo(use_case: str = "sine", devices: int = 20, rounds: int | None = Non
                         round_timeout=20.0, wait_for_devices=30.0, eval_every=5)
     host, port, _ = cfg.broker_address()
     stop = threading.Event()
-    service = AggregationService(cfg, EventLog(open(out_dir / "service.log", "a")), stop=stop)
+    service = AggregationService(cfg, EventLog(path=out_dir / "service.log"), stop=stop)
     service.progress = Progress(service.use_case.metric, service.total_rounds)
     fleet = SimulatedFleet(host, port, service.use_case, min(devices,
                                                                len(service.use_case.device_ids)),

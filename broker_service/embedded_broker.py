@@ -4,6 +4,7 @@ default, so that nothing needs installing. For production use a real broker (mos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -61,9 +62,7 @@ class EmbeddedBroker:
         if self.broker is None or self.thread is None:
             return
         future = asyncio.run_coroutine_threadsafe(self.broker.shutdown(), self.loop)
-        try:
+        with contextlib.suppress(Exception):  # shutting down anyway
             future.result(10)
-        except Exception:  # noqa: BLE001 - shutting down anyway
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

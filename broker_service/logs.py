@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 SECRET_KEYS = {"password", "token", "key", "secret"}
@@ -17,10 +18,13 @@ def _value(v) -> str:
 
 
 class EventLog:
-    """Writes logfmt lines to a stream; secrets are never written."""
+    """Writes logfmt lines to a stream (stderr by default) or appends them to a file at `path`;
+    secrets are never written."""
 
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False):
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False,
+                 path: str | Path | None = None):
         self.stream = stream or sys.stderr
+        self.path = Path(path) if path else None
         self.quiet = quiet
 
     def __call__(self, event: str, **fields) -> None:
@@ -32,5 +36,10 @@ class EventLog:
                 continue
             shown = "***" if key in SECRET_KEYS else _value(value)
             parts.append("%s=%s" % (key, shown))
-        self.stream.write(" ".join(parts) + "\n")
-        self.stream.flush()
+        line = " ".join(parts) + "\n"
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(line)
+        else:
+            self.stream.write(line)
+            self.stream.flush()

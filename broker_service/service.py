@@ -35,7 +35,7 @@ from broker_service.mqtt import ServiceMqtt
 from broker_service.nn import NumpyNet
 from broker_service.presence import FleetView
 from broker_service.rounds import Rejected, RoundLedger
-from broker_service.simulation import initial_theta
+from broker_service.simulation import initial_theta, round_cohort
 from broker_service.strategies import ALGORITHMS
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec
@@ -85,7 +85,8 @@ class AggregationService:
         self.progress = progress
         self.stop = stop or threading.Event()
         self.use_case = load_use_case(cfg.use_case, cfg.data_dir, seed=cfg.seed)
-        self.settings = settings_for(cfg.use_case, rounds=cfg.rounds, cohort=cfg.cohort)
+        self.settings = settings_for(cfg.use_case, rounds=cfg.rounds, cohort=cfg.cohort,
+                                     **cfg.settings)
         self.strategy = ALGORITHMS[cfg.algorithm](self.settings)
         self.net = NumpyNet(self.use_case.spec)
         self.n = self.strategy.global_size(self.net)
@@ -173,7 +174,9 @@ class AggregationService:
             if self.stop.is_set():
                 return
             self._pump(0.2)
-        self._pump(0.5)  # let the retained presence of the whole fleet arrive
+        settle = time.monotonic() + 0.5  # let the retained presence of the whole fleet arrive
+        while time.monotonic() < settle:
+            self._pump(settle - time.monotonic())
         self.log("fleet", online=len(self.fleet.online()))
 
     def _publish_model(self) -> None:
@@ -222,11 +225,12 @@ class AggregationService:
         rng = np.random.default_rng([self.cfg.seed, self.round, attempt])
         online = self.fleet.online()
         if attempt == 0:
-            cohort = sample_cohort(online, self.strategy.cohort_size(), rng)
-        else:
+            cohort = round_cohort(online, self.strategy.cohort_size(), self.cfg.seed, self.round)
+        else:  # ask the silent ones again (they may be back) and fresh devices for the gap
             fresh = [d for d in online if d not in ledger.invited]
             want = self.strategy.cohort_size() - len(ledger.accepted)
-            cohort = sample_cohort(fresh, max(0, want), rng)
+            cohort = sorted(d for d in ledger.waiting_for() if d in online)
+            cohort += sample_cohort(fresh, max(0, want - len(cohort)), rng)
         ledger.invite(cohort)
         self._send_commands([d for d in cohort if d not in ledger.accepted])
         self.log("round_open", round=self.round, attempt=attempt, cohort=",".join(cohort),

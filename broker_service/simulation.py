@@ -67,7 +67,6 @@ def run(
     rounds = int(settings["rounds"]) if strategy.federated else 0
     theta = initial_theta(net, seed)[: strategy.global_size(net)]
     result = RunResult(strategy.name, theta, [], np.array([]))
-    cohort_rng = np.random.default_rng([seed, 7])
     residuals: dict[str, np.ndarray] = {}
     every = max(1, int(settings["eval_every"]))
     if not strategy.federated:
@@ -78,9 +77,7 @@ def run(
             (0, _curve_point(net, theta, strategy, curve_episodes, settings, use_case))
         )
     for t in range(rounds):
-        theta = _one_round(
-            strategy, net, use_case, theta, t, rounds, seed, cohort_rng, residuals, result
-        )
+        theta = _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result)
         if (t + 1) % every == 0 or t + 1 == rounds:
             value = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
             result.curve.append((t + 1, value))
@@ -102,8 +99,13 @@ def _curve_point(net, theta, strategy, episodes, settings, use_case) -> float:
     return float(values.mean())
 
 
-def _one_round(strategy, net, use_case, theta, t, rounds, seed, cohort_rng, residuals, result):
-    cohort = sample_cohort(use_case.device_ids, strategy.cohort_size(), cohort_rng)
+def round_cohort(devices: list[str], k: int, seed: int, t: int) -> list[str]:
+    """Round t's cohort: the rule the service uses too (seeded by (seed, t, attempt 0))."""
+    return sample_cohort(sorted(devices), k, np.random.default_rng([seed, t, 0]))
+
+
+def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result):
+    cohort = round_cohort(use_case.device_ids, strategy.cohort_size(), seed, t)
     command = strategy.round_command(t, version=t)
     down = len(codec.encode(codec.KIND_MODEL, len(theta), None, theta.tolist(), t, t))
     down += len(codec.encode_command(command, t, t))

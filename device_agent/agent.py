@@ -140,8 +140,10 @@ class Agent:
         if h.n not in (self.plan.n_global, self.plan.n_params):
             self.reject("model", "shape_mismatch", "n=%d" % h.n)
             return
-        if self.model_header is not None and h.model_version <= self.model_header.model_version:
-            return
+        if self.model_header is not None and h.model_version == self.model_header.model_version:
+            return  # a redelivery
+        if self.model_header is not None and h.model_version < self.model_header.model_version:
+            self.log("model_reset", version=h.model_version)  # a new session on the fleet
         self.model_buf = payload
         self.model_header = h
         self.log("model", version=h.model_version, n=h.n, bytes=len(payload))

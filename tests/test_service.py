@@ -1,0 +1,222 @@
+"""The aggregation service against a real mosquitto, with real agents (CPython and micropython)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from broker_service import checkpoint
+from broker_service.aggregate import meta_update, outer_step
+from broker_service.bench import episodes_for
+from broker_service.config import ServiceConfig
+from broker_service.datafiles import write_device_samples
+from broker_service.fleet import NumpyRunner, SimulatedFleet
+from broker_service.hyperparams import settings_for
+from broker_service.logs import EventLog
+from broker_service.rounds import RoundLedger
+from broker_service.service import AggregationService
+from broker_service.simulation import run as simulate
+from broker_service.strategies import TinyMetaFed
+from broker_service.usecases.sine import SineUseCase
+from tests.mqtt_helpers import ROOT, Driver, start_agent
+
+FAST = {"recon_samples": 20, "adapt_samples": 100, "adapt_lr": 0.02}  # learns within 10 rounds
+
+
+def service_config(port, tmp_path, **kw):
+    base = dict(broker="mqtt://127.0.0.1:%d" % port, use_case="sine", rounds=10, cohort=5,
+                state_dir=str(tmp_path / "state"), round_timeout=20.0, wait_for_devices=30.0,
+                eval_every=5, eval_devices=20, seed=0)
+    base.update(kw)
+    return ServiceConfig(**base)
+
+
+def run_service(cfg, log_path=None):
+    log = EventLog(path=log_path) if log_path else EventLog(quiet=True)
+    return AggregationService(cfg, log).run()
+
+
+def test_session_with_cpython_and_micropython_agents_learns_like_the_bench(mosquitto, tmp_path):
+    use_case = SineUseCase()
+    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 8).start()
+    procs = []
+    for device in use_case.device_ids[-2:]:
+        samples = write_device_samples(use_case, device, tmp_path / (device + ".csv"), 0)
+        cfg = {"device_id": device, "use_case": "sine",
+               "broker": {"host": "127.0.0.1", "port": mosquitto.port},
+               "data": {"kind": "file", "path": samples}}
+        procs.append(start_agent(cfg, tmp_path, "micropython"))
+    try:
+        cfg = service_config(mosquitto.port, tmp_path, min_updates=5, settings=FAST)
+        summary = run_service(cfg, tmp_path / "service.log")
+    finally:
+        fleet.stop()
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+    log = (tmp_path / "service.log").read_text()
+    assert summary["rounds"] == 10 and summary["updates"] == 50
+    assert any("device=%s" % d in log and "event=accepted" in log for d in use_case.device_ids[-2:])
+    assert sum(log.count("event=accepted round=%d device=%s" % (r, d))
+               for r in range(10) for d in use_case.device_ids[-2:]) >= 1
+    # the same settings in the learning core's simulation
+    settings = settings_for("sine", rounds=10, cohort=5, eval_devices=20, **FAST)
+    curve_eps, _ = episodes_for(use_case, settings, 0)
+    use_case.device_ids = use_case.device_ids[:8] + use_case.device_ids[-2:]  # the same fleet
+    sim = simulate(TinyMetaFed(settings), use_case, settings, 0, curve_eps[:20], curve_eps[:2])
+    sim_gain = sim.curve[0][1] - sim.curve[-1][1]
+    svc_gain = summary["metric_initial"] - summary["metric_final"]
+    assert sim_gain > 0 and svc_gain >= 0.5 * sim_gain, (svc_gain, sim_gain)
+
+
+class DropOnce(NumpyRunner):
+    """A device whose radio dies in the middle of one round: it never answers that round."""
+
+    def __init__(self, *a, drop_round=1, **kw):
+        super().__init__(*a, **kw)
+        self.drop_round = drop_round
+
+    def __call__(self, agent, command):
+        if command["round"] == self.drop_round:
+            self.drop_round = -1
+            raise OSError("radio lost mid-round")
+        return super().__call__(agent, command)
+
+
+def test_disconnect_mid_round_closes_at_deadline_with_quorum(mosquitto, tmp_path):
+    use_case = SineUseCase(fleet_size=5)
+    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 5)
+    dropper = fleet.agents[0]
+    dropper.round_runner = DropOnce(use_case, dropper.round_runner.net, 0)
+    fleet.start()
+    try:
+        cfg = service_config(mosquitto.port, tmp_path, rounds=3, round_timeout=3.0, quorum=0.6)
+        started = time.monotonic()
+        summary = run_service(cfg, tmp_path / "service.log")
+        took = time.monotonic() - started
+    finally:
+        fleet.stop()
+    assert summary["rounds"] == 3
+    closed = [line for line in (tmp_path / "service.log").read_text().splitlines()
+              if "event=round_closed" in line]
+    assert "late=" not in closed[0] and "late=%s" % dropper.device_id in closed[1]
+    assert "participants=4" in closed[1]
+    assert took >= 3.0  # round 1 waited for its deadline
+
+
+def _serve_process(port, tmp_path, state, log):
+    env = {**os.environ, "TINYMETAFED_ROUNDS": "10", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "broker_service.cli", "serve", "--broker",
+           "mqtt://127.0.0.1:%d" % port, "--use-case", "sine", "--cohort", "5",
+           "--state-dir", str(state), "--eval-every", "100", "--eval-devices", "2",
+           "--round-timeout", "20"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "a"),
+                            stderr=subprocess.STDOUT)
+
+
+def test_sigkill_and_restart_resumes_to_the_same_model(mosquitto, tmp_path):
+    use_case = SineUseCase()
+    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 10).start()
+    try:
+        state = tmp_path / "interrupted"
+        proc = _serve_process(mosquitto.port, tmp_path, state, tmp_path / "a.log")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ckpt = state / "checkpoint.json"
+            if ckpt.exists() and checkpoint.load(ckpt).round >= 4:
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        killed_at = checkpoint.load(state / "checkpoint.json").round
+        assert killed_at < 10
+        proc = _serve_process(mosquitto.port, tmp_path, state, tmp_path / "a.log")
+        assert proc.wait(120) == 0
+        resumed = checkpoint.load(state / "checkpoint.json")
+        # the same session without interruption, with the same seeds, on fresh devices
+        fleet.stop()
+        fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 10).start()
+        clean = tmp_path / "clean"
+        proc = _serve_process(mosquitto.port, tmp_path, clean, tmp_path / "b.log")
+        assert proc.wait(120) == 0
+        reference = checkpoint.load(clean / "checkpoint.json")
+    finally:
+        fleet.stop()
+    log = (tmp_path / "a.log").read_text()
+    assert "event=resumed round=%d" % killed_at in log
+    assert resumed.round == reference.round == 10
+    np.testing.assert_array_equal(resumed.theta, reference.theta)
+
+
+def test_broker_outage_mid_round_session_completes(mosquitto, tmp_path):
+    use_case = SineUseCase(fleet_size=6)
+    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 6).start()
+    result = {}
+    cfg = service_config(mosquitto.port, tmp_path, rounds=30, round_timeout=30.0)
+    thread = threading.Thread(target=lambda: result.update(run_service(cfg, tmp_path / "s.log")))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "state" / "checkpoint.json").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        mosquitto.stop()
+        time.sleep(5)
+        mosquitto.start()
+        thread.join(180)
+    finally:
+        fleet.stop()
+    assert result["rounds"] == 30
+    log = (tmp_path / "s.log").read_text()
+    assert "event=broker_disconnected" in log and log.count("event=broker_connected") >= 2
+
+
+def test_a_duplicated_update_changes_the_model_once(mosquitto, tmp_path):
+    use_case = SineUseCase(fleet_size=3)
+    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 3).start()
+    driver = Driver(mosquitto.port, fleet="default")
+    seen = {}
+
+    def duplicate(client, userdata, msg):
+        device, leaf = driver.topics.device_of(msg.topic)
+        if leaf == "update" and device not in seen:
+            seen[device] = bytes(msg.payload)
+            client.publish(msg.topic, msg.payload, qos=1)  # the same message again
+
+    driver.client.on_message = duplicate
+    try:
+        cfg = service_config(mosquitto.port, tmp_path, rounds=1, cohort=3, eval_every=1)
+        service = AggregationService(cfg, EventLog(quiet=True))
+        theta0 = service.theta.copy()
+        summary = service.run()
+    finally:
+        fleet.stop()
+        driver.close()
+    assert summary["rounds"] == 1 and summary["updates"] == 3 and len(seen) == 3
+    ledger = RoundLedger(0, 0, len(theta0))
+    ledger.invite(sorted(seen))
+    for device, payload in seen.items():
+        ledger.offer(device, payload)
+    expected = meta_update(theta0, ledger.updates(), outer_step(0.5, 0, 1))
+    final = checkpoint.load(tmp_path / "state" / "checkpoint.json").theta
+    np.testing.assert_allclose(final, expected, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_demo_runs_with_the_embedded_broker(tmp_path):
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "broker_service.cli", "demo", "--out",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    took = time.monotonic() - started
+    print("demo took %.1f s" % took)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rounds"] == 150 and summary["metric_final"] < summary["metric_initial"]
+    assert "embedded MQTT broker" in proc.stdout and "checkpoint:" in proc.stdout
