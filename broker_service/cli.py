@@ -95,7 +95,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 SERVE_FLAGS = ("broker", "username", "ca_file", "cert_file", "key_file", "prefix", "fleet",
                "use_case", "data_dir", "algorithm", "rounds", "cohort", "quorum", "min_updates",
                "round_timeout", "wait_for_devices", "max_attempts", "seed", "state_dir",
-               "eval_every", "eval_devices", "metrics_file")
+               "eval_every", "eval_devices", "metrics_file", "influx_url", "influx_org",
+               "influx_bucket")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -185,6 +186,16 @@ def cmd_device_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report of a metrics file and print the short summary."""
+    from broker_service.report import write_report
+
+    for text in write_report(args.metrics, args.out, args.bench):
+        print(text)
+    print("wrote %s" % args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="tinymetafed", description=__doc__)
@@ -216,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-micropython", action="store_true", help="no micropython agent")
     p.add_argument("--out", default="tinymetafed-out", help="output folder")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("report", help="an HTML report (plots) of a metrics file")
+    p.add_argument("--metrics", required=True, help="line-protocol file written by the service")
+    p.add_argument("--out", default="report.html")
+    p.add_argument("--bench", help="a bench JSON to add as a comparison table")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("serve", help="run the aggregation service against a broker")
     p.add_argument("--config", help="TOML file (see docs/service.md)")
     p.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
@@ -228,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("min_updates", int), ("round_timeout", float),
                        ("wait_for_devices", float), ("max_attempts", int), ("seed", int),
                        ("state_dir", str), ("eval_every", int), ("eval_devices", int),
-                       ("metrics_file", str)):
+                       ("metrics_file", str), ("influx_url", str), ("influx_org", str),
+                       ("influx_bucket", str)):
         p.add_argument("--" + name.replace("_", "-"), type=kind)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a training setting (e.g. --set top_p=5), repeatable")

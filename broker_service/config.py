@@ -51,6 +51,10 @@ class ServiceConfig:
     eval_devices: int = 10
     max_payload: int = 1 << 20
     metrics_file: str | None = None
+    influx_url: str | None = None
+    influx_org: str = "tinymetafed"
+    influx_bucket: str = "tinymetafed"
+    influx_token: str | None = None
     settings: dict = field(default_factory=dict)
 
     def broker_address(self) -> tuple[str, int, bool]:

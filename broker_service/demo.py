@@ -116,6 +116,11 @@ def run_demo(use_case: str = "sine", devices: int = 20, rounds: int | None = Non
         if embedded is not None:
             embedded.stop()
     summary["seconds"] = round(time.monotonic() - start, 1)
+    if Path(summary["metrics"]).exists():
+        from broker_service.report import write_report
+
+        summary["report"] = str(out_dir / "report.html")
+        write_report(summary["metrics"], summary["report"])
     print_summary(summary, out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -140,8 +145,9 @@ def print_summary(s: dict, out_dir: Path) -> None:
     print()
     for key, value in rows:
         print("%s  %s" % (key.ljust(width), value))
-    print("\ncheckpoint: %s\nservice log: %s\nsummary: %s" % (
-        s["checkpoint"], out_dir / "service.log", out_dir / "summary.json"))
+    print("\ncheckpoint: %s\nmetrics (line protocol): %s\nreport: %s\nservice log: %s\n"
+          "summary: %s" % (s["checkpoint"], s["metrics"], s.get("report", "-"),
+                           out_dir / "service.log", out_dir / "summary.json"))
 
 
 def _f(v) -> str:

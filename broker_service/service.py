@@ -31,9 +31,11 @@ from broker_service.fewshot import evaluate_on_episodes
 from broker_service.hyperparams import settings_for
 from broker_service.journal import Journal
 from broker_service.logs import EventLog
+from broker_service.metrics import Fanout, InfluxSink, LineFileSink, Sink
 from broker_service.mqtt import ServiceMqtt
 from broker_service.nn import NumpyNet
 from broker_service.presence import FleetView
+from broker_service.recorder import Recorder
 from broker_service.rounds import Rejected, RoundLedger
 from broker_service.simulation import initial_theta, round_cohort
 from broker_service.strategies import ALGORITHMS
@@ -41,6 +43,17 @@ from broker_service.usecases.registry import load_use_case
 from device_agent import codec
 from device_agent.energy import energy_mj, profile
 from device_agent.topics import Topics
+
+
+def metrics_sink(cfg: ServiceConfig, log: EventLog) -> Sink:
+    """The line-protocol file (always) plus InfluxDB when `influx_url` is set."""
+    path = Path(cfg.metrics_file) if cfg.metrics_file else Path(cfg.state_dir) / "metrics.lp"
+    sinks: list[Sink] = [LineFileSink(path)]
+    if cfg.influx_url:
+        sinks.append(InfluxSink(cfg.influx_url, cfg.influx_token or "", cfg.influx_org,
+                                cfg.influx_bucket, Path(cfg.state_dir) / "metrics-spool",
+                                log=log))
+    return Fanout(sinks)
 
 
 @dataclass
@@ -101,10 +114,13 @@ class AggregationService:
         self.theta, self.round = self._resume()
         self.mqtt: ServiceMqtt | None = None
         self.ledger: RoundLedger | None = None
+        self.previous_ledger: RoundLedger | None = None
         self.journal: Journal | None = None
         self.model_payload = b""
         self.metric_initial: float | None = None
         self.metric_last: float | None = None
+        self.sink = metrics_sink(cfg, self.log)
+        self.recorder = Recorder(self.sink, cfg.fleet, cfg.use_case, cfg.algorithm)
 
     # -- state --
 
@@ -154,11 +170,13 @@ class AggregationService:
         try:
             self.metric_initial = self.evaluate()
             self.log("evaluated", round=self.round, metric=self.metric_initial)
+            self.recorder.evaluated(self.round, self.metric_initial)
             self._wait_for_devices()
             while self.round < self.total_rounds and not self.stop.is_set():
                 self._run_round()
         finally:
             self.mqtt.stop()
+            self.sink.close()
         return self.summary()
 
     def evaluate(self) -> float:
@@ -189,6 +207,7 @@ class AggregationService:
         t = self.round
         start = time.monotonic()
         self._publish_model()
+        self.previous_ledger = self.ledger
         self.ledger = RoundLedger(t, t, self.n, self.cfg.max_payload)
         self.journal = Journal(self.state / "journal", t)
         self._replay_journal()
@@ -277,6 +296,10 @@ class AggregationService:
                              ledger.duplicates, ledger.attempts, beta,
                              time.monotonic() - start, metric, self.totals, round_up,
                              len(ledger.invited) * len(self.model_payload))
+        losses = [float(self.telemetry[d]["loss_after"]) for d in report.participants
+                  if isinstance(self.telemetry.get(d, {}).get("loss_after"), (int, float))]
+        self.recorder.round_closed(report, codec.HEADER_SIZE + 4 * self.net.plan.n_params,
+                                   losses)
         self.log("round_closed", round=report.round, participants=len(report.participants),
                  late=",".join(late) or None, rejected=dict(ledger.rejected) or None,
                  duplicates=ledger.duplicates or None, metric=metric,
@@ -332,6 +355,7 @@ class AggregationService:
             changed = self.fleet.update(device, event.payload)
             if changed is not None:
                 self.log("presence", device=device, online=changed.online)
+                self.recorder.presence(device, changed.online, changed.info)
         elif leaf == "update":
             self._on_update(device, event.payload)
         elif leaf == "telemetry":
@@ -373,8 +397,17 @@ class AggregationService:
         except ValueError:
             self.log("rejected", device=device, reason="bad_telemetry")
             return
-        if isinstance(doc, dict):
-            self.telemetry[device] = doc
+        if not isinstance(doc, dict):
+            return
+        self.telemetry[device] = doc
+        for ledger in (self.ledger, self.previous_ledger):
+            if ledger is not None and doc.get("round") == ledger.round and \
+                    device in ledger.accepted:
+                self.recorder.device_update(device, ledger.round, doc,
+                                            ledger.accepted[device].payload_bytes)
+
+    def metrics_path(self) -> Path:
+        return Path(self.cfg.metrics_file) if self.cfg.metrics_file else self.state / "metrics.lp"
 
     def summary(self) -> dict:
         """The session's figures (for the demo table and tests)."""
@@ -387,5 +420,5 @@ class AggregationService:
             "dense_bytes_up": t.dense_bytes_up,
             "upload_saving": (t.dense_bytes_up / t.bytes_up) if t.bytes_up else math.nan,
             "energy_mj": t.energy_mj, "rejected": dict(t.rejected),
-            "checkpoint": str(self.checkpoint_path()),
+            "checkpoint": str(self.checkpoint_path()), "metrics": str(self.metrics_path()),
         }
