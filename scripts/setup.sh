@@ -33,8 +33,25 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
     fi
     touch "$stamp"
 fi
-if [ -n "$extras" ] && ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
-    echo "installing mosquitto (Debian package)"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto; else
-        sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto; fi
+if [ -n "$extras" ]; then
+    # the real servers the tests start: broker, metric stores, browser (Debian packages)
+    missing=""
+    for pair in mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics \
+                influxdb:/usr/bin/influxd chromium:/usr/bin/chromium; do
+        [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
+    done
+    if [ -n "$missing" ]; then
+        echo "installing Debian packages:$missing"
+        sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+        $sudo_ apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends $missing
+    fi
+    # Grafana's published dashboard schema and the TypeScript compiler (npm)
+    if [ ! -x .venv/node/node_modules/.bin/tsc ] || [ ! -d .venv/node/node_modules/@grafana/schema ]; then
+        echo "installing @grafana/schema and typescript (npm) into .venv/node"
+        mkdir -p .venv/node
+        (cd .venv/node && npm install --silent --no-audit --no-fund \
+            @grafana/schema@13.2.3 typescript@7.0.2)
+    fi
 fi
