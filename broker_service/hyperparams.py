@@ -36,26 +36,29 @@ USE_CASES = {
     "omniglot": {
         "rounds": 200, "recon_samples": 25, "adapt_samples": 25,
         "recon_lr": 0.1, "adapt_lr": 0.02,
-        "eval_epochs": 6, "eval_head_epochs": 3,
+        "eval_every": 20, "eval_devices": 20, "final_devices": 100,
+        "eval_epochs": 4, "eval_head_epochs": 2,
         "quick": {"rounds": 10, "eval_devices": 4, "final_devices": 8, "eval_every": 5},
     },
     "kws": {
         "rounds": 200, "recon_samples": 30, "adapt_samples": 30,
-        "recon_lr": 0.05, "adapt_lr": 0.01,
+        "recon_lr": 0.02, "adapt_lr": 0.005,
+        "eval_every": 20, "eval_devices": 6, "final_devices": 40,
         "eval_epochs": 6, "eval_head_epochs": 3,
         "quick": {"rounds": 10, "eval_devices": 2, "final_devices": 4, "eval_every": 5},
     },
     "occupancy": {
         "rounds": 200, "recon_samples": 20, "adapt_samples": 20,
         "recon_lr": 0.1, "adapt_lr": 0.05,
-        "eval_epochs": 8, "eval_head_epochs": 4,
+        "eval_every": 10, "eval_devices": 20, "final_devices": 200,
+        "eval_epochs": 1, "eval_head_epochs": 1,
         "quick": {"rounds": 20, "eval_devices": 5, "final_devices": 10, "eval_every": 10},
     },
 }
 
 
 def settings_for(use_case: str, quick: bool = False, **overrides) -> dict:
-    """The merged settings of a use case: common, then the use case's own, then quick, then overrides."""
+    """A use case's settings: common, then its own, then quick, then overrides."""
     if use_case not in USE_CASES:
         raise ValueError("no settings for use case %r; known: %s" % (use_case, sorted(USE_CASES)))
     own = dict(USE_CASES[use_case])
