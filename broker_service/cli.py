@@ -15,6 +15,7 @@ from broker_service.config import ConfigError
 from broker_service.fewshot import evaluate_on_episodes
 from broker_service.hyperparams import settings_for
 from broker_service.nn import NumpyNet
+from broker_service.onnx_io import OnnxError
 from broker_service.usecases.base import DataMissingError
 from broker_service.usecases.registry import USE_CASES, load_use_case
 
@@ -196,6 +197,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a checkpoint's meta-initialisation (and optionally a fitted head) as ONNX."""
+    import onnx
+
+    from broker_service.datafiles import read_sample_file
+    from broker_service.fewshot import adapt
+    from broker_service.onnx_io import export_model
+
+    ckpt = checkpoint.load(args.checkpoint)
+    net = NumpyNet(ckpt.spec)
+    head = "zeros (re-created on each device)"
+    theta = np.zeros(net.plan.n_params, dtype=np.float32)
+    theta[: len(ckpt.theta)] = ckpt.theta
+    if args.with_head_from:
+        xs, ys = read_sample_file(args.with_head_from, net.plan)
+        settings = {**settings_for(ckpt.use_case), **ckpt.settings}
+        theta = adapt(net, ckpt.theta, ckpt.split, xs, ys, settings, head_only=True)
+        head = "reconstructed on %d support samples" % len(xs)
+    meta = {"use_case": ckpt.use_case, "algorithm": ckpt.algorithm, "round": ckpt.round,
+            "preprocessing": ckpt.extra.get("preprocessing", {}), "head": head}
+    onnx.save(export_model(ckpt.spec, theta, meta), args.out)
+    print("wrote %s (%s, round %d, head %s)" % (args.out, ckpt.use_case, ckpt.round, head))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Turn an ONNX graph of supported layers into a model spec and initial checkpoint."""
+    import onnx
+
+    from broker_service.onnx_io import import_model
+
+    spec, theta = import_model(onnx.load(args.from_onnx))
+    ckpt = checkpoint.Checkpoint(spec=spec, theta=theta, round=0, algorithm="init",
+                                 use_case=args.use_case or "custom", split=False)
+    checkpoint.save(args.out, ckpt)
+    print(json.dumps(spec, indent=1))
+    print("wrote %s (%d parameters)" % (args.out, len(theta)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="tinymetafed", description=__doc__)
@@ -227,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-micropython", action="store_true", help="no micropython agent")
     p.add_argument("--out", default="tinymetafed-out", help="output folder")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("export", help="write a checkpoint's model as ONNX")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="model.onnx")
+    p.add_argument("--with-head-from", metavar="SUPPORT_FILE",
+                   help="fit the local head on these support samples (sample-file format)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("init", help="a model spec and initial weights from an ONNX graph")
+    p.add_argument("--from-onnx", required=True, metavar="ARCH.onnx")
+    p.add_argument("--out", default="init.ckpt.json")
+    p.add_argument("--use-case", help="the use case this model is for (informational)")
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("report", help="an HTML report (plots) of a metrics file")
     p.add_argument("--metrics", required=True, help="line-protocol file written by the service")
     p.add_argument("--out", default="report.html")
@@ -296,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataMissingError, checkpoint.CheckpointError, bundle.BundleError, ConfigError,
-            ConnectionError) as exc:
+            ConnectionError, OnnxError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,29 +24,41 @@ def metric_value(kind: str, outputs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(outputs.argmax(axis=1) == y.reshape(-1)))
 
 
-def adapt_and_measure(
-    net: NumpyNet, theta: np.ndarray, split: bool, episode: Episode, settings: dict, metric: str
-) -> float:
-    """Adapt θ on the episode's support set as described above; return the query metric."""
+def adapt(
+    net: NumpyNet, theta: np.ndarray, split: bool, support_x: np.ndarray, support_y: np.ndarray,
+    settings: dict, head_only: bool = False,
+) -> np.ndarray:
+    """All parameters after few-shot adaptation on the support set (see the module docstring);
+    with `head_only`, only the head passes are run (θ_g unchanged)."""
     plan = net.plan
     split = split and bool(plan.local_layers)
     params = np.zeros(plan.n_params, dtype=np.float32)
     params[: len(theta)] = theta
     epochs = int(settings["eval_epochs"])
     head_epochs = min(int(settings["eval_head_epochs"]), epochs) if split else 0
+    if head_only:
+        epochs = head_epochs
     if split:
         init_local(net, params, round_settings({"seed": settings.get("seed", 0)}))
     order = np.random.default_rng(0)
     head = plan.local_layers[0] if plan.local_layers else plan.param_layers[-1]
     lo_head = plan.layers[head].w_off
     for epoch in range(epochs):
-        for j in order.permutation(len(episode.support_x)):
-            x = episode.support_x[j : j + 1]
-            y = episode.support_y[j : j + 1]
+        for j in order.permutation(len(support_x)):
+            x = support_x[j : j + 1]
+            y = support_y[j : j + 1]
             if epoch < head_epochs:
                 net.sgd_step(params, x, y, settings["recon_lr"], head)
             else:
                 _two_rate_step(net, params, x, y, settings, lo_head)
+    return params
+
+
+def adapt_and_measure(
+    net: NumpyNet, theta: np.ndarray, split: bool, episode: Episode, settings: dict, metric: str
+) -> float:
+    """Adapt θ on the episode's support set as described above; return the query metric."""
+    params = adapt(net, theta, split, episode.support_x, episode.support_y, settings)
     return metric_value(metric, net.predict(params, episode.query_x), episode.query_y)
 
 

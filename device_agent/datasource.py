@@ -46,10 +46,12 @@ class CallbackSource:
 
 
 class FileSource:
-    """Streams the documented text format from a file, one line at a time, looping at the end."""
+    """Streams the documented text format from a file, one line at a time, looping at the end
+    (or stopping there with loop=False)."""
 
-    def __init__(self, path, n_inputs, classification=True):
+    def __init__(self, path, n_inputs, classification=True, loop=True):
         self.path = path
+        self.loop = loop
         self.n_inputs = n_inputs
         self.classification = classification
         self.x = array("f", bytes(4 * n_inputs))
@@ -60,7 +62,7 @@ class FileSource:
         return self
 
     def __next__(self):
-        for _ in range(2):
+        for _ in range(2 if self.loop else 1):
             line = self._next_line()
             if line is not None:
                 return self._parse(line)
