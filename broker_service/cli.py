@@ -12,6 +12,7 @@ import numpy as np
 
 from broker_service import bench, bundle, checkpoint
 from broker_service.config import ConfigError
+from broker_service.enroll import EnrollError
 from broker_service.fewshot import evaluate_on_episodes
 from broker_service.hyperparams import settings_for
 from broker_service.nn import NumpyNet
@@ -237,6 +238,37 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the service's heartbeat is recent (the container health check)."""
+    import time
+
+    path = Path(args.state_dir) / "heartbeat"
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        print("unhealthy: no heartbeat at %s" % path, file=sys.stderr)
+        return 1
+    if age > args.max_age:
+        print("unhealthy: heartbeat %.0f s old" % age, file=sys.stderr)
+        return 1
+    print("healthy: heartbeat %.0f s old" % age)
+    return 0
+
+
+def cmd_device_enroll(args: argparse.Namespace) -> int:
+    """Create broker credentials for a device and write its board config."""
+    from broker_service.enroll import enroll
+
+    config = enroll(args.device_id, Path(args.passwd_file), args.broker_host, args.broker_port,
+                    args.use_case, args.fleet, args.password)
+    if args.out:
+        Path(args.out).write_text(json.dumps(config, indent=1) + "\n")
+        print("wrote %s; bundle it with: tinymetafed device bundle --config %s --out DIR"
+              % (args.out, args.out))
+    print("enrolled %s in %s" % (args.device_id, args.passwd_file))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="tinymetafed", description=__doc__)
@@ -279,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="init.ckpt.json")
     p.add_argument("--use-case", help="the use case this model is for (informational)")
     p.set_defaults(func=cmd_init)
+    p = sub.add_parser("health", help="exit 0 when a running service's heartbeat is recent")
+    p.add_argument("--state-dir", default="tinymetafed-state")
+    p.add_argument("--max-age", type=float, default=120.0, help="seconds")
+    p.set_defaults(func=cmd_health)
     p = sub.add_parser("report", help="an HTML report (plots) of a metrics file")
     p.add_argument("--metrics", required=True, help="line-protocol file written by the service")
     p.add_argument("--out", default="report.html")
@@ -328,6 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true",
                    help="strip @micropython.native (ports without the native emitter)")
     p.set_defaults(func=cmd_device_bundle)
+    p = device.add_parser("enroll", help="create a device's broker credentials and config")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--passwd-file", default="deploy/mosquitto/passwd")
+    p.add_argument("--password", help="default: a new random one (printed in the config only)")
+    p.add_argument("--broker-host", default="192.0.2.10", help="as the board reaches it")
+    p.add_argument("--broker-port", type=int, default=1883)
+    p.add_argument("--use-case", default="sine")
+    p.add_argument("--fleet", default="default")
+    p.add_argument("--out", help="write the board config JSON here")
+    p.set_defaults(func=cmd_device_enroll)
     return parser
 
 
@@ -348,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataMissingError, checkpoint.CheckpointError, bundle.BundleError, ConfigError,
-            ConnectionError, OnnxError) as exc:
+            ConnectionError, OnnxError, EnrollError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -120,6 +120,7 @@ class AggregationService:
         self.metric_initial: float | None = None
         self.metric_last: float | None = None
         self.sink = metrics_sink(cfg, self.log)
+        self.last_heartbeat = -1e9
         self.recorder = Recorder(self.sink, cfg.fleet, cfg.use_case, cfg.algorithm)
 
     # -- state --
@@ -329,8 +330,19 @@ class AggregationService:
 
     # -- events --
 
+    def _heartbeat(self) -> None:
+        """Touch <state_dir>/heartbeat at most every 5 s (the container health check reads it)."""
+        now = time.monotonic()
+        if now - self.last_heartbeat < 5.0:
+            return
+        self.last_heartbeat = now
+        path = self.state / "heartbeat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("%d %d\n" % (time.time(), self.round))
+
     def _pump(self, timeout: float) -> None:
         assert self.mqtt is not None
+        self._heartbeat()
         event = self.mqtt.next_event(timeout)
         while event is not None:
             self._handle(event)

@@ -37,7 +37,8 @@ if [ -n "$extras" ]; then
     # the real servers the tests start: broker, metric stores, browser (Debian packages)
     missing=""
     for pair in mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics \
-                influxdb:/usr/bin/influxd chromium:/usr/bin/chromium; do
+                influxdb:/usr/bin/influxd chromium:/usr/bin/chromium \
+                docker-compose:/usr/bin/docker-compose; do
         [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
     done
     if [ -n "$missing" ]; then
