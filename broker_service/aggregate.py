@@ -44,3 +44,55 @@ def meta_update(theta: np.ndarray, updates: Sequence[SparseUpdate], beta: float)
     """θ ← θ + β · Agg({Δ_i}); returns a new float32 array and leaves θ untouched."""
     agg = sparse_weighted_mean(len(theta), updates)
     return (theta + np.float32(beta) * agg).astype(np.float32)
+
+
+def clip_update(update: SparseUpdate, max_norm: float) -> SparseUpdate:
+    """The update scaled down to L2 norm `max_norm` when it is longer (unchanged otherwise)."""
+    norm = float(np.linalg.norm(update.values))
+    if max_norm <= 0 or norm <= max_norm:
+        return update
+    return SparseUpdate(update.indices, (update.values * (max_norm / norm)).astype(np.float32),
+                        update.samples)
+
+
+def dense_stack(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
+    """The updates as rows of a dense (len(updates), n) matrix, absent entries 0."""
+    rows = np.zeros((len(updates), n), dtype=np.float32)
+    for row, u in zip(rows, updates, strict=True):
+        row[np.asarray(u.indices, dtype=np.int64)] = u.values
+    return rows
+
+
+def coordinate_median(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
+    """The coordinate-wise median of the updates (absent entries count as 0)."""
+    if not updates:
+        return np.zeros(n, dtype=np.float32)
+    return np.median(dense_stack(n, updates), axis=0).astype(np.float32)
+
+
+def trimmed_mean(n: int, updates: Sequence[SparseUpdate], trim: float = 0.2) -> np.ndarray:
+    """The coordinate-wise mean after dropping the `trim` fraction of largest and of smallest
+    values of each coordinate (at least one each side when there are three or more updates)."""
+    if not updates:
+        return np.zeros(n, dtype=np.float32)
+    rows = np.sort(dense_stack(n, updates), axis=0)
+    k = int(trim * len(updates))
+    if k == 0 and len(updates) >= 3 and trim > 0:
+        k = 1
+    kept = rows[k : len(updates) - k] if len(updates) - 2 * k > 0 else rows
+    return kept.mean(axis=0).astype(np.float32)
+
+
+def robust_aggregate(n: int, updates: Sequence[SparseUpdate], method: str = "mean",
+                     clip_norm: float = 0.0, trim: float = 0.2) -> np.ndarray:
+    """Agg({Δ_i}) with optional norm clipping: 'mean' (sample-weighted), 'trimmed_mean' or
+    'median'."""
+    if clip_norm > 0:
+        updates = [clip_update(u, clip_norm) for u in updates]
+    if method == "mean":
+        return sparse_weighted_mean(n, updates)
+    if method == "trimmed_mean":
+        return trimmed_mean(n, updates, trim)
+    if method == "median":
+        return coordinate_median(n, updates)
+    raise ValueError("unknown aggregation %r: mean, trimmed_mean or median" % method)

@@ -55,6 +55,8 @@ class ServiceConfig:
     influx_org: str = "tinymetafed"
     influx_bucket: str = "tinymetafed"
     influx_token: str | None = None
+    hmac_keys_file: str | None = None
+    max_update_norm: float = 0.0
     settings: dict = field(default_factory=dict)
 
     def broker_address(self) -> tuple[str, int, bool]:

@@ -14,10 +14,12 @@ for a round they already answered re-send the same update, which is counted once
 
 from __future__ import annotations
 
+import hmac
+import json
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ import numpy as np
 
 from broker_service import checkpoint
 from broker_service.cohort import sample_cohort
-from broker_service.config import ServiceConfig
+from broker_service.config import ConfigError, ServiceConfig
 from broker_service.fewshot import evaluate_on_episodes
 from broker_service.hyperparams import settings_for
 from broker_service.journal import Journal
@@ -41,8 +43,20 @@ from broker_service.simulation import initial_theta, round_cohort
 from broker_service.strategies import ALGORITHMS
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec
+from device_agent.auth import hmac_sha256, split_signed
 from device_agent.energy import energy_mj, profile
 from device_agent.topics import Topics
+
+
+def load_hmac_keys(path: str | None) -> dict[str, bytes] | None:
+    """{device id: key} from a JSON file of hex keys, or None when updates are not signed."""
+    if not path:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text())
+        return {str(device): bytes.fromhex(key) for device, key in doc.items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError("hmac_keys_file %s: %s" % (path, type(exc).__name__)) from None
 
 
 def metrics_sink(cfg: ServiceConfig, log: EventLog) -> Sink:
@@ -120,6 +134,8 @@ class AggregationService:
         self.metric_initial: float | None = None
         self.metric_last: float | None = None
         self.sink = metrics_sink(cfg, self.log)
+        self.hmac_keys = load_hmac_keys(cfg.hmac_keys_file)
+        self.norms: deque[float] = deque(maxlen=200)
         self.last_heartbeat = -1e9
         self.recorder = Recorder(self.sink, cfg.fleet, cfg.use_case, cfg.algorithm)
 
@@ -373,13 +389,35 @@ class AggregationService:
         elif leaf == "telemetry":
             self._on_telemetry(device, event.payload)
 
-    def _on_update(self, device: str, payload: bytes) -> None:
+    def _authenticate(self, device: str, message: bytes) -> bytes:
+        """The payload of a signed message from `device`; raises Rejected when it is not."""
+        if self.hmac_keys is None:
+            return message
+        key = self.hmac_keys.get(device)
+        if key is None:
+            raise Rejected("unknown_device", device)
+        payload, tag = split_signed(message)
+        if payload is None or not hmac.compare_digest(hmac_sha256(key, payload), tag):
+            raise Rejected("bad_signature", device)
+        return payload
+
+    def _norm_bound(self) -> float:
+        """The configured bound, or 10× the median norm of recent accepted updates."""
+        if self.cfg.max_update_norm > 0:
+            return self.cfg.max_update_norm
+        if len(self.norms) < 5:
+            return 0.0
+        return 10.0 * float(np.median(self.norms))
+
+    def _on_update(self, device: str, message: bytes) -> None:
         ledger = self.ledger
         if ledger is None:
             self.totals.rejected["no_open_round"] += 1
             self.log("rejected", device=device, reason="no_open_round")
             return
         try:
+            payload = self._authenticate(device, message)
+            ledger.max_norm = self._norm_bound()
             accepted = ledger.offer(device, payload)
         except Rejected as exc:
             ledger.reject(exc.reason)
@@ -398,12 +436,11 @@ class AggregationService:
             self.log("rejected", round=self.round, device=device, reason="storage_error",
                      detail=str(exc))
             return
+        self.norms.append(float(np.linalg.norm(accepted.update.values)))
         self.log("accepted", round=self.round, device=device, bytes=len(payload),
                  nnz=accepted.nnz)
 
     def _on_telemetry(self, device: str, payload: bytes) -> None:
-        import json
-
         try:
             doc = json.loads(payload)
         except ValueError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.aggregate import SparseUpdate, meta_update, outer_step
+from broker_service.aggregate import SparseUpdate, meta_update, outer_step, robust_aggregate
 from broker_service.nn import NumpyNet
 from broker_service.simdevice import SimResult, simulate_round
 from device_agent import codec
@@ -66,8 +66,17 @@ class Strategy:
         return simulate_round(net, theta, xs, ys, command, residual)
 
     def aggregate(self, theta: np.ndarray, updates: list[SparseUpdate], t: int, total: int):
-        """Reptile-style interpolation towards the cohort's mean delta, with decaying step."""
-        return meta_update(theta, updates, outer_step(float(self.settings["outer_lr"]), t, total))
+        """Reptile-style interpolation towards the cohort's aggregated delta, decaying step."""
+        return self._step(theta, updates, outer_step(float(self.settings["outer_lr"]), t, total))
+
+    def _step(self, theta: np.ndarray, updates: list[SparseUpdate], beta: float) -> np.ndarray:
+        method = self.settings.get("aggregation", "mean")
+        clip = float(self.settings.get("clip_norm", 0.0))
+        if method == "mean" and clip <= 0:
+            return meta_update(theta, updates, beta)
+        agg = robust_aggregate(len(theta), updates, method, clip,
+                               float(self.settings.get("trim", 0.2)))
+        return (theta + np.float32(beta) * agg).astype(np.float32)
 
 
 class TinyMetaFed(Strategy):
@@ -126,7 +135,7 @@ class FedAvg(Reptile):
     name = "fedavg"
 
     def aggregate(self, theta, updates, t, total):
-        return meta_update(theta, updates, 1.0)
+        return self._step(theta, updates, 1.0)
 
 
 class NoFederation(Strategy):

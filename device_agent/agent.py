@@ -16,6 +16,7 @@ import sys
 from array import array
 
 from device_agent import codec
+from device_agent.auth import sign
 from device_agent.clock import sleep_ms, ticks_ms, ticks_since
 from device_agent.energy import energy_mj, profile
 from device_agent.model import Plan
@@ -106,6 +107,7 @@ class Agent:
         self.bytes_in = 0
         self.connects = 0
         self.stopping = False
+        self.hmac_key = bytes.fromhex(config["hmac_key"]) if config.get("hmac_key") else None
         self.round_runner = round_runner
         self.log = logger
 
@@ -228,9 +230,12 @@ class Agent:
             self.in_round = 0
             self.abort_reason = None
         compute_ms = ticks_since(start)
-        self._publish(self.topics.update(self.device_id), result.payload, qos=1)
+        message = result.payload
+        if self.hmac_key:
+            message = sign(self.hmac_key, message)
+        self._publish(self.topics.update(self.device_id), message, qos=1)
         self.last_done = (cmd["round"], cmd["version"])
-        self.last_update = result.payload
+        self.last_update = message
         self.rounds_done += 1
         self._report(cmd, result, compute_ms, samples, bytes_down)
 

@@ -9,6 +9,7 @@
      "data": {"kind": "file", "path": "samples.csv"},   or {"kind": "synthetic", "seed": 1}
      "board": "esp32", "energy_profile": "nrf52840",
      "max_model_bytes": 65536,
+     "hmac_key": null,                            hex; signs updates (HMAC-SHA256), optional
      "wifi": {"ssid": "...", "password": "..."}}   boards only (deploy/board/main.py)
 """
 
@@ -26,6 +27,7 @@ DEFAULTS = {
     "energy_profile": "nrf52840",
     "max_model_bytes": 65536,
     "max_rounds": None,
+    "hmac_key": None,
     "wifi": None,
 }
 BROKER_DEFAULTS = {"host": "127.0.0.1", "port": 1883, "user": None, "password": None,

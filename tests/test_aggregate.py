@@ -55,3 +55,33 @@ def test_cohort_is_distinct_deterministic_and_bounded():
     assert a == sample_cohort(online, 5, np.random.default_rng(3))
     assert sample_cohort(online[:3], 5, np.random.default_rng(3)) == online[:3]
     assert sample_cohort(online, 0, np.random.default_rng(3)) == []
+
+
+def test_clip_scales_long_updates_only():
+    from broker_service.aggregate import clip_update
+
+    up = SparseUpdate(np.array([0, 1]), np.array([3.0, 4.0], dtype=np.float32), 1)
+    assert np.allclose(clip_update(up, 1.0).values, [0.6, 0.8])
+    assert clip_update(up, 10.0) is up
+
+
+def test_median_and_trimmed_mean_ignore_a_minority_of_outliers():
+    from broker_service.aggregate import coordinate_median, robust_aggregate, trimmed_mean
+
+    honest = [SparseUpdate(np.arange(3), np.array([1.0, 1.0, 1.0], dtype=np.float32), 1)
+              for _ in range(4)]
+    poison = SparseUpdate(np.arange(3), np.array([-1e6, 1e6, 5e5], dtype=np.float32), 1)
+    ups = honest + [poison]
+    np.testing.assert_allclose(coordinate_median(3, ups), [1, 1, 1])
+    np.testing.assert_allclose(trimmed_mean(3, ups, 0.2), [1, 1, 1])
+    assert np.abs(robust_aggregate(3, ups, "mean")).max() > 1e5
+    np.testing.assert_allclose(robust_aggregate(3, ups, "mean", clip_norm=2.0)[0],
+                               (4 * 1.0 - 2.0 * 1e6 / np.linalg.norm([1e6, 1e6, 5e5])) / 5,
+                               rtol=1e-5)
+
+
+def test_unknown_aggregation_is_an_error():
+    from broker_service.aggregate import robust_aggregate
+
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        robust_aggregate(3, [], "mode")
