@@ -36,7 +36,7 @@ def sparse_weighted_mean(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
     if weights.sum() <= 0:
         weights = np.ones(len(updates))
     for w, u in zip(weights, updates, strict=True):
-        np.add.at(total, np.asarray(u.indices, dtype=np.int64), w * np.asarray(u.values))
+        total[np.asarray(u.indices, dtype=np.int64)] += w * np.asarray(u.values)  # unique
     return (total / weights.sum()).astype(np.float32)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from broker_service import fastcodec
 from broker_service.aggregate import SparseUpdate
 from device_agent import codec
 
@@ -69,18 +70,17 @@ class RoundLedger:
         if self.closed:
             raise Rejected("late", "round %d is closed" % self.round)
         try:
-            h, idx, values = codec.decode(payload, self.max_payload)
+            h, idx, values = fastcodec.decode(payload, self.max_payload)
         except codec.CodecError as exc:
             raise Rejected(exc.reason, str(exc)) from None
         self._check(device, h, values)
         if device in self.accepted:
             self.duplicates += 1
             return None
-        norm = float(np.linalg.norm(np.asarray(values, dtype=np.float64)))
+        norm = float(np.linalg.norm(values.astype(np.float64)))
         if self.max_norm and norm > self.max_norm:
             raise Rejected("norm_bound", "‖Δ‖=%.3g > %.3g" % (norm, self.max_norm))
-        update = SparseUpdate(np.asarray(idx, dtype=np.int64), np.asarray(values, dtype=np.float32),
-                              h.samples)
+        update = SparseUpdate(idx, values, h.samples)
         entry = Accepted(device, update, len(payload), h.k)
         self.accepted[device] = entry
         return entry

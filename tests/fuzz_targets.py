@@ -14,7 +14,6 @@ from broker_service.rounds import Rejected, RoundLedger
 from device_agent import codec
 from device_agent.agent import Agent
 from device_agent.config import make_config
-from device_agent.specs import spec_for
 
 N = 64
 SEEDS = [

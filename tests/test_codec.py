@@ -178,3 +178,31 @@ def test_float16_matches_numpy_on_many_values():
 def test_float16_saturates_instead_of_overflowing():
     assert float_from_half(half_from_float(1e9)) == 65504.0
     assert float_from_half(half_from_float(-1e9)) == -65504.0
+
+
+@settings(max_examples=300)
+@given(sparse_vectors(), st.sampled_from([0, 1, 2]),
+       st.sampled_from([codec.INDEX_AUTO, codec.INDEX_VARINT, codec.INDEX_BITMAP]),
+       st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), max_size=3),
+       st.booleans())
+def test_fast_decoder_agrees_with_the_agent_decoder(vec, value_enc, index_enc, flips, fix_crc):
+    from broker_service import fastcodec
+
+    n, idx, values = vec
+    buf = bytearray(codec.encode(codec.KIND_DELTA, n, idx, values, 1, 2, 3, value_enc,
+                                 index_enc))
+    for pos, value in flips:
+        buf[pos % len(buf)] = value
+    if fix_crc and len(buf) >= codec.HEADER_SIZE:
+        _recrc(buf)
+    data = bytes(buf)
+    try:
+        _, want_idx, want = codec.decode(data)
+    except codec.CodecError as err:
+        with pytest.raises(codec.CodecError) as fast_err:
+            fastcodec.decode(data)
+        assert fast_err.value.reason == err.reason
+        return
+    _, got_idx, got = fastcodec.decode(data)
+    assert list(got_idx) == list(want_idx)
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))

@@ -220,3 +220,32 @@ def test_demo_runs_with_the_embedded_broker(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rounds"] == 150 and summary["metric_final"] < summary["metric_initial"]
     assert "embedded MQTT broker" in proc.stdout and "checkpoint:" in proc.stdout
+
+
+def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
+    """Per-device HMAC: a micropython and a CPython agent sign; a forger and an unsigned device
+    are rejected with reasons, and the round still closes."""
+    keys = {"signed-mp": "11" * 32, "signed-py": "22" * 32, "forger": "33" * 32}
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    procs = []
+    for device, impl in (("signed-mp", "micropython"), ("signed-py", "cpython"),
+                         ("forger", "cpython"), ("unsigned", "cpython")):
+        key = {"signed-mp": keys["signed-mp"], "signed-py": keys["signed-py"],
+               "forger": "44" * 32}.get(device)
+        cfg = {"device_id": device, "use_case": "sine", "hmac_key": key,
+               "broker": {"host": "127.0.0.1", "port": mosquitto.port}}
+        procs.append(start_agent(cfg, tmp_path, impl))
+    try:
+        cfg = service_config(mosquitto.port, tmp_path, rounds=1, cohort=4, quorum=0.5,
+                             round_timeout=8.0, hmac_keys_file=str(tmp_path / "keys.json"),
+                             max_attempts=1)
+        summary = run_service(cfg, tmp_path / "service.log")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+    log = (tmp_path / "service.log").read_text()
+    assert summary["rounds"] == 1 and summary["updates"] == 2
+    assert "device=forger reason=bad_signature" in log
+    assert "device=unsigned reason=unknown_device" in log
+    assert "33" * 32 not in log and "11" * 32 not in log  # secrets are never logged

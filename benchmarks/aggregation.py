@@ -1,0 +1,84 @@
+"""In-process sparse aggregation speed at P = 10 % for models of 10k and 100k parameters:
+decode + validate (RoundLedger.offer) + sample-weighted mean, in updates per second, with the
+same work's lower bound from the memory bandwidth measured in the same run.
+
+    .venv/bin/python benchmarks/aggregation.py [--json benchmarks/results/aggregation.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker_service.aggregate import sparse_weighted_mean  # noqa: E402
+from broker_service.rounds import RoundLedger  # noqa: E402
+from broker_service.simdevice import top_k_indices  # noqa: E402
+from device_agent import codec  # noqa: E402
+
+
+def bandwidth() -> float:
+    """Bytes per second of a large numpy copy (read + write counted)."""
+    a = np.ones(32 << 20, dtype=np.uint8)
+    b = np.empty_like(a)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        np.copyto(b, a)
+        best = max(best, 2 * a.nbytes / (time.perf_counter() - start))
+    return best
+
+
+def run(n: int, updates: int, bw: float) -> dict:
+    rng = np.random.default_rng(n)
+    k = n // 10
+    payloads = []
+    for i in range(updates):
+        delta = rng.standard_normal(n).astype(np.float32)
+        idx = top_k_indices(delta, k)
+        payloads.append(bytes(codec.encode(codec.KIND_DELTA, n, idx.tolist(),
+                                           delta[idx].tolist(), 1, 1, 30, codec.VALUE_F16)))
+    ledger = RoundLedger(1, 1, n)
+    ledger.invite(["d%d" % i for i in range(updates)])
+    start = time.perf_counter()
+    for i, payload in enumerate(payloads):
+        ledger.offer("d%d" % i, payload)
+    decoded = time.perf_counter()
+    sparse_weighted_mean(n, ledger.updates())
+    end = time.perf_counter()
+    # bytes any implementation must touch: read each payload, scatter k (index, value) pairs
+    # into the float64 accumulator (read + write), then read and write the n-vector once
+    touched = sum(len(p) for p in payloads) + updates * k * 16 + n * 8 * 2
+    return {"n": n, "k": k, "updates": updates,
+            "updates_per_second": updates / (end - start),
+            "decode_validate_s": decoded - start, "aggregate_s": end - decoded,
+            "lower_bound_s": touched / bw, "lower_bound_updates_per_second":
+            updates / (touched / bw)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", default=str(ROOT / "benchmarks/results/aggregation.json"))
+    args = parser.parse_args()
+    bw = bandwidth()
+    print("memory bandwidth (numpy copy): %.1f GB/s" % (bw / 1e9))
+    rows = [run(10_000, 200, bw), run(100_000, 50, bw)]
+    for r in rows:
+        print("n=%6d k=%5d: %8.1f updates/s (decode+validate %.3f s, aggregate %.3f s); "
+              "bandwidth bound %.0f updates/s" % (r["n"], r["k"], r["updates_per_second"],
+                                                   r["decode_validate_s"], r["aggregate_s"],
+                                                   r["lower_bound_updates_per_second"]))
+    Path(args.json).write_text(json.dumps({"bandwidth_bytes_per_s": bw, "rows": rows},
+                                          indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
