@@ -40,7 +40,7 @@ def run(n: int, updates: int, bw: float) -> dict:
     rng = np.random.default_rng(n)
     k = n // 10
     payloads = []
-    for i in range(updates):
+    for _ in range(updates):
         delta = rng.standard_normal(n).astype(np.float32)
         idx = top_k_indices(delta, k)
         payloads.append(bytes(codec.encode(codec.KIND_DELTA, n, idx.tolist(),
