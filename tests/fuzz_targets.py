@@ -47,8 +47,8 @@ class Targets:
         elif which == 1:
             try:
                 codec.decode_command(body)
-            except codec.CodecError:
-                pass
+            except codec.CodecError as exc:
+                assert exc.reason
         elif which == 2:
             self._ledger(body)
         elif which == 3:
