@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from broker_service import fastcodec
 from broker_service.aggregate import SparseUpdate
 from broker_service.cohort import sample_cohort
 from broker_service.fewshot import evaluate_on_episodes
@@ -60,8 +61,12 @@ def run(
     curve_episodes: list[Episode],
     final_episodes: list[Episode],
     progress: Callable[[str], None] | None = None,
+    tamper: Callable[[str, SparseUpdate, int], SparseUpdate] | None = None,
 ) -> RunResult:
-    """Meta-train with `strategy` for settings['rounds'] rounds and measure it on new devices."""
+    """Meta-train with `strategy` for settings['rounds'] rounds and measure it on new devices.
+
+    `tamper(device, update, round)` lets an experiment replace what a device sends (poisoning).
+    """
     start = time.perf_counter()
     net = NumpyNet(use_case.spec)
     rounds = int(settings["rounds"]) if strategy.federated else 0
@@ -77,7 +82,8 @@ def run(
             (0, _curve_point(net, theta, strategy, curve_episodes, settings, use_case))
         )
     for t in range(rounds):
-        theta = _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result)
+        theta = _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result,
+                           tamper)
         if (t + 1) % every == 0 or t + 1 == rounds:
             value = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
             result.curve.append((t + 1, value))
@@ -104,7 +110,7 @@ def round_cohort(devices: list[str], k: int, seed: int, t: int) -> list[str]:
     return sample_cohort(sorted(devices), k, np.random.default_rng([seed, t, 0]))
 
 
-def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result):
+def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result, tamper=None):
     cohort = round_cohort(use_case.device_ids, strategy.cohort_size(), seed, t)
     command = strategy.round_command(t, version=t)
     down = len(codec.encode(codec.KIND_MODEL, len(theta), None, theta.tolist(), t, t))
@@ -115,8 +121,9 @@ def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, resul
         xs, ys = use_case.stream(device_id, n, device_rng(seed, t, device_id))
         residual = residuals.setdefault(device_id, np.zeros(len(theta), dtype=np.float32))
         sim = strategy.local_update(net, theta, xs, ys, command, residual)
-        header, idx, values = codec.decode(sim.payload)
-        updates.append(SparseUpdate(np.asarray(idx), np.asarray(values), header.samples))
+        header, idx, values = fastcodec.decode(sim.payload)
+        update = SparseUpdate(idx, values, header.samples)
+        updates.append(tamper(device_id, update, t) if tamper else update)
         result.updates += 1
         result.bytes_up += len(sim.payload)
         result.bytes_down += down
