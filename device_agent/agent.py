@@ -285,8 +285,12 @@ class Agent:
     def connect(self):
         """Open a session: last will, birth, subscriptions."""
         b = self.cfg["broker"]
-        t = self.transport_factory(self.device_id, b["host"], b["port"], b["user"],
-                                   b["password"], b["keepalive"], b["ssl"])
+        if b.get("ca_file"):
+            t = self.transport_factory(self.device_id, b["host"], b["port"], b["user"],
+                                       b["password"], b["keepalive"], b["ssl"], b["ca_file"])
+        else:
+            t = self.transport_factory(self.device_id, b["host"], b["port"], b["user"],
+                                       b["password"], b["keepalive"], b["ssl"])
         t.on_message = self.on_message
         status = self.topics.status(self.device_id)
         t.connect(status, json.dumps({"state": "offline", "device": self.device_id}))

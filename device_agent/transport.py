@@ -90,12 +90,12 @@ class UmqttTransport(Transport):
 
 
 def make_transport(client_id, host, port=1883, user=None, password=None, keepalive=30,
-                   ssl=False):
+                   ssl=False, ca_file=None):
     """umqtt.simple where it exists (MicroPython), paho-mqtt otherwise (CPython)."""
     try:
         import umqtt.simple  # noqa: F401
     except ImportError:  # CPython
         from device_agent.transport_paho import PahoTransport
 
-        return PahoTransport(client_id, host, port, user, password, keepalive, ssl)
+        return PahoTransport(client_id, host, port, user, password, keepalive, ssl, ca_file)
     return UmqttTransport(client_id, host, port, user, password, keepalive, ssl)

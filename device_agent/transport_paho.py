@@ -12,13 +12,13 @@ class PahoTransport(Transport):
     """paho-mqtt client speaking MQTT 3.1.1 with a clean session."""
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
-                 ssl=False):
+                 ssl=False, ca_file=None):
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv311, clean_session=True)
         if user is not None:
             self.client.username_pw_set(user, password)
         if ssl:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=ca_file)
         self.client.on_message = self._dispatch
         self.host = host
         self.port = port

@@ -38,7 +38,7 @@ if [ -n "$extras" ]; then
     missing=""
     for pair in mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics \
                 influxdb:/usr/bin/influxd chromium:/usr/bin/chromium \
-                docker-compose:/usr/bin/docker-compose; do
+                docker-compose:/usr/bin/docker-compose openssl:/usr/bin/openssl; do
         [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
     done
     if [ -n "$missing" ]; then

@@ -1,0 +1,89 @@
+"""Load: N concurrent lightweight devices (benchmarks/loadfleet.py) against a real mosquitto
+for R rounds with the whole fleet in every cohort; updates per second, round latency p50/p99,
+and the service's memory (RSS) after every round. Prints a table and writes JSON.
+
+    .venv/bin/python benchmarks/load.py [--devices 1000] [--rounds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker_service.config import ServiceConfig  # noqa: E402
+from broker_service.logs import EventLog  # noqa: E402
+from broker_service.service import AggregationService  # noqa: E402
+from tests.brokers import Mosquitto  # noqa: E402
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return -1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--json", default=str(ROOT / "benchmarks/results/load.json"))
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    folder = Path(tempfile.mkdtemp(prefix="tmf-load-"))
+    broker = Mosquitto(folder).start()
+    fleet = subprocess.Popen([sys.executable, str(ROOT / "benchmarks/loadfleet.py"), "--port",
+                              str(broker.port), "--devices", str(args.devices)],
+                             stdout=subprocess.PIPE, text=True)
+    rounds, memory = [], []
+    try:
+        assert fleet.stdout is not None and fleet.stdout.readline().startswith("ready")
+        cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % broker.port, fleet="load",
+                            use_case="sine", rounds=args.rounds, cohort=args.devices,
+                            quorum=0.99, round_timeout=120.0, eval_every=10_000,
+                            eval_devices=1, state_dir=str(folder / "state"),
+                            wait_for_devices=120.0, max_update_norm=1e9)
+        service = AggregationService(cfg, EventLog(quiet=True))
+
+        def progress(report):
+            rounds.append({"round": report.round, "seconds": report.seconds,
+                           "participants": len(report.participants)})
+            memory.append(rss_bytes())
+            print("round %2d: %4d updates in %.2f s, service RSS %.1f MB" % (
+                report.round, len(report.participants), report.seconds, memory[-1] / 1e6),
+                flush=True)
+
+        service.progress = progress
+        start = time.perf_counter()
+        summary = service.run()
+        total = time.perf_counter() - start
+    finally:
+        fleet.kill()
+        broker.stop()
+    seconds = np.array([r["seconds"] for r in rounds])
+    doc = {"devices": args.devices, "rounds": len(rounds), "updates": summary["updates"],
+           "updates_per_second": summary["updates"] / float(seconds.sum()),
+           "round_latency_p50_s": float(np.percentile(seconds, 50)),
+           "round_latency_p99_s": float(np.percentile(seconds, 99)),
+           "service_rss_bytes": memory, "rss_growth_after_round_2_bytes":
+           (memory[-1] - memory[1]) if len(memory) > 2 else None,
+           "wall_seconds_including_start": total}
+    print(json.dumps({k: v for k, v in doc.items() if k != "service_rss_bytes"}, indent=1))
+    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
