@@ -34,6 +34,43 @@ def rss_bytes() -> int:
     return -1
 
 
+def raw_qos1_throughput(port: int, size: int, count: int = 5000) -> float:
+    """Messages per second from one paho publisher to one subscriber through the broker at
+    QoS 1 with `size`-byte payloads (the broker's ceiling for this message size here)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    done = threading.Event()
+    got = [0]
+
+    def on_message(client, userdata, msg):
+        got[0] += 1
+        if got[0] >= count:
+            done.set()
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="raw-sub")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("raw/updates", qos=1)
+    sub.loop_start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="raw-pub")
+    pub.max_inflight_messages_set(100)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    time.sleep(0.5)
+    payload = bytes(size)
+    start = time.perf_counter()
+    for _ in range(count):
+        pub.publish("raw/updates", payload, qos=1)
+    done.wait(120)
+    seconds = time.perf_counter() - start
+    for c in (pub, sub):
+        c.loop_stop()
+        c.disconnect()
+    return got[0] / seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -48,6 +85,8 @@ def main() -> int:
                               str(broker.port), "--devices", str(args.devices)],
                              stdout=subprocess.PIPE, text=True)
     rounds, memory = [], []
+    raw = raw_qos1_throughput(broker.port, 368)
+    print("raw mosquitto QoS 1, 368-byte payloads: %.0f messages/s" % raw, flush=True)
     try:
         assert fleet.stdout is not None and fleet.stdout.readline().startswith("ready")
         cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % broker.port, fleet="load",
@@ -79,7 +118,9 @@ def main() -> int:
            "round_latency_p99_s": float(np.percentile(seconds, 99)),
            "service_rss_bytes": memory, "rss_growth_after_round_2_bytes":
            (memory[-1] - memory[1]) if len(memory) > 2 else None,
-           "wall_seconds_including_start": total}
+           "wall_seconds_including_start": total,
+           "raw_qos1_messages_per_second_368B": raw}
+    doc["end_to_end_vs_raw"] = doc["updates_per_second"] / raw
     print(json.dumps({k: v for k, v in doc.items() if k != "service_rss_bytes"}, indent=1))
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0

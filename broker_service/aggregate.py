@@ -84,9 +84,13 @@ def trimmed_mean(n: int, updates: Sequence[SparseUpdate], trim: float = 0.2) -> 
 
 
 def robust_aggregate(n: int, updates: Sequence[SparseUpdate], method: str = "mean",
-                     clip_norm: float = 0.0, trim: float = 0.2) -> np.ndarray:
-    """Agg({Δ_i}) with optional norm clipping: 'mean' (sample-weighted), 'trimmed_mean' or
-    'median'."""
+                     clip_norm: float = 0.0, trim: float = 0.2,
+                     clip_scale: float = 0.0) -> np.ndarray:
+    """Agg({Δ_i}) with optional norm clipping — to a fixed `clip_norm`, or to `clip_scale` ×
+    the median norm of this cohort's updates — then 'mean' (sample-weighted), 'trimmed_mean'
+    or 'median'."""
+    if clip_scale > 0 and updates:
+        clip_norm = clip_scale * float(np.median([np.linalg.norm(u.values) for u in updates]))
     if clip_norm > 0:
         updates = [clip_update(u, clip_norm) for u in updates]
     if method == "mean":

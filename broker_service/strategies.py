@@ -72,10 +72,11 @@ class Strategy:
     def _step(self, theta: np.ndarray, updates: list[SparseUpdate], beta: float) -> np.ndarray:
         method = self.settings.get("aggregation", "mean")
         clip = float(self.settings.get("clip_norm", 0.0))
-        if method == "mean" and clip <= 0:
+        scale = float(self.settings.get("clip_scale", 0.0))
+        if method == "mean" and clip <= 0 and scale <= 0:
             return meta_update(theta, updates, beta)
         agg = robust_aggregate(len(theta), updates, method, clip,
-                               float(self.settings.get("trim", 0.2)))
+                               float(self.settings.get("trim", 0.2)), scale)
         return (theta + np.float32(beta) * agg).astype(np.float32)
 
 
