@@ -304,8 +304,11 @@ class AggregationService:
         self.totals.energy_mj += self._round_energy(ledger)
         self.totals.rejected.update(ledger.rejected)
         self.round += 1
-        self._save()
-        self.journal.remove()
+        try:
+            self._save()
+            self.journal.remove()
+        except OSError as exc:  # e.g. disk full: the previous checkpoint and the journal stay
+            self.log("checkpoint_failed", round=self.round, error=str(exc))
         metric = None
         if self.round % max(1, self.cfg.eval_every) == 0 or self.round == self.total_rounds:
             metric = self.metric_last = self.evaluate()
@@ -384,6 +387,10 @@ class AggregationService:
             if changed is not None:
                 self.log("presence", device=device, online=changed.online)
                 self.recorder.presence(device, changed.online, changed.info)
+                ledger = self.ledger
+                if changed.online and ledger is not None and not ledger.closed and \
+                        device in ledger.waiting_for():
+                    self._send_commands([device])  # back after a reboot: ask again now
         elif leaf == "update":
             self._on_update(device, event.payload)
         elif leaf == "telemetry":

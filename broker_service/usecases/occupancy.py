@@ -56,7 +56,7 @@ class OccupancyUseCase(UseCase):
         min_rows: int = 200,
         new_fraction: float = 0.3,
     ):
-        super().__init__(name="occupancy", metric="accuracy", spec=SPEC, target=0.9)
+        super().__init__(name="occupancy", metric="accuracy", spec=SPEC, target=0.99)
         data = load_readings(find_files(data_dir))
         self.train_days, self.new_days = split_days(data.days, min_rows, new_fraction)
         mean, std = _stats(data.sensors[np.isin(data.days, self.train_days)])

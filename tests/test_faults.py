@@ -1,0 +1,155 @@
+"""Faults: the disk fills while checkpointing, a half-sent message, a device that reboots in the
+middle of a round. (Deadlines use a monotonic clock, so wall-clock jumps cannot move them.)"""
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from broker_service import checkpoint
+from broker_service.config import ServiceConfig
+from broker_service.fleet import SimulatedFleet
+from broker_service.logs import EventLog
+from broker_service.service import AggregationService
+from broker_service.usecases.sine import SineUseCase
+from tests.mqtt_helpers import start_agent
+
+
+@contextmanager
+def small_disk(path, size="512k"):
+    """A tmpfs of `size` mounted at `path` (the tests run as root, as CI does)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path):
+    """Write until the disk is full; returns the filler file."""
+    filler = path / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        theta = np.arange(20_000, dtype=np.float32)
+        ckpt = checkpoint.Checkpoint(spec={"input": [1], "layers": []}, theta=theta, round=1,
+                                     algorithm="tinymetafed", use_case="sine")
+        checkpoint.save(disk / "c.json", ckpt)
+        filler = fill(disk)
+        with pytest.raises(OSError):
+            checkpoint.save(disk / "c.json", checkpoint.Checkpoint(
+                spec=ckpt.spec, theta=theta + 1, round=2, algorithm="tinymetafed",
+                use_case="sine"))
+        back = checkpoint.load(disk / "c.json")
+        assert back.round == 1 and np.array_equal(back.theta, theta)
+        assert sorted(p.name for p in disk.iterdir()) == ["c.json", "filler"]
+        filler.unlink()
+
+
+def test_service_keeps_running_through_a_full_disk(mosquitto, tmp_path):
+    use_case = SineUseCase(fleet_size=5)
+    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 5).start()
+    with small_disk(tmp_path / "state", "1m") as state:
+        cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % mosquitto.port, use_case="sine",
+                            rounds=12, cohort=5, state_dir=str(state), eval_devices=2,
+                            eval_every=100, round_timeout=3.0)
+        service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(service.run()))
+        thread.start()
+        try:
+            while service.round < 3:
+                time.sleep(0.01)
+            filler = fill(state)
+            log = tmp_path / "s.log"
+            deadline = time.monotonic() + 60
+            while "No space left" not in log.read_text():  # nothing durable can be accepted
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            stalled_at = service.round
+            filler.unlink()  # space again: the session goes on
+            thread.join(120)
+        finally:
+            fleet.stop()
+        final = checkpoint.load(state / "checkpoint.json")
+    log = (tmp_path / "s.log").read_text()
+    assert "event=checkpoint_failed" in log or "reason=storage_error" in log
+    assert stalled_at < 12 and result["rounds"] == 12 and final.round == 12
+
+
+def test_half_a_message_then_disconnect_changes_nothing(mosquitto, tmp_path):
+    use_case = SineUseCase(fleet_size=3)
+    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 3).start()
+    cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % mosquitto.port, use_case="sine",
+                        rounds=4, cohort=3, state_dir=str(tmp_path / "state"), eval_devices=2)
+    service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(service.run()))
+    thread.start()
+    try:
+        while service.ledger is None:
+            time.sleep(0.01)
+        topic = service.topics.update(use_case.device_ids[0]).encode()
+        with socket.create_connection(("127.0.0.1", mosquitto.port)) as s:
+            s.sendall(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04half")
+            s.recv(4)  # CONNACK
+            body_len = 2 + len(topic) + 2 + 1000
+            s.sendall(bytes([0x32, (body_len & 0x7F) | 0x80, body_len >> 7]) +
+                      len(topic).to_bytes(2, "big") + topic + b"\x00\x01" + b"TM\x01\x02")
+        thread.join(60)
+    finally:
+        fleet.stop()
+    assert result["rounds"] == 4 and result["updates"] == 12 and not result["rejected"]
+
+
+def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path):
+    cfg_agent = {"device_id": "rebooter", "use_case": "kws",
+                 "broker": {"host": "127.0.0.1", "port": mosquitto.port}}
+    agent = start_agent(cfg_agent, tmp_path, "micropython")
+    cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % mosquitto.port, use_case="kws",
+                        data_dir=os.environ.get("TINYMETAFED_DATA"), rounds=1, cohort=1,
+                        quorum=1.0, state_dir=str(tmp_path / "state"), eval_devices=1,
+                        round_timeout=60.0, settings={"recon_samples": 30,
+                                                      "adapt_samples": 60})
+    if cfg.data_dir is None:
+        from tests.conftest import resolve_data_dir
+
+        cfg.data_dir = str(resolve_data_dir())
+    service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(service.run()))
+    thread.start()
+    try:
+        log = tmp_path / "s.log"
+        while "event=round_open" not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.01)
+        time.sleep(0.5)  # inside the ~3 s round on the unix port
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        agent = start_agent(cfg_agent, tmp_path, "micropython")  # the reboot
+        thread.join(120)
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    text = (tmp_path / "s.log").read_text()
+    assert result["rounds"] == 1 and result["updates"] == 1
+    assert "device=rebooter online=False" in text and text.count("device=rebooter online=True") == 2
+    assert json.loads(json.dumps(result))["rejected"] == {}
