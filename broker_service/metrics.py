@@ -60,7 +60,9 @@ class Point:
     ts_ns: int = 0
 
 
-def _split(text: str, sep: str) -> list[str]:
+def _split(text: str, sep: str, strings: bool = False) -> list[str]:
+    """Split at unescaped `sep`; with `strings`, a '"' right after '=' opens a string value
+    (in which `sep` does not split) that the next unescaped '"' closes."""
     out, cur, i, quoted = [], "", 0, False
     while i < len(text):
         ch = text[i]
@@ -68,7 +70,7 @@ def _split(text: str, sep: str) -> list[str]:
             cur += text[i : i + 2]
             i += 2
             continue
-        if ch == '"':
+        if strings and ch == '"' and (quoted or cur.endswith("=")):
             quoted = not quoted
         if ch == sep and not quoted:
             out.append(cur)
@@ -104,15 +106,19 @@ def _parse_value(text: str):
 
 def parse_line(text: str) -> Point:
     """Parse one line written by `line` (ValueError on anything else)."""
-    head, fields_text, ts = _split(text.strip(), " ")
+    text = text.strip()
+    head = _split(text, " ")[0]
+    rest = text[len(head) + 1 :]
+    fields_text, _, ts = rest.rpartition(" ")
     name, *tag_parts = _split(head, ",")
     tags = {}
     for part in tag_parts:
         key, value = _split(part, "=")
         tags[_unescape(key)] = _unescape(value)
     fields = {}
-    for part in _split(fields_text, ","):
-        key, value = _split(part, "=")
+    for part in _split(fields_text, ",", True):
+        key = _split(part, "=", True)[0]
+        value = part[len(key) + 1 :]
         fields[_unescape(key)] = _parse_value(value)
     return Point(_unescape(name), tags, fields, int(ts))
 
