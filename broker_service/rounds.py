@@ -48,6 +48,7 @@ class RoundLedger:
     accepted: dict[str, Accepted] = field(default_factory=dict)
     rejected: Counter = field(default_factory=Counter)
     duplicates: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
     last_cohort: int = 0
     closed: bool = False
@@ -59,8 +60,8 @@ class RoundLedger:
         self.last_cohort = len(cohort)
 
     def waiting_for(self) -> set[str]:
-        """Invited devices that have not answered yet."""
-        return self.invited - set(self.accepted)
+        """Invited devices that have not answered yet (a rejected answer counts as one)."""
+        return self.invited - set(self.accepted) - set(self.refused)
 
     def offer(self, device: str, payload: bytes) -> Accepted | None:
         """Validate an update; returns it when newly accepted, None for a duplicate.

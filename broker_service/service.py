@@ -409,12 +409,14 @@ class AggregationService:
         return payload
 
     def _norm_bound(self) -> float:
-        """The configured bound, or 10× the median norm of recent accepted updates."""
+        """The configured bound, or 100× the median norm of the last 200 accepted updates
+        (once 20 are known): only absurd updates are refused here; robust aggregation
+        (clip_scale) handles subtler ones."""
         if self.cfg.max_update_norm > 0:
             return self.cfg.max_update_norm
-        if len(self.norms) < 5:
+        if len(self.norms) < 20:
             return 0.0
-        return 10.0 * float(np.median(self.norms))
+        return 100.0 * float(np.median(self.norms))
 
     def _on_update(self, device: str, message: bytes) -> None:
         ledger = self.ledger
@@ -428,6 +430,9 @@ class AggregationService:
             accepted = ledger.offer(device, payload)
         except Rejected as exc:
             ledger.reject(exc.reason)
+            if device in ledger.invited and exc.reason not in ("late", "wrong_round",
+                                                               "storage_error"):
+                ledger.refused.setdefault(device, exc.reason)
             self.log("rejected", round=self.round, device=device, reason=exc.reason,
                      detail=str(exc))
             return
