@@ -98,7 +98,7 @@ SERVE_FLAGS = ("broker", "username", "ca_file", "cert_file", "key_file", "prefix
                "use_case", "data_dir", "algorithm", "rounds", "cohort", "quorum", "min_updates",
                "round_timeout", "wait_for_devices", "max_attempts", "seed", "state_dir",
                "eval_every", "eval_devices", "metrics_file", "influx_url", "influx_org",
-               "influx_bucket")
+               "influx_bucket", "init_checkpoint")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("wait_for_devices", float), ("max_attempts", int), ("seed", int),
                        ("state_dir", str), ("eval_every", int), ("eval_devices", int),
                        ("metrics_file", str), ("influx_url", str), ("influx_org", str),
-                       ("influx_bucket", str)):
+                       ("influx_bucket", str), ("init_checkpoint", str)):
         p.add_argument("--" + name.replace("_", "-"), type=kind)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a training setting (e.g. --set top_p=5), repeatable")

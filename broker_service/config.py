@@ -56,6 +56,7 @@ class ServiceConfig:
     influx_bucket: str = "tinymetafed"
     influx_token: str | None = None
     hmac_keys_file: str | None = None
+    init_checkpoint: str | None = None
     max_update_norm: float = 0.0
     settings: dict = field(default_factory=dict)
 

@@ -147,6 +147,8 @@ class AggregationService:
     def _resume(self) -> tuple[np.ndarray, int]:
         path = self.checkpoint_path()
         if not path.exists():
+            if self.cfg.init_checkpoint:
+                return self._initial_from(self.cfg.init_checkpoint), 0
             theta = initial_theta(self.net, self.cfg.seed)[: self.n]
             return theta, 0
         ckpt = checkpoint.load(path)
@@ -162,6 +164,17 @@ class AggregationService:
                              extra.get("energy_mj", 0.0), Counter(extra.get("rejected", {})))
         self.log("resumed", round=ckpt.round, checkpoint=str(path))
         return ckpt.theta, ckpt.round
+
+    def _initial_from(self, path: str) -> np.ndarray:
+        """θ_g from a checkpoint of the same architecture (e.g. `tinymetafed init --from-onnx`)."""
+        ckpt = checkpoint.load(path)
+        mine = {k: self.use_case.spec.get(k) for k in ("input", "layers")}
+        theirs = {k: ckpt.spec.get(k) for k in ("input", "layers")}
+        if mine != theirs or len(ckpt.theta) < self.n:
+            raise ConfigError("init_checkpoint %s has another architecture than the %s model"
+                              % (path, self.cfg.use_case))
+        self.log("initialised", checkpoint=path)
+        return np.asarray(ckpt.theta[: self.n], dtype=np.float32)
 
     def _save(self) -> None:
         t = self.totals

@@ -102,3 +102,28 @@ def test_cli_exports_with_a_fitted_head_and_imports(tmp_path):
                           text=True, check=True)
     assert checkpoint.load(tmp_path / "i.json").spec["layers"] == use_case.spec["layers"]
     assert '"dense"' in proc.stdout
+
+
+def test_a_new_session_starts_from_an_imported_architecture(tmp_path):
+    from broker_service.config import ConfigError, ServiceConfig
+    from broker_service.logs import EventLog
+    from broker_service.service import AggregationService
+
+    net = NumpyNet(spec_for("sine"))
+    theta = initial_theta(net, 42)
+    onnx.save(export_model(net.plan.spec, theta), tmp_path / "arch.onnx")
+    subprocess.run([sys.executable, "-m", "broker_service.cli", "init", "--from-onnx",
+                    str(tmp_path / "arch.onnx"), "--out", str(tmp_path / "init.json")],
+                   cwd=ROOT, check=True, capture_output=True)
+    cfg = ServiceConfig(use_case="sine", state_dir=str(tmp_path / "state"),
+                        init_checkpoint=str(tmp_path / "init.json"), eval_devices=1)
+    service = AggregationService(cfg, EventLog(quiet=True))
+    np.testing.assert_array_equal(service.theta, theta[: net.plan.n_global])
+    occupancy = NumpyNet(spec_for("occupancy"))
+    checkpoint.save(tmp_path / "other.json", checkpoint.Checkpoint(
+        spec=occupancy.plan.spec, theta=initial_theta(occupancy, 1), round=0, algorithm="init",
+        use_case="custom"))
+    cfg.init_checkpoint = str(tmp_path / "other.json")
+    cfg.state_dir = str(tmp_path / "state2")
+    with pytest.raises(ConfigError, match="another architecture"):
+        AggregationService(cfg, EventLog(quiet=True))
