@@ -13,10 +13,10 @@ test:
 
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
 
 bench:
 	@bash scripts/setup.sh
 	for u in sine omniglot kws occupancy; do \
 	  .venv/bin/tinymetafed bench --use-case $$u --data-dir $${TINYMETAFED_DATA:-../shared/data} \
 	    --quiet --json benchmarks/results/bench-$$u.json || exit 1; done
+	.venv/bin/python benchmarks/make_docs.py
