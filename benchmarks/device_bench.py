@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from broker_service.bundle import strip_native
+from broker_service.demo import find_micropython
 
 ROOT = Path(__file__).resolve().parents[1]
 USE_CASES = ["sine", "omniglot", "kws", "occupancy"]
-
-
-def micropython() -> str:
-    here = Path(sys.executable).parent / "micropython"
-    return str(here) if here.exists() else (shutil.which("micropython") or "micropython")
 
 
 def run(cmd: list[str], cwd: Path) -> dict:
@@ -49,7 +44,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/device-bench.json"))
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    mp = [micropython(), "-X", "heapsize=256K", "-m", "device_agent.bench"]
+    mp = [find_micropython() or "micropython", "-X", "heapsize=256K", "-m", "device_agent.bench"]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         plain = plain_copy(Path(tmp))

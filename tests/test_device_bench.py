@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.test_micropython_agent import ROOT, micropython
+from tests.mqtt_helpers import ROOT, micropython_exe
 
 KEYS = {"use_case", "params", "macs_per_sample", "step_ms", "peak_heap_bytes", "payload_bytes"}
 
@@ -14,7 +14,7 @@ KEYS = {"use_case", "params", "macs_per_sample", "step_ms", "peak_heap_bytes", "
 @pytest.mark.parametrize("use_case", ["sine", "omniglot", "kws", "occupancy"])
 def test_board_bench_fits_256k_and_matches_cpython(use_case):
     cmd = ["-m", "device_agent.bench", use_case]
-    mp = subprocess.run([micropython(), "-X", "heapsize=256K", *cmd], cwd=ROOT, check=True,
+    mp = subprocess.run([micropython_exe(), "-X", "heapsize=256K", *cmd], cwd=ROOT, check=True,
                         capture_output=True, text=True, timeout=300)
     py = subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True, capture_output=True,
                         text=True, timeout=300)

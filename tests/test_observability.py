@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from html.parser import HTMLParser
@@ -20,7 +19,7 @@ from broker_service.metrics import read_points
 from broker_service.service import AggregationService
 from broker_service.usecases.sine import SineUseCase
 from tests.brokers import Mosquitto
-from tests.mqtt_helpers import ROOT, start_agent
+from tests.mqtt_helpers import ROOT, run_in_background, start_agent
 from tests.stores import InfluxDB1, VictoriaMetrics
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tinymetafed.json"
@@ -39,9 +38,7 @@ def run_session(folder: Path, broker_port: int, influx_url: str, rounds: int = 8
                         eval_every=2, eval_devices=4, influx_url=influx_url,
                         round_timeout=20.0)
     service = AggregationService(cfg, EventLog(path=folder / "service.log"))
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(service.run()))
-    thread.start()
+    thread, result = run_in_background(service)
     try:
         while service.ledger is None:
             time.sleep(0.01)
