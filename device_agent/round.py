@@ -1,7 +1,8 @@
 """One device round of TinyMetaFed (brief section 2, step 3), batch size 1, samples used once.
 
 a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen.
-b. Adaptation: `adapt_samples` SGD steps on θ_g (θ_l frozen, or trained too when `joint`).
+b. Adaptation: `adapt_samples` SGD steps on θ_g, and on θ_l too when `joint` (the default;
+   with it off θ_l stays frozen).
 c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled; keep the Top-P% entries.
 d. Encode the sparse update (the DELTA payload) for the server.
 
@@ -21,7 +22,7 @@ DEFAULTS = {
     "adapt_samples": 20,
     "recon_lr": 0.05,
     "adapt_lr": 0.01,
-    "joint": False,
+    "joint": True,
     "top_p": 10.0,
     "values": "f16",
     "error_feedback": True,

@@ -60,9 +60,10 @@ def test_top_k_parity_with_ties():
         assert agent == top_k_indices(delta, k).tolist()
 
 
-@pytest.mark.parametrize("split", [True, False])
-def test_whole_device_round_parity(split):
-    """One TinyMetaFed (or TinyReptile) round: agent payload == numpy simulator payload."""
+@pytest.mark.parametrize("split,joint", [(True, True), (True, False), (False, True)])
+def test_whole_device_round_parity(split, joint):
+    """One TinyMetaFed (θ_l joint or frozen) or TinyReptile round: agent payload == numpy
+    simulator payload."""
     plan, params = fresh_params(SINE_SPEC, seed=11)
     theta_g = np.array(params, dtype=np.float32)[: plan.n_global if split else plan.n_params]
     rng = np.random.default_rng(4)
@@ -76,6 +77,7 @@ def test_whole_device_round_parity(split):
         "adapt_samples": 20,
         "recon_lr": 0.05,
         "adapt_lr": 0.02,
+        "joint": joint,
         "top_p": 10.0,
         "values": "f32",
         "error_feedback": True,
@@ -94,3 +96,26 @@ def test_whole_device_round_parity(split):
     assert rel_err(residual_a, residual_b) < TOL
     assert agent.macs == twin.macs and agent.samples == twin.samples == (30 if split else 20)
     assert agent.adapt_loss == pytest.approx(twin.adapt_loss, rel=TOL)
+
+
+def test_joint_adaptation_trains_the_head_and_frozen_does_not():
+    """`joint` decides whether θ_l keeps learning after reconstruction (same in both twins)."""
+    plan, params = fresh_params(SINE_SPEC, seed=11)
+    rng = np.random.default_rng(5)
+    xs = rng.uniform(-1, 1, (30, 1)).astype(np.float32)
+    ys = (2.0 * np.sin(5 * xs + 1.0)).astype(np.float32)
+    pairs = list(zip(xs, [list(y) for y in ys], strict=True))
+    base = {"recon_samples": 10, "adapt_samples": 20, "recon_lr": 0.05, "adapt_lr": 0.05,
+            "top_p": 10.0, "values": "f32", "error_feedback": False, "seed": 9}
+    heads, macs = {}, {}
+    for adapt in (0, 20):
+        for joint in (True, False):
+            p = array("f", params)
+            result = run_round(Network(plan), p, pairs,
+                               dict(base, joint=joint, adapt_samples=adapt))
+            heads[adapt, joint] = np.array(p[plan.n_global:])
+            macs[adapt, joint] = result.macs
+    reconstructed = heads[0, True]
+    assert np.array_equal(heads[20, False], reconstructed)
+    assert np.abs(heads[20, True] - reconstructed).max() > 1e-3
+    assert macs[20, True] > macs[20, False] and macs[0, True] == macs[0, False]
