@@ -158,6 +158,7 @@ def criteria(doc: dict) -> dict:
     def err(x):
         return 1.0 - x["final_metric"] if acc else x["final_metric"]
 
+    vs_no_federation = err(tmf) / err(nf) if err(nf) > 0 else float("inf")
     return {
         "upload_ratio": tr["bytes_up_per_update"] / tmf["bytes_up_per_update"],
         "download_lower": tmf["bytes_down_per_update"] < tr["bytes_down_per_update"],
@@ -165,7 +166,8 @@ def criteria(doc: dict) -> dict:
         else tmf["final_metric"] / tr["final_metric"],
         "vs_tinyreptile_ok": (tmf["final_metric"] >= tr["final_metric"] - 0.02) if acc
         else tmf["final_metric"] <= 1.15 * tr["final_metric"],
-        "error_vs_no_federation": err(tmf) / err(nf) if err(nf) > 0 else float("inf"),
+        "error_vs_no_federation": vs_no_federation,
+        "error_vs_no_federation_ok": vs_no_federation <= 0.5,
         "energy_ratio": tmf["energy_mj_per_update"] / tr["energy_mj_per_update"],
     }
 
