@@ -122,7 +122,8 @@ def choose_index_encoding(n, indices):
 
 
 def int8_scale(values):
-    """The INT8 scale max|v|/127 as a float32 value (1.0 for an all-zero vector)."""
+    """The INT8 scale max|v|/127 as a float32 value; 1.0 when every value is zero or so tiny
+    that the scale underflows float32 (all codes are then 0, and a zero scale is invalid)."""
     top = 0.0
     for v in values:
         a = v if v >= 0.0 else -v
@@ -130,7 +131,8 @@ def int8_scale(values):
             top = a
     if top == 0.0 or top != top:
         return 1.0
-    return struct.unpack("<f", struct.pack("<f", top / 127.0))[0]
+    scale = struct.unpack("<f", struct.pack("<f", top / 127.0))[0]
+    return scale if scale > 0.0 else 1.0
 
 
 def int8_code(v, scale):

@@ -5,7 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from device_agent import codec
@@ -56,6 +56,7 @@ def sparse_vectors(draw):
     st.sampled_from([0, 1, 2]),
     st.sampled_from([codec.INDEX_AUTO, codec.INDEX_VARINT, codec.INDEX_BITMAP]),
 )
+@example((1, [0], [2.802596928649634e-45]), codec.VALUE_INT8, codec.INDEX_AUTO)  # scale underflow
 def test_round_trip(vec, value_enc, index_enc):
     n, idx, values = vec
     buf = codec.encode(codec.KIND_DELTA, n, idx, values, 5, 9, 12, value_enc, index_enc)
