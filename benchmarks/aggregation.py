@@ -18,9 +18,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.aggregate import sparse_weighted_mean  # noqa: E402
-from broker_service.rounds import RoundLedger  # noqa: E402
-from broker_service.simdevice import top_k_indices  # noqa: E402
+from broker_service.core.aggregate import sparse_weighted_mean  # noqa: E402
+from broker_service.core.device_round import top_k_indices  # noqa: E402
+from broker_service.server.rounds import RoundLedger  # noqa: E402
 from device_agent import codec  # noqa: E402
 
 
@@ -43,8 +43,20 @@ def run(n: int, updates: int, bw: float) -> dict:
     for _ in range(updates):
         delta = rng.standard_normal(n).astype(np.float32)
         idx = top_k_indices(delta, k)
-        payloads.append(bytes(codec.encode(codec.KIND_DELTA, n, idx.tolist(),
-                                           delta[idx].tolist(), 1, 1, 30, codec.VALUE_F16)))
+        payloads.append(
+            bytes(
+                codec.encode(
+                    codec.KIND_DELTA,
+                    n,
+                    idx.tolist(),
+                    delta[idx].tolist(),
+                    1,
+                    1,
+                    30,
+                    codec.VALUE_F16,
+                )
+            )
+        )
     ledger = RoundLedger(1, 1, n)
     ledger.invite(["d%d" % i for i in range(updates)])
     start = time.perf_counter()
@@ -56,11 +68,16 @@ def run(n: int, updates: int, bw: float) -> dict:
     # bytes any implementation must touch: read each payload, scatter k (index, value) pairs
     # into the float64 accumulator (read + write), then read and write the n-vector once
     touched = sum(len(p) for p in payloads) + updates * k * 16 + n * 8 * 2
-    return {"n": n, "k": k, "updates": updates,
-            "updates_per_second": updates / (end - start),
-            "decode_validate_s": decoded - start, "aggregate_s": end - decoded,
-            "lower_bound_s": touched / bw, "lower_bound_updates_per_second":
-            updates / (touched / bw)}
+    return {
+        "n": n,
+        "k": k,
+        "updates": updates,
+        "updates_per_second": updates / (end - start),
+        "decode_validate_s": decoded - start,
+        "aggregate_s": end - decoded,
+        "lower_bound_s": touched / bw,
+        "lower_bound_updates_per_second": updates / (touched / bw),
+    }
 
 
 def main() -> int:
@@ -71,12 +88,21 @@ def main() -> int:
     print("memory bandwidth (numpy copy): %.1f GB/s" % (bw / 1e9))
     rows = [run(10_000, 200, bw), run(100_000, 50, bw)]
     for r in rows:
-        print("n=%6d k=%5d: %8.1f updates/s (decode+validate %.3f s, aggregate %.3f s); "
-              "bandwidth bound %.0f updates/s" % (r["n"], r["k"], r["updates_per_second"],
-                                                   r["decode_validate_s"], r["aggregate_s"],
-                                                   r["lower_bound_updates_per_second"]))
-    Path(args.json).write_text(json.dumps({"bandwidth_bytes_per_s": bw, "rows": rows},
-                                          indent=1) + "\n")
+        print(
+            "n=%6d k=%5d: %8.1f updates/s (decode+validate %.3f s, aggregate %.3f s); "
+            "bandwidth bound %.0f updates/s"
+            % (
+                r["n"],
+                r["k"],
+                r["updates_per_second"],
+                r["decode_validate_s"],
+                r["aggregate_s"],
+                r["lower_bound_updates_per_second"],
+            )
+        )
+    Path(args.json).write_text(
+        json.dumps({"bandwidth_bytes_per_s": bw, "rows": rows}, indent=1) + "\n"
+    )
     return 0
 
 

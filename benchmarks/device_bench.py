@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from broker_service.bundle import strip_native
-from broker_service.demo import find_micropython
+from broker_service.sim.demo import find_micropython
+from broker_service.tools.bundle import strip_native
 
 ROOT = Path(__file__).resolve().parents[1]
 USE_CASES = ["sine", "omniglot", "kws", "occupancy"]
@@ -51,20 +51,33 @@ def main() -> int:
         for use_case in USE_CASES:
             native = best_of(mp + [use_case], ROOT, args.repeat)
             stripped = best_of(mp + [use_case], plain, args.repeat)
-            cpython = best_of([sys.executable, "-m", "device_agent.bench", use_case], ROOT,
-                              args.repeat)
+            cpython = best_of(
+                [sys.executable, "-m", "device_agent.bench", use_case], ROOT, args.repeat
+            )
             native["step_ms_plain"] = stripped["step_ms"]
             native["native_speedup"] = stripped["step_ms"] / native["step_ms"]
             native["step_ms_cpython"] = cpython["step_ms"]
             results.append(native)
-            print("%-10s params %5d  MACs/sample %7d  step %7.2f ms (plain %7.2f, x%.2f; "
-                  "CPython %7.2f)  heap %6d B  payload %4d B" % (
-                      use_case, native["params"], native["macs_per_sample"], native["step_ms"],
-                      native["step_ms_plain"], native["native_speedup"],
-                      native["step_ms_cpython"], native["peak_heap_bytes"],
-                      native["payload_bytes"]))
-    doc = {"runtime": "micropython unix port, -X heapsize=256K", "repeat": args.repeat,
-           "results": results}
+            print(
+                "%-10s params %5d  MACs/sample %7d  step %7.2f ms (plain %7.2f, x%.2f; "
+                "CPython %7.2f)  heap %6d B  payload %4d B"
+                % (
+                    use_case,
+                    native["params"],
+                    native["macs_per_sample"],
+                    native["step_ms"],
+                    native["step_ms_plain"],
+                    native["native_speedup"],
+                    native["step_ms_cpython"],
+                    native["peak_heap_bytes"],
+                    native["payload_bytes"],
+                )
+            )
+    doc = {
+        "runtime": "micropython unix port, -X heapsize=256K",
+        "repeat": args.repeat,
+        "results": results,
+    }
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print("wrote %s" % args.out)
     return 0

@@ -16,8 +16,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["codec.decode", "codec.decode_command", "RoundLedger.offer", "Agent.on_message",
-           "FleetView.update"]
+TARGETS = [
+    "codec.decode",
+    "codec.decode_command",
+    "RoundLedger.offer",
+    "Agent.on_message",
+    "FleetView.update",
+]
 
 
 def child(runs: int, corpus: str) -> None:
@@ -49,16 +54,23 @@ def main() -> int:
         for which in range(5):
             (corpus / ("seed-%d-%d" % (i, which))).write_bytes(bytes([which]) + seed)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--runs", str(args.runs), "--child",
-                           str(corpus)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--runs", str(args.runs), "--child", str(corpus)],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     done = re.search(r"Done (\d+) runs", proc.stderr + proc.stdout)
     inputs = int(done.group(1)) if done else None
     failure = None if proc.returncode == 0 and done else (proc.stderr[-3000:] or "no result")
-    doc = {"tool": "atheris (libFuzzer, coverage-guided)", "inputs": inputs,
-           "seconds": round(seconds, 1),
-           "inputs_per_second": round(inputs / seconds) if inputs else None,
-           "failure": failure, "targets": TARGETS}
+    doc = {
+        "tool": "atheris (libFuzzer, coverage-guided)",
+        "inputs": inputs,
+        "seconds": round(seconds, 1),
+        "inputs_per_second": round(inputs / seconds) if inputs else None,
+        "failure": failure,
+        "targets": TARGETS,
+    }
     print(json.dumps(doc))
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0 if failure is None else 1

@@ -21,9 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.config import ServiceConfig  # noqa: E402
-from broker_service.logs import EventLog  # noqa: E402
-from broker_service.service import AggregationService  # noqa: E402
+from broker_service.observe.logs import EventLog  # noqa: E402
+from broker_service.server.config import ServiceConfig  # noqa: E402
+from broker_service.server.service import AggregationService  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
 
 
@@ -85,28 +85,53 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="tmf-load-"))
     # a queue deep enough that no QoS 1 message is dropped for a slow subscriber
     broker = Mosquitto(folder, extra="max_queued_messages 1000000\n").start()
-    fleet = subprocess.Popen([sys.executable, str(ROOT / "benchmarks/loadfleet.py"), "--port",
-                              str(broker.port), "--devices", str(args.devices)],
-                             stdout=subprocess.PIPE, text=True)
+    fleet = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/loadfleet.py"),
+            "--port",
+            str(broker.port),
+            "--devices",
+            str(args.devices),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     rounds, memory = [], []
     raw = raw_qos1_throughput(broker.port, 368)
     print("raw mosquitto QoS 1, 368-byte payloads: %.0f messages/s" % raw, flush=True)
     try:
         assert fleet.stdout is not None and fleet.stdout.readline().startswith("ready")
-        cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % broker.port, fleet="load",
-                            use_case="sine", rounds=args.rounds, cohort=args.devices,
-                            quorum=0.99, round_timeout=120.0, eval_every=10_000,
-                            eval_devices=1, state_dir=str(folder / "state"),
-                            wait_for_devices=120.0, max_update_norm=1e9)
+        cfg = ServiceConfig(
+            broker="mqtt://127.0.0.1:%d" % broker.port,
+            fleet="load",
+            use_case="sine",
+            rounds=args.rounds,
+            cohort=args.devices,
+            quorum=0.99,
+            round_timeout=120.0,
+            eval_every=10_000,
+            eval_devices=1,
+            state_dir=str(folder / "state"),
+            wait_for_devices=120.0,
+            max_update_norm=1e9,
+        )
         service = AggregationService(cfg, EventLog(quiet=True))
 
         def progress(report):
-            rounds.append({"round": report.round, "seconds": report.seconds,
-                           "participants": len(report.participants)})
+            rounds.append(
+                {
+                    "round": report.round,
+                    "seconds": report.seconds,
+                    "participants": len(report.participants),
+                }
+            )
             memory.append(rss_bytes())
-            print("round %2d: %4d updates in %.2f s, service RSS %.1f MB" % (
-                report.round, len(report.participants), report.seconds, memory[-1] / 1e6),
-                flush=True)
+            print(
+                "round %2d: %4d updates in %.2f s, service RSS %.1f MB"
+                % (report.round, len(report.participants), report.seconds, memory[-1] / 1e6),
+                flush=True,
+            )
 
         service.progress = progress
         start = time.perf_counter()
@@ -116,14 +141,18 @@ def main() -> int:
         fleet.kill()
         broker.stop()
     seconds = np.array([r["seconds"] for r in rounds])
-    doc = {"devices": args.devices, "rounds": len(rounds), "updates": summary["updates"],
-           "updates_per_second": summary["updates"] / float(seconds.sum()),
-           "round_latency_p50_s": float(np.percentile(seconds, 50)),
-           "round_latency_p99_s": float(np.percentile(seconds, 99)),
-           "service_rss_bytes": memory, "rss_growth_after_round_2_bytes":
-           (memory[-1] - memory[1]) if len(memory) > 2 else None,
-           "wall_seconds_including_start": total,
-           "raw_qos1_messages_per_second_368B": raw}
+    doc = {
+        "devices": args.devices,
+        "rounds": len(rounds),
+        "updates": summary["updates"],
+        "updates_per_second": summary["updates"] / float(seconds.sum()),
+        "round_latency_p50_s": float(np.percentile(seconds, 50)),
+        "round_latency_p99_s": float(np.percentile(seconds, 99)),
+        "service_rss_bytes": memory,
+        "rss_growth_after_round_2_bytes": (memory[-1] - memory[1]) if len(memory) > 2 else None,
+        "wall_seconds_including_start": total,
+        "raw_qos1_messages_per_second_368B": raw,
+    }
     doc["end_to_end_vs_raw"] = doc["updates_per_second"] / raw
     print(json.dumps({k: v for k, v in doc.items() if k != "service_rss_bytes"}, indent=1))
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")

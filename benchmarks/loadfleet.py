@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.simdevice import top_k_indices  # noqa: E402
+from broker_service.core.device_round import top_k_indices  # noqa: E402
 from device_agent import codec  # noqa: E402
 from device_agent.topics import Topics  # noqa: E402
 
@@ -60,8 +60,14 @@ async def device(name: str, port: int, topics: Topics, idx, values, ready, stats
     status = topics.status(name)
     will = json.dumps({"state": "offline", "device": name}).encode()
     flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, will, will QoS 1, will retain
-    body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", 120) + _str(name) + \
-        _str(status) + _str(will)
+    body = (
+        _str("MQTT")
+        + bytes([4, flags])
+        + struct.pack("!H", 120)
+        + _str(name)
+        + _str(status)
+        + _str(will)
+    )
     writer.write(packet(0x10, body))
     await read_packet(reader)  # CONNACK
     writer.write(packet(0x82, struct.pack("!H", 1) + _str(topics.command(name)) + b"\x01"))
@@ -81,7 +87,7 @@ async def device(name: str, port: int, topics: Topics, idx, values, ready, stats
             pos = 2 + tlen
             qos = (head >> 1) & 3
             if qos:
-                writer.write(packet(0x40, body[pos:pos + 2]))
+                writer.write(packet(0x40, body[pos : pos + 2]))
                 pos += 2
             h = codec.Header(struct.unpack_from(codec.HEADER, body, pos))
             payload = encode_for(idx, values, h)
@@ -95,8 +101,11 @@ N = 0
 
 
 def encode_for(idx, values, h) -> bytes:
-    return bytes(codec.encode(codec.KIND_DELTA, N, idx, values, h.model_version, h.round, 30,
-                              codec.VALUE_F16))
+    return bytes(
+        codec.encode(
+            codec.KIND_DELTA, N, idx, values, h.model_version, h.round, 30, codec.VALUE_F16
+        )
+    )
 
 
 async def main_async(args) -> None:
@@ -110,8 +119,11 @@ async def main_async(args) -> None:
     for i in range(args.devices):
         delta = (rng.standard_normal(args.n) * 1e-3).astype(np.float32)
         idx = top_k_indices(delta, max(1, args.n // 10)).tolist()
-        tasks.append(asyncio.create_task(device("load-%04d" % i, args.port, topics, idx,
-                                                delta[idx].tolist(), ready, stats)))
+        tasks.append(
+            asyncio.create_task(
+                device("load-%04d" % i, args.port, topics, idx, delta[idx].tolist(), ready, stats)
+            )
+        )
         if i % 50 == 49:
             await asyncio.sleep(0.05)
     await ready.wait()

@@ -1,6 +1,6 @@
 """Regenerate the figures of docs/benchmarks.md from the JSON in benchmarks/results/.
 
-    .venv/bin/python benchmarks/make_docs.py > docs/benchmarks-figures.md
+.venv/bin/python benchmarks/make_docs.py > docs/benchmarks-figures.md
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.bench import format_markdown  # noqa: E402
+from broker_service.sim.bench import format_markdown  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -23,49 +23,86 @@ def load(name: str):
 
 
 def device_table(doc) -> str:
-    lines = ["| use case | params | MACs/sample | step ms (native) | step ms (plain) | native "
-             "speed-up | step ms (CPython) | peak heap B | payload B |", "|---|---|---|---|---|"
-             "---|---|---|---|"]
+    lines = [
+        "| use case | params | MACs/sample | step ms (native) | step ms (plain) | native "
+        "speed-up | step ms (CPython) | peak heap B | payload B |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in doc["results"]:
-        lines.append("| %s | %d | %d | %.2f | %.2f | %.2fx | %.2f | %d | %d |" % (
-            r["use_case"], r["params"], r["macs_per_sample"], r["step_ms"], r["step_ms_plain"],
-            r["native_speedup"], r["step_ms_cpython"], r["peak_heap_bytes"],
-            r["payload_bytes"]))
+        lines.append(
+            "| %s | %d | %d | %.2f | %.2f | %.2fx | %.2f | %d | %d |"
+            % (
+                r["use_case"],
+                r["params"],
+                r["macs_per_sample"],
+                r["step_ms"],
+                r["step_ms_plain"],
+                r["native_speedup"],
+                r["step_ms_cpython"],
+                r["peak_heap_bytes"],
+                r["payload_bytes"],
+            )
+        )
     return "\n".join(lines)
 
 
 def bound_table(doc) -> str:
-    lines = ["| use case | n | k | values | payload B | bound B | ratio | ratio (body) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| use case | n | k | values | payload B | bound B | ratio | ratio (body) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in doc["rows"]:
-        lines.append("| %s | %d | %d | %s | %d | %.1f | %.2f | %.2f |" % (
-            r["use_case"], r["n"], r["k"], r["values"], r["payload_bytes"], r["bound_bytes"],
-            r["ratio_with_header"], r["ratio_body"]))
+        lines.append(
+            "| %s | %d | %d | %s | %d | %.1f | %.2f | %.2f |"
+            % (
+                r["use_case"],
+                r["n"],
+                r["k"],
+                r["values"],
+                r["payload_bytes"],
+                r["bound_bytes"],
+                r["ratio_with_header"],
+                r["ratio_body"],
+            )
+        )
     return "\n".join(lines)
 
 
 def sweep_table(doc) -> str:
     """One row per use case and seed: the metrics, and both criteria for each θ_l setting."""
-    lines = ["| use case | seed | TinyMetaFed frozen | TinyMetaFed joint | TinyReptile | no "
-             "federation | vs TinyReptile (frozen → joint) | error ÷ no-fed (frozen → joint) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| use case | seed | TinyMetaFed frozen | TinyMetaFed joint | TinyReptile | no "
+        "federation | vs TinyReptile (frozen → joint) | error ÷ no-fed (frozen → joint) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in doc["rows"]:
         m = r["final_metric"]
         fmt = "%+.3f" if r["metric"] == "accuracy" else "%.2f×"
 
         def mark(part, key, fmt=fmt):
             return (fmt if key == "vs_tinyreptile" else "%.2f") % part[key] + (
-                "" if part[key + "_ok"] else " ✗")
+                "" if part[key + "_ok"] else " ✗"
+            )
 
-        lines.append("| %s | %d | %.4f | %.4f | %.4f | %.4f | %s → %s | %s → %s |" % (
-            r["use_case"], r["seed"], m["tinymetafed_frozen"], m["tinymetafed_joint"],
-            m["tinyreptile"], m["no_federation"],
-            mark(r["frozen"], "vs_tinyreptile"), mark(r["joint"], "vs_tinyreptile"),
-            mark(r["frozen"], "error_vs_no_federation"),
-            mark(r["joint"], "error_vs_no_federation")))
-    lines.append("\n✗: outside the learning-core issue's bound (2 accuracy points or 1.15× MSE "
-                 "against TinyReptile; half the no-federation error). %d s in all." %
-                 doc["seconds"])
+        lines.append(
+            "| %s | %d | %.4f | %.4f | %.4f | %.4f | %s → %s | %s → %s |"
+            % (
+                r["use_case"],
+                r["seed"],
+                m["tinymetafed_frozen"],
+                m["tinymetafed_joint"],
+                m["tinyreptile"],
+                m["no_federation"],
+                mark(r["frozen"], "vs_tinyreptile"),
+                mark(r["joint"], "vs_tinyreptile"),
+                mark(r["frozen"], "error_vs_no_federation"),
+                mark(r["joint"], "error_vs_no_federation"),
+            )
+        )
+    lines.append(
+        "\n✗: outside the learning-core issue's bound (2 accuracy points or 1.15× MSE "
+        "against TinyReptile; half the no-federation error). %d s in all." % doc["seconds"]
+    )
     return "\n".join(lines)
 
 
@@ -76,8 +113,10 @@ def main() -> int:
     out.append(format_markdown([b for b in benches if b]))
     device = load("device-bench.json")
     if device:
-        out.append("## The agent under MicroPython (%s, best of %d)\n" % (device["runtime"],
-                                                                       device["repeat"]))
+        out.append(
+            "## The agent under MicroPython (%s, best of %d)\n"
+            % (device["runtime"], device["repeat"])
+        )
         out.append(device_table(device))
     bound = load("payload-bound.json")
     if bound:
@@ -86,35 +125,60 @@ def main() -> int:
     agg = load("aggregation.json")
     if agg:
         out.append("\n## Sparse aggregation in-process (decode + validate + mean)\n")
-        out.append("Memory bandwidth measured in the same run: %.1f GB/s.\n" % (
-            agg["bandwidth_bytes_per_s"] / 1e9))
+        out.append(
+            "Memory bandwidth measured in the same run: %.1f GB/s.\n"
+            % (agg["bandwidth_bytes_per_s"] / 1e9)
+        )
         out.append("| n | k | updates/s | bandwidth lower bound, updates/s |\n|---|---|---|---|")
         for r in agg["rows"]:
-            out.append("| %d | %d | %.0f | %.0f |" % (r["n"], r["k"], r["updates_per_second"],
-                                                       r["lower_bound_updates_per_second"]))
+            out.append(
+                "| %d | %d | %.0f | %.0f |"
+                % (r["n"], r["k"], r["updates_per_second"], r["lower_bound_updates_per_second"])
+            )
     load_doc = load("load.json")
     if load_doc:
-        out.append("\n## Load: %d devices against mosquitto, %d rounds\n" % (
-            load_doc["devices"], load_doc["rounds"]))
-        out.append("| updates/s | round p50 s | round p99 s | raw QoS 1 msg/s (368 B) | "
-                   "end-to-end / raw | service RSS first → last MB |\n|---|---|---|---|---|---|")
+        out.append(
+            "\n## Load: %d devices against mosquitto, %d rounds\n"
+            % (load_doc["devices"], load_doc["rounds"])
+        )
+        out.append(
+            "| updates/s | round p50 s | round p99 s | raw QoS 1 msg/s (368 B) | "
+            "end-to-end / raw | service RSS first → last MB |\n|---|---|---|---|---|---|"
+        )
         rss = load_doc["service_rss_bytes"]
-        out.append("| %.0f | %.2f | %.2f | %.0f | %.0f %% | %.1f → %.1f |" % (
-            load_doc["updates_per_second"], load_doc["round_latency_p50_s"],
-            load_doc["round_latency_p99_s"], load_doc["raw_qos1_messages_per_second_368B"],
-            100 * load_doc["end_to_end_vs_raw"], rss[0] / 1e6, rss[-1] / 1e6))
+        out.append(
+            "| %.0f | %.2f | %.2f | %.0f | %.0f %% | %.1f → %.1f |"
+            % (
+                load_doc["updates_per_second"],
+                load_doc["round_latency_p50_s"],
+                load_doc["round_latency_p99_s"],
+                load_doc["raw_qos1_messages_per_second_368B"],
+                100 * load_doc["end_to_end_vs_raw"],
+                rss[0] / 1e6,
+                rss[-1] / 1e6,
+            )
+        )
     poison = load("poisoning.json")
     if poison:
-        out.append("\n## Poisoning: %d%% of the fleet attacks (%s, %d rounds)\n" % (
-            100 * poison["fraction"], poison["use_case"], poison["rounds"]))
+        out.append(
+            "\n## Poisoning: %d%% of the fleet attacks (%s, %d rounds)\n"
+            % (100 * poison["fraction"], poison["use_case"], poison["rounds"])
+        )
         out.append("| aggregation | clean | attacked |\n|---|---|---|")
         rows = {}
         for r in poison["rows"]:
             rows.setdefault(r["aggregation"], {})[r["attacked"]] = r
         for name, pair in rows.items():
-            out.append("| %s | %.4f ± %.4f | %.4f ± %.4f |" % (
-                name, pair[False]["final_metric"], pair[False]["ci95"],
-                pair[True]["final_metric"], pair[True]["ci95"]))
+            out.append(
+                "| %s | %.4f ± %.4f | %.4f ± %.4f |"
+                % (
+                    name,
+                    pair[False]["final_metric"],
+                    pair[False]["ci95"],
+                    pair[True]["final_metric"],
+                    pair[True]["ci95"],
+                )
+            )
     sweep = load("seed-sweep.json")
     if sweep:
         out.append("\n## The few-shot criteria over seeds, θ_l frozen or joint during adaptation\n")
@@ -122,9 +186,16 @@ def main() -> int:
     fuzz = load("fuzz.json")
     if fuzz:
         out.append("\n## Fuzzing\n")
-        out.append("%s: %d inputs in %.1f s over %s; failures: %s." % (
-            fuzz["tool"], fuzz["inputs"], fuzz["seconds"], ", ".join(fuzz["targets"]),
-            fuzz["failure"] or "none"))
+        out.append(
+            "%s: %d inputs in %.1f s over %s; failures: %s."
+            % (
+                fuzz["tool"],
+                fuzz["inputs"],
+                fuzz["seconds"],
+                ", ".join(fuzz["targets"]),
+                fuzz["failure"] or "none",
+            )
+        )
     print("\n".join(out))
     return 0
 

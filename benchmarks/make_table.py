@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from broker_service.bench import format_markdown
+from broker_service.sim.bench import format_markdown
 
 if __name__ == "__main__":
     print(format_markdown([json.loads(Path(path).read_text()) for path in sys.argv[1:]]))

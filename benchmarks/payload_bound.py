@@ -18,7 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.simdevice import top_k_indices  # noqa: E402
+from broker_service.core.device_round import top_k_indices  # noqa: E402
 from device_agent import codec  # noqa: E402
 from device_agent.model import Plan  # noqa: E402
 from device_agent.specs import SPECS, spec_for  # noqa: E402
@@ -40,19 +40,41 @@ def main() -> int:
         k = top_k_count(n, 10.0)
         delta = rng.standard_normal(n).astype(np.float32)
         idx = top_k_indices(delta, k)
-        for name, enc, value_bits, extra in (("f16", codec.VALUE_F16, 16, 0),
-                                             ("int8", codec.VALUE_INT8, 8, 32)):
-            payload = codec.encode(codec.KIND_DELTA, n, idx.tolist(), delta[idx].tolist(), 1, 1,
-                                   30, enc)
+        for name, enc, value_bits, extra in (
+            ("f16", codec.VALUE_F16, 16, 0),
+            ("int8", codec.VALUE_INT8, 8, 32),
+        ):
+            payload = codec.encode(
+                codec.KIND_DELTA, n, idx.tolist(), delta[idx].tolist(), 1, 1, 30, enc
+            )
             bound_bits = log2_binomial(n, k) + k * value_bits + extra
             body_bits = 8 * (len(payload) - codec.HEADER_SIZE)
-            rows.append({"use_case": use_case, "n": n, "k": k, "values": name,
-                         "payload_bytes": len(payload), "bound_bytes": bound_bits / 8,
-                         "ratio_with_header": 8 * len(payload) / bound_bits,
-                         "ratio_body": body_bits / bound_bits})
-            print("%-10s n=%5d k=%4d %-4s payload %5d B  bound %7.1f B  ratio %.2f "
-                  "(body only %.2f)" % (use_case, n, k, name, len(payload), bound_bits / 8,
-                                        rows[-1]["ratio_with_header"], rows[-1]["ratio_body"]))
+            rows.append(
+                {
+                    "use_case": use_case,
+                    "n": n,
+                    "k": k,
+                    "values": name,
+                    "payload_bytes": len(payload),
+                    "bound_bytes": bound_bits / 8,
+                    "ratio_with_header": 8 * len(payload) / bound_bits,
+                    "ratio_body": body_bits / bound_bits,
+                }
+            )
+            print(
+                "%-10s n=%5d k=%4d %-4s payload %5d B  bound %7.1f B  ratio %.2f "
+                "(body only %.2f)"
+                % (
+                    use_case,
+                    n,
+                    k,
+                    name,
+                    len(payload),
+                    bound_bits / 8,
+                    rows[-1]["ratio_with_header"],
+                    rows[-1]["ratio_body"],
+                )
+            )
     Path(args.json).write_text(json.dumps({"top_p": 10.0, "rows": rows}, indent=1) + "\n")
     return 0
 

@@ -18,11 +18,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.aggregate import SparseUpdate  # noqa: E402
-from broker_service.bench import episodes_for  # noqa: E402
-from broker_service.hyperparams import settings_for  # noqa: E402
-from broker_service.simulation import run  # noqa: E402
-from broker_service.strategies import TinyMetaFed  # noqa: E402
+from broker_service.core.aggregate import SparseUpdate  # noqa: E402
+from broker_service.core.hyperparams import settings_for  # noqa: E402
+from broker_service.core.strategies import TinyMetaFed  # noqa: E402
+from broker_service.sim.bench import episodes_for  # noqa: E402
+from broker_service.sim.simulation import run  # noqa: E402
 from broker_service.usecases.registry import load_use_case  # noqa: E402
 
 ATTACKS = ("scaled", "sign_flip", "random")
@@ -64,23 +64,51 @@ def main() -> int:
     curve, final = episodes_for(use_case, base, args.seed)
     tamper, kinds = attacker(use_case.device_ids, 0.2, args.seed)
     rows = []
-    for label, extra in (("mean", {}), ("clip+mean", {"clip_scale": 2.0}),
-                         ("clip+median", {"aggregation": "median", "clip_scale": 2.0}),
-                         ("clip+trimmed_mean", {"aggregation": "trimmed_mean",
-                                                "clip_scale": 2.0, "trim": 0.2})):
+    for label, extra in (
+        ("mean", {}),
+        ("clip+mean", {"clip_scale": 2.0}),
+        ("clip+median", {"aggregation": "median", "clip_scale": 2.0}),
+        ("clip+trimmed_mean", {"aggregation": "trimmed_mean", "clip_scale": 2.0, "trim": 0.2}),
+    ):
         for attacked in (False, True):
             settings = dict(base, **extra)
-            result = run(TinyMetaFed(settings), use_case, settings, args.seed, curve, final,
-                         tamper=tamper if attacked else None)
-            rows.append({"aggregation": label, "attacked": attacked,
-                         "final_metric": float(result.final.mean()),
-                         "ci95": 1.96 * float(result.final.std(ddof=1)) /
-                         np.sqrt(len(result.final))})
-            print("%-18s %-9s %s = %.4f ± %.4f" % (label, "attacked" if attacked else "clean",
-                                                 use_case.metric, rows[-1]["final_metric"],
-                                                 rows[-1]["ci95"]))
-    doc = {"use_case": args.use_case, "rounds": args.rounds, "seed": args.seed,
-           "attackers": kinds, "fraction": 0.2, "clip_scale": 2.0, "trim": 0.2, "rows": rows}
+            result = run(
+                TinyMetaFed(settings),
+                use_case,
+                settings,
+                args.seed,
+                curve,
+                final,
+                tamper=tamper if attacked else None,
+            )
+            rows.append(
+                {
+                    "aggregation": label,
+                    "attacked": attacked,
+                    "final_metric": float(result.final.mean()),
+                    "ci95": 1.96 * float(result.final.std(ddof=1)) / np.sqrt(len(result.final)),
+                }
+            )
+            print(
+                "%-18s %-9s %s = %.4f ± %.4f"
+                % (
+                    label,
+                    "attacked" if attacked else "clean",
+                    use_case.metric,
+                    rows[-1]["final_metric"],
+                    rows[-1]["ci95"],
+                )
+            )
+    doc = {
+        "use_case": args.use_case,
+        "rounds": args.rounds,
+        "seed": args.seed,
+        "attackers": kinds,
+        "fraction": 0.2,
+        "clip_scale": 2.0,
+        "trim": 0.2,
+        "rows": rows,
+    }
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 

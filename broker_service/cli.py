@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service import bench, bundle, checkpoint
-from broker_service.config import ConfigError
-from broker_service.enroll import EnrollError
-from broker_service.fewshot import evaluate_on_episodes
-from broker_service.hyperparams import settings_for
-from broker_service.nn import NumpyNet
-from broker_service.onnx_io import OnnxError
+from broker_service.core.fewshot import evaluate_on_episodes
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.nn import NumpyNet
+from broker_service.server import checkpoint
+from broker_service.server.config import ConfigError
+from broker_service.sim import bench
+from broker_service.tools import bundle
+from broker_service.tools.enroll import EnrollError
+from broker_service.tools.onnx_io import OnnxError
 from broker_service.usecases.base import DataMissingError
 from broker_service.usecases.registry import USE_CASES, load_use_case
 
@@ -87,25 +89,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main command: broker, service and fleet on this machine."""
-    from broker_service.demo import run_demo
+    from broker_service.sim.demo import run_demo
 
-    summary = run_demo(args.use_case, args.devices, args.rounds or DEMO_ROUNDS, args.broker,
-                       args.out, _data_dir(args), args.seed, not args.no_micropython, args.cohort)
+    summary = run_demo(
+        args.use_case,
+        args.devices,
+        args.rounds or DEMO_ROUNDS,
+        args.broker,
+        args.out,
+        _data_dir(args),
+        args.seed,
+        not args.no_micropython,
+        args.cohort,
+    )
     return 0 if summary["rounds"] else 1
 
 
-SERVE_FLAGS = ("broker", "username", "ca_file", "cert_file", "key_file", "prefix", "fleet",
-               "use_case", "data_dir", "algorithm", "rounds", "cohort", "quorum", "min_updates",
-               "round_timeout", "wait_for_devices", "max_attempts", "seed", "state_dir",
-               "eval_every", "eval_devices", "metrics_file", "influx_url", "influx_org",
-               "influx_bucket", "init_checkpoint")
+SERVE_FLAGS = (
+    "broker",
+    "username",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "prefix",
+    "fleet",
+    "use_case",
+    "data_dir",
+    "algorithm",
+    "rounds",
+    "cohort",
+    "quorum",
+    "min_updates",
+    "round_timeout",
+    "wait_for_devices",
+    "max_attempts",
+    "seed",
+    "state_dir",
+    "eval_every",
+    "eval_devices",
+    "metrics_file",
+    "influx_url",
+    "influx_org",
+    "influx_bucket",
+    "init_checkpoint",
+)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the aggregation service against a broker until its rounds are done."""
-    from broker_service.config import load_config
-    from broker_service.logs import EventLog
-    from broker_service.service import AggregationService
+    from broker_service.observe.logs import EventLog
+    from broker_service.server.config import load_config
+    from broker_service.server.service import AggregationService
 
     flags = {k: getattr(args, k, None) for k in SERVE_FLAGS}
     flags["settings"] = dict(_parse_setting(s) for s in args.set or [])
@@ -127,18 +161,28 @@ def _parse_setting(text: str) -> tuple[str, object]:
 
 
 def _agent_config(args: argparse.Namespace, device_id: str, spec: dict) -> dict:
-    from broker_service.config import ServiceConfig
+    from broker_service.server.config import ServiceConfig
 
     host, port, tls = ServiceConfig(broker=args.broker).broker_address()
-    return {"device_id": device_id, "fleet": args.fleet, "prefix": args.prefix,
-            "use_case": args.use_case, "spec": spec,
-            "broker": {"host": host, "port": port, "ssl": tls, "user": args.username,
-                       "password": os.environ.get("TINYMETAFED_PASSWORD")}}
+    return {
+        "device_id": device_id,
+        "fleet": args.fleet,
+        "prefix": args.prefix,
+        "use_case": args.use_case,
+        "spec": spec,
+        "broker": {
+            "host": host,
+            "port": port,
+            "ssl": tls,
+            "user": args.username,
+            "password": os.environ.get("TINYMETAFED_PASSWORD"),
+        },
+    }
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     """One CPython agent: trains on a sample file, or on the use case's data for its id."""
-    from broker_service.fleet import NumpyRunner
+    from broker_service.sim.fleet import NumpyRunner
     from device_agent.agent import Agent
     from device_agent.config import make_config
     from device_agent.datasource import FileSource
@@ -152,10 +196,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
         agent = Agent(cfg, source)
     else:
         if args.device_id not in use_case.device_ids:
-            raise DataMissingError("device %s is not a %s device (e.g. %s); pass --samples FILE"
-                                   % (args.device_id, args.use_case, use_case.device_ids[0]))
-        agent = Agent(cfg, iter(()), round_runner=NumpyRunner(use_case, NumpyNet(use_case.spec),
-                                                                args.seed))
+            raise DataMissingError(
+                "device %s is not a %s device (e.g. %s); pass --samples FILE"
+                % (args.device_id, args.use_case, use_case.device_ids[0])
+            )
+        agent = Agent(
+            cfg, iter(()), round_runner=NumpyRunner(use_case, NumpyNet(use_case.spec), args.seed)
+        )
     agent.run(args.max_rounds)
     return 0
 
@@ -164,13 +211,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     """N simulated agents in one process against a broker, until Ctrl-C."""
     import time
 
-    from broker_service.config import ServiceConfig
-    from broker_service.fleet import SimulatedFleet
+    from broker_service.server.config import ServiceConfig
+    from broker_service.sim.fleet import SimulatedFleet
 
     host, port, _ = ServiceConfig(broker=args.broker).broker_address()
     use_case = load_use_case(args.use_case, _data_dir(args), seed=args.seed)
-    fleet = SimulatedFleet(host, port, use_case, args.devices, args.seed, args.fleet,
-                           args.prefix).start()
+    fleet = SimulatedFleet(
+        host, port, use_case, args.devices, args.seed, args.fleet, args.prefix
+    ).start()
     print("%d agents running against %s; Ctrl-C stops them" % (len(fleet.agents), args.broker))
     try:
         while True:
@@ -190,7 +238,7 @@ def cmd_device_bundle(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report of a metrics file and print the short summary."""
-    from broker_service.report import write_report
+    from broker_service.observe.report import write_report
 
     for text in write_report(args.metrics, args.out, args.bench):
         print(text)
@@ -202,9 +250,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint's meta-initialisation (and optionally a fitted head) as ONNX."""
     import onnx
 
-    from broker_service.datafiles import read_sample_file
-    from broker_service.fewshot import adapt
-    from broker_service.onnx_io import export_model
+    from broker_service.core.fewshot import adapt
+    from broker_service.sim.datafiles import read_sample_file
+    from broker_service.tools.onnx_io import export_model
 
     ckpt = checkpoint.load(args.checkpoint)
     net = NumpyNet(ckpt.spec)
@@ -216,8 +264,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         settings = {**settings_for(ckpt.use_case), **ckpt.settings}
         theta = adapt(net, ckpt.theta, ckpt.split, xs, ys, settings, head_only=True)
         head = "reconstructed on %d support samples" % len(xs)
-    meta = {"use_case": ckpt.use_case, "algorithm": ckpt.algorithm, "round": ckpt.round,
-            "preprocessing": ckpt.extra.get("preprocessing", {}), "head": head}
+    meta = {
+        "use_case": ckpt.use_case,
+        "algorithm": ckpt.algorithm,
+        "round": ckpt.round,
+        "preprocessing": ckpt.extra.get("preprocessing", {}),
+        "head": head,
+    }
     onnx.save(export_model(ckpt.spec, theta, meta), args.out)
     print("wrote %s (%s, round %d, head %s)" % (args.out, ckpt.use_case, ckpt.round, head))
     return 0
@@ -227,11 +280,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     """Turn an ONNX graph of supported layers into a model spec and initial checkpoint."""
     import onnx
 
-    from broker_service.onnx_io import import_model
+    from broker_service.tools.onnx_io import import_model
 
     spec, theta = import_model(onnx.load(args.from_onnx))
-    ckpt = checkpoint.Checkpoint(spec=spec, theta=theta, round=0, algorithm="init",
-                                 use_case=args.use_case or "custom", split=False)
+    ckpt = checkpoint.Checkpoint(
+        spec=spec,
+        theta=theta,
+        round=0,
+        algorithm="init",
+        use_case=args.use_case or "custom",
+        split=False,
+    )
     checkpoint.save(args.out, ckpt)
     print(json.dumps(spec, indent=1))
     print("wrote %s (%d parameters)" % (args.out, len(theta)))
@@ -257,14 +316,23 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_device_enroll(args: argparse.Namespace) -> int:
     """Create broker credentials for a device and write its board config."""
-    from broker_service.enroll import enroll
+    from broker_service.tools.enroll import enroll
 
-    config = enroll(args.device_id, Path(args.passwd_file), args.broker_host, args.broker_port,
-                    args.use_case, args.fleet, args.password)
+    config = enroll(
+        args.device_id,
+        Path(args.passwd_file),
+        args.broker_host,
+        args.broker_port,
+        args.use_case,
+        args.fleet,
+        args.password,
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(config, indent=1) + "\n")
-        print("wrote %s; bundle it with: tinymetafed device bundle --config %s --out DIR"
-              % (args.out, args.out))
+        print(
+            "wrote %s; bundle it with: tinymetafed device bundle --config %s --out DIR"
+            % (args.out, args.out)
+        )
     print("enrolled %s in %s" % (args.device_id, args.passwd_file))
     return 0
 
@@ -303,8 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a checkpoint's model as ONNX")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="model.onnx")
-    p.add_argument("--with-head-from", metavar="SUPPORT_FILE",
-                   help="fit the local head on these support samples (sample-file format)")
+    p.add_argument(
+        "--with-head-from",
+        metavar="SUPPORT_FILE",
+        help="fit the local head on these support samples (sample-file format)",
+    )
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("init", help="a model spec and initial weights from an ONNX graph")
     p.add_argument("--from-onnx", required=True, metavar="ARCH.onnx")
@@ -327,19 +398,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file")
     p.add_argument("--cert-file")
     p.add_argument("--key-file")
-    for name, kind in (("prefix", str), ("fleet", str), ("use_case", str), ("data_dir", str),
-                       ("algorithm", str), ("rounds", int), ("cohort", int), ("quorum", float),
-                       ("min_updates", int), ("round_timeout", float),
-                       ("wait_for_devices", float), ("max_attempts", int), ("seed", int),
-                       ("state_dir", str), ("eval_every", int), ("eval_devices", int),
-                       ("metrics_file", str), ("influx_url", str), ("influx_org", str),
-                       ("influx_bucket", str), ("init_checkpoint", str)):
+    for name, kind in (
+        ("prefix", str),
+        ("fleet", str),
+        ("use_case", str),
+        ("data_dir", str),
+        ("algorithm", str),
+        ("rounds", int),
+        ("cohort", int),
+        ("quorum", float),
+        ("min_updates", int),
+        ("round_timeout", float),
+        ("wait_for_devices", float),
+        ("max_attempts", int),
+        ("seed", int),
+        ("state_dir", str),
+        ("eval_every", int),
+        ("eval_devices", int),
+        ("metrics_file", str),
+        ("influx_url", str),
+        ("influx_org", str),
+        ("influx_bucket", str),
+        ("init_checkpoint", str),
+    ):
         p.add_argument("--" + name.replace("_", "-"), type=kind)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a training setting (e.g. --set top_p=5), repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a training setting (e.g. --set top_p=5), repeatable",
+    )
     p.set_defaults(func=cmd_serve)
-    for name, help_text in (("agent", "run one CPython device agent"),
-                            ("fleet", "run N simulated agents against a broker")):
+    for name, help_text in (
+        ("agent", "run one CPython device agent"),
+        ("fleet", "run N simulated agents against a broker"),
+    ):
         p = sub.add_parser(name, help=help_text)
         _common(p, default_use_case="sine")
         p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
@@ -355,14 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--devices", type=int, default=10)
             p.set_defaults(func=cmd_fleet)
     device = sub.add_parser("device", help="work with device boards").add_subparsers(
-        dest="device_command", required=True)
+        dest="device_command", required=True
+    )
     p = device.add_parser("bundle", help="write the files that go onto a board")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", help="the board's config JSON (default: the ESP32 example)")
     p.add_argument("--mpy", action="store_true", help="cross-compile to .mpy with mpy-cross")
     p.add_argument("--arch", help="board architecture for --mpy: %s" % ", ".join(bundle.ARCHES))
-    p.add_argument("--plain", action="store_true",
-                   help="strip @micropython.native (ports without the native emitter)")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="strip @micropython.native (ports without the native emitter)",
+    )
     p.set_defaults(func=cmd_device_bundle)
     p = device.add_parser("enroll", help="create a device's broker credentials and config")
     p.add_argument("--device-id", required=True)
@@ -393,8 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataMissingError, checkpoint.CheckpointError, bundle.BundleError, ConfigError,
-            ConnectionError, OnnxError, EnrollError) as exc:
+    except (
+        DataMissingError,
+        checkpoint.CheckpointError,
+        bundle.BundleError,
+        ConfigError,
+        ConnectionError,
+        OnnxError,
+        EnrollError,
+    ) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -82,8 +82,9 @@ class Agent:
     Setting `stopping` makes `run()` leave at the next loop turn.
     """
 
-    def __init__(self, config, source, transport_factory=make_transport, round_runner=None,
-                 logger=log):
+    def __init__(
+        self, config, source, transport_factory=make_transport, round_runner=None, logger=log
+    ):
         self.cfg = config
         self.device_id = config["device_id"]
         self.topics = Topics(config["prefix"], config["fleet"])
@@ -194,8 +195,9 @@ class Agent:
         if self.model_header is None or self.model_header.model_version != cmd["version"]:
             have = None if self.model_header is None else self.model_header.model_version
             self.reject("command", "stale_version", "want %s have %s" % (cmd["version"], have))
-            self._telemetry({"round": cmd["round"], "version": cmd["version"],
-                             "error": "stale_version"})
+            self._telemetry(
+                {"round": cmd["round"], "version": cmd["version"], "error": "stale_version"}
+            )
             return
         settings = round_settings(cmd)
         if self._load_model() != global_size(self.plan, bool(settings["split"])):
@@ -223,8 +225,9 @@ class Agent:
                 result = run_round(self.net, self.params, samples, cmd, residual)
         except RoundAborted as exc:
             self.log("aborted", round=cmd["round"], reason=exc.args[0])
-            self._telemetry({"round": cmd["round"], "version": cmd["version"],
-                             "aborted": exc.args[0]})
+            self._telemetry(
+                {"round": cmd["round"], "version": cmd["version"], "aborted": exc.args[0]}
+            )
             return
         finally:
             self.in_round = 0
@@ -243,16 +246,25 @@ class Agent:
         up = len(result.payload)
         gc.collect()
         board = profile(self.cfg["energy_profile"])
-        self._telemetry({
-            "round": cmd["round"], "version": cmd["version"], "compute_ms": compute_ms,
-            "samples": result.samples, "macs": result.macs, "nnz": result.nnz,
-            "loss_before": result.recon_loss if result.recon_loss else result.adapt_loss_first,
-            "loss_after": result.adapt_loss_last, "adapt_loss": result.adapt_loss,
-            "heap_free": heap_free(), "heap_peak": samples.heap_peak,
-            "bytes_sent": up, "bytes_received": bytes_down,
-            "energy_mj": energy_mj(result.macs, up, bytes_down, board),
-            "rejected": self.rejected,
-        })
+        self._telemetry(
+            {
+                "round": cmd["round"],
+                "version": cmd["version"],
+                "compute_ms": compute_ms,
+                "samples": result.samples,
+                "macs": result.macs,
+                "nnz": result.nnz,
+                "loss_before": result.recon_loss if result.recon_loss else result.adapt_loss_first,
+                "loss_after": result.adapt_loss_last,
+                "adapt_loss": result.adapt_loss,
+                "heap_free": heap_free(),
+                "heap_peak": samples.heap_peak,
+                "bytes_sent": up,
+                "bytes_received": bytes_down,
+                "energy_mj": energy_mj(result.macs, up, bytes_down, board),
+                "rejected": self.rejected,
+            }
+        )
         self.log("round", round=cmd["round"], samples=result.samples, ms=compute_ms, bytes=up)
 
     def _publish(self, topic, payload, qos=0, retain=False):
@@ -268,15 +280,26 @@ class Agent:
 
     def birth(self):
         """The retained presence document with this device's capabilities."""
-        return json.dumps({
-            "state": "online", "device": self.device_id, "board": self.cfg["board"] or sys.platform,
-            "firmware": "%s %s" % (sys.implementation.name,
-                                   ".".join(str(v) for v in sys.implementation.version[:3])),
-            "free_heap": heap_free(), "use_case": self.cfg["use_case"],
-            "params": self.plan.n_params, "global_params": self.plan.n_global,
-            "codec": codec.FORMAT_VERSION, "values": list(codec.VALUE_NAMES),
-            "indices": ["all", "varint", "bitmap"], "model_version": self.model_version(),
-        })
+        return json.dumps(
+            {
+                "state": "online",
+                "device": self.device_id,
+                "board": self.cfg["board"] or sys.platform,
+                "firmware": "%s %s"
+                % (
+                    sys.implementation.name,
+                    ".".join(str(v) for v in sys.implementation.version[:3]),
+                ),
+                "free_heap": heap_free(),
+                "use_case": self.cfg["use_case"],
+                "params": self.plan.n_params,
+                "global_params": self.plan.n_global,
+                "codec": codec.FORMAT_VERSION,
+                "values": list(codec.VALUE_NAMES),
+                "indices": ["all", "varint", "bitmap"],
+                "model_version": self.model_version(),
+            }
+        )
 
     def model_version(self):
         """The version of the model held, or -1."""
@@ -286,11 +309,26 @@ class Agent:
         """Open a session: last will, birth, subscriptions."""
         b = self.cfg["broker"]
         if b.get("ca_file"):
-            t = self.transport_factory(self.device_id, b["host"], b["port"], b["user"],
-                                       b["password"], b["keepalive"], b["ssl"], b["ca_file"])
+            t = self.transport_factory(
+                self.device_id,
+                b["host"],
+                b["port"],
+                b["user"],
+                b["password"],
+                b["keepalive"],
+                b["ssl"],
+                b["ca_file"],
+            )
         else:
-            t = self.transport_factory(self.device_id, b["host"], b["port"], b["user"],
-                                       b["password"], b["keepalive"], b["ssl"])
+            t = self.transport_factory(
+                self.device_id,
+                b["host"],
+                b["port"],
+                b["user"],
+                b["password"],
+                b["keepalive"],
+                b["ssl"],
+            )
         t.on_message = self.on_message
         status = self.topics.status(self.device_id)
         t.connect(status, json.dumps({"state": "offline", "device": self.device_id}))
@@ -314,8 +352,12 @@ class Agent:
     def goodbye(self):
         """Publish the retained offline status and disconnect."""
         try:
-            self._publish(self.topics.status(self.device_id),
-                          json.dumps({"state": "offline", "device": self.device_id}), 1, True)
+            self._publish(
+                self.topics.status(self.device_id),
+                json.dumps({"state": "offline", "device": self.device_id}),
+                1,
+                True,
+            )
         except OSError:
             pass
         if self.transport is not None:

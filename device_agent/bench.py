@@ -76,13 +76,20 @@ def run(use_case, recon=10, adapt=20):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     return {
-        "use_case": use_case, "impl": IMPL, "params": plan.n_params, "global_params": plan.n_global,
+        "use_case": use_case,
+        "impl": IMPL,
+        "params": plan.n_params,
+        "global_params": plan.n_global,
         "macs_per_sample": plan.train_step_macs(plan.param_layers[0]),
-        "round_macs": result.macs, "samples": result.samples,
+        "round_macs": result.macs,
+        "samples": result.samples,
         "step_ms": sum(times) / len(times) / 1000.0 if times else 0.0,
-        "recon_step_ms": _mean_ms(times[:recon]), "adapt_step_ms": _mean_ms(times[recon:]),
-        "round_ms": total_us / 1000.0, "peak_heap_bytes": peak,
-        "payload_bytes": len(result.payload), "nnz": result.nnz,
+        "recon_step_ms": _mean_ms(times[:recon]),
+        "adapt_step_ms": _mean_ms(times[recon:]),
+        "round_ms": total_us / 1000.0,
+        "peak_heap_bytes": peak,
+        "payload_bytes": len(result.payload),
+        "nnz": result.nnz,
     }
 
 

@@ -1,16 +1,16 @@
 """The agent's configuration: a JSON file on the board (or a dict), merged over defaults.
 
-    {"device_id": "esp32-kitchen-1",            required; also the broker user name
-     "fleet": "default", "prefix": "tinymetafed",
-     "broker": {"host": "192.0.2.10", "port": 1883, "user": null, "password": null,
-                "keepalive": 30, "ssl": false},
-     "use_case": "sine",                          picks the default model (device_agent.specs)
-     "spec": null,                                or an explicit model spec
-     "data": {"kind": "file", "path": "samples.csv"},   or {"kind": "synthetic", "seed": 1}
-     "board": "esp32", "energy_profile": "nrf52840",
-     "max_model_bytes": 65536,
-     "hmac_key": null,                            hex; signs updates (HMAC-SHA256), optional
-     "wifi": {"ssid": "...", "password": "..."}}   boards only (deploy/board/main.py)
+{"device_id": "esp32-kitchen-1",            required; also the broker user name
+ "fleet": "default", "prefix": "tinymetafed",
+ "broker": {"host": "192.0.2.10", "port": 1883, "user": null, "password": null,
+            "keepalive": 30, "ssl": false},
+ "use_case": "sine",                          picks the default model (device_agent.specs)
+ "spec": null,                                or an explicit model spec
+ "data": {"kind": "file", "path": "samples.csv"},   or {"kind": "synthetic", "seed": 1}
+ "board": "esp32", "energy_profile": "nrf52840",
+ "max_model_bytes": 65536,
+ "hmac_key": null,                            hex; signs updates (HMAC-SHA256), optional
+ "wifi": {"ssid": "...", "password": "..."}}   boards only (deploy/board/main.py)
 """
 
 import json
@@ -30,8 +30,14 @@ DEFAULTS = {
     "hmac_key": None,
     "wifi": None,
 }
-BROKER_DEFAULTS = {"host": "127.0.0.1", "port": 1883, "user": None, "password": None,
-                   "keepalive": 30, "ssl": False}
+BROKER_DEFAULTS = {
+    "host": "127.0.0.1",
+    "port": 1883,
+    "user": None,
+    "password": None,
+    "keepalive": 30,
+    "ssl": False,
+}
 
 
 class ConfigError(ValueError):

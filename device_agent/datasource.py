@@ -86,8 +86,10 @@ class FileSource:
     def _parse(self, line):
         parts = line.split(",")
         if len(parts) != self.n_inputs + 1:
-            raise ValueError("%s:%d: expected %d inputs, got %d"
-                             % (self.path, self.line_no, self.n_inputs, len(parts) - 1))
+            raise ValueError(
+                "%s:%d: expected %d inputs, got %d"
+                % (self.path, self.line_no, self.n_inputs, len(parts) - 1)
+            )
         for i in range(self.n_inputs):
             self.x[i] = float(parts[i + 1])
         if self.classification:

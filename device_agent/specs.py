@@ -14,8 +14,10 @@ def sine_spec():
     return {
         "input": [1],
         "layers": [
-            {"type": "dense", "units": 32}, {"type": "relu"},
-            {"type": "dense", "units": 32}, {"type": "relu"},
+            {"type": "dense", "units": 32},
+            {"type": "relu"},
+            {"type": "dense", "units": 32},
+            {"type": "relu"},
             {"type": "dense", "units": 1},
         ],
         "loss": "mse",
@@ -29,9 +31,12 @@ def omniglot_spec(ways=5):
     return {
         "input": [1, OMNIGLOT_IMAGE, OMNIGLOT_IMAGE],
         "layers": [
-            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2}, {"type": "relu"},
-            {"type": "conv2d", "filters": 16, "kernel": 3, "stride": 2}, {"type": "relu"},
-            {"type": "maxpool", "size": 2}, {"type": "flatten"},
+            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 2},
+            {"type": "relu"},
+            {"type": "conv2d", "filters": 16, "kernel": 3, "stride": 2},
+            {"type": "relu"},
+            {"type": "maxpool", "size": 2},
+            {"type": "flatten"},
             {"type": "dense", "units": ways},
         ],
         "loss": "softmax_ce",
@@ -48,10 +53,13 @@ def kws_spec():
     return {
         "input": [1, KWS_FRAMES, KWS_COEFFS],
         "layers": [
-            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 1}, {"type": "relu"},
+            {"type": "conv2d", "filters": 8, "kernel": 3, "stride": 1},
+            {"type": "relu"},
             {"type": "maxpool", "size": 2},
-            {"type": "conv2d", "filters": 12, "kernel": 3, "stride": 1}, {"type": "relu"},
-            {"type": "maxpool", "size": 2}, {"type": "flatten"},
+            {"type": "conv2d", "filters": 12, "kernel": 3, "stride": 1},
+            {"type": "relu"},
+            {"type": "maxpool", "size": 2},
+            {"type": "flatten"},
             {"type": "dense", "units": KWS_CLASSES},
         ],
         "loss": "softmax_ce",
@@ -64,8 +72,10 @@ def occupancy_spec():
     return {
         "input": [5],
         "layers": [
-            {"type": "dense", "units": 16}, {"type": "relu"},
-            {"type": "dense", "units": 16}, {"type": "relu"},
+            {"type": "dense", "units": 16},
+            {"type": "relu"},
+            {"type": "dense", "units": 16},
+            {"type": "relu"},
             {"type": "dense", "units": 2},
         ],
         "loss": "softmax_ce",

@@ -58,8 +58,8 @@ class Topics:
         """(device id, leaf) of a topic in this fleet's device subtree, or (None, None)."""
         if not topic.startswith(self.devices):
             return None, None
-        rest = topic[len(self.devices):]
+        rest = topic[len(self.devices) :]
         cut = rest.find("/")
         if cut <= 0:
             return None, None
-        return rest[:cut], rest[cut + 1:]
+        return rest[:cut], rest[cut + 1 :]

@@ -43,8 +43,9 @@ class Transport:
 class UmqttTransport(Transport):
     """umqtt.simple (micropython-lib) with keepalive pings and a polling wait."""
 
-    def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
-                 ssl=False):
+    def __init__(
+        self, client_id, host, port=1883, user=None, password=None, keepalive=30, ssl=False
+    ):
         from umqtt.simple import MQTTClient
 
         self.client = MQTTClient(client_id, host, port, user, password, keepalive, ssl)
@@ -89,8 +90,9 @@ class UmqttTransport(Transport):
             pass
 
 
-def make_transport(client_id, host, port=1883, user=None, password=None, keepalive=30,
-                   ssl=False, ca_file=None):
+def make_transport(
+    client_id, host, port=1883, user=None, password=None, keepalive=30, ssl=False, ca_file=None
+):
     """umqtt.simple where it exists (MicroPython), paho-mqtt otherwise (CPython)."""
     try:
         import umqtt.simple  # noqa: F401

@@ -11,10 +11,23 @@ from device_agent.transport import Transport
 class PahoTransport(Transport):
     """paho-mqtt client speaking MQTT 3.1.1 with a clean session."""
 
-    def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
-                 ssl=False, ca_file=None):
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311, clean_session=True)
+    def __init__(
+        self,
+        client_id,
+        host,
+        port=1883,
+        user=None,
+        password=None,
+        keepalive=30,
+        ssl=False,
+        ca_file=None,
+    ):
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
         if user is not None:
             self.client.username_pw_set(user, password)
         if ssl:

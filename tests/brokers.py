@@ -39,7 +39,8 @@ class Mosquitto:
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(
             "user root\nlistener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "log_dest stderr\nlog_type error\nlog_type warning\n%s" % (self.port, extra))
+            "log_dest stderr\nlog_type error\nlog_type warning\n%s" % (self.port, extra)
+        )
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mosquitto:

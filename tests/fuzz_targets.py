@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.aggregate import meta_update
-from broker_service.presence import FleetView
-from broker_service.rounds import Rejected, RoundLedger
+from broker_service.core.aggregate import meta_update
+from broker_service.server.presence import FleetView
+from broker_service.server.rounds import Rejected, RoundLedger
 from device_agent import codec
 from device_agent.agent import Agent
 from device_agent.config import make_config
 
 N = 64
 SEEDS = [
-    bytes(codec.encode(codec.KIND_DELTA, N, [1, 5, 63], [0.5, -1.0, 2.0], 3, 3, 10,
-                       codec.VALUE_F16)),
-    bytes(codec.encode(codec.KIND_DELTA, N, list(range(0, N, 2)), [0.1] * 32, 3, 3, 10,
-                       codec.VALUE_INT8, codec.INDEX_BITMAP)),
+    bytes(
+        codec.encode(codec.KIND_DELTA, N, [1, 5, 63], [0.5, -1.0, 2.0], 3, 3, 10, codec.VALUE_F16)
+    ),
+    bytes(
+        codec.encode(
+            codec.KIND_DELTA,
+            N,
+            list(range(0, N, 2)),
+            [0.1] * 32,
+            3,
+            3,
+            10,
+            codec.VALUE_INT8,
+            codec.INDEX_BITMAP,
+        )
+    ),
     bytes(codec.encode(codec.KIND_MODEL, 4, None, [1.0, 2.0, 3.0, 4.0], 2, 2)),
     bytes(codec.encode_command({"round": 3, "version": 3, "top_p": 10.0}, 3, 3)),
 ]
@@ -30,8 +42,11 @@ class Targets:
     """The decoders, the round ledger and the agent's message handling, fed arbitrary bytes."""
 
     def __init__(self):
-        self.agent = Agent(make_config({"device_id": "fuzz", "use_case": "occupancy"}), iter(()),
-                           logger=lambda *a, **k: None)
+        self.agent = Agent(
+            make_config({"device_id": "fuzz", "use_case": "occupancy"}),
+            iter(()),
+            logger=lambda *a, **k: None,
+        )
         self.fleet = FleetView()
         self.theta = np.zeros(N, dtype=np.float32)
         self.count = 0
@@ -83,8 +98,7 @@ class Targets:
 
     def _agent(self, body: bytes) -> None:
         held = self.agent.model_header
-        topic = self.agent.topics.model if len(body) % 2 else \
-            self.agent.topics.command("fuzz")
+        topic = self.agent.topics.model if len(body) % 2 else self.agent.topics.command("fuzz")
         self.agent.on_message(topic, body)  # never raises
         h = self.agent.model_header
         if h is not held and h is not None:

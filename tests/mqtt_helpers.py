@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from broker_service.demo import find_micropython
+from broker_service.sim.demo import find_micropython
 from device_agent import codec
 from device_agent.topics import Topics
 
@@ -26,8 +26,9 @@ class Driver:
     def __init__(self, port: int, fleet: str = "test"):
         self.topics = Topics("tinymetafed", fleet)
         self.inbox: dict[str, queue.Queue] = {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-driver",
-                                  protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="test-driver", protocol=mqtt.MQTTv311
+        )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.reconnect_delay_set(0.2, 1.0)
@@ -94,8 +95,9 @@ def micropython_path() -> str:
     return "%s:%s" % (ROOT, lib)
 
 
-def start_agent(config: dict, folder: Path, impl: str, rounds: int | None = None,
-                heap: str = "256K") -> subprocess.Popen:
+def start_agent(
+    config: dict, folder: Path, impl: str, rounds: int | None = None, heap: str = "256K"
+) -> subprocess.Popen:
     """Start `device_agent.run` under micropython or CPython with this config."""
     path = folder / ("%s.json" % config["device_id"])
     path.write_text(json.dumps(config))

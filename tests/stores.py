@@ -36,9 +36,17 @@ class VictoriaMetrics:
     def start(self) -> VictoriaMetrics:
         with open(self.folder / "victoria-metrics.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [self.exe, "-httpListenAddr", "127.0.0.1:%d" % self.port, "-storageDataPath",
-                 str(self.folder / "vmdata"), "-search.latencyOffset=0s"],
-                stdout=log, stderr=log)
+                [
+                    self.exe,
+                    "-httpListenAddr",
+                    "127.0.0.1:%d" % self.port,
+                    "-storageDataPath",
+                    str(self.folder / "vmdata"),
+                    "-search.latencyOffset=0s",
+                ],
+                stdout=log,
+                stderr=log,
+            )
         wait_port(self.port)
         return self
 
@@ -67,8 +75,9 @@ class InfluxDB1:
         conf.write_text(
             'reporting-disabled = true\nbind-address = "127.0.0.1:%d"\n'
             '[meta]\n  dir = "%s"\n[data]\n  dir = "%s"\n  wal-dir = "%s"\n'
-            '[http]\n  bind-address = "127.0.0.1:%d"\n  log-enabled = false\n' % (
-                free_port(), folder / "meta", folder / "data", folder / "wal", self.port))
+            '[http]\n  bind-address = "127.0.0.1:%d"\n  log-enabled = false\n'
+            % (free_port(), folder / "meta", folder / "data", folder / "wal", self.port)
+        )
         self.conf = conf
         self.proc: subprocess.Popen | None = None
 
@@ -78,8 +87,9 @@ class InfluxDB1:
 
     def start(self) -> InfluxDB1:
         with open(self.folder / "influxd.log", "ab") as log:
-            self.proc = subprocess.Popen([self.exe, "-config", str(self.conf)], stdout=log,
-                                         stderr=log)
+            self.proc = subprocess.Popen(
+                [self.exe, "-config", str(self.conf)], stdout=log, stderr=log
+            )
         wait_port(self.port, 30)
         return self
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from broker_service.nn import NumpyNet
-from broker_service.simdevice import simulate_round
-from broker_service.simulation import initial_theta
+from broker_service.core.device_round import simulate_round
+from broker_service.core.nn import NumpyNet
+from broker_service.sim.simulation import initial_theta
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.datasource import write_sample_file
@@ -16,9 +16,19 @@ from device_agent.specs import spec_for
 from tests.helpers import rel_err
 from tests.mqtt_helpers import Driver, start_agent
 
-COMMAND = {"round": 0, "version": 1, "split": True, "recon_samples": 10, "adapt_samples": 20,
-           "recon_lr": 0.05, "adapt_lr": 0.01, "top_p": 10.0, "values": "f32",
-           "error_feedback": True, "seed": 4}
+COMMAND = {
+    "round": 0,
+    "version": 1,
+    "split": True,
+    "recon_samples": 10,
+    "adapt_samples": 20,
+    "recon_lr": 0.05,
+    "adapt_lr": 0.01,
+    "top_p": 10.0,
+    "values": "f32",
+    "error_feedback": True,
+    "seed": 4,
+}
 
 
 def agent_config(device_id, port, **extra):
@@ -44,8 +54,12 @@ def test_round_over_mosquitto_micropython_equals_cpython_equals_numpy(mosquitto,
     driver = Driver(mosquitto.port)
     driver.publish_model(theta, version=1)
     data = {"kind": "file", "path": str(tmp_path / "samples.csv")}
-    procs = {impl: start_agent(agent_config("%s-1" % impl[:2], mosquitto.port, data=data),
-                               tmp_path, impl, rounds=1) for impl in ("micropython", "cpython")}
+    procs = {
+        impl: start_agent(
+            agent_config("%s-1" % impl[:2], mosquitto.port, data=data), tmp_path, impl, rounds=1
+        )
+        for impl in ("micropython", "cpython")
+    }
     try:
         deltas = {}
         for impl, proc in procs.items():
@@ -78,12 +92,18 @@ def test_full_round_in_256k_heap_for_every_default_model(use_case, mosquitto, tm
     driver = Driver(mosquitto.port)
     driver.publish_model(theta, version=5)
     device = "mp-" + use_case
-    proc = start_agent(agent_config(device, mosquitto.port, use_case=use_case), tmp_path,
-                       "micropython", rounds=1, heap="256K")
+    proc = start_agent(
+        agent_config(device, mosquitto.port, use_case=use_case),
+        tmp_path,
+        "micropython",
+        rounds=1,
+        heap="256K",
+    )
     try:
         driver.wait_status(device, "online")
-        driver.command(device, dict(COMMAND, version=5, values="f16", recon_samples=10,
-                                    adapt_samples=20))
+        driver.command(
+            device, dict(COMMAND, version=5, values="f16", recon_samples=10, adapt_samples=20)
+        )
         header, idx, _ = codec.decode(driver.get(device, "update", timeout=120))
         telemetry = json.loads(driver.get(device, "telemetry"))
         finish(proc)
@@ -102,10 +122,17 @@ def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
     driver = Driver(mosquitto.port)
     driver.publish_model(theta, version=1)
     device = "mp-restart"
-    proc = start_agent(agent_config(device, mosquitto.port, use_case="kws",
-                                    broker={"host": "127.0.0.1", "port": mosquitto.port,
-                                            "keepalive": 5}),
-                       tmp_path, "micropython", rounds=1)
+    proc = start_agent(
+        agent_config(
+            device,
+            mosquitto.port,
+            use_case="kws",
+            broker={"host": "127.0.0.1", "port": mosquitto.port, "keepalive": 5},
+        ),
+        tmp_path,
+        "micropython",
+        rounds=1,
+    )
     try:
         driver.wait_status(device, "online")
         driver.command(device, dict(COMMAND, recon_samples=40, adapt_samples=40))
@@ -135,15 +162,15 @@ def test_newer_model_aborts_the_round_and_garbage_is_rejected(mosquitto, tmp_pat
     driver = Driver(mosquitto.port)
     driver.publish_model(theta, version=1)
     device = "mp-abort"
-    proc = start_agent(agent_config(device, mosquitto.port, use_case="kws"), tmp_path,
-                       "micropython", rounds=1)
+    proc = start_agent(
+        agent_config(device, mosquitto.port, use_case="kws"), tmp_path, "micropython", rounds=1
+    )
     try:
         driver.wait_status(device, "online")
         # hostile input first: it must be rejected, counted, and change nothing
         driver.client.publish(driver.topics.command(device), b"TM\x01garbage", qos=1)
         driver.client.publish(driver.topics.model, b"\x00" * 64, qos=1, retain=True)
-        driver.command(device, {"round": 0, "version": 1, "recon_samples": 40,
-                                "adapt_samples": 60})
+        driver.command(device, {"round": 0, "version": 1, "recon_samples": 40, "adapt_samples": 60})
         import time
 
         time.sleep(0.4)

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from broker_service.aggregate import SparseUpdate, meta_update, outer_step, sparse_weighted_mean
-from broker_service.cohort import sample_cohort
+from broker_service.core.aggregate import (
+    SparseUpdate,
+    meta_update,
+    outer_step,
+    sparse_weighted_mean,
+)
+from broker_service.core.cohort import sample_cohort
 
 
 def test_sparse_mean_treats_absent_coordinates_as_zero_and_weights_by_samples():
@@ -58,7 +63,7 @@ def test_cohort_is_distinct_deterministic_and_bounded():
 
 
 def test_clip_scales_long_updates_only():
-    from broker_service.aggregate import clip_update
+    from broker_service.core.aggregate import clip_update
 
     up = SparseUpdate(np.array([0, 1]), np.array([3.0, 4.0], dtype=np.float32), 1)
     assert np.allclose(clip_update(up, 1.0).values, [0.6, 0.8])
@@ -66,22 +71,25 @@ def test_clip_scales_long_updates_only():
 
 
 def test_median_and_trimmed_mean_ignore_a_minority_of_outliers():
-    from broker_service.aggregate import coordinate_median, robust_aggregate, trimmed_mean
+    from broker_service.core.aggregate import coordinate_median, robust_aggregate, trimmed_mean
 
-    honest = [SparseUpdate(np.arange(3), np.array([1.0, 1.0, 1.0], dtype=np.float32), 1)
-              for _ in range(4)]
+    honest = [
+        SparseUpdate(np.arange(3), np.array([1.0, 1.0, 1.0], dtype=np.float32), 1) for _ in range(4)
+    ]
     poison = SparseUpdate(np.arange(3), np.array([-1e6, 1e6, 5e5], dtype=np.float32), 1)
     ups = honest + [poison]
     np.testing.assert_allclose(coordinate_median(3, ups), [1, 1, 1])
     np.testing.assert_allclose(trimmed_mean(3, ups, 0.2), [1, 1, 1])
     assert np.abs(robust_aggregate(3, ups, "mean")).max() > 1e5
-    np.testing.assert_allclose(robust_aggregate(3, ups, "mean", clip_norm=2.0)[0],
-                               (4 * 1.0 - 2.0 * 1e6 / np.linalg.norm([1e6, 1e6, 5e5])) / 5,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        robust_aggregate(3, ups, "mean", clip_norm=2.0)[0],
+        (4 * 1.0 - 2.0 * 1e6 / np.linalg.norm([1e6, 1e6, 5e5])) / 5,
+        rtol=1e-5,
+    )
 
 
 def test_unknown_aggregation_is_an_error():
-    from broker_service.aggregate import robust_aggregate
+    from broker_service.core.aggregate import robust_aggregate
 
     with pytest.raises(ValueError, match="unknown aggregation"):
         robust_aggregate(3, [], "mode")

@@ -5,9 +5,9 @@ import os
 import subprocess
 import sys
 
-from broker_service.bundle import strip_native, write_bundle
-from broker_service.nn import NumpyNet
-from broker_service.simulation import initial_theta
+from broker_service.core.nn import NumpyNet
+from broker_service.sim.simulation import initial_theta
+from broker_service.tools.bundle import strip_native, write_bundle
 from device_agent import codec
 from device_agent.model import Plan
 from device_agent.specs import spec_for
@@ -21,11 +21,30 @@ def test_strip_native_removes_only_decorator_lines():
 
 def test_mpy_bundle_runs_a_round_under_micropython(mosquitto, tmp_path):
     out = tmp_path / "board"
-    config = {"device_id": "bundle-1", "fleet": "test", "use_case": "occupancy",
-              "broker": {"host": "127.0.0.1", "port": mosquitto.port}, "max_rounds": 1,
-              "wifi": {"ssid": "unused on the unix port", "password": "x"}}
-    subprocess.run([sys.executable, "-m", "broker_service.cli", "device", "bundle", "--out",
-                    str(out), "--mpy", "--arch", "unix"], check=True, capture_output=True)
+    config = {
+        "device_id": "bundle-1",
+        "fleet": "test",
+        "use_case": "occupancy",
+        "broker": {"host": "127.0.0.1", "port": mosquitto.port},
+        "max_rounds": 1,
+        "wifi": {"ssid": "unused on the unix port", "password": "x"},
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker_service.cli",
+            "device",
+            "bundle",
+            "--out",
+            str(out),
+            "--mpy",
+            "--arch",
+            "unix",
+        ],
+        check=True,
+        capture_output=True,
+    )
     write_bundle(out, config, mpy=True, arch="unix")
     assert (out / "device_agent" / "layers.mpy").exists()
     assert not list((out / "device_agent").glob("*.py"))
@@ -33,12 +52,18 @@ def test_mpy_bundle_runs_a_round_under_micropython(mosquitto, tmp_path):
     driver = Driver(mosquitto.port)
     driver.publish_model(initial_theta(NumpyNet(plan), 2)[: plan.n_global], version=3)
     env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
-    proc = subprocess.Popen([micropython_exe(), "-X", "heapsize=256K", "main.py"], cwd=out,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [micropython_exe(), "-X", "heapsize=256K", "main.py"],
+        cwd=out,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         driver.wait_status("bundle-1", "online")
-        driver.command("bundle-1", {"round": 0, "version": 3, "recon_samples": 5,
-                                    "adapt_samples": 10})
+        driver.command(
+            "bundle-1", {"round": 0, "version": 3, "recon_samples": 5, "adapt_samples": 10}
+        )
         header, _, _ = codec.decode(driver.get("bundle-1", "update"))
         assert json.loads(driver.get("bundle-1", "telemetry"))["samples"] == 15
         assert proc.wait(60) == 0
@@ -50,6 +75,18 @@ def test_mpy_bundle_runs_a_round_under_micropython(mosquitto, tmp_path):
 
 
 def test_bundle_without_arch_for_native_code_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "broker_service.cli", "device", "bundle",
-                           "--out", str(tmp_path), "--mpy"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker_service.cli",
+            "device",
+            "bundle",
+            "--out",
+            str(tmp_path),
+            "--mpy",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "--arch" in proc.stderr

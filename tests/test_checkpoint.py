@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from broker_service.checkpoint import Checkpoint, CheckpointError, load, save
+from broker_service.server.checkpoint import Checkpoint, CheckpointError, load, save
 
 
 def _ckpt(r=3):

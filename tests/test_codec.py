@@ -12,8 +12,19 @@ from device_agent import codec
 from device_agent.checksum import crc32
 from device_agent.float16 import float_from_half, half_from_float
 
-REASONS = {"truncated", "oversized", "bad_magic", "bad_version", "bad_kind", "bad_lengths",
-           "bad_checksum", "bad_encoding", "bad_indices", "bad_values", "bad_json"}
+REASONS = {
+    "truncated",
+    "oversized",
+    "bad_magic",
+    "bad_version",
+    "bad_kind",
+    "bad_lengths",
+    "bad_checksum",
+    "bad_encoding",
+    "bad_indices",
+    "bad_values",
+    "bad_json",
+}
 
 GOLDEN = [
     (
@@ -182,16 +193,18 @@ def test_float16_saturates_instead_of_overflowing():
 
 
 @settings(max_examples=300)
-@given(sparse_vectors(), st.sampled_from([0, 1, 2]),
-       st.sampled_from([codec.INDEX_AUTO, codec.INDEX_VARINT, codec.INDEX_BITMAP]),
-       st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), max_size=3),
-       st.booleans())
+@given(
+    sparse_vectors(),
+    st.sampled_from([0, 1, 2]),
+    st.sampled_from([codec.INDEX_AUTO, codec.INDEX_VARINT, codec.INDEX_BITMAP]),
+    st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), max_size=3),
+    st.booleans(),
+)
 def test_fast_decoder_agrees_with_the_agent_decoder(vec, value_enc, index_enc, flips, fix_crc):
-    from broker_service import fastcodec
+    from broker_service.core import fastcodec
 
     n, idx, values = vec
-    buf = bytearray(codec.encode(codec.KIND_DELTA, n, idx, values, 1, 2, 3, value_enc,
-                                 index_enc))
+    buf = bytearray(codec.encode(codec.KIND_DELTA, n, idx, values, 1, 2, 3, value_enc, index_enc))
     for pos, value in flips:
         buf[pos % len(buf)] = value
     if fix_crc and len(buf) >= codec.HEADER_SIZE:

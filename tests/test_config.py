@@ -2,13 +2,15 @@
 
 import pytest
 
-from broker_service.config import ConfigError, load_config
+from broker_service.server.config import ConfigError, load_config
 
 
 def test_precedence_file_then_env_then_flags(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[broker]\nurl = "mqtt://file:1000"\n[service]\nrounds = 7\ncohort = 2\n'
-                    'fleet = "from-file"\n[settings]\ntop_p = 5.0\n')
+    path.write_text(
+        '[broker]\nurl = "mqtt://file:1000"\n[service]\nrounds = 7\ncohort = 2\n'
+        'fleet = "from-file"\n[settings]\ntop_p = 5.0\n'
+    )
     env = {"TINYMETAFED_ROUNDS": "9", "TINYMETAFED_FLEET": "from-env"}
     cfg = load_config(str(path), {"fleet": "from-flag", "settings": {"recon_lr": 0.1}}, env)
     assert cfg.broker == "mqtt://file:1000" and cfg.cohort == 2
@@ -17,13 +19,16 @@ def test_precedence_file_then_env_then_flags(tmp_path):
     assert load_config(None, None, {}).broker == "mqtt://127.0.0.1:1883"
 
 
-@pytest.mark.parametrize("text,env,message", [
-    ("colour = 1\n", {}, "unknown keys colour"),
-    ("rounds = \n", {}, "config file"),
-    ("", {"TINYMETAFED_ROUNDS": "many"}, "not a number"),
-    ('broker = "http://x"\n', {}, "mqtt://host:port"),
-    ("quorum = 1.5\n", {}, "quorum"),
-])
+@pytest.mark.parametrize(
+    "text,env,message",
+    [
+        ("colour = 1\n", {}, "unknown keys colour"),
+        ("rounds = \n", {}, "config file"),
+        ("", {"TINYMETAFED_ROUNDS": "many"}, "not a number"),
+        ('broker = "http://x"\n', {}, "mqtt://host:port"),
+        ("quorum = 1.5\n", {}, "quorum"),
+    ],
+)
 def test_bad_settings_are_named(tmp_path, text, env, message):
     path = tmp_path / "c.toml"
     path.write_text(text)

@@ -12,11 +12,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker_service.bundle import write_bundle
-from broker_service.config import ServiceConfig
-from broker_service.enroll import add_broker_user, enroll
-from broker_service.logs import EventLog
-from broker_service.service import AggregationService
+from broker_service.observe.logs import EventLog
+from broker_service.server.config import ServiceConfig
+from broker_service.server.service import AggregationService
+from broker_service.tools.bundle import write_bundle
+from broker_service.tools.enroll import add_broker_user, enroll
 from device_agent.topics import Topics
 from tests.brokers import Mosquitto, free_port
 from tests.mqtt_helpers import ROOT, micropython_exe, micropython_path
@@ -43,8 +43,11 @@ def secured_broker(tmp_path):
 
 
 def connect(port, user=None, password=None, client_id=None):
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or user or "anon",
-                         protocol=mqtt.MQTTv311)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id or user or "anon",
+        protocol=mqtt.MQTTv311,
+    )
     if user:
         client.username_pw_set(user, password)
     result = {}
@@ -106,15 +109,27 @@ def test_full_round_with_an_enrolled_micropython_agent(secured_broker, tmp_path)
     write_bundle(board, config, mpy=False)
     env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
     env["MICROPYPATH"] = "%s:%s" % (board, micropython_path().split(":")[1])
-    agent = subprocess.Popen([micropython_exe(), "-X", "heapsize=256K", "main.py"], cwd=board,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    agent = subprocess.Popen(
+        [micropython_exe(), "-X", "heapsize=256K", "main.py"],
+        cwd=board,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % broker.port, username=SERVICE_USER,
-                            password=SERVICE_PASSWORD, use_case="occupancy",
-                            data_dir=os.environ.get("TINYMETAFED_DATA",
-                                                    str(ROOT.parent / "shared" / "data")),
-                            rounds=1, cohort=1, state_dir=str(tmp_path / "state"),
-                            eval_devices=2, round_timeout=30.0)
+        cfg = ServiceConfig(
+            broker="mqtt://127.0.0.1:%d" % broker.port,
+            username=SERVICE_USER,
+            password=SERVICE_PASSWORD,
+            use_case="occupancy",
+            data_dir=os.environ.get("TINYMETAFED_DATA", str(ROOT.parent / "shared" / "data")),
+            rounds=1,
+            cohort=1,
+            state_dir=str(tmp_path / "state"),
+            eval_devices=2,
+            round_timeout=30.0,
+        )
         summary = AggregationService(cfg, EventLog(quiet=True)).run()
         out, _ = agent.communicate(timeout=60)
     finally:
@@ -131,9 +146,19 @@ def test_compose_file_is_valid(tmp_path):
     shutil.copytree(DEPLOY, deploy)
     (deploy / "mosquitto" / "passwd").touch()
     shutil.copy(ROOT / "Dockerfile", tmp_path / "Dockerfile")
-    proc = subprocess.run([exe, "-f", str(deploy / "docker-compose.yml"), "--env-file",
-                           str(deploy / ".env.example"), "config"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            exe,
+            "-f",
+            str(deploy / "docker-compose.yml"),
+            "--env-file",
+            str(deploy / ".env.example"),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "mosquitto" in proc.stdout and "grafana" in proc.stdout
 
@@ -147,10 +172,24 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_enroll_cli_writes_a_checked_board_config(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "broker_service.cli", "device", "enroll",
-                           "--device-id", "esp32-07", "--passwd-file", str(tmp_path / "passwd"),
-                           "--out", str(tmp_path / "c.json")], cwd=ROOT, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker_service.cli",
+            "device",
+            "enroll",
+            "--device-id",
+            "esp32-07",
+            "--passwd-file",
+            str(tmp_path / "passwd"),
+            "--out",
+            str(tmp_path / "c.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((tmp_path / "c.json").read_text())
     assert cfg["broker"]["user"] == "esp32-07" and len(cfg["broker"]["password"]) >= 16

@@ -14,10 +14,17 @@ KEYS = {"use_case", "params", "macs_per_sample", "step_ms", "peak_heap_bytes", "
 @pytest.mark.parametrize("use_case", ["sine", "omniglot", "kws", "occupancy"])
 def test_board_bench_fits_256k_and_matches_cpython(use_case):
     cmd = ["-m", "device_agent.bench", use_case]
-    mp = subprocess.run([micropython_exe(), "-X", "heapsize=256K", *cmd], cwd=ROOT, check=True,
-                        capture_output=True, text=True, timeout=300)
-    py = subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True, capture_output=True,
-                        text=True, timeout=300)
+    mp = subprocess.run(
+        [micropython_exe(), "-X", "heapsize=256K", *cmd],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    py = subprocess.run(
+        [sys.executable, *cmd], cwd=ROOT, check=True, capture_output=True, text=True, timeout=300
+    )
     a, b = json.loads(mp.stdout), json.loads(py.stdout)
     assert set(a) >= KEYS and a["impl"] == "micropython"
     assert 0 < a["peak_heap_bytes"] <= 256 * 1024

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from broker_service import checkpoint
-from broker_service.config import ServiceConfig
-from broker_service.fleet import SimulatedFleet
-from broker_service.logs import EventLog
-from broker_service.service import AggregationService
+from broker_service.observe.logs import EventLog
+from broker_service.server import checkpoint
+from broker_service.server.config import ServiceConfig
+from broker_service.server.service import AggregationService
+from broker_service.sim.fleet import SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
 from tests.mqtt_helpers import run_in_background, start_agent
 
@@ -26,8 +26,7 @@ from tests.mqtt_helpers import run_in_background, start_agent
 def small_disk(path, size="512k"):
     """A tmpfs of `size` mounted at `path` (the tests run as root, as CI does)."""
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)],
-                   check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)], check=True)
     try:
         yield path
     finally:
@@ -49,14 +48,26 @@ def fill(path):
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
     with small_disk(tmp_path / "disk") as disk:
         theta = np.arange(20_000, dtype=np.float32)
-        ckpt = checkpoint.Checkpoint(spec={"input": [1], "layers": []}, theta=theta, round=1,
-                                     algorithm="tinymetafed", use_case="sine")
+        ckpt = checkpoint.Checkpoint(
+            spec={"input": [1], "layers": []},
+            theta=theta,
+            round=1,
+            algorithm="tinymetafed",
+            use_case="sine",
+        )
         checkpoint.save(disk / "c.json", ckpt)
         filler = fill(disk)
         with pytest.raises(OSError):
-            checkpoint.save(disk / "c.json", checkpoint.Checkpoint(
-                spec=ckpt.spec, theta=theta + 1, round=2, algorithm="tinymetafed",
-                use_case="sine"))
+            checkpoint.save(
+                disk / "c.json",
+                checkpoint.Checkpoint(
+                    spec=ckpt.spec,
+                    theta=theta + 1,
+                    round=2,
+                    algorithm="tinymetafed",
+                    use_case="sine",
+                ),
+            )
         back = checkpoint.load(disk / "c.json")
         assert back.round == 1 and np.array_equal(back.theta, theta)
         assert sorted(p.name for p in disk.iterdir()) == ["c.json", "filler"]
@@ -67,9 +78,16 @@ def test_service_keeps_running_through_a_full_disk(mosquitto, tmp_path):
     use_case = SineUseCase(fleet_size=5)
     fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 5).start()
     with small_disk(tmp_path / "state", "1m") as state:
-        cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % mosquitto.port, use_case="sine",
-                            rounds=12, cohort=5, state_dir=str(state), eval_devices=2,
-                            eval_every=100, round_timeout=3.0)
+        cfg = ServiceConfig(
+            broker="mqtt://127.0.0.1:%d" % mosquitto.port,
+            use_case="sine",
+            rounds=12,
+            cohort=5,
+            state_dir=str(state),
+            eval_devices=2,
+            eval_every=100,
+            round_timeout=3.0,
+        )
         service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
         thread, result = run_in_background(service)
         try:
@@ -95,8 +113,14 @@ def test_service_keeps_running_through_a_full_disk(mosquitto, tmp_path):
 def test_half_a_message_then_disconnect_changes_nothing(mosquitto, tmp_path):
     use_case = SineUseCase(fleet_size=3)
     fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 3).start()
-    cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % mosquitto.port, use_case="sine",
-                        rounds=4, cohort=3, state_dir=str(tmp_path / "state"), eval_devices=2)
+    cfg = ServiceConfig(
+        broker="mqtt://127.0.0.1:%d" % mosquitto.port,
+        use_case="sine",
+        rounds=4,
+        cohort=3,
+        state_dir=str(tmp_path / "state"),
+        eval_devices=2,
+    )
     service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
     thread, result = run_in_background(service)
     try:
@@ -107,8 +131,13 @@ def test_half_a_message_then_disconnect_changes_nothing(mosquitto, tmp_path):
             s.sendall(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04half")
             s.recv(4)  # CONNACK
             body_len = 2 + len(topic) + 2 + 1000
-            s.sendall(bytes([0x32, (body_len & 0x7F) | 0x80, body_len >> 7]) +
-                      len(topic).to_bytes(2, "big") + topic + b"\x00\x01" + b"TM\x01\x02")
+            s.sendall(
+                bytes([0x32, (body_len & 0x7F) | 0x80, body_len >> 7])
+                + len(topic).to_bytes(2, "big")
+                + topic
+                + b"\x00\x01"
+                + b"TM\x01\x02"
+            )
         thread.join(60)
     finally:
         fleet.stop()
@@ -116,14 +145,24 @@ def test_half_a_message_then_disconnect_changes_nothing(mosquitto, tmp_path):
 
 
 def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path):
-    cfg_agent = {"device_id": "rebooter", "use_case": "kws",
-                 "broker": {"host": "127.0.0.1", "port": mosquitto.port}}
+    cfg_agent = {
+        "device_id": "rebooter",
+        "use_case": "kws",
+        "broker": {"host": "127.0.0.1", "port": mosquitto.port},
+    }
     agent = start_agent(cfg_agent, tmp_path, "micropython")
-    cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % mosquitto.port, use_case="kws",
-                        data_dir=os.environ.get("TINYMETAFED_DATA"), rounds=1, cohort=1,
-                        quorum=1.0, state_dir=str(tmp_path / "state"), eval_devices=1,
-                        round_timeout=60.0, settings={"recon_samples": 30,
-                                                      "adapt_samples": 60})
+    cfg = ServiceConfig(
+        broker="mqtt://127.0.0.1:%d" % mosquitto.port,
+        use_case="kws",
+        data_dir=os.environ.get("TINYMETAFED_DATA"),
+        rounds=1,
+        cohort=1,
+        quorum=1.0,
+        state_dir=str(tmp_path / "state"),
+        eval_devices=1,
+        round_timeout=60.0,
+        settings={"recon_samples": 30, "adapt_samples": 60},
+    )
     if cfg.data_dir is None:
         from tests.conftest import resolve_data_dir
 

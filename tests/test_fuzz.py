@@ -16,8 +16,12 @@ def test_random_bytes(which, body):
 
 
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.integers(0, 4), st.sampled_from(SEEDS), st.lists(st.tuples(
-    st.integers(0, 400), st.integers(0, 255)), max_size=6), st.integers(0, 400))
+@given(
+    st.integers(0, 4),
+    st.sampled_from(SEEDS),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
+    st.integers(0, 400),
+)
 def test_mutated_valid_messages(which, seed, flips, cut):
     data = bytearray(seed)
     for pos, value in flips:

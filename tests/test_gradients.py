@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from broker_service.nn import NumpyNet
+from broker_service.core.nn import NumpyNet
 from tests.helpers import LAYER_SPECS, fresh_params, sample
 
 

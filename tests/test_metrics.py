@@ -6,16 +6,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_service.metrics import Spool, line, parse_line
+from broker_service.observe.metrics import Spool, line, parse_line
 
 names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
 
 
-@given(names, st.dictionaries(names, names, max_size=3),
-       st.dictionaries(names, st.one_of(st.integers(-2**62, 2**62), st.booleans(),
-                                        st.floats(allow_nan=False, allow_infinity=False),
-                                        names), min_size=1, max_size=4),
-       st.integers(0, 2**62))
+@given(
+    names,
+    st.dictionaries(names, names, max_size=3),
+    st.dictionaries(
+        names,
+        st.one_of(
+            st.integers(-(2**62), 2**62),
+            st.booleans(),
+            st.floats(allow_nan=False, allow_infinity=False),
+            names,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(0, 2**62),
+)
 def test_line_protocol_round_trip(measurement, tags, fields, ts):
     point = parse_line(line(measurement, tags, fields, ts))
     assert point.measurement == measurement and point.ts_ns == ts

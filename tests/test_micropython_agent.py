@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.nn import NumpyNet
-from broker_service.simdevice import simulate_round
+from broker_service.core.device_round import simulate_round
+from broker_service.core.nn import NumpyNet
 from device_agent import codec
 from tests.helpers import rel_err
 from tests.mqtt_helpers import micropython_exe
@@ -69,16 +69,40 @@ def test_codec_decisions_are_identical_under_micropython_exe():
     cases = [bytes.fromhex(h) for _, h in GOLDEN]
     for value_enc in (0, 1, 2):
         for index_enc in (codec.INDEX_VARINT, codec.INDEX_BITMAP):
-            cases.append(codec.encode(codec.KIND_DELTA, 40, [0, 7, 39], [0.25, -3.5, 1e-3], 2, 3,
-                                      4, value_enc, index_enc))
-    cases += [codec.encode_command({"round": 3, "cancel": True}, 1, 3), b"", b"TM\x01",
-              bytes(40), _mutate(2, "<B", 9), _mutate(3, "<B", 77), _valid()[:-1],
-              _mutate(16, "<I", 10), _mutate(4, "<B", 9)]
+            cases.append(
+                codec.encode(
+                    codec.KIND_DELTA,
+                    40,
+                    [0, 7, 39],
+                    [0.25, -3.5, 1e-3],
+                    2,
+                    3,
+                    4,
+                    value_enc,
+                    index_enc,
+                )
+            )
+    cases += [
+        codec.encode_command({"round": 3, "cancel": True}, 1, 3),
+        b"",
+        b"TM\x01",
+        bytes(40),
+        _mutate(2, "<B", 9),
+        _mutate(3, "<B", 77),
+        _valid()[:-1],
+        _mutate(16, "<I", 10),
+        _mutate(4, "<B", 9),
+    ]
     stdin = "\n".join(bytes(c).hex() or "00" for c in cases)
     outs = []
-    for cmd in ([micropython_exe(), "-X", "heapsize=256K", "tests/mpy/codec_check.py"],
-                [sys.executable, "tests/mpy/codec_check.py"]):
-        outs.append(subprocess.run(cmd, cwd=ROOT, input=stdin, check=True, capture_output=True,
-                                   text=True, timeout=60).stdout)
+    for cmd in (
+        [micropython_exe(), "-X", "heapsize=256K", "tests/mpy/codec_check.py"],
+        [sys.executable, "tests/mpy/codec_check.py"],
+    ):
+        outs.append(
+            subprocess.run(
+                cmd, cwd=ROOT, input=stdin, check=True, capture_output=True, text=True, timeout=60
+            ).stdout
+        )
     assert outs[0] == outs[1]
     assert outs[0].count("rejected") == 8 and "bad_indices" in outs[0]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from broker_service.config import ServiceConfig
-from broker_service.fleet import SimulatedFleet
-from broker_service.logs import EventLog
-from broker_service.metrics import read_points
-from broker_service.service import AggregationService
+from broker_service.observe.logs import EventLog
+from broker_service.observe.metrics import read_points
+from broker_service.server.config import ServiceConfig
+from broker_service.server.service import AggregationService
+from broker_service.sim.fleet import SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
 from tests.brokers import Mosquitto
 from tests.mqtt_helpers import ROOT, run_in_background, start_agent
@@ -25,18 +25,32 @@ from tests.stores import InfluxDB1, VictoriaMetrics
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tinymetafed.json"
 
 
-def run_session(folder: Path, broker_port: int, influx_url: str, rounds: int = 8,
-                during=None) -> dict:
+def run_session(
+    folder: Path, broker_port: int, influx_url: str, rounds: int = 8, during=None
+) -> dict:
     """A session with 5 simulated agents, a micropython agent and one hostile update."""
     use_case = SineUseCase(fleet_size=6)
     fleet = SimulatedFleet("127.0.0.1", broker_port, use_case, 5).start()
-    mp = start_agent({"device_id": use_case.device_ids[5], "use_case": "sine",
-                      "broker": {"host": "127.0.0.1", "port": broker_port}}, folder,
-                     "micropython")
-    cfg = ServiceConfig(broker="mqtt://127.0.0.1:%d" % broker_port, use_case="sine",
-                        rounds=rounds, cohort=6, state_dir=str(folder / "state"),
-                        eval_every=2, eval_devices=4, influx_url=influx_url,
-                        round_timeout=20.0)
+    mp = start_agent(
+        {
+            "device_id": use_case.device_ids[5],
+            "use_case": "sine",
+            "broker": {"host": "127.0.0.1", "port": broker_port},
+        },
+        folder,
+        "micropython",
+    )
+    cfg = ServiceConfig(
+        broker="mqtt://127.0.0.1:%d" % broker_port,
+        use_case="sine",
+        rounds=rounds,
+        cohort=6,
+        state_dir=str(folder / "state"),
+        eval_every=2,
+        eval_devices=4,
+        influx_url=influx_url,
+        round_timeout=20.0,
+    )
     service = AggregationService(cfg, EventLog(path=folder / "service.log"))
     thread, result = run_in_background(service)
     try:
@@ -47,8 +61,9 @@ def run_session(folder: Path, broker_port: int, influx_url: str, rounds: int = 8
         hostile = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile")
         hostile.connect("127.0.0.1", broker_port)
         hostile.loop_start()
-        hostile.publish(service.topics.update(use_case.device_ids[0]), b"\x00" * 40,
-                        qos=1).wait_for_publish()
+        hostile.publish(
+            service.topics.update(use_case.device_ids[0]), b"\x00" * 40, qos=1
+        ).wait_for_publish()
         hostile.loop_stop()
         if during:
             during(service)
@@ -98,10 +113,20 @@ def test_service_writes_every_series_through_influxdb_client(session):
     folder, summary, export = session
     expected = expected_series(summary["metrics"])
     names = {name for name, _ in expected}
-    for must in ("round_metric", "round_bytes_up", "round_bytes_down", "round_participants",
-                 "round_saving", "round_outer_step", "round_energy_mj_total", "round_rejected",
-                 "device_update_energy_mj", "device_update_payload_bytes",
-                 "device_update_heap_free", "presence_online"):
+    for must in (
+        "round_metric",
+        "round_bytes_up",
+        "round_bytes_down",
+        "round_participants",
+        "round_saving",
+        "round_outer_step",
+        "round_energy_mj_total",
+        "round_rejected",
+        "device_update_energy_mj",
+        "device_update_payload_bytes",
+        "device_update_heap_free",
+        "presence_online",
+    ):
         assert must in names, must
     assert any(name.startswith("round_rejected_") for name in names)
     assert stored_series(export) == expected
@@ -154,9 +179,12 @@ def test_every_dashboard_query_returns_data_on_real_influxdb(session, tmp_path):
             values = db.query(query, "tinymetafed")["results"][0]
             assert values.get("series"), var["name"]
         for title, query in _panel_queries():
-            q = (query.replace("$fleet", "default").replace("$use_case", "sine")
-                 .replace("$timeFilter", "time >= %d AND time <= %d" % (lo, hi))
-                 .replace("$__interval", "1s"))
+            q = (
+                query.replace("$fleet", "default")
+                .replace("$use_case", "sine")
+                .replace("$timeFilter", "time >= %d AND time <= %d" % (lo, hi))
+                .replace("$__interval", "1s")
+            )
             result = db.query(q, "tinymetafed")["results"][0]
             assert "error" not in result, (title, result)
             assert result.get("series"), "panel %r returned nothing" % title
@@ -167,8 +195,13 @@ def test_every_dashboard_query_returns_data_on_real_influxdb(session, tmp_path):
 def test_dashboard_typechecks_against_grafana_schema():
     tsc = ROOT / ".venv" / "node" / "node_modules" / ".bin" / "tsc"
     assert tsc.exists(), "typescript missing: run `make test` (npm @grafana/schema typescript)"
-    proc = subprocess.run([str(tsc), "-p", "tests/grafana/tsconfig.json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(tsc), "-p", "tests/grafana/tsconfig.json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     panel_types = {p["type"] for p in json.loads(DASHBOARD.read_text())["panels"]}
     assert panel_types <= {"timeseries", "stat", "table", "state-timeline", "bargauge"}
@@ -192,28 +225,79 @@ def test_report_is_valid_html_with_a_plot_per_view_and_renders(session, tmp_path
     _, summary, _ = session
     out = tmp_path / "report.html"
     bench = tmp_path / "bench.json"
-    subprocess.run([sys.executable, "-m", "broker_service.cli", "bench", "--use-case", "sine",
-                    "--quick", "--quiet", "--algorithms", "tinymetafed,no_federation",
-                    "--json", str(bench)], cwd=ROOT, check=True, capture_output=True)
-    proc = subprocess.run([sys.executable, "-m", "broker_service.cli", "report", "--metrics",
-                           summary["metrics"], "--out", str(out), "--bench", str(bench)],
-                          cwd=ROOT, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker_service.cli",
+            "bench",
+            "--use-case",
+            "sine",
+            "--quick",
+            "--quiet",
+            "--algorithms",
+            "tinymetafed,no_federation",
+            "--json",
+            str(bench),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker_service.cli",
+            "report",
+            "--metrics",
+            summary["metrics"],
+            "--out",
+            str(out),
+            "--bench",
+            str(bench),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert "metric on new devices" in proc.stdout
     parser = _Images()
     parser.feed(out.read_text())
     parser.close()
-    assert parser.sections == ["convergence", "communication", "energy", "participation",
-                               "presence"]
-    assert len(parser.images) == 5 and all(s.startswith("data:image/png;base64,")
-                                           for s in parser.images)
+    assert parser.sections == [
+        "convergence",
+        "communication",
+        "energy",
+        "participation",
+        "presence",
+    ]
+    assert len(parser.images) == 5 and all(
+        s.startswith("data:image/png;base64,") for s in parser.images
+    )
     assert "<table>" in out.read_text()
     shot = tmp_path / "report.png"
     chromium = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--user-data-dir=%s" % (tmp_path / "chrome"),
-         "--screenshot=%s" % shot, "--window-size=1280,2200", out.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--user-data-dir=%s" % (tmp_path / "chrome"),
+            "--screenshot=%s" % shot,
+            "--window-size=1280,2200",
+            out.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), chromium.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # plots and text, not blank

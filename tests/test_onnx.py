@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from broker_service import checkpoint
-from broker_service.datafiles import write_device_samples
-from broker_service.nn import NumpyNet
-from broker_service.onnx_io import OnnxError, export_model, import_model
-from broker_service.simulation import initial_theta
+from broker_service.core.nn import NumpyNet
+from broker_service.server import checkpoint
+from broker_service.sim.datafiles import write_device_samples
+from broker_service.sim.simulation import initial_theta
+from broker_service.tools.onnx_io import OnnxError, export_model, import_model
 from broker_service.usecases.sine import SineUseCase
 from device_agent.specs import spec_for
 from tests.helpers import LAYER_SPECS
@@ -56,8 +56,7 @@ def test_export_import_export_round_trips(name):
     for a, b in zip(first.graph.initializer, second.graph.initializer, strict=True):
         np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
     x = batch_for(net.plan, np.random.default_rng(0))
-    np.testing.assert_allclose(NumpyNet(spec2).predict(theta2, x), net.predict(theta, x),
-                               rtol=1e-6)
+    np.testing.assert_allclose(NumpyNet(spec2).predict(theta2, x), net.predict(theta, x), rtol=1e-6)
 
 
 def test_metadata_names_the_local_parameters():
@@ -71,10 +70,15 @@ def test_metadata_names_the_local_parameters():
 def test_unsupported_operator_is_named_with_its_node():
     w = numpy_helper.from_array(np.ones((2, 3), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-         helper.make_node("Sigmoid", ["h"], ["y"], name="squash")], "g",
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+            helper.make_node("Sigmoid", ["h"], ["y"], name="squash"),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [w],
+    )
     with pytest.raises(OnnxError, match="unsupported operator MatMul at node 'mm'"):
         import_model(helper.make_model(graph))
 
@@ -83,46 +87,88 @@ def test_cli_exports_with_a_fitted_head_and_imports(tmp_path):
     use_case = SineUseCase()
     net = NumpyNet(use_case.spec)
     theta_g = initial_theta(net, 0)[: net.plan.n_global]
-    ckpt = checkpoint.Checkpoint(spec=use_case.spec, theta=theta_g, round=3,
-                                 algorithm="tinymetafed", use_case="sine")
+    ckpt = checkpoint.Checkpoint(
+        spec=use_case.spec, theta=theta_g, round=3, algorithm="tinymetafed", use_case="sine"
+    )
     checkpoint.save(tmp_path / "c.json", ckpt)
     support = write_device_samples(use_case, use_case.device_ids[0], tmp_path / "s.csv", 0, 10)
     out = tmp_path / "m.onnx"
     cli = [sys.executable, "-m", "broker_service.cli"]
-    subprocess.run(cli + ["export", "--checkpoint", str(tmp_path / "c.json"), "--out", str(out),
-                          "--with-head-from", support], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        cli
+        + [
+            "export",
+            "--checkpoint",
+            str(tmp_path / "c.json"),
+            "--out",
+            str(out),
+            "--with-head-from",
+            support,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     model = onnx.load(out)
     props = {p.key: p.value for p in model.metadata_props}
     assert "reconstructed on 10 support samples" in props["head"]
-    head = numpy_helper.to_array(next(t for t in model.graph.initializer
-                                      if t.name == "layer4.weight"))
+    head = numpy_helper.to_array(
+        next(t for t in model.graph.initializer if t.name == "layer4.weight")
+    )
     assert np.abs(head).sum() > 0  # fitted, not the zero init
-    proc = subprocess.run(cli + ["init", "--from-onnx", str(out), "--out",
-                                 str(tmp_path / "i.json")], cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        cli + ["init", "--from-onnx", str(out), "--out", str(tmp_path / "i.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert checkpoint.load(tmp_path / "i.json").spec["layers"] == use_case.spec["layers"]
     assert '"dense"' in proc.stdout
 
 
 def test_a_new_session_starts_from_an_imported_architecture(tmp_path):
-    from broker_service.config import ConfigError, ServiceConfig
-    from broker_service.logs import EventLog
-    from broker_service.service import AggregationService
+    from broker_service.observe.logs import EventLog
+    from broker_service.server.config import ConfigError, ServiceConfig
+    from broker_service.server.service import AggregationService
 
     net = NumpyNet(spec_for("sine"))
     theta = initial_theta(net, 42)
     onnx.save(export_model(net.plan.spec, theta), tmp_path / "arch.onnx")
-    subprocess.run([sys.executable, "-m", "broker_service.cli", "init", "--from-onnx",
-                    str(tmp_path / "arch.onnx"), "--out", str(tmp_path / "init.json")],
-                   cwd=ROOT, check=True, capture_output=True)
-    cfg = ServiceConfig(use_case="sine", state_dir=str(tmp_path / "state"),
-                        init_checkpoint=str(tmp_path / "init.json"), eval_devices=1)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker_service.cli",
+            "init",
+            "--from-onnx",
+            str(tmp_path / "arch.onnx"),
+            "--out",
+            str(tmp_path / "init.json"),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    cfg = ServiceConfig(
+        use_case="sine",
+        state_dir=str(tmp_path / "state"),
+        init_checkpoint=str(tmp_path / "init.json"),
+        eval_devices=1,
+    )
     service = AggregationService(cfg, EventLog(quiet=True))
     np.testing.assert_array_equal(service.theta, theta[: net.plan.n_global])
     occupancy = NumpyNet(spec_for("occupancy"))
-    checkpoint.save(tmp_path / "other.json", checkpoint.Checkpoint(
-        spec=occupancy.plan.spec, theta=initial_theta(occupancy, 1), round=0, algorithm="init",
-        use_case="custom"))
+    checkpoint.save(
+        tmp_path / "other.json",
+        checkpoint.Checkpoint(
+            spec=occupancy.plan.spec,
+            theta=initial_theta(occupancy, 1),
+            round=0,
+            algorithm="init",
+            use_case="custom",
+        ),
+    )
     cfg.init_checkpoint = str(tmp_path / "other.json")
     cfg.state_dir = str(tmp_path / "state2")
     with pytest.raises(ConfigError, match="another architecture"):

@@ -5,8 +5,8 @@ from array import array
 import numpy as np
 import pytest
 
-from broker_service.nn import NumpyNet
-from broker_service.simdevice import simulate_round, top_k_indices
+from broker_service.core.device_round import simulate_round, top_k_indices
+from broker_service.core.nn import NumpyNet
 from broker_service.usecases.sine import SPEC as SINE_SPEC
 from device_agent import codec
 from device_agent.network import Network
@@ -105,15 +105,24 @@ def test_joint_adaptation_trains_the_head_and_frozen_does_not():
     xs = rng.uniform(-1, 1, (30, 1)).astype(np.float32)
     ys = (2.0 * np.sin(5 * xs + 1.0)).astype(np.float32)
     pairs = list(zip(xs, [list(y) for y in ys], strict=True))
-    base = {"recon_samples": 10, "adapt_samples": 20, "recon_lr": 0.05, "adapt_lr": 0.05,
-            "top_p": 10.0, "values": "f32", "error_feedback": False, "seed": 9}
+    base = {
+        "recon_samples": 10,
+        "adapt_samples": 20,
+        "recon_lr": 0.05,
+        "adapt_lr": 0.05,
+        "top_p": 10.0,
+        "values": "f32",
+        "error_feedback": False,
+        "seed": 9,
+    }
     heads, macs = {}, {}
     for adapt in (0, 20):
         for joint in (True, False):
             p = array("f", params)
-            result = run_round(Network(plan), p, pairs,
-                               dict(base, joint=joint, adapt_samples=adapt))
-            heads[adapt, joint] = np.array(p[plan.n_global:])
+            result = run_round(
+                Network(plan), p, pairs, dict(base, joint=joint, adapt_samples=adapt)
+            )
+            heads[adapt, joint] = np.array(p[plan.n_global :])
             macs[adapt, joint] = result.macs
     reconstructed = heads[0, True]
     assert np.array_equal(heads[20, False], reconstructed)

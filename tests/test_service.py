@@ -11,18 +11,18 @@ import time
 import numpy as np
 import pytest
 
-from broker_service import checkpoint
-from broker_service.aggregate import meta_update, outer_step
-from broker_service.bench import episodes_for
-from broker_service.config import ServiceConfig
-from broker_service.datafiles import write_device_samples
-from broker_service.fleet import NumpyRunner, SimulatedFleet
-from broker_service.hyperparams import settings_for
-from broker_service.logs import EventLog
-from broker_service.rounds import RoundLedger
-from broker_service.service import AggregationService
-from broker_service.simulation import run as simulate
-from broker_service.strategies import TinyMetaFed
+from broker_service.core.aggregate import meta_update, outer_step
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.strategies import TinyMetaFed
+from broker_service.observe.logs import EventLog
+from broker_service.server import checkpoint
+from broker_service.server.config import ServiceConfig
+from broker_service.server.rounds import RoundLedger
+from broker_service.server.service import AggregationService
+from broker_service.sim.bench import episodes_for
+from broker_service.sim.datafiles import write_device_samples
+from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
+from broker_service.sim.simulation import run as simulate
 from broker_service.usecases.sine import SineUseCase
 from tests.mqtt_helpers import ROOT, Driver, start_agent
 
@@ -30,9 +30,18 @@ FAST = {"recon_samples": 20, "adapt_samples": 100, "adapt_lr": 0.02}  # learns w
 
 
 def service_config(port, tmp_path, **kw):
-    base = dict(broker="mqtt://127.0.0.1:%d" % port, use_case="sine", rounds=10, cohort=5,
-                state_dir=str(tmp_path / "state"), round_timeout=20.0, wait_for_devices=30.0,
-                eval_every=5, eval_devices=20, seed=0)
+    base = dict(
+        broker="mqtt://127.0.0.1:%d" % port,
+        use_case="sine",
+        rounds=10,
+        cohort=5,
+        state_dir=str(tmp_path / "state"),
+        round_timeout=20.0,
+        wait_for_devices=30.0,
+        eval_every=5,
+        eval_devices=20,
+        seed=0,
+    )
     base.update(kw)
     return ServiceConfig(**base)
 
@@ -48,9 +57,12 @@ def test_session_with_cpython_and_micropython_agents_learns_like_the_bench(mosqu
     procs = []
     for device in use_case.device_ids[-2:]:
         samples = write_device_samples(use_case, device, tmp_path / (device + ".csv"), 0)
-        cfg = {"device_id": device, "use_case": "sine",
-               "broker": {"host": "127.0.0.1", "port": mosquitto.port},
-               "data": {"kind": "file", "path": samples}}
+        cfg = {
+            "device_id": device,
+            "use_case": "sine",
+            "broker": {"host": "127.0.0.1", "port": mosquitto.port},
+            "data": {"kind": "file", "path": samples},
+        }
         procs.append(start_agent(cfg, tmp_path, "micropython"))
     try:
         cfg = service_config(mosquitto.port, tmp_path, min_updates=5, settings=FAST)
@@ -63,8 +75,14 @@ def test_session_with_cpython_and_micropython_agents_learns_like_the_bench(mosqu
     log = (tmp_path / "service.log").read_text()
     assert summary["rounds"] == 10 and summary["updates"] == 50
     assert any("device=%s" % d in log and "event=accepted" in log for d in use_case.device_ids[-2:])
-    assert sum(log.count("event=accepted round=%d device=%s" % (r, d))
-               for r in range(10) for d in use_case.device_ids[-2:]) >= 1
+    assert (
+        sum(
+            log.count("event=accepted round=%d device=%s" % (r, d))
+            for r in range(10)
+            for d in use_case.device_ids[-2:]
+        )
+        >= 1
+    )
     # the same settings in the learning core's simulation
     settings = settings_for("sine", rounds=10, cohort=5, eval_devices=20, **FAST)
     curve_eps, _ = episodes_for(use_case, settings, 0)
@@ -103,8 +121,11 @@ def test_disconnect_mid_round_closes_at_deadline_with_quorum(mosquitto, tmp_path
     finally:
         fleet.stop()
     assert summary["rounds"] == 3
-    closed = [line for line in (tmp_path / "service.log").read_text().splitlines()
-              if "event=round_closed" in line]
+    closed = [
+        line
+        for line in (tmp_path / "service.log").read_text().splitlines()
+        if "event=round_closed" in line
+    ]
     assert "late=" not in closed[0] and "late=%s" % dropper.device_id in closed[1]
     assert "participants=4" in closed[1]
     assert took >= 3.0  # round 1 waited for its deadline
@@ -112,12 +133,27 @@ def test_disconnect_mid_round_closes_at_deadline_with_quorum(mosquitto, tmp_path
 
 def _serve_process(port, tmp_path, state, log):
     env = {**os.environ, "TINYMETAFED_ROUNDS": "10", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "broker_service.cli", "serve", "--broker",
-           "mqtt://127.0.0.1:%d" % port, "--use-case", "sine", "--cohort", "5",
-           "--state-dir", str(state), "--eval-every", "100", "--eval-devices", "2",
-           "--round-timeout", "20"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "a"),
-                            stderr=subprocess.STDOUT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "broker_service.cli",
+        "serve",
+        "--broker",
+        "mqtt://127.0.0.1:%d" % port,
+        "--use-case",
+        "sine",
+        "--cohort",
+        "5",
+        "--state-dir",
+        str(state),
+        "--eval-every",
+        "100",
+        "--eval-devices",
+        "2",
+        "--round-timeout",
+        "20",
+    ]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
 
 
 def test_sigkill_and_restart_resumes_to_the_same_model(mosquitto, tmp_path):
@@ -211,9 +247,14 @@ def test_a_duplicated_update_changes_the_model_once(mosquitto, tmp_path):
 @pytest.mark.slow
 def test_demo_runs_with_the_embedded_broker(tmp_path):
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "broker_service.cli", "demo", "--out",
-                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "broker_service.cli", "demo", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     took = time.monotonic() - started
     print("demo took %.1f s" % took)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -228,17 +269,35 @@ def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
     keys = {"signed-mp": "11" * 32, "signed-py": "22" * 32, "forger": "33" * 32}
     (tmp_path / "keys.json").write_text(json.dumps(keys))
     procs = []
-    for device, impl in (("signed-mp", "micropython"), ("signed-py", "cpython"),
-                         ("forger", "cpython"), ("unsigned", "cpython")):
-        key = {"signed-mp": keys["signed-mp"], "signed-py": keys["signed-py"],
-               "forger": "44" * 32}.get(device)
-        cfg = {"device_id": device, "use_case": "sine", "hmac_key": key,
-               "broker": {"host": "127.0.0.1", "port": mosquitto.port}}
+    for device, impl in (
+        ("signed-mp", "micropython"),
+        ("signed-py", "cpython"),
+        ("forger", "cpython"),
+        ("unsigned", "cpython"),
+    ):
+        key = {
+            "signed-mp": keys["signed-mp"],
+            "signed-py": keys["signed-py"],
+            "forger": "44" * 32,
+        }.get(device)
+        cfg = {
+            "device_id": device,
+            "use_case": "sine",
+            "hmac_key": key,
+            "broker": {"host": "127.0.0.1", "port": mosquitto.port},
+        }
         procs.append(start_agent(cfg, tmp_path, impl))
     try:
-        cfg = service_config(mosquitto.port, tmp_path, rounds=1, cohort=4, quorum=0.5,
-                             round_timeout=8.0, hmac_keys_file=str(tmp_path / "keys.json"),
-                             max_attempts=1)
+        cfg = service_config(
+            mosquitto.port,
+            tmp_path,
+            rounds=1,
+            cohort=4,
+            quorum=0.5,
+            round_timeout=8.0,
+            hmac_keys_file=str(tmp_path / "keys.json"),
+            max_attempts=1,
+        )
         summary = run_service(cfg, tmp_path / "service.log")
     finally:
         for p in procs:

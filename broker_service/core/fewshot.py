@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.nn import NumpyNet
-from broker_service.simdevice import init_local
+from broker_service.core.device_round import init_local
+from broker_service.core.nn import NumpyNet
 from broker_service.usecases.base import Episode
 from device_agent.round import round_settings
 
@@ -25,8 +25,13 @@ def metric_value(kind: str, outputs: np.ndarray, y: np.ndarray) -> float:
 
 
 def adapt(
-    net: NumpyNet, theta: np.ndarray, split: bool, support_x: np.ndarray, support_y: np.ndarray,
-    settings: dict, head_only: bool = False,
+    net: NumpyNet,
+    theta: np.ndarray,
+    split: bool,
+    support_x: np.ndarray,
+    support_y: np.ndarray,
+    settings: dict,
+    head_only: bool = False,
 ) -> np.ndarray:
     """All parameters after few-shot adaptation on the support set (see the module docstring);
     with `head_only`, only the head passes are run (θ_g unchanged)."""

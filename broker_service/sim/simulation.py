@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from broker_service import fastcodec
-from broker_service.aggregate import SparseUpdate
-from broker_service.cohort import sample_cohort
-from broker_service.fewshot import evaluate_on_episodes
-from broker_service.nn import NumpyNet
-from broker_service.strategies import Strategy
+from broker_service.core import fastcodec
+from broker_service.core.aggregate import SparseUpdate
+from broker_service.core.cohort import sample_cohort
+from broker_service.core.fewshot import evaluate_on_episodes
+from broker_service.core.nn import NumpyNet
+from broker_service.core.strategies import Strategy
 from broker_service.usecases.base import Episode, UseCase
 from device_agent import codec
 from device_agent.energy import energy_mj, profile
@@ -82,8 +82,9 @@ def run(
             (0, _curve_point(net, theta, strategy, curve_episodes, settings, use_case))
         )
     for t in range(rounds):
-        theta = _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result,
-                           tamper)
+        theta = _one_round(
+            strategy, net, use_case, theta, t, rounds, seed, residuals, result, tamper
+        )
         if (t + 1) % every == 0 or t + 1 == rounds:
             value = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
             result.curve.append((t + 1, value))

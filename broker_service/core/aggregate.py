@@ -51,8 +51,9 @@ def clip_update(update: SparseUpdate, max_norm: float) -> SparseUpdate:
     norm = float(np.linalg.norm(update.values))
     if max_norm <= 0 or norm <= max_norm:
         return update
-    return SparseUpdate(update.indices, (update.values * (max_norm / norm)).astype(np.float32),
-                        update.samples)
+    return SparseUpdate(
+        update.indices, (update.values * (max_norm / norm)).astype(np.float32), update.samples
+    )
 
 
 def dense_stack(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
@@ -83,9 +84,14 @@ def trimmed_mean(n: int, updates: Sequence[SparseUpdate], trim: float = 0.2) -> 
     return kept.mean(axis=0).astype(np.float32)
 
 
-def robust_aggregate(n: int, updates: Sequence[SparseUpdate], method: str = "mean",
-                     clip_norm: float = 0.0, trim: float = 0.2,
-                     clip_scale: float = 0.0) -> np.ndarray:
+def robust_aggregate(
+    n: int,
+    updates: Sequence[SparseUpdate],
+    method: str = "mean",
+    clip_norm: float = 0.0,
+    trim: float = 0.2,
+    clip_scale: float = 0.0,
+) -> np.ndarray:
     """Agg({Δ_i}) with optional norm clipping — to a fixed `clip_norm`, or to `clip_scale` ×
     the median norm of this cohort's updates — then 'mean' (sample-weighted), 'trimmed_mean'
     or 'median'."""

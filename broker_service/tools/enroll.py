@@ -33,14 +33,31 @@ def add_broker_user(passwd_file: Path, user: str, password: str) -> None:
     passwd_file.chmod(0o644)  # mosquitto drops to its own user and must read it
 
 
-def enroll(device_id: str, passwd_file: Path, broker_host: str, broker_port: int = 1883,
-           use_case: str = "sine", fleet: str = "default", password: str | None = None) -> dict:
+def enroll(
+    device_id: str,
+    passwd_file: Path,
+    broker_host: str,
+    broker_port: int = 1883,
+    use_case: str = "sine",
+    fleet: str = "default",
+    password: str | None = None,
+) -> dict:
     """Create the device's credentials and return its (checked) board config."""
     password = password or secrets.token_urlsafe(18)
-    config = make_config({"device_id": device_id, "fleet": fleet, "use_case": use_case,
-                          "broker": {"host": broker_host, "port": broker_port,
-                                     "user": device_id, "password": password},
-                          "data": {"kind": "file", "path": "samples.csv"},
-                          "wifi": {"ssid": "my-network", "password": "change-me"}})
+    config = make_config(
+        {
+            "device_id": device_id,
+            "fleet": fleet,
+            "use_case": use_case,
+            "broker": {
+                "host": broker_host,
+                "port": broker_port,
+                "user": device_id,
+                "password": password,
+            },
+            "data": {"kind": "file", "path": "samples.csv"},
+            "wifi": {"ssid": "my-network", "password": "change-me"},
+        }
+    )
     add_broker_user(passwd_file, device_id, password)
     return config

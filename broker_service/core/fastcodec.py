@@ -33,8 +33,9 @@ def decode_header(buf: bytes, max_size: int = 1 << 20) -> codec.Header:
     if h.kind not in codec.KINDS:
         raise CodecError("bad_kind", str(h.kind))
     if h.body_len != size - codec.HEADER_SIZE:
-        raise CodecError("bad_lengths", "body %d, header says %d" % (size - codec.HEADER_SIZE,
-                                                                      h.body_len))
+        raise CodecError(
+            "bad_lengths", "body %d, header says %d" % (size - codec.HEADER_SIZE, h.body_len)
+        )
     if not _crc_ok(buf, h):
         raise CodecError("bad_checksum")
     if h.kind != codec.KIND_COMMAND:

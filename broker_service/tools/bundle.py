@@ -15,12 +15,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "device_agent"
 BOARD = ROOT / "deploy" / "board"
 CPYTHON_ONLY = {"transport_paho.py"}
-ARCHES = {"esp32": "xtensawin", "rp2": "armv6m", "nrf52840": "armv7emsp", "unix": "x64",
-          "stm32": "armv7emsp"}
+ARCHES = {
+    "esp32": "xtensawin",
+    "rp2": "armv6m",
+    "nrf52840": "armv7emsp",
+    "unix": "x64",
+    "stm32": "armv7emsp",
+}
 NATIVE = "@micropython.native"
 
 
@@ -38,12 +43,20 @@ def strip_native(source: str) -> str:
     return "".join(line for line in source.splitlines(True) if line.strip() != NATIVE)
 
 
-def write_bundle(out: Path, config: dict | None = None, mpy: bool = False, arch: str | None = None,
-                 plain: bool = False, umqtt_dir: Path | None = None) -> list[Path]:
+def write_bundle(
+    out: Path,
+    config: dict | None = None,
+    mpy: bool = False,
+    arch: str | None = None,
+    plain: bool = False,
+    umqtt_dir: Path | None = None,
+) -> list[Path]:
     """Write the bundle into `out`; returns the files written."""
     if mpy and not plain and arch is None:
-        raise BundleError("--mpy needs --arch (%s) for the native kernels, or --plain"
-                          % ", ".join(sorted(set(ARCHES))))
+        raise BundleError(
+            "--mpy needs --arch (%s) for the native kernels, or --plain"
+            % ", ".join(sorted(set(ARCHES)))
+        )
     target = out / "device_agent"
     target.mkdir(parents=True, exist_ok=True)
     written = []
@@ -82,8 +95,10 @@ def _compile(source: Path, arch: str | None) -> Path:
 def _copy_umqtt(out: Path, umqtt_dir: Path | None) -> list[Path]:
     folder = umqtt_dir or ROOT / ".venv" / "micropython-lib" / "umqtt"
     if not (folder / "simple.py").exists():
-        print("note: umqtt.simple not found locally; on the board run "
-              "`mpremote mip install umqtt.simple`")
+        print(
+            "note: umqtt.simple not found locally; on the board run "
+            "`mpremote mip install umqtt.simple`"
+        )
         return []
     (out / "umqtt").mkdir(exist_ok=True)
     for name in ("__init__.py", "simple.py"):

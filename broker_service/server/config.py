@@ -1,6 +1,6 @@
 """Service configuration from defaults, a TOML file, environment variables and flags.
 
-Training settings (broker_service/hyperparams.py keys such as recon_lr or top_p) can be
+Training settings (broker_service/core/hyperparams.py keys such as recon_lr or top_p) can be
 overridden with a [settings] table in the file or `--set KEY=VALUE` flags.
 
 Precedence, lowest to highest: built-in defaults < TOML file (`--config`; keys at top level or
@@ -64,8 +64,9 @@ class ServiceConfig:
         """(host, port, tls) from the broker URL (mqtt:// or mqtts://)."""
         url = urlparse(self.broker)
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-            raise ConfigError("broker must look like mqtt://host:port or mqtts://host:port, "
-                              "got %r" % self.broker)
+            raise ConfigError(
+                "broker must look like mqtt://host:port or mqtts://host:port, got %r" % self.broker
+            )
         tls = url.scheme == "mqtts"
         return url.hostname, url.port or (8883 if tls else 1883), tls
 
@@ -95,8 +96,9 @@ def _flatten(doc: dict) -> dict:
     return flat
 
 
-def load_config(path: str | None = None, flags: dict | None = None,
-                env: dict | None = None) -> ServiceConfig:
+def load_config(
+    path: str | None = None, flags: dict | None = None, env: dict | None = None
+) -> ServiceConfig:
     """Merge the four layers; unknown keys in the file are an error naming them."""
     env = os.environ if env is None else env
     known = {f.name: f.type for f in fields(ServiceConfig)}

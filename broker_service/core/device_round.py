@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from broker_service.nn import NumpyNet
+from broker_service.core.nn import NumpyNet
 from device_agent import codec
 from device_agent.model import init_layer
 from device_agent.rng import XorShift32

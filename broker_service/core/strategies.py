@@ -5,17 +5,17 @@
   (simulated with numpy; the real agent runs device_agent.round for TinyMetaFed/TinyReptile).
 - `aggregate(theta, updates, t, total)`: the server's update from the cohort's decoded deltas.
 
-The maths lives in pure functions (broker_service.aggregate, device_agent.round); a strategy only
-chooses which of them to run with which settings.
+The maths lives in pure functions (broker_service.core.aggregate, device_agent.round); a strategy
+only chooses which of them to run with which settings.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from broker_service.aggregate import SparseUpdate, meta_update, outer_step, robust_aggregate
-from broker_service.nn import NumpyNet
-from broker_service.simdevice import SimResult, simulate_round
+from broker_service.core.aggregate import SparseUpdate, meta_update, outer_step, robust_aggregate
+from broker_service.core.device_round import SimResult, simulate_round
+from broker_service.core.nn import NumpyNet
 from device_agent import codec
 from device_agent.round import global_size
 
@@ -75,8 +75,9 @@ class Strategy:
         scale = float(self.settings.get("clip_scale", 0.0))
         if method == "mean" and clip <= 0 and scale <= 0:
             return meta_update(theta, updates, beta)
-        agg = robust_aggregate(len(theta), updates, method, clip,
-                               float(self.settings.get("trim", 0.2)), scale)
+        agg = robust_aggregate(
+            len(theta), updates, method, clip, float(self.settings.get("trim", 0.2)), scale
+        )
         return (theta + np.float32(beta) * agg).astype(np.float32)
 
 

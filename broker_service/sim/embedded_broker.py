@@ -29,8 +29,9 @@ class EmbeddedBroker:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
-                                       name="embedded-broker")
+        self.thread = threading.Thread(
+            target=self._run, args=(ready,), daemon=True, name="embedded-broker"
+        )
         self.thread.start()
         if not ready.wait(timeout) or self.error:
             raise RuntimeError("embedded broker did not start: %r" % self.error)
@@ -42,8 +43,9 @@ class EmbeddedBroker:
         asyncio.set_event_loop(self.loop)
         config = {
             "listeners": {"default": {"type": "tcp", "bind": "%s:%d" % (self.host, self.port)}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                        {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
         try:
             self.broker = Broker(config, loop=self.loop)

@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import time
 
-from broker_service.metrics import Sink, line
+from broker_service.observe.metrics import Sink, line
 
-TELEMETRY_FIELDS = ("samples", "compute_ms", "energy_mj", "heap_free", "heap_peak", "nnz",
-                    "loss_before", "loss_after", "macs", "bytes_sent", "bytes_received")
+TELEMETRY_FIELDS = (
+    "samples",
+    "compute_ms",
+    "energy_mj",
+    "heap_free",
+    "heap_peak",
+    "nnz",
+    "loss_before",
+    "loss_after",
+    "macs",
+    "bytes_sent",
+    "bytes_received",
+)
 
 
 class Recorder:
@@ -33,14 +44,23 @@ class Recorder:
         t = report.totals
         participants = len(report.participants)
         fields = {
-            "round": report.round, "participants": participants, "late": len(report.late),
-            "duplicates": report.duplicates, "attempts": report.attempts,
-            "rejected": sum(report.rejected.values()), "bytes_up": report.bytes_up,
-            "bytes_down": report.bytes_down, "bytes_up_total": t.bytes_up,
-            "bytes_down_total": t.bytes_down, "dense_bytes_up": dense_bytes_per_update *
-            participants, "saving": (dense_bytes_per_update * participants / report.bytes_up)
-            if report.bytes_up else None, "outer_step": float(report.outer_step),
-            "duration_s": float(report.seconds), "metric": report.metric,
+            "round": report.round,
+            "participants": participants,
+            "late": len(report.late),
+            "duplicates": report.duplicates,
+            "attempts": report.attempts,
+            "rejected": sum(report.rejected.values()),
+            "bytes_up": report.bytes_up,
+            "bytes_down": report.bytes_down,
+            "bytes_up_total": t.bytes_up,
+            "bytes_down_total": t.bytes_down,
+            "dense_bytes_up": dense_bytes_per_update * participants,
+            "saving": (dense_bytes_per_update * participants / report.bytes_up)
+            if report.bytes_up
+            else None,
+            "outer_step": float(report.outer_step),
+            "duration_s": float(report.seconds),
+            "metric": report.metric,
             "energy_mj_total": float(t.energy_mj),
             "loss": float(sum(losses) / len(losses)) if losses else None,
         }
@@ -50,11 +70,13 @@ class Recorder:
 
     def evaluated(self, rounds_done: int, metric: float) -> None:
         """The metric of the model before any round of this session (round = rounds done − 1)."""
-        self.sink.write([line("round", self.tags, {"round": rounds_done - 1, "metric": metric},
-                              self._now())])
+        self.sink.write(
+            [line("round", self.tags, {"round": rounds_done - 1, "metric": metric}, self._now())]
+        )
 
-    def device_update(self, device: str, round_no: int, telemetry: dict,
-                      payload_bytes: int | None) -> None:
+    def device_update(
+        self, device: str, round_no: int, telemetry: dict, payload_bytes: int | None
+    ) -> None:
         """One `device_update` point per accepted update (with the device's telemetry)."""
         fields = {"round": round_no, "payload_bytes": payload_bytes}
         for key in TELEMETRY_FIELDS:
@@ -62,8 +84,9 @@ class Recorder:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             fields[key] = float(value)
-        self.sink.write([line("device_update", {**self.tags, "device": device}, fields,
-                              self._now())])
+        self.sink.write(
+            [line("device_update", {**self.tags, "device": device}, fields, self._now())]
+        )
 
     def presence(self, device: str, online: bool, info: dict) -> None:
         """One `presence` point per change."""

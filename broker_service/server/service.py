@@ -26,21 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service import checkpoint
-from broker_service.cohort import sample_cohort
-from broker_service.config import ConfigError, ServiceConfig
-from broker_service.fewshot import evaluate_on_episodes
-from broker_service.hyperparams import settings_for
-from broker_service.journal import Journal
-from broker_service.logs import EventLog
-from broker_service.metrics import Fanout, InfluxSink, LineFileSink, Sink
-from broker_service.mqtt import ServiceMqtt
-from broker_service.nn import NumpyNet
-from broker_service.presence import FleetView
-from broker_service.recorder import Recorder
-from broker_service.rounds import Rejected, RoundLedger
-from broker_service.simulation import initial_theta, round_cohort
-from broker_service.strategies import ALGORITHMS
+from broker_service.core.cohort import sample_cohort
+from broker_service.core.fewshot import evaluate_on_episodes
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.nn import NumpyNet
+from broker_service.core.strategies import ALGORITHMS
+from broker_service.observe.logs import EventLog
+from broker_service.observe.metrics import Fanout, InfluxSink, LineFileSink, Sink
+from broker_service.observe.recorder import Recorder
+from broker_service.server import checkpoint
+from broker_service.server.config import ConfigError, ServiceConfig
+from broker_service.server.journal import Journal
+from broker_service.server.mqtt import ServiceMqtt
+from broker_service.server.presence import FleetView
+from broker_service.server.rounds import Rejected, RoundLedger
+from broker_service.sim.simulation import initial_theta, round_cohort
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec
 from device_agent.auth import hmac_sha256, split_signed
@@ -64,9 +64,16 @@ def metrics_sink(cfg: ServiceConfig, log: EventLog) -> Sink:
     path = Path(cfg.metrics_file) if cfg.metrics_file else Path(cfg.state_dir) / "metrics.lp"
     sinks: list[Sink] = [LineFileSink(path)]
     if cfg.influx_url:
-        sinks.append(InfluxSink(cfg.influx_url, cfg.influx_token or "", cfg.influx_org,
-                                cfg.influx_bucket, Path(cfg.state_dir) / "metrics-spool",
-                                log=log))
+        sinks.append(
+            InfluxSink(
+                cfg.influx_url,
+                cfg.influx_token or "",
+                cfg.influx_org,
+                cfg.influx_bucket,
+                Path(cfg.state_dir) / "metrics-spool",
+                log=log,
+            )
+        )
     return Fanout(sinks)
 
 
@@ -104,16 +111,21 @@ class RoundReport:
 class AggregationService:
     """Runs the rounds; `run()` returns when all rounds are done or `stop` is set."""
 
-    def __init__(self, cfg: ServiceConfig, log: EventLog | None = None,
-                 progress: Callable[[RoundReport], None] | None = None,
-                 stop: threading.Event | None = None):
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        log: EventLog | None = None,
+        progress: Callable[[RoundReport], None] | None = None,
+        stop: threading.Event | None = None,
+    ):
         self.cfg = cfg
         self.log = log or EventLog()
         self.progress = progress
         self.stop = stop or threading.Event()
         self.use_case = load_use_case(cfg.use_case, cfg.data_dir, seed=cfg.seed)
-        self.settings = settings_for(cfg.use_case, rounds=cfg.rounds, cohort=cfg.cohort,
-                                     **cfg.settings)
+        self.settings = settings_for(
+            cfg.use_case, rounds=cfg.rounds, cohort=cfg.cohort, **cfg.settings
+        )
         self.strategy = ALGORITHMS[cfg.algorithm](self.settings)
         self.net = NumpyNet(self.use_case.spec)
         self.n = self.strategy.global_size(self.net)
@@ -124,7 +136,8 @@ class AggregationService:
         self.totals = Totals()
         self.telemetry: dict[str, dict] = {}
         self.episodes = self.use_case.new_device_episodes(
-            cfg.eval_devices, np.random.default_rng([cfg.seed, 11]))
+            cfg.eval_devices, np.random.default_rng([cfg.seed, 11])
+        )
         self.theta, self.round = self._resume()
         self.mqtt: ServiceMqtt | None = None
         self.ledger: RoundLedger | None = None
@@ -152,16 +165,32 @@ class AggregationService:
             theta = initial_theta(self.net, self.cfg.seed)[: self.n]
             return theta, 0
         ckpt = checkpoint.load(path)
-        if (ckpt.use_case, ckpt.algorithm, len(ckpt.theta)) != (self.cfg.use_case,
-                                                                self.cfg.algorithm, self.n):
+        if (ckpt.use_case, ckpt.algorithm, len(ckpt.theta)) != (
+            self.cfg.use_case,
+            self.cfg.algorithm,
+            self.n,
+        ):
             raise checkpoint.CheckpointError(
-                "%s holds %s/%s with %d parameters; this service runs %s/%s with %d" % (
-                    path, ckpt.use_case, ckpt.algorithm, len(ckpt.theta), self.cfg.use_case,
-                    self.cfg.algorithm, self.n))
+                "%s holds %s/%s with %d parameters; this service runs %s/%s with %d"
+                % (
+                    path,
+                    ckpt.use_case,
+                    ckpt.algorithm,
+                    len(ckpt.theta),
+                    self.cfg.use_case,
+                    self.cfg.algorithm,
+                    self.n,
+                )
+            )
         extra = ckpt.extra.get("totals", {})
-        self.totals = Totals(extra.get("updates", 0), extra.get("bytes_up", 0),
-                             extra.get("bytes_down", 0), extra.get("dense_bytes_up", 0),
-                             extra.get("energy_mj", 0.0), Counter(extra.get("rejected", {})))
+        self.totals = Totals(
+            extra.get("updates", 0),
+            extra.get("bytes_up", 0),
+            extra.get("bytes_down", 0),
+            extra.get("dense_bytes_up", 0),
+            extra.get("energy_mj", 0.0),
+            Counter(extra.get("rejected", {})),
+        )
         self.log("resumed", round=ckpt.round, checkpoint=str(path))
         return ckpt.theta, ckpt.round
 
@@ -171,21 +200,36 @@ class AggregationService:
         mine = {k: self.use_case.spec.get(k) for k in ("input", "layers")}
         theirs = {k: ckpt.spec.get(k) for k in ("input", "layers")}
         if mine != theirs or len(ckpt.theta) < self.n:
-            raise ConfigError("init_checkpoint %s has another architecture than the %s model"
-                              % (path, self.cfg.use_case))
+            raise ConfigError(
+                "init_checkpoint %s has another architecture than the %s model"
+                % (path, self.cfg.use_case)
+            )
         self.log("initialised", checkpoint=path)
         return np.asarray(ckpt.theta[: self.n], dtype=np.float32)
 
     def _save(self) -> None:
         t = self.totals
         ckpt = checkpoint.Checkpoint(
-            spec=self.use_case.spec, theta=self.theta, round=self.round,
-            algorithm=self.cfg.algorithm, use_case=self.cfg.use_case, settings=self.settings,
+            spec=self.use_case.spec,
+            theta=self.theta,
+            round=self.round,
+            algorithm=self.cfg.algorithm,
+            use_case=self.cfg.use_case,
+            settings=self.settings,
             split=self.strategy.split,
-            extra={"seed": self.cfg.seed, "preprocessing": self.use_case.preprocessing,
-                   "totals": {"updates": t.updates, "bytes_up": t.bytes_up,
-                              "bytes_down": t.bytes_down, "dense_bytes_up": t.dense_bytes_up,
-                              "energy_mj": t.energy_mj, "rejected": dict(t.rejected)}})
+            extra={
+                "seed": self.cfg.seed,
+                "preprocessing": self.use_case.preprocessing,
+                "totals": {
+                    "updates": t.updates,
+                    "bytes_up": t.bytes_up,
+                    "bytes_down": t.bytes_down,
+                    "dense_bytes_up": t.dense_bytes_up,
+                    "energy_mj": t.energy_mj,
+                    "rejected": dict(t.rejected),
+                },
+            },
+        )
         checkpoint.save(self.checkpoint_path(), ckpt)
 
     # -- main loop --
@@ -194,9 +238,15 @@ class AggregationService:
         """Connect, run the remaining rounds, and return the session summary."""
         self.mqtt = ServiceMqtt(self.cfg, self.topics)
         self.mqtt.start()
-        self.log("started", broker=self.cfg.broker, use_case=self.cfg.use_case,
-                 algorithm=self.cfg.algorithm, round=self.round, rounds=self.total_rounds,
-                 params=self.n)
+        self.log(
+            "started",
+            broker=self.cfg.broker,
+            use_case=self.cfg.use_case,
+            algorithm=self.cfg.algorithm,
+            round=self.round,
+            rounds=self.total_rounds,
+            params=self.n,
+        )
         try:
             self.metric_initial = self.evaluate()
             self.log("evaluated", round=self.round, metric=self.metric_initial)
@@ -211,8 +261,14 @@ class AggregationService:
 
     def evaluate(self) -> float:
         """The few-shot metric of the current θ_g on the evaluation's new devices."""
-        values = evaluate_on_episodes(self.net, self.theta, self.strategy.split, self.episodes,
-                                      self.settings, self.use_case.metric)
+        values = evaluate_on_episodes(
+            self.net,
+            self.theta,
+            self.strategy.split,
+            self.episodes,
+            self.settings,
+            self.use_case.metric,
+        )
         return float(values.mean())
 
     def _wait_for_devices(self) -> None:
@@ -228,8 +284,11 @@ class AggregationService:
         self.log("fleet", online=len(self.fleet.online()))
 
     def _publish_model(self) -> None:
-        self.model_payload = bytes(codec.encode(codec.KIND_MODEL, self.n, None,
-                                                self.theta.tolist(), self.round, self.round))
+        self.model_payload = bytes(
+            codec.encode(
+                codec.KIND_MODEL, self.n, None, self.theta.tolist(), self.round, self.round
+            )
+        )
         assert self.mqtt is not None
         self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
 
@@ -248,8 +307,13 @@ class AggregationService:
             if self.ledger.quorum_met(self.cfg.quorum, self.cfg.min_updates):
                 break
             attempt += 1
-            self.log("quorum_missed", round=t, attempt=attempt,
-                     answered=len(self.ledger.accepted), invited=len(self.ledger.invited))
+            self.log(
+                "quorum_missed",
+                round=t,
+                attempt=attempt,
+                answered=len(self.ledger.accepted),
+                invited=len(self.ledger.invited),
+            )
             if attempt >= self.cfg.max_attempts:
                 self._pump(min(5.0, self.cfg.round_timeout))
         if self.stop.is_set():
@@ -282,8 +346,13 @@ class AggregationService:
             cohort += sample_cohort(fresh, max(0, want - len(cohort)), rng)
         ledger.invite(cohort)
         self._send_commands([d for d in cohort if d not in ledger.accepted])
-        self.log("round_open", round=self.round, attempt=attempt, cohort=",".join(cohort),
-                 online=len(online))
+        self.log(
+            "round_open",
+            round=self.round,
+            attempt=attempt,
+            cohort=",".join(cohort),
+            online=len(online),
+        )
 
     def _send_commands(self, devices) -> None:
         assert self.mqtt is not None
@@ -307,13 +376,16 @@ class AggregationService:
         ledger.closed = True
         late = sorted(ledger.waiting_for())
         beta = self._outer_step()
-        self.theta = np.asarray(self.strategy.aggregate(self.theta, ledger.updates(), self.round,
-                                                        self.total_rounds), dtype=np.float32)
+        self.theta = np.asarray(
+            self.strategy.aggregate(self.theta, ledger.updates(), self.round, self.total_rounds),
+            dtype=np.float32,
+        )
         round_up = sum(a.payload_bytes for a in ledger.accepted.values())
         self.totals.updates += len(ledger.accepted)
         self.totals.bytes_up += round_up
-        self.totals.dense_bytes_up += len(ledger.accepted) * (codec.HEADER_SIZE +
-                                                              4 * self.net.plan.n_params)
+        self.totals.dense_bytes_up += len(ledger.accepted) * (
+            codec.HEADER_SIZE + 4 * self.net.plan.n_params
+        )
         self.totals.energy_mj += self._round_energy(ledger)
         self.totals.rejected.update(ledger.rejected)
         self.round += 1
@@ -325,25 +397,43 @@ class AggregationService:
         metric = None
         if self.round % max(1, self.cfg.eval_every) == 0 or self.round == self.total_rounds:
             metric = self.metric_last = self.evaluate()
-        report = RoundReport(self.round - 1, sorted(ledger.accepted), late, dict(ledger.rejected),
-                             ledger.duplicates, ledger.attempts, beta,
-                             time.monotonic() - start, metric, self.totals, round_up,
-                             len(ledger.invited) * len(self.model_payload))
-        losses = [float(self.telemetry[d]["loss_after"]) for d in report.participants
-                  if isinstance(self.telemetry.get(d, {}).get("loss_after"), (int, float))]
-        self.recorder.round_closed(report, codec.HEADER_SIZE + 4 * self.net.plan.n_params,
-                                   losses)
-        self.log("round_closed", round=report.round, participants=len(report.participants),
-                 late=",".join(late) or None, rejected=dict(ledger.rejected) or None,
-                 duplicates=ledger.duplicates or None, metric=metric,
-                 seconds="%.2f" % report.seconds)
+        report = RoundReport(
+            self.round - 1,
+            sorted(ledger.accepted),
+            late,
+            dict(ledger.rejected),
+            ledger.duplicates,
+            ledger.attempts,
+            beta,
+            time.monotonic() - start,
+            metric,
+            self.totals,
+            round_up,
+            len(ledger.invited) * len(self.model_payload),
+        )
+        losses = [
+            float(self.telemetry[d]["loss_after"])
+            for d in report.participants
+            if isinstance(self.telemetry.get(d, {}).get("loss_after"), (int, float))
+        ]
+        self.recorder.round_closed(report, codec.HEADER_SIZE + 4 * self.net.plan.n_params, losses)
+        self.log(
+            "round_closed",
+            round=report.round,
+            participants=len(report.participants),
+            late=",".join(late) or None,
+            rejected=dict(ledger.rejected) or None,
+            duplicates=ledger.duplicates or None,
+            metric=metric,
+            seconds="%.2f" % report.seconds,
+        )
         if self.round == self.total_rounds:
             self._publish_model()
         if self.progress:
             self.progress(report)
 
     def _outer_step(self) -> float:
-        from broker_service.aggregate import outer_step
+        from broker_service.core.aggregate import outer_step
 
         if self.cfg.algorithm == "fedavg":
             return 1.0
@@ -356,8 +446,9 @@ class AggregationService:
             if doc.get("round") == ledger.round and isinstance(doc.get("energy_mj"), float):
                 total += doc["energy_mj"]
             else:
-                total += energy_mj(0, ledger.accepted[device].payload_bytes,
-                                   len(self.model_payload), profile())
+                total += energy_mj(
+                    0, ledger.accepted[device].payload_bytes, len(self.model_payload), profile()
+                )
         return total
 
     # -- events --
@@ -401,8 +492,12 @@ class AggregationService:
                 self.log("presence", device=device, online=changed.online)
                 self.recorder.presence(device, changed.online, changed.info)
                 ledger = self.ledger
-                if changed.online and ledger is not None and not ledger.closed and \
-                        device in ledger.waiting_for():
+                if (
+                    changed.online
+                    and ledger is not None
+                    and not ledger.closed
+                    and device in ledger.waiting_for()
+                ):
                     self._send_commands([device])  # back after a reboot: ask again now
         elif leaf == "update":
             self._on_update(device, event.payload)
@@ -443,11 +538,15 @@ class AggregationService:
             accepted = ledger.offer(device, payload)
         except Rejected as exc:
             ledger.reject(exc.reason)
-            if device in ledger.invited and exc.reason not in ("late", "wrong_round",
-                                                               "storage_error"):
+            if device in ledger.invited and exc.reason not in (
+                "late",
+                "wrong_round",
+                "storage_error",
+            ):
                 ledger.refused.setdefault(device, exc.reason)
-            self.log("rejected", round=self.round, device=device, reason=exc.reason,
-                     detail=str(exc))
+            self.log(
+                "rejected", round=self.round, device=device, reason=exc.reason, detail=str(exc)
+            )
             return
         if accepted is None:
             self.log("duplicate", round=self.round, device=device)
@@ -458,12 +557,12 @@ class AggregationService:
         except OSError as exc:
             del ledger.accepted[device]
             ledger.reject("storage_error")
-            self.log("rejected", round=self.round, device=device, reason="storage_error",
-                     detail=str(exc))
+            self.log(
+                "rejected", round=self.round, device=device, reason="storage_error", detail=str(exc)
+            )
             return
         self.norms.append(float(np.linalg.norm(accepted.update.values)))
-        self.log("accepted", round=self.round, device=device, bytes=len(payload),
-                 nnz=accepted.nnz)
+        self.log("accepted", round=self.round, device=device, bytes=len(payload), nnz=accepted.nnz)
 
     def _on_telemetry(self, device: str, payload: bytes) -> None:
         try:
@@ -475,10 +574,14 @@ class AggregationService:
             return
         self.telemetry[device] = doc
         for ledger in (self.ledger, self.previous_ledger):
-            if ledger is not None and doc.get("round") == ledger.round and \
-                    device in ledger.accepted:
-                self.recorder.device_update(device, ledger.round, doc,
-                                            ledger.accepted[device].payload_bytes)
+            if (
+                ledger is not None
+                and doc.get("round") == ledger.round
+                and device in ledger.accepted
+            ):
+                self.recorder.device_update(
+                    device, ledger.round, doc, ledger.accepted[device].payload_bytes
+                )
 
     def metrics_path(self) -> Path:
         return Path(self.cfg.metrics_file) if self.cfg.metrics_file else self.state / "metrics.lp"
@@ -487,12 +590,19 @@ class AggregationService:
         """The session's figures (for the demo table and tests)."""
         t = self.totals
         return {
-            "use_case": self.cfg.use_case, "algorithm": self.cfg.algorithm,
-            "rounds": self.round, "metric": self.use_case.metric,
-            "metric_initial": self.metric_initial, "metric_final": self.metric_last,
-            "updates": t.updates, "bytes_up": t.bytes_up, "bytes_down": t.bytes_down,
+            "use_case": self.cfg.use_case,
+            "algorithm": self.cfg.algorithm,
+            "rounds": self.round,
+            "metric": self.use_case.metric,
+            "metric_initial": self.metric_initial,
+            "metric_final": self.metric_last,
+            "updates": t.updates,
+            "bytes_up": t.bytes_up,
+            "bytes_down": t.bytes_down,
             "dense_bytes_up": t.dense_bytes_up,
             "upload_saving": (t.dense_bytes_up / t.bytes_up) if t.bytes_up else math.nan,
-            "energy_mj": t.energy_mj, "rejected": dict(t.rejected),
-            "checkpoint": str(self.checkpoint_path()), "metrics": str(self.metrics_path()),
+            "energy_mj": t.energy_mj,
+            "rejected": dict(t.rejected),
+            "checkpoint": str(self.checkpoint_path()),
+            "metrics": str(self.metrics_path()),
         }

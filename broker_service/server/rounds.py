@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from broker_service import fastcodec
-from broker_service.aggregate import SparseUpdate
+from broker_service.core import fastcodec
+from broker_service.core.aggregate import SparseUpdate
 from device_agent import codec
 
 
@@ -94,8 +94,9 @@ class RoundLedger:
         if h.round != self.round:
             raise Rejected("wrong_round", "round %d, open round is %d" % (h.round, self.round))
         if h.model_version != self.version:
-            raise Rejected("stale_version", "version %d, current %d" % (h.model_version,
-                                                                        self.version))
+            raise Rejected(
+                "stale_version", "version %d, current %d" % (h.model_version, self.version)
+            )
         if h.n != self.n:
             raise Rejected("shape_mismatch", "n=%d, model has %d" % (h.n, self.n))
         if device not in self.invited:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from broker_service.nn import NumpyNet
-from broker_service.simdevice import simulate_round
-from broker_service.simulation import device_rng
+from broker_service.core.device_round import simulate_round
+from broker_service.core.nn import NumpyNet
+from broker_service.sim.simulation import device_rng
 from broker_service.usecases.base import UseCase
 from device_agent import codec
 from device_agent.agent import Agent
@@ -24,7 +24,7 @@ from device_agent.round import round_settings
 
 
 class NumpyRunner:
-    """A round_runner for Agent: the agent's round, computed by broker_service.simdevice."""
+    """A round_runner for Agent: the agent's round, computed by broker_service.core.device_round."""
 
     def __init__(self, use_case: UseCase, net: NumpyNet, seed: int):
         self.use_case = use_case
@@ -37,8 +37,9 @@ class NumpyRunner:
         _, _, values = codec.decode(agent.model_buf)
         theta = np.asarray(values, dtype=np.float32)
         n = len(theta)
-        count = int(settings["adapt_samples"]) + (int(settings["recon_samples"])
-                                                  if settings["split"] else 0)
+        count = int(settings["adapt_samples"]) + (
+            int(settings["recon_samples"]) if settings["split"] else 0
+        )
         rng = device_rng(self.seed, int(command["round"]), agent.device_id)
         xs, ys = self.use_case.stream(agent.device_id, count, rng)
         if self.residual is None or len(self.residual) != n:
@@ -49,23 +50,40 @@ class NumpyRunner:
 class SimulatedFleet:
     """N agents in threads; `start()`, then `stop()`."""
 
-    def __init__(self, broker_host: str, broker_port: int, use_case: UseCase, devices: int,
-                 seed: int = 0, fleet: str = "default", prefix: str = "tinymetafed",
-                 logger: Callable | None = None):
+    def __init__(
+        self,
+        broker_host: str,
+        broker_port: int,
+        use_case: UseCase,
+        devices: int,
+        seed: int = 0,
+        fleet: str = "default",
+        prefix: str = "tinymetafed",
+        logger: Callable | None = None,
+    ):
         if devices > len(use_case.device_ids):
-            raise ValueError("the %s use case has %d devices, %d asked for"
-                             % (use_case.name, len(use_case.device_ids), devices))
+            raise ValueError(
+                "the %s use case has %d devices, %d asked for"
+                % (use_case.name, len(use_case.device_ids), devices)
+            )
         self.agents: list[Agent] = []
         self.threads: list[threading.Thread] = []
         net = NumpyNet(use_case.spec)
         quiet = logger or (lambda *a, **k: None)
         for device_id in use_case.device_ids[:devices]:
-            cfg = make_config({"device_id": device_id, "fleet": fleet, "prefix": prefix,
-                               "use_case": use_case.name, "spec": use_case.spec,
-                               "broker": {"host": broker_host, "port": broker_port,
-                                          "keepalive": 15}})
-            self.agents.append(Agent(cfg, iter(()), round_runner=NumpyRunner(use_case, net, seed),
-                                     logger=quiet))
+            cfg = make_config(
+                {
+                    "device_id": device_id,
+                    "fleet": fleet,
+                    "prefix": prefix,
+                    "use_case": use_case.name,
+                    "spec": use_case.spec,
+                    "broker": {"host": broker_host, "port": broker_port, "keepalive": 15},
+                }
+            )
+            self.agents.append(
+                Agent(cfg, iter(()), round_runner=NumpyRunner(use_case, net, seed), logger=quiet)
+            )
 
     def start(self) -> SimulatedFleet:
         for agent in self.agents:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service import checkpoint, simulation
-from broker_service.hyperparams import settings_for
-from broker_service.strategies import ALGORITHMS
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.strategies import ALGORITHMS
+from broker_service.server import checkpoint
+from broker_service.sim import simulation
 from broker_service.usecases.registry import load_use_case
 
 ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
@@ -162,9 +163,11 @@ def criteria(doc: dict) -> dict:
     return {
         "upload_ratio": tr["bytes_up_per_update"] / tmf["bytes_up_per_update"],
         "download_lower": tmf["bytes_down_per_update"] < tr["bytes_down_per_update"],
-        "vs_tinyreptile": (tmf["final_metric"] - tr["final_metric"]) if acc
+        "vs_tinyreptile": (tmf["final_metric"] - tr["final_metric"])
+        if acc
         else tmf["final_metric"] / tr["final_metric"],
-        "vs_tinyreptile_ok": (tmf["final_metric"] >= tr["final_metric"] - 0.02) if acc
+        "vs_tinyreptile_ok": (tmf["final_metric"] >= tr["final_metric"] - 0.02)
+        if acc
         else tmf["final_metric"] <= 1.15 * tr["final_metric"],
         "error_vs_no_federation": vs_no_federation,
         "error_vs_no_federation_ok": vs_no_federation <= 0.5,
@@ -177,23 +180,47 @@ def format_markdown(docs: list[dict]) -> str:
     out = []
     for doc in docs:
         c = criteria(doc)
-        out.append("### %s (%s, %d rounds, seed %d, %.0f s)\n" % (
-            doc["use_case"], doc["metric"], doc["rounds"], doc["seed"], doc["seconds"]))
-        out.append("| algorithm | %s ± 95%% CI | rounds to %g | up B/update | down B/update "
-                   "| mJ/update | MACs/update | curve sd |" % (doc["metric"], doc["target"]))
+        out.append(
+            "### %s (%s, %d rounds, seed %d, %.0f s)\n"
+            % (doc["use_case"], doc["metric"], doc["rounds"], doc["seed"], doc["seconds"])
+        )
+        out.append(
+            "| algorithm | %s ± 95%% CI | rounds to %g | up B/update | down B/update "
+            "| mJ/update | MACs/update | curve sd |" % (doc["metric"], doc["target"])
+        )
         out.append("|---|---|---|---|---|---|---|---|")
         for name, a in doc["algorithms"].items():
             tgt = "–" if a["rounds_to_target"] is None else str(a["rounds_to_target"])
-            out.append("| %s | %.4f ± %.4f | %s | %.0f | %.0f | %.4f | %d | %.4f |" % (
-                name, a["final_metric"], a["final_metric_ci95"], tgt, a["bytes_up_per_update"],
-                a["bytes_down_per_update"], a["energy_mj_per_update"], a["macs_per_update"],
-                a["curve_std"]))
-        vs = ("%+.3f accuracy" % c["vs_tinyreptile"]) if doc["metric"] == "accuracy" else (
-            "%.2f× MSE" % c["vs_tinyreptile"])
-        out.append("\nUpload TinyReptile ÷ TinyMetaFed: %.1f×; download lower: %s; TinyMetaFed vs "
-                   "TinyReptile: %s (%s); TinyMetaFed error ÷ no-federation error: %.2f; energy "
-                   "TinyMetaFed ÷ TinyReptile: %.2f.\n" % (
-                       c["upload_ratio"], "yes" if c["download_lower"] else "no", vs,
-                       "within bound" if c["vs_tinyreptile_ok"] else "outside bound",
-                       c["error_vs_no_federation"], c["energy_ratio"]))
+            out.append(
+                "| %s | %.4f ± %.4f | %s | %.0f | %.0f | %.4f | %d | %.4f |"
+                % (
+                    name,
+                    a["final_metric"],
+                    a["final_metric_ci95"],
+                    tgt,
+                    a["bytes_up_per_update"],
+                    a["bytes_down_per_update"],
+                    a["energy_mj_per_update"],
+                    a["macs_per_update"],
+                    a["curve_std"],
+                )
+            )
+        vs = (
+            ("%+.3f accuracy" % c["vs_tinyreptile"])
+            if doc["metric"] == "accuracy"
+            else ("%.2f× MSE" % c["vs_tinyreptile"])
+        )
+        out.append(
+            "\nUpload TinyReptile ÷ TinyMetaFed: %.1f×; download lower: %s; TinyMetaFed vs "
+            "TinyReptile: %s (%s); TinyMetaFed error ÷ no-federation error: %.2f; energy "
+            "TinyMetaFed ÷ TinyReptile: %.2f.\n"
+            % (
+                c["upload_ratio"],
+                "yes" if c["download_lower"] else "no",
+                vs,
+                "within bound" if c["vs_tinyreptile_ok"] else "outside bound",
+                c["error_vs_no_federation"],
+                c["energy_ratio"],
+            )
+        )
     return "\n".join(out)

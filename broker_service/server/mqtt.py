@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from broker_service.config import ServiceConfig
+from broker_service.server.config import ServiceConfig
 from device_agent.topics import Topics
 
 
@@ -30,13 +30,21 @@ class ServiceMqtt:
         host, port, tls = cfg.broker_address()
         self.topics = topics
         self.events: queue.Queue[Event] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311, clean_session=True)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
         if tls:
-            self.client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file,
-                                keyfile=cfg.key_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            self.client.tls_set(
+                ca_certs=cfg.ca_file,
+                certfile=cfg.cert_file,
+                keyfile=cfg.key_file,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         self.client.will_set(self.service_status(), b'{"state": "offline"}', qos=1, retain=True)
         self.client.reconnect_delay_set(0.2, 5.0)
         self.client.on_connect = self._on_connect
@@ -57,8 +65,9 @@ class ServiceMqtt:
                 break
             except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise ConnectionError("cannot reach broker %s:%d: %s"
-                                          % (self.host, self.port, exc)) from exc
+                    raise ConnectionError(
+                        "cannot reach broker %s:%d: %s" % (self.host, self.port, exc)
+                    ) from exc
                 time.sleep(0.5)
         self.client.loop_start()
 

@@ -21,8 +21,9 @@ class EventLog:
     """Writes logfmt lines to a stream (stderr by default) or appends them to a file at `path`;
     secrets are never written."""
 
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False,
-                 path: str | Path | None = None):
+    def __init__(
+        self, stream: TextIO | None = None, quiet: bool = False, path: str | Path | None = None
+    ):
         self.stream = stream or sys.stderr
         self.path = Path(path) if path else None
         self.quiet = quiet

@@ -41,8 +41,9 @@ def line(measurement: str, tags: dict, fields: dict, ts_ns: int) -> str:
     parts = []
     for key in sorted(fields):
         value = fields[key]
-        if value is None or (isinstance(value, float) and (value != value or abs(value) == float(
-                "inf"))):
+        if value is None or (
+            isinstance(value, float) and (value != value or abs(value) == float("inf"))
+        ):
             continue
         parts.append("%s=%s" % (_escape(key, ",= "), _field_value(value)))
     if not parts:
@@ -246,9 +247,19 @@ class InfluxSink(Sink):
     replayed in order, before anything newer, with exponential backoff; the caller never waits.
     """
 
-    def __init__(self, url: str, token: str, org: str, bucket: str, spool_dir: str | Path,
-                 batch: int = 500, flush_s: float = 1.0, max_spool_bytes: int = 16 << 20,
-                 log: Callable[..., None] | None = None, timeout_ms: int = 5000):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        org: str,
+        bucket: str,
+        spool_dir: str | Path,
+        batch: int = 500,
+        flush_s: float = 1.0,
+        max_spool_bytes: int = 16 << 20,
+        log: Callable[..., None] | None = None,
+        timeout_ms: int = 5000,
+    ):
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
@@ -310,8 +321,11 @@ class InfluxSink(Sink):
             except Exception as exc:  # noqa: BLE001 - any failure means "retry later"
                 self.failures += 1
                 if self.failures == 1 or self.failures % 20 == 0:
-                    self.log("metrics_store_unavailable", error=type(exc).__name__,
-                             pending_bytes=self.spool.pending_bytes())
+                    self.log(
+                        "metrics_store_unavailable",
+                        error=type(exc).__name__,
+                        pending_bytes=self.spool.pending_bytes(),
+                    )
                 return False
             self.spool.consume(size)
             self.written += len(lines)

@@ -16,14 +16,14 @@ import threading
 import time
 from pathlib import Path
 
-from broker_service.config import ServiceConfig
-from broker_service.datafiles import write_device_samples
-from broker_service.embedded_broker import EmbeddedBroker
-from broker_service.fleet import SimulatedFleet
-from broker_service.logs import EventLog
-from broker_service.service import AggregationService, RoundReport
+from broker_service.observe.logs import EventLog
+from broker_service.server.config import ServiceConfig
+from broker_service.server.service import AggregationService, RoundReport
+from broker_service.sim.datafiles import write_device_samples
+from broker_service.sim.embedded_broker import EmbeddedBroker
+from broker_service.sim.fleet import SimulatedFleet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def find_micropython() -> str | None:
@@ -52,10 +52,23 @@ class Progress:
         t = r.totals
         saving = t.dense_bytes_up / t.bytes_up if t.bytes_up else 0.0
         shown = "%.4f" % self.last_metric if self.last_metric is not None else "   -  "
-        print("round %4d/%d  %s %s  devices %2d late %d  up %8.1f kB (%.1fx less than dense)  "
-              "down %8.1f kB  energy %7.2f mJ" % (
-                  r.round + 1, self.total, self.metric, shown, len(r.participants), len(r.late),
-                  t.bytes_up / 1e3, saving, t.bytes_down / 1e3, t.energy_mj), flush=True)
+        print(
+            "round %4d/%d  %s %s  devices %2d late %d  up %8.1f kB (%.1fx less than dense)  "
+            "down %8.1f kB  energy %7.2f mJ"
+            % (
+                r.round + 1,
+                self.total,
+                self.metric,
+                shown,
+                len(r.participants),
+                len(r.late),
+                t.bytes_up / 1e3,
+                saving,
+                t.bytes_down / 1e3,
+                t.energy_mj,
+            ),
+            flush=True,
+        )
 
 
 def start_micropython_agent(host: str, port: int, use_case, out: Path, seed: int):
@@ -65,19 +78,36 @@ def start_micropython_agent(host: str, port: int, use_case, out: Path, seed: int
         return None
     device = use_case.device_ids[-1]
     samples = write_device_samples(use_case, device, out / "micropython-samples.csv", seed)
-    config = {"device_id": device, "use_case": use_case.name, "spec": use_case.spec,
-              "broker": {"host": host, "port": port}, "data": {"kind": "file", "path": samples}}
+    config = {
+        "device_id": device,
+        "use_case": use_case.name,
+        "spec": use_case.spec,
+        "broker": {"host": host, "port": port},
+        "data": {"kind": "file", "path": samples},
+    }
     path = out / "micropython-agent.json"
     path.write_text(json.dumps(config))
     log = open(out / "micropython-agent.log", "w")  # noqa: SIM115 - lives as long as the agent
-    return subprocess.Popen([exe, "-X", "heapsize=256K", "-m", "device_agent.run", str(path)],
-                            cwd=ROOT, env={"MICROPYPATH": "%s:%s" % (ROOT, lib)}, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [exe, "-X", "heapsize=256K", "-m", "device_agent.run", str(path)],
+        cwd=ROOT,
+        env={"MICROPYPATH": "%s:%s" % (ROOT, lib)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
-def run_demo(use_case: str = "sine", devices: int = 20, rounds: int | None = None,
-             broker: str | None = None, out: str = "tinymetafed-out", data_dir: str | None = None,
-             seed: int = 0, with_micropython: bool = True, cohort: int | None = None) -> dict:
+def run_demo(
+    use_case: str = "sine",
+    devices: int = 20,
+    rounds: int | None = None,
+    broker: str | None = None,
+    out: str = "tinymetafed-out",
+    data_dir: str | None = None,
+    seed: int = 0,
+    with_micropython: bool = True,
+    cohort: int | None = None,
+) -> dict:
     """Run the demo and return the service summary."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,21 +116,41 @@ def run_demo(use_case: str = "sine", devices: int = 20, rounds: int | None = Non
         embedded = EmbeddedBroker().start()
         broker = embedded.url
         print("embedded MQTT broker (amqtt) on %s" % broker)
-    cfg = ServiceConfig(broker=broker, use_case=use_case, data_dir=data_dir, rounds=rounds,
-                        cohort=cohort, seed=seed, state_dir=str(out_dir / "state"),
-                        round_timeout=20.0, wait_for_devices=30.0, eval_every=5)
+    cfg = ServiceConfig(
+        broker=broker,
+        use_case=use_case,
+        data_dir=data_dir,
+        rounds=rounds,
+        cohort=cohort,
+        seed=seed,
+        state_dir=str(out_dir / "state"),
+        round_timeout=20.0,
+        wait_for_devices=30.0,
+        eval_every=5,
+    )
     host, port, _ = cfg.broker_address()
     stop = threading.Event()
     service = AggregationService(cfg, EventLog(path=out_dir / "service.log"), stop=stop)
     service.progress = Progress(service.use_case.metric, service.total_rounds)
-    fleet = SimulatedFleet(host, port, service.use_case, min(devices,
-                                                               len(service.use_case.device_ids)),
-                           seed).start()
-    mp = start_micropython_agent(host, port, service.use_case, out_dir, seed) \
-        if with_micropython else None
-    print("fleet: %d simulated agents%s; %s, %s, %d rounds from round %d" % (
-        len(fleet.agents), " + 1 micropython agent" if mp else "", use_case, cfg.algorithm,
-        service.total_rounds, service.round))
+    fleet = SimulatedFleet(
+        host, port, service.use_case, min(devices, len(service.use_case.device_ids)), seed
+    ).start()
+    mp = (
+        start_micropython_agent(host, port, service.use_case, out_dir, seed)
+        if with_micropython
+        else None
+    )
+    print(
+        "fleet: %d simulated agents%s; %s, %s, %d rounds from round %d"
+        % (
+            len(fleet.agents),
+            " + 1 micropython agent" if mp else "",
+            use_case,
+            cfg.algorithm,
+            service.total_rounds,
+            service.round,
+        )
+    )
     start = time.monotonic()
     try:
         summary = service.run()
@@ -117,7 +167,7 @@ def run_demo(use_case: str = "sine", devices: int = 20, rounds: int | None = Non
             embedded.stop()
     summary["seconds"] = round(time.monotonic() - start, 1)
     if Path(summary["metrics"]).exists():
-        from broker_service.report import write_report
+        from broker_service.observe.report import write_report
 
         summary["report"] = str(out_dir / "report.html")
         write_report(summary["metrics"], summary["report"])
@@ -131,11 +181,16 @@ def print_summary(s: dict, out_dir: Path) -> None:
     rows = [
         ("use case / algorithm", "%s / %s" % (s["use_case"], s["algorithm"])),
         ("rounds", str(s["rounds"])),
-        ("%s on new devices" % s["metric"], "%s -> %s" % (_f(s["metric_initial"]),
-                                                           _f(s["metric_final"]))),
+        (
+            "%s on new devices" % s["metric"],
+            "%s -> %s" % (_f(s["metric_initial"]), _f(s["metric_final"])),
+        ),
         ("updates", str(s["updates"])),
-        ("bytes up", "%d (dense float32 would be %d: %.1fx saving)" % (
-            s["bytes_up"], s["dense_bytes_up"], s["upload_saving"])),
+        (
+            "bytes up",
+            "%d (dense float32 would be %d: %.1fx saving)"
+            % (s["bytes_up"], s["dense_bytes_up"], s["upload_saving"]),
+        ),
         ("bytes down", str(s["bytes_down"])),
         ("device energy (estimate)", "%.2f mJ" % s["energy_mj"]),
         ("rejected", json.dumps(s["rejected"])),
@@ -145,9 +200,17 @@ def print_summary(s: dict, out_dir: Path) -> None:
     print()
     for key, value in rows:
         print("%s  %s" % (key.ljust(width), value))
-    print("\ncheckpoint: %s\nmetrics (line protocol): %s\nreport: %s\nservice log: %s\n"
-          "summary: %s" % (s["checkpoint"], s["metrics"], s.get("report", "-"),
-                           out_dir / "service.log", out_dir / "summary.json"))
+    print(
+        "\ncheckpoint: %s\nmetrics (line protocol): %s\nreport: %s\nservice log: %s\n"
+        "summary: %s"
+        % (
+            s["checkpoint"],
+            s["metrics"],
+            s.get("report", "-"),
+            out_dir / "service.log",
+            out_dir / "summary.json",
+        )
+    )
 
 
 def _f(v) -> str:

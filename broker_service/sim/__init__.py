@@ -1,0 +1,2 @@
+"""Simulation: simulated devices and fleets, the benchmark harness, the one-command demo, the
+embedded broker and sample files."""

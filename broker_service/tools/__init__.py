@@ -1,0 +1,1 @@
+"""Operator tools: board bundles, device enrollment, ONNX export and import."""
