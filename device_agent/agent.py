@@ -15,7 +15,7 @@ import json
 import sys
 from array import array
 
-from device_agent import codec
+from device_agent import codec, reasons
 from device_agent.auth import sign
 from device_agent.clock import sleep_ms, ticks_ms, ticks_since
 from device_agent.energy import energy_mj, profile
@@ -123,7 +123,7 @@ class Agent:
             elif topic == self.topics.command(self.device_id):
                 self._on_command(payload)
         except Exception as exc:  # noqa: BLE001 - a bad message must not end the session
-            self.reject("message", "internal_error", repr(exc))
+            self.reject("message", reasons.INTERNAL_ERROR, repr(exc))
 
     def reject(self, what, reason, detail=""):
         """Count and log a rejected message; the agent keeps its state."""
@@ -138,10 +138,10 @@ class Agent:
             self.reject("model", exc.reason, str(exc))
             return
         if h.kind != codec.KIND_MODEL or h.index_enc != codec.INDEX_ALL:
-            self.reject("model", "bad_kind")
+            self.reject("model", reasons.BAD_KIND)
             return
         if h.n not in (self.plan.n_global, self.plan.n_params):
-            self.reject("model", "shape_mismatch", "n=%d" % h.n)
+            self.reject("model", reasons.SHAPE_MISMATCH, "n=%d" % h.n)
             return
         if self.model_header is not None and h.model_version == self.model_header.model_version:
             return  # a redelivery
@@ -151,27 +151,27 @@ class Agent:
         self.model_header = h
         self.log("model", version=h.model_version, n=h.n, bytes=len(payload))
         if self.in_round:
-            self.abort_reason = "newer_model"
+            self.abort_reason = reasons.ABORT_NEWER_MODEL
 
     def _on_command(self, payload):
         try:
             h, cmd = codec.decode_command(payload)
             for key in COMMAND_KEYS:
                 if not isinstance(cmd.get(key), int):
-                    raise codec.CodecError("bad_command", "missing integer %r" % key)
+                    raise codec.CodecError(reasons.BAD_COMMAND, "missing integer %r" % key)
         except codec.CodecError as exc:
             self.reject("command", exc.reason, str(exc))
             return
         if cmd.get("cancel"):
             if self.in_round == cmd["round"] + 1:
-                self.abort_reason = "cancelled"
+                self.abort_reason = reasons.ABORT_CANCELLED
             if self.pending is not None and self.pending["round"] == cmd["round"]:
                 self.pending = None
             return
         self.pending = cmd
         self.pending_bytes = len(payload)
         if self.in_round and cmd["round"] + 1 != self.in_round:
-            self.abort_reason = "superseded"
+            self.abort_reason = reasons.ABORT_SUPERSEDED
 
     # -- rounds --
 
@@ -194,14 +194,16 @@ class Agent:
             return
         if self.model_header is None or self.model_header.model_version != cmd["version"]:
             have = None if self.model_header is None else self.model_header.model_version
-            self.reject("command", "stale_version", "want %s have %s" % (cmd["version"], have))
+            self.reject(
+                "command", reasons.STALE_VERSION, "want %s have %s" % (cmd["version"], have)
+            )
             self._telemetry(
-                {"round": cmd["round"], "version": cmd["version"], "error": "stale_version"}
+                {"round": cmd["round"], "version": cmd["version"], "error": reasons.STALE_VERSION}
             )
             return
         settings = round_settings(cmd)
         if self._load_model() != global_size(self.plan, bool(settings["split"])):
-            self.reject("command", "shape_mismatch")
+            self.reject("command", reasons.SHAPE_MISMATCH)
             return
         self._train(cmd, settings)
 

@@ -22,6 +22,7 @@ import math
 import struct
 from array import array
 
+from device_agent import limits, reasons
 from device_agent.checksum import crc32
 from device_agent.float16 import pack_half, unpack_half
 
@@ -47,7 +48,7 @@ VALUE_INT8 = 2
 VALUE_SIZES = (4, 2, 1)
 VALUE_NAMES = ("f32", "f16", "int8")
 
-MAX_SAMPLES = 0xFFFF
+MAX_SAMPLES = limits.MAX_SAMPLES
 
 
 class CodecError(ValueError):
@@ -85,7 +86,7 @@ class Header:
 def value_encoding(name):
     """The value encoding code for 'f32', 'f16' or 'int8'."""
     if name not in VALUE_NAMES:
-        raise CodecError("bad_value_encoding", str(name))
+        raise CodecError(reasons.BAD_VALUE_ENCODING, str(name))
     return VALUE_NAMES.index(name)
 
 
@@ -161,11 +162,11 @@ def encode(
     if index_enc == INDEX_AUTO:
         index_enc = INDEX_ALL if indices is None else choose_index_encoding(n, indices)
     if index_enc == INDEX_ALL and k != n:
-        raise CodecError("bad_lengths", "dense encoding needs k == n")
+        raise CodecError(reasons.BAD_LENGTHS, "dense encoding needs k == n")
     if len(values) != k or samples > MAX_SAMPLES or samples < 0:
-        raise CodecError("bad_lengths", "values/indices/samples do not agree")
+        raise CodecError(reasons.BAD_LENGTHS, "values/indices/samples do not agree")
     isize = index_section_size(index_enc, n, indices)
-    vsize = k * VALUE_SIZES[value_enc] + (4 if value_enc == VALUE_INT8 else 0)
+    vsize = value_section_size(k, value_enc)
     buf = bytearray(HEADER_SIZE + isize + vsize)
     _write_indices(buf, HEADER_SIZE, index_enc, n, indices)
     _write_values(buf, HEADER_SIZE + isize, value_enc, values)
@@ -241,55 +242,70 @@ def encode_command(command, model_version=0, round_no=0):
     return buf
 
 
-def decode_header(buf, max_size=1 << 20):
-    """Parse and check the header and checksum of a payload; raises CodecError with a reason."""
+def decode_header(buf, max_size=limits.MAX_PAYLOAD, crc_ok=None):
+    """Parse and check the header and checksum of a payload; raises CodecError with a reason.
+
+    `crc_ok(buf, header)` replaces the pure-Python CRC check (the server passes zlib's); every
+    other check is this one function on both sides of the wire.
+    """
     size = len(buf)
     if size < HEADER_SIZE:
-        raise CodecError("truncated", "%d bytes, header needs %d" % (size, HEADER_SIZE))
+        raise CodecError(reasons.TRUNCATED, "%d bytes, header needs %d" % (size, HEADER_SIZE))
     if size > max_size:
-        raise CodecError("oversized", "%d bytes > %d" % (size, max_size))
+        raise CodecError(reasons.OVERSIZED, "%d bytes > %d" % (size, max_size))
     h = Header(struct.unpack_from(HEADER, buf, 0))
     if h.magic != MAGIC:
-        raise CodecError("bad_magic")
+        raise CodecError(reasons.BAD_MAGIC)
     if h.version != FORMAT_VERSION:
-        raise CodecError("bad_version", "format %d, expected %d" % (h.version, FORMAT_VERSION))
+        raise CodecError(
+            reasons.BAD_VERSION, "format %d, expected %d" % (h.version, FORMAT_VERSION)
+        )
     if h.kind not in KINDS:
-        raise CodecError("bad_kind", str(h.kind))
+        raise CodecError(reasons.BAD_KIND, str(h.kind))
     if h.body_len != size - HEADER_SIZE:
         raise CodecError(
-            "bad_lengths", "body %d, header says %d" % (size - HEADER_SIZE, h.body_len)
+            reasons.BAD_LENGTHS, "body %d, header says %d" % (size - HEADER_SIZE, h.body_len)
         )
-    crc = crc32(buf, 0, 0, CRC_OFFSET)
-    if crc32(buf, crc, HEADER_SIZE, size) != h.crc:
-        raise CodecError("bad_checksum")
+    if not (crc_ok or _crc_ok)(buf, h):
+        raise CodecError(reasons.BAD_CHECKSUM)
     if h.kind != KIND_COMMAND:
         _check_layout(h)
     return h
 
 
+def _crc_ok(buf, h):
+    crc = crc32(buf, 0, 0, CRC_OFFSET)
+    return crc32(buf, crc, HEADER_SIZE, len(buf)) == h.crc
+
+
+def value_section_size(k, value_enc):
+    """Bytes of the value section: k values, plus the float32 scale for int8."""
+    return k * VALUE_SIZES[value_enc] + (4 if value_enc == VALUE_INT8 else 0)
+
+
 def _check_layout(h):
     if h.value_enc > VALUE_INT8 or h.index_enc > INDEX_BITMAP:
-        raise CodecError("bad_encoding", "value %d index %d" % (h.value_enc, h.index_enc))
+        raise CodecError(reasons.BAD_ENCODING, "value %d index %d" % (h.value_enc, h.index_enc))
     if h.k > h.n or (h.index_enc == INDEX_ALL and h.k != h.n):
-        raise CodecError("bad_lengths", "k=%d n=%d" % (h.k, h.n))
-    vsize = h.k * VALUE_SIZES[h.value_enc] + (4 if h.value_enc == VALUE_INT8 else 0)
+        raise CodecError(reasons.BAD_LENGTHS, "k=%d n=%d" % (h.k, h.n))
+    vsize = value_section_size(h.k, h.value_enc)
     if h.index_enc == INDEX_BITMAP and h.body_len != (h.n + 7) // 8 + vsize:
-        raise CodecError("bad_lengths", "bitmap body %d" % h.body_len)
+        raise CodecError(reasons.BAD_LENGTHS, "bitmap body %d" % h.body_len)
     if h.body_len < vsize:
-        raise CodecError("bad_lengths", "body %d < values %d" % (h.body_len, vsize))
+        raise CodecError(reasons.BAD_LENGTHS, "body %d < values %d" % (h.body_len, vsize))
 
 
-def decode_command(buf, max_size=4096):
+def decode_command(buf, max_size=limits.MAX_COMMAND):
     """Decode a COMMAND payload into (header, dict)."""
     h = decode_header(buf, max_size)
     if h.kind != KIND_COMMAND:
-        raise CodecError("bad_kind", "expected a command")
+        raise CodecError(reasons.BAD_KIND, "expected a command")
     try:
         command = json.loads(bytes(buf[HEADER_SIZE:]))
     except ValueError:
-        raise CodecError("bad_json") from None
+        raise CodecError(reasons.BAD_JSON) from None
     if not isinstance(command, dict):
-        raise CodecError("bad_json", "a command is a JSON object")
+        raise CodecError(reasons.BAD_JSON, "a command is a JSON object")
     return h, command
 
 
@@ -314,12 +330,12 @@ def _decode_bitmap(buf, h, out):
             low = byte & -byte
             idx = b * 8 + _bit_position(low)
             if idx >= h.n or j >= h.k:
-                raise CodecError("bad_indices", "bitmap has extra bits")
+                raise CodecError(reasons.BAD_INDICES, "bitmap has extra bits")
             out[j] = idx
             j += 1
             byte ^= low
     if j != h.k:
-        raise CodecError("bad_indices", "bitmap has %d bits, k=%d" % (j, h.k))
+        raise CodecError(reasons.BAD_INDICES, "bitmap has %d bits, k=%d" % (j, h.k))
     return out, HEADER_SIZE + nbytes
 
 
@@ -333,16 +349,14 @@ def _bit_position(low):
 
 def _decode_varint(buf, h, out):
     pos = HEADER_SIZE
-    end = HEADER_SIZE + h.body_len - h.k * VALUE_SIZES[h.value_enc]
-    if h.value_enc == VALUE_INT8:
-        end -= 4
+    end = HEADER_SIZE + h.body_len - value_section_size(h.k, h.value_enc)
     prev = -1
     for j in range(h.k):
         gap = 0
         shift = 0
         while True:
             if pos >= end or shift > 28:
-                raise CodecError("bad_indices", "varint runs past the index section")
+                raise CodecError(reasons.BAD_INDICES, "varint runs past the index section")
             byte = buf[pos]
             pos += 1
             gap |= (byte & 0x7F) << shift
@@ -351,10 +365,10 @@ def _decode_varint(buf, h, out):
                 break
         prev = prev + gap + 1
         if prev >= h.n:
-            raise CodecError("bad_indices", "index %d >= n=%d" % (prev, h.n))
+            raise CodecError(reasons.BAD_INDICES, "index %d >= n=%d" % (prev, h.n))
         out[j] = prev
     if pos != end:
-        raise CodecError("bad_lengths", "index section has %d spare bytes" % (end - pos))
+        raise CodecError(reasons.BAD_LENGTHS, "index section has %d spare bytes" % (end - pos))
     return out, pos
 
 
@@ -372,7 +386,7 @@ def decode_values(buf, h, pos, out=None, offset=0):
         scale = struct.unpack_from("<f", buf, pos)[0]
         pos += 4
         if not (scale == scale and 0.0 < scale < 3.0e38):
-            raise CodecError("bad_values", "int8 scale %r" % scale)
+            raise CodecError(reasons.BAD_VALUES, "int8 scale %r" % scale)
     for j in range(h.k):
         if enc == VALUE_F32:
             v = struct.unpack_from("<f", buf, pos)[0]
@@ -384,15 +398,15 @@ def decode_values(buf, h, pos, out=None, offset=0):
             v = struct.unpack_from("<b", buf, pos)[0] * scale
             pos += 1
         if v != v or v in (math.inf, -math.inf):
-            raise CodecError("bad_values", "non-finite value at entry %d" % j)
+            raise CodecError(reasons.BAD_VALUES, "non-finite value at entry %d" % j)
         out[offset + j] = v
     return out
 
 
-def decode(buf, max_size=1 << 20):
+def decode(buf, max_size=limits.MAX_PAYLOAD):
     """Decode a whole MODEL or DELTA payload into (header, indices, values)."""
     h = decode_header(buf, max_size)
     if h.kind == KIND_COMMAND:
-        raise CodecError("bad_kind", "a command has no vector")
+        raise CodecError(reasons.BAD_KIND, "a command has no vector")
     indices, pos = decode_indices(buf, h)
     return h, indices, decode_values(buf, h, pos)

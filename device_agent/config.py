@@ -40,7 +40,7 @@ BROKER_DEFAULTS = {
 }
 
 
-class ConfigError(ValueError):
+class AgentConfigError(ValueError):
     """A configuration that cannot run; the message names the key."""
 
 
@@ -52,14 +52,14 @@ def make_config(values):
     broker.update(values.get("broker") or {})
     cfg["broker"] = broker
     if not cfg.get("device_id"):
-        raise ConfigError("device_id is required")
+        raise AgentConfigError("device_id is required")
     try:
         check_name("device_id", cfg["device_id"])
         check_name("fleet", cfg["fleet"])
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise AgentConfigError(str(exc)) from None
     if not isinstance(broker["port"], int) or not 0 < broker["port"] < 65536:
-        raise ConfigError("broker.port must be an integer port")
+        raise AgentConfigError("broker.port must be an integer port")
     return cfg
 
 
@@ -69,5 +69,5 @@ def load_config(path):
         try:
             values = json.load(f)
         except ValueError:
-            raise ConfigError("%s is not valid JSON" % path) from None
+            raise AgentConfigError("%s is not valid JSON" % path) from None
     return make_config(values)

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 
-from device_agent import codec
+from device_agent import codec, limits, reasons
 from device_agent.codec import CodecError
 
 
@@ -18,40 +18,20 @@ def _crc_ok(buf: bytes, h: codec.Header) -> bool:
     return zlib.crc32(buf[codec.HEADER_SIZE :], crc) == h.crc
 
 
-def decode_header(buf: bytes, max_size: int = 1 << 20) -> codec.Header:
-    """Parse and check a header exactly like codec.decode_header, with zlib's CRC-32."""
-    size = len(buf)
-    if size < codec.HEADER_SIZE:
-        raise CodecError("truncated", "%d bytes, header needs %d" % (size, codec.HEADER_SIZE))
-    if size > max_size:
-        raise CodecError("oversized", "%d bytes > %d" % (size, max_size))
-    h = codec.Header(struct.unpack_from(codec.HEADER, buf, 0))
-    if h.magic != codec.MAGIC:
-        raise CodecError("bad_magic")
-    if h.version != codec.FORMAT_VERSION:
-        raise CodecError("bad_version", "format %d" % h.version)
-    if h.kind not in codec.KINDS:
-        raise CodecError("bad_kind", str(h.kind))
-    if h.body_len != size - codec.HEADER_SIZE:
-        raise CodecError(
-            "bad_lengths", "body %d, header says %d" % (size - codec.HEADER_SIZE, h.body_len)
-        )
-    if not _crc_ok(buf, h):
-        raise CodecError("bad_checksum")
-    if h.kind != codec.KIND_COMMAND:
-        codec._check_layout(h)
-    return h
+def decode_header(buf: bytes, max_size: int = limits.MAX_PAYLOAD) -> codec.Header:
+    """codec.decode_header's checks, with zlib's CRC-32."""
+    return codec.decode_header(buf, max_size, _crc_ok)
 
 
 def _varint_indices(section: np.ndarray, h: codec.Header) -> np.ndarray:
     ends = np.flatnonzero(section < 128)
     if len(ends) != h.k or (len(ends) and ends[-1] != len(section) - 1):
         if len(ends) < h.k or (len(ends) and ends[min(h.k, len(ends)) - 1] >= len(section)):
-            raise CodecError("bad_indices", "varint runs past the index section")
-        raise CodecError("bad_lengths", "index section has spare bytes")
+            raise CodecError(reasons.BAD_INDICES, "varint runs past the index section")
+        raise CodecError(reasons.BAD_LENGTHS, "index section has spare bytes")
     starts = np.concatenate(([0], ends[:-1] + 1)) if h.k else np.zeros(0, dtype=np.int64)
     if h.k and np.max(ends - starts) > 4:
-        raise CodecError("bad_indices", "varint runs past the index section")
+        raise CodecError(reasons.BAD_INDICES, "varint runs past the index section")
     gaps = np.zeros(h.k, dtype=np.int64)
     for shift in range(5):
         pos = starts + shift
@@ -59,7 +39,7 @@ def _varint_indices(section: np.ndarray, h: codec.Header) -> np.ndarray:
         gaps[take] |= (section[pos[take]].astype(np.int64) & 0x7F) << (7 * shift)
     idx = np.cumsum(gaps + 1) - 1
     if h.k and idx[-1] >= h.n:
-        raise CodecError("bad_indices", "index %d >= n=%d" % (idx[-1], h.n))
+        raise CodecError(reasons.BAD_INDICES, "index %d >= n=%d" % (idx[-1], h.n))
     return idx
 
 
@@ -67,19 +47,21 @@ def _bitmap_indices(section: np.ndarray, h: codec.Header) -> np.ndarray:
     bits = np.unpackbits(section, bitorder="little")
     idx = np.flatnonzero(bits)
     if len(idx) and idx[-1] >= h.n:
-        raise CodecError("bad_indices", "bitmap has extra bits")
+        raise CodecError(reasons.BAD_INDICES, "bitmap has extra bits")
     if len(idx) != h.k:
-        raise CodecError("bad_indices", "bitmap has %d bits, k=%d" % (len(idx), h.k))
+        raise CodecError(reasons.BAD_INDICES, "bitmap has %d bits, k=%d" % (len(idx), h.k))
     return idx
 
 
-def decode(buf: bytes, max_size: int = 1 << 20) -> tuple[codec.Header, np.ndarray, np.ndarray]:
+def decode(
+    buf: bytes, max_size: int = limits.MAX_PAYLOAD
+) -> tuple[codec.Header, np.ndarray, np.ndarray]:
     """(header, int64 indices, float32 values) of a MODEL or DELTA payload."""
     h = decode_header(buf, max_size)
     if h.kind == codec.KIND_COMMAND:
-        raise CodecError("bad_kind", "a command has no vector")
+        raise CodecError(reasons.BAD_KIND, "a command has no vector")
     data = np.frombuffer(buf, dtype=np.uint8, offset=codec.HEADER_SIZE)
-    vsize = h.k * codec.VALUE_SIZES[h.value_enc] + (4 if h.value_enc == codec.VALUE_INT8 else 0)
+    vsize = codec.value_section_size(h.k, h.value_enc)
     isize = h.body_len - vsize
     if h.index_enc == codec.INDEX_ALL:
         idx = np.arange(h.k, dtype=np.int64)
@@ -90,7 +72,7 @@ def decode(buf: bytes, max_size: int = 1 << 20) -> tuple[codec.Header, np.ndarra
     values = _values(buf, h, codec.HEADER_SIZE + isize)
     bad = ~np.isfinite(values)
     if bad.any():
-        raise CodecError("bad_values", "non-finite value at entry %d" % int(np.argmax(bad)))
+        raise CodecError(reasons.BAD_VALUES, "non-finite value at entry %d" % int(np.argmax(bad)))
     return h, idx, values
 
 
@@ -101,6 +83,6 @@ def _values(buf: bytes, h: codec.Header, pos: int) -> np.ndarray:
         return np.frombuffer(buf, dtype="<f2", count=h.k, offset=pos).astype(np.float32)
     (scale,) = struct.unpack_from("<f", buf, pos)
     if not (scale == scale and 0.0 < scale < 3.0e38):
-        raise CodecError("bad_values", "int8 scale %r" % scale)
+        raise CodecError(reasons.BAD_VALUES, "int8 scale %r" % scale)
     q = np.frombuffer(buf, dtype=np.int8, count=h.k, offset=pos + 4)
     return (q.astype(np.float64) * scale).astype(np.float32)

@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+COMPACT_AFTER_BYTES = 1 << 20
+"""A spool rewrites itself once this much delivered data lies before its unsent lines."""
+
 
 def _escape(text: str, chars: str) -> str:
     for ch in "\\" + chars:
@@ -221,7 +224,7 @@ class Spool:
         """Mark `size` bytes from the head as delivered."""
         self.offset += size
         self._commit()
-        if self.offset > (1 << 20) and self.offset > self.pending_bytes():
+        if self.offset > COMPACT_AFTER_BYTES and self.offset > self.pending_bytes():
             self._compact()
 
     def _commit(self) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
+from device_agent import limits
+
 ENV_PREFIX = "TINYMETAFED_"
 
 
@@ -49,7 +51,7 @@ class ServiceConfig:
     state_dir: str = "tinymetafed-state"
     eval_every: int = 5
     eval_devices: int = 10
-    max_payload: int = 1 << 20
+    max_payload: int = limits.MAX_PAYLOAD
     metrics_file: str | None = None
     influx_url: str | None = None
     influx_org: str = "tinymetafed"

@@ -14,7 +14,7 @@ import numpy as np
 
 from broker_service.core import fastcodec
 from broker_service.core.aggregate import SparseUpdate
-from device_agent import codec
+from device_agent import codec, limits, reasons
 
 
 class Rejected(Exception):
@@ -42,7 +42,7 @@ class RoundLedger:
     round: int
     version: int
     n: int
-    max_payload: int = 1 << 20
+    max_payload: int = limits.MAX_PAYLOAD
     max_norm: float = 0.0
     invited: set[str] = field(default_factory=set)
     accepted: dict[str, Accepted] = field(default_factory=dict)
@@ -69,7 +69,7 @@ class RoundLedger:
         Raises Rejected with the reason otherwise. Never changes state on a rejection.
         """
         if self.closed:
-            raise Rejected("late", "round %d is closed" % self.round)
+            raise Rejected(reasons.LATE, "round %d is closed" % self.round)
         try:
             h, idx, values = fastcodec.decode(payload, self.max_payload)
         except codec.CodecError as exc:
@@ -80,7 +80,7 @@ class RoundLedger:
             return None
         norm = float(np.linalg.norm(values.astype(np.float64)))
         if self.max_norm and norm > self.max_norm:
-            raise Rejected("norm_bound", "‖Δ‖=%.3g > %.3g" % (norm, self.max_norm))
+            raise Rejected(reasons.NORM_BOUND, "‖Δ‖=%.3g > %.3g" % (norm, self.max_norm))
         update = SparseUpdate(idx, values, h.samples)
         entry = Accepted(device, update, len(payload), h.k)
         self.accepted[device] = entry
@@ -88,19 +88,21 @@ class RoundLedger:
 
     def _check(self, device: str, h: codec.Header, values) -> None:
         if h.kind != codec.KIND_DELTA:
-            raise Rejected("bad_kind", "expected a delta")
+            raise Rejected(reasons.BAD_KIND, "expected a delta")
         if h.round < self.round:
-            raise Rejected("late", "round %d already closed" % h.round)
+            raise Rejected(reasons.LATE, "round %d already closed" % h.round)
         if h.round != self.round:
-            raise Rejected("wrong_round", "round %d, open round is %d" % (h.round, self.round))
+            raise Rejected(
+                reasons.WRONG_ROUND, "round %d, open round is %d" % (h.round, self.round)
+            )
         if h.model_version != self.version:
             raise Rejected(
-                "stale_version", "version %d, current %d" % (h.model_version, self.version)
+                reasons.STALE_VERSION, "version %d, current %d" % (h.model_version, self.version)
             )
         if h.n != self.n:
-            raise Rejected("shape_mismatch", "n=%d, model has %d" % (h.n, self.n))
+            raise Rejected(reasons.SHAPE_MISMATCH, "n=%d, model has %d" % (h.n, self.n))
         if device not in self.invited:
-            raise Rejected("not_in_cohort", device)
+            raise Rejected(reasons.NOT_IN_COHORT, device)
 
     def reject(self, reason: str) -> None:
         """Count a rejection (for reasons found outside `offer`, e.g. an unknown topic)."""

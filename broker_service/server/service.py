@@ -42,7 +42,7 @@ from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
 from broker_service.sim.simulation import initial_theta, round_cohort
 from broker_service.usecases.registry import load_use_case
-from device_agent import codec
+from device_agent import codec, reasons
 from device_agent.auth import hmac_sha256, split_signed
 from device_agent.energy import energy_mj, profile
 from device_agent.topics import Topics
@@ -510,10 +510,10 @@ class AggregationService:
             return message
         key = self.hmac_keys.get(device)
         if key is None:
-            raise Rejected("unknown_device", device)
+            raise Rejected(reasons.UNKNOWN_DEVICE, device)
         payload, tag = split_signed(message)
         if payload is None or not hmac.compare_digest(hmac_sha256(key, payload), tag):
-            raise Rejected("bad_signature", device)
+            raise Rejected(reasons.BAD_SIGNATURE, device)
         return payload
 
     def _norm_bound(self) -> float:
@@ -529,8 +529,8 @@ class AggregationService:
     def _on_update(self, device: str, message: bytes) -> None:
         ledger = self.ledger
         if ledger is None:
-            self.totals.rejected["no_open_round"] += 1
-            self.log("rejected", device=device, reason="no_open_round")
+            self.totals.rejected[reasons.NO_OPEN_ROUND] += 1
+            self.log("rejected", device=device, reason=reasons.NO_OPEN_ROUND)
             return
         try:
             payload = self._authenticate(device, message)
@@ -539,9 +539,9 @@ class AggregationService:
         except Rejected as exc:
             ledger.reject(exc.reason)
             if device in ledger.invited and exc.reason not in (
-                "late",
-                "wrong_round",
-                "storage_error",
+                reasons.LATE,
+                reasons.WRONG_ROUND,
+                reasons.STORAGE_ERROR,
             ):
                 ledger.refused.setdefault(device, exc.reason)
             self.log(
@@ -556,9 +556,13 @@ class AggregationService:
             self.journal.append(device, payload)
         except OSError as exc:
             del ledger.accepted[device]
-            ledger.reject("storage_error")
+            ledger.reject(reasons.STORAGE_ERROR)
             self.log(
-                "rejected", round=self.round, device=device, reason="storage_error", detail=str(exc)
+                "rejected",
+                round=self.round,
+                device=device,
+                reason=reasons.STORAGE_ERROR,
+                detail=str(exc),
             )
             return
         self.norms.append(float(np.linalg.norm(accepted.update.values)))
@@ -568,7 +572,7 @@ class AggregationService:
         try:
             doc = json.loads(payload)
         except ValueError:
-            self.log("rejected", device=device, reason="bad_telemetry")
+            self.log("rejected", device=device, reason=reasons.BAD_TELEMETRY)
             return
         if not isinstance(doc, dict):
             return

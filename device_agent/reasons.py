@@ -1,0 +1,74 @@
+"""Why a message was refused: the one list of rejection and abort reasons.
+
+Plain string constants shared by the agent, the codec twins, the service and the docs, so a
+reason logged on a board, counted by the service and shown in Grafana is spelled the same
+everywhere. Importable on MicroPython.
+"""
+
+# A payload the codec cannot accept (agent and service alike).
+TRUNCATED = "truncated"  # shorter than its header
+OVERSIZED = "oversized"  # longer than the receiver's limit (device_agent.limits)
+BAD_MAGIC = "bad_magic"  # not a TinyMetaFed payload
+BAD_VERSION = "bad_version"  # a wire format this side does not speak
+BAD_KIND = "bad_kind"  # a MODEL where a DELTA was expected, or an unknown kind
+BAD_LENGTHS = "bad_lengths"  # header lengths disagree with each other or with the body
+BAD_CHECKSUM = "bad_checksum"  # CRC-32 mismatch
+BAD_ENCODING = "bad_encoding"  # unknown index or value encoding
+BAD_VALUE_ENCODING = "bad_value_encoding"  # an encoder asked for an unknown value encoding
+BAD_INDICES = "bad_indices"  # indices out of range, not ascending, or extra bitmap bits
+BAD_VALUES = "bad_values"  # non-finite values or an unusable int8 scale
+BAD_JSON = "bad_json"  # a command body that is not a JSON object
+BAD_COMMAND = "bad_command"  # a command without its integer round or version
+
+# An update the open round refuses (service).
+LATE = "late"  # for a round already closed
+WRONG_ROUND = "wrong_round"  # for a round not open yet
+STALE_VERSION = "stale_version"  # computed on another model version
+SHAPE_MISMATCH = "shape_mismatch"  # a vector of another length than the model
+NOT_IN_COHORT = "not_in_cohort"  # from a device the round did not invite
+NORM_BOUND = "norm_bound"  # an update longer than the norm bound
+NO_OPEN_ROUND = "no_open_round"  # arrived while no round was open
+UNKNOWN_DEVICE = "unknown_device"  # signed updates are required and the device has no key
+BAD_SIGNATURE = "bad_signature"  # the update's HMAC tag does not verify
+STORAGE_ERROR = "storage_error"  # the journal could not store it (e.g. disk full)
+BAD_TELEMETRY = "bad_telemetry"  # telemetry that is not a JSON object
+
+# The agent.
+INTERNAL_ERROR = "internal_error"  # a message whose handling raised; the agent keeps its state
+
+# Why a device abandoned a round in progress.
+ABORT_NEWER_MODEL = "newer_model"
+ABORT_CANCELLED = "cancelled"
+ABORT_SUPERSEDED = "superseded"
+
+REJECTIONS = (
+    TRUNCATED,
+    OVERSIZED,
+    BAD_MAGIC,
+    BAD_VERSION,
+    BAD_KIND,
+    BAD_LENGTHS,
+    BAD_CHECKSUM,
+    BAD_ENCODING,
+    BAD_VALUE_ENCODING,
+    BAD_INDICES,
+    BAD_VALUES,
+    BAD_JSON,
+    BAD_COMMAND,
+    LATE,
+    WRONG_ROUND,
+    STALE_VERSION,
+    SHAPE_MISMATCH,
+    NOT_IN_COHORT,
+    NORM_BOUND,
+    NO_OPEN_ROUND,
+    UNKNOWN_DEVICE,
+    BAD_SIGNATURE,
+    STORAGE_ERROR,
+    BAD_TELEMETRY,
+    INTERNAL_ERROR,
+)
+"""Every rejection reason, in the order the docs list them."""
+
+ABORTS = (ABORT_NEWER_MODEL, ABORT_CANCELLED, ABORT_SUPERSEDED)
+"""Every reason a round in progress is abandoned."""
