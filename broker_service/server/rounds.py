@@ -2,6 +2,8 @@
 rejected and why, and whether a quorum was reached.
 
 Idempotent by (device, round, model version): a redelivered or duplicated update is counted once.
+The ledger alone decides what counts: `offer` accepts, `reject` records a refusal, `withdraw`
+undoes an acceptance the service could not make durable, `close` ends the round.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from broker_service.core import fastcodec
 from broker_service.core.aggregate import SparseUpdate
 from device_agent import codec, limits, reasons
 
+NOT_AN_ANSWER = frozenset({reasons.LATE, reasons.WRONG_ROUND, reasons.STORAGE_ERROR})
+"""Rejections that do not settle an invited device's turn: an update for another round (the
+device may still answer this one) or one the service failed to store (not the device's fault)."""
+
 
 class Rejected(Exception):
     """An update the round refuses; `reason` is a short machine-readable cause."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
 
@@ -46,7 +52,7 @@ class RoundLedger:
     max_norm: float = 0.0
     invited: set[str] = field(default_factory=set)
     accepted: dict[str, Accepted] = field(default_factory=dict)
-    rejected: Counter = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     refused: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
@@ -60,8 +66,13 @@ class RoundLedger:
         self.last_cohort = len(cohort)
 
     def waiting_for(self) -> set[str]:
-        """Invited devices that have not answered yet (a rejected answer counts as one)."""
+        """Invited devices that have not answered yet (a refused answer counts as one)."""
         return self.invited - set(self.accepted) - set(self.refused)
+
+    def restore(self, device: str, payload: bytes) -> Accepted | None:
+        """Re-offer an update journaled before a restart: its device was invited then."""
+        self.invited.add(device)
+        return self.offer(device, payload)
 
     def offer(self, device: str, payload: bytes) -> Accepted | None:
         """Validate an update; returns it when newly accepted, None for a duplicate.
@@ -86,7 +97,7 @@ class RoundLedger:
         self.accepted[device] = entry
         return entry
 
-    def _check(self, device: str, h: codec.Header, values) -> None:
+    def _check(self, device: str, h: codec.Header, values: np.ndarray) -> None:
         if h.kind != codec.KIND_DELTA:
             raise Rejected(reasons.BAD_KIND, "expected a delta")
         if h.round < self.round:
@@ -104,9 +115,27 @@ class RoundLedger:
         if device not in self.invited:
             raise Rejected(reasons.NOT_IN_COHORT, device)
 
-    def reject(self, reason: str) -> None:
-        """Count a rejection (for reasons found outside `offer`, e.g. an unknown topic)."""
+    def reject(self, device: str, reason: str) -> None:
+        """Record that an update from `device` was refused for `reason` (by `offer` or before it,
+        e.g. a bad signature): the rejection is counted, and an invited device whose update is
+        refused for what it is (see NOT_AN_ANSWER) has had its turn and is not waited for."""
         self.rejected[reason] += 1
+        if device in self.invited and reason not in NOT_AN_ANSWER:
+            self.refused.setdefault(device, reason)
+
+    def withdraw(self, device: str, reason: str) -> Accepted:
+        """Undo the acceptance of `device`'s update (e.g. it could not be journaled) and count
+        the rejection; the device is waited for again, so its resent update can still count.
+        Raises KeyError when the device has no accepted update."""
+        entry = self.accepted.pop(device)
+        self.rejected[reason] += 1
+        return entry
+
+    def close(self) -> list[str]:
+        """Close the round (later updates are late); returns the invited devices that never
+        answered, sorted."""
+        self.closed = True
+        return sorted(self.waiting_for())
 
     def quorum_met(self, quorum: float, min_updates: int) -> bool:
         """True when at least max(min_updates, ceil(quorum × last cohort size)) answered."""
@@ -116,3 +145,7 @@ class RoundLedger:
     def updates(self) -> list[SparseUpdate]:
         """The accepted updates in a stable order (by device id)."""
         return [self.accepted[d].update for d in sorted(self.accepted)]
+
+    def bytes_up(self) -> int:
+        """The size on the wire of the accepted updates."""
+        return sum(a.payload_bytes for a in self.accepted.values())

@@ -4,24 +4,23 @@ Round t (model version t):
 1. publish θ_g (retained MODEL payload) and pick a cohort of K online devices (seeded by
    (seed, t, attempt), so a restarted service picks the same devices);
 2. send each its round command and collect updates until all answered or the deadline passed;
-   every accepted update is journaled (fsync) before it counts;
-3. with a quorum, close the round: aggregate with the strategy, write the checkpoint atomically,
-   drop the journal; without one, invite a fresh cohort (up to `max_attempts`, then keep trying);
-4. record who answered, who was late, who was rejected and why.
+   every update is admitted (signature, round checks, norm bound) and journaled (fsync) before
+   it counts (`admission.py`);
+3. with a quorum, close the round: aggregate with the strategy, add the round to the session
+   totals, write the checkpoint atomically, drop the journal, evaluate when due, report; without
+   one, invite a fresh cohort (up to `max_attempts`, then keep trying);
+4. record who answered, who was late, who was rejected and why (`rounds.RoundLedger`).
 A restart resumes from the checkpoint and replays the open round's journal; devices asked again
 for a round they already answered re-send the same update, which is counted once.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
-import math
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,34 +34,28 @@ from broker_service.observe.logs import EventLog
 from broker_service.observe.metrics import Fanout, InfluxSink, LineFileSink, Sink
 from broker_service.observe.recorder import Recorder
 from broker_service.server import checkpoint
+from broker_service.server.admission import Admission, load_hmac_keys
 from broker_service.server.config import ConfigError, ServiceConfig
 from broker_service.server.journal import Journal
-from broker_service.server.mqtt import ServiceMqtt
+from broker_service.server.mqtt import Event, ServiceMqtt
 from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
+from broker_service.server.totals import Totals
 from broker_service.sim.simulation import initial_theta, round_cohort
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec, reasons
-from device_agent.auth import hmac_sha256, split_signed
 from device_agent.energy import energy_mj, profile
 from device_agent.topics import Topics
 
 
-def load_hmac_keys(path: str | None) -> dict[str, bytes] | None:
-    """{device id: key} from a JSON file of hex keys, or None when updates are not signed."""
-    if not path:
-        return None
-    try:
-        doc = json.loads(Path(path).read_text())
-        return {str(device): bytes.fromhex(key) for device, key in doc.items()}
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ConfigError("hmac_keys_file %s: %s" % (path, type(exc).__name__)) from None
+def metrics_path(cfg: ServiceConfig) -> Path:
+    """The line-protocol metrics file: `metrics_file`, or metrics.lp in the state folder."""
+    return Path(cfg.metrics_file) if cfg.metrics_file else Path(cfg.state_dir) / "metrics.lp"
 
 
 def metrics_sink(cfg: ServiceConfig, log: EventLog) -> Sink:
     """The line-protocol file (always) plus InfluxDB when `influx_url` is set."""
-    path = Path(cfg.metrics_file) if cfg.metrics_file else Path(cfg.state_dir) / "metrics.lp"
-    sinks: list[Sink] = [LineFileSink(path)]
+    sinks: list[Sink] = [LineFileSink(metrics_path(cfg))]
     if cfg.influx_url:
         sinks.append(
             InfluxSink(
@@ -78,25 +71,13 @@ def metrics_sink(cfg: ServiceConfig, log: EventLog) -> Sink:
 
 
 @dataclass
-class Totals:
-    """Running totals over the session (kept in the checkpoint across restarts)."""
-
-    updates: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    dense_bytes_up: int = 0
-    energy_mj: float = 0.0
-    rejected: Counter = field(default_factory=Counter)
-
-
-@dataclass
 class RoundReport:
     """What one closed round did; handed to progress callbacks and metric sinks."""
 
     round: int
     participants: list[str]
     late: list[str]
-    rejected: dict
+    rejected: dict[str, int]
     duplicates: int
     attempts: int
     outer_step: float
@@ -117,7 +98,7 @@ class AggregationService:
         log: EventLog | None = None,
         progress: Callable[[RoundReport], None] | None = None,
         stop: threading.Event | None = None,
-    ):
+    ) -> None:
         self.cfg = cfg
         self.log = log or EventLog()
         self.progress = progress
@@ -147,17 +128,19 @@ class AggregationService:
         self.metric_initial: float | None = None
         self.metric_last: float | None = None
         self.sink = metrics_sink(cfg, self.log)
-        self.hmac_keys = load_hmac_keys(cfg.hmac_keys_file)
-        self.norms: deque[float] = deque(maxlen=200)
+        self.admission = Admission(load_hmac_keys(cfg.hmac_keys_file), cfg.max_update_norm)
         self.last_heartbeat = -1e9
         self.recorder = Recorder(self.sink, cfg.fleet, cfg.use_case, cfg.algorithm)
 
     # -- state --
 
     def checkpoint_path(self) -> Path:
+        """Where the session's checkpoint lives (in the state folder)."""
         return self.state / "checkpoint.json"
 
     def _resume(self) -> tuple[np.ndarray, int]:
+        """θ_g and the round to start at: the checkpoint's (with its totals) when there is one,
+        else round 0 from `init_checkpoint` or a seeded initialisation."""
         path = self.checkpoint_path()
         if not path.exists():
             if self.cfg.init_checkpoint:
@@ -165,34 +148,20 @@ class AggregationService:
             theta = initial_theta(self.net, self.cfg.seed)[: self.n]
             return theta, 0
         ckpt = checkpoint.load(path)
-        if (ckpt.use_case, ckpt.algorithm, len(ckpt.theta)) != (
-            self.cfg.use_case,
-            self.cfg.algorithm,
-            self.n,
-        ):
-            raise checkpoint.CheckpointError(
-                "%s holds %s/%s with %d parameters; this service runs %s/%s with %d"
-                % (
-                    path,
-                    ckpt.use_case,
-                    ckpt.algorithm,
-                    len(ckpt.theta),
-                    self.cfg.use_case,
-                    self.cfg.algorithm,
-                    self.n,
-                )
-            )
-        extra = ckpt.extra.get("totals", {})
-        self.totals = Totals(
-            extra.get("updates", 0),
-            extra.get("bytes_up", 0),
-            extra.get("bytes_down", 0),
-            extra.get("dense_bytes_up", 0),
-            extra.get("energy_mj", 0.0),
-            Counter(extra.get("rejected", {})),
-        )
+        self._check_resumable(ckpt, path)
+        self.totals = Totals.from_dict(ckpt.extra.get("totals", {}))
         self.log("resumed", round=ckpt.round, checkpoint=str(path))
         return ckpt.theta, ckpt.round
+
+    def _check_resumable(self, ckpt: checkpoint.Checkpoint, path: Path) -> None:
+        """Raise CheckpointError unless `ckpt` is of this service's use case and algorithm."""
+        held = (ckpt.use_case, ckpt.algorithm, len(ckpt.theta))
+        mine = (self.cfg.use_case, self.cfg.algorithm, self.n)
+        if held != mine:
+            raise checkpoint.CheckpointError(
+                "%s holds %s/%s with %d parameters; this service runs %s/%s with %d"
+                % ((path,) + held + mine)
+            )
 
     def _initial_from(self, path: str) -> np.ndarray:
         """θ_g from a checkpoint of the same architecture (e.g. `tinymetafed init --from-onnx`)."""
@@ -208,7 +177,7 @@ class AggregationService:
         return np.asarray(ckpt.theta[: self.n], dtype=np.float32)
 
     def _save(self) -> None:
-        t = self.totals
+        """Write θ_g, the round and the totals to the checkpoint (atomically)."""
         ckpt = checkpoint.Checkpoint(
             spec=self.use_case.spec,
             theta=self.theta,
@@ -220,14 +189,7 @@ class AggregationService:
             extra={
                 "seed": self.cfg.seed,
                 "preprocessing": self.use_case.preprocessing,
-                "totals": {
-                    "updates": t.updates,
-                    "bytes_up": t.bytes_up,
-                    "bytes_down": t.bytes_down,
-                    "dense_bytes_up": t.dense_bytes_up,
-                    "energy_mj": t.energy_mj,
-                    "rejected": dict(t.rejected),
-                },
+                "totals": self.totals.to_dict(),
             },
         )
         checkpoint.save(self.checkpoint_path(), ckpt)
@@ -272,6 +234,7 @@ class AggregationService:
         return float(values.mean())
 
     def _wait_for_devices(self) -> None:
+        """Wait (up to `wait_for_devices` s) until enough devices are online for a quorum."""
         need = min(self.strategy.cohort_size(), max(1, self.cfg.min_updates))
         deadline = time.monotonic() + self.cfg.wait_for_devices
         while len(self.fleet.online()) < need and time.monotonic() < deadline:
@@ -284,6 +247,7 @@ class AggregationService:
         self.log("fleet", online=len(self.fleet.online()))
 
     def _publish_model(self) -> None:
+        """Publish θ_g as the retained MODEL payload of the current round."""
         self.model_payload = bytes(
             codec.encode(
                 codec.KIND_MODEL, self.n, None, self.theta.tolist(), self.round, self.round
@@ -292,43 +256,63 @@ class AggregationService:
         assert self.mqtt is not None
         self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
 
+    # -- one round --
+
     def _run_round(self) -> None:
-        t = self.round
+        """Open the round, gather updates until a quorum answered, then close it."""
         start = time.monotonic()
+        self._open_round()
+        self._gather()
+        if self.stop.is_set():
+            return
+        self._close(start)
+
+    def _open_round(self) -> None:
+        """Publish the model, start the round's ledger and journal, replay what a previous run
+        of this round already accepted."""
+        t = self.round
         self._publish_model()
         self.previous_ledger = self.ledger
         self.ledger = RoundLedger(t, t, self.n, self.cfg.max_payload)
         self.journal = Journal(self.state / "journal", t)
         self._replay_journal()
+
+    def _replay_journal(self) -> None:
+        """Count the updates journaled for this round before a restart."""
+        assert self.ledger is not None and self.journal is not None
+        for device, payload in self.journal.replay():
+            try:
+                if self.ledger.restore(device, payload):
+                    self.log("replayed", round=self.round, device=device)
+            except Rejected as exc:
+                self.log("replay_skipped", round=self.round, device=device, reason=exc.reason)
+
+    def _gather(self) -> None:
+        """Invite cohorts and collect their updates until a quorum answered or the service is
+        stopped."""
+        ledger = self.ledger
+        assert ledger is not None
         attempt = 0
         while not self.stop.is_set():
             self._invite(attempt)
             self._collect(time.monotonic() + self.cfg.round_timeout)
-            if self.ledger.quorum_met(self.cfg.quorum, self.cfg.min_updates):
-                break
+            if ledger.quorum_met(self.cfg.quorum, self.cfg.min_updates):
+                return
             attempt += 1
-            self.log(
-                "quorum_missed",
-                round=t,
-                attempt=attempt,
-                answered=len(self.ledger.accepted),
-                invited=len(self.ledger.invited),
-            )
-            if attempt >= self.cfg.max_attempts:
-                self._pump(min(5.0, self.cfg.round_timeout))
-        if self.stop.is_set():
-            return
-        self._close(start)
+            self._quorum_missed(attempt)
 
-    def _replay_journal(self) -> None:
-        assert self.ledger is not None and self.journal is not None
-        for device, payload in self.journal.replay():
-            self.ledger.invited.add(device)
-            try:
-                if self.ledger.offer(device, payload):
-                    self.log("replayed", round=self.round, device=device)
-            except Rejected as exc:
-                self.log("replay_skipped", round=self.round, device=device, reason=exc.reason)
+    def _quorum_missed(self, attempt: int) -> None:
+        """Log a missed quorum; once `max_attempts` are used up, pause before the next one."""
+        assert self.ledger is not None
+        self.log(
+            "quorum_missed",
+            round=self.round,
+            attempt=attempt,
+            answered=len(self.ledger.accepted),
+            invited=len(self.ledger.invited),
+        )
+        if attempt >= self.cfg.max_attempts:
+            self._pump(min(5.0, self.cfg.round_timeout))
 
     def _invite(self, attempt: int) -> None:
         """Attempt 0 draws the round's cohort from all online devices (so a restarted service
@@ -354,7 +338,8 @@ class AggregationService:
             online=len(online),
         )
 
-    def _send_commands(self, devices) -> None:
+    def _send_commands(self, devices: Iterable[str]) -> None:
+        """Send the round command to each device (and count the bytes each one downloads)."""
         assert self.mqtt is not None
         command = self.strategy.round_command(self.round, version=self.round)
         payload = bytes(codec.encode_command(command, self.round, self.round))
@@ -363,6 +348,7 @@ class AggregationService:
             self.totals.bytes_down += len(payload) + len(self.model_payload)
 
     def _collect(self, deadline: float) -> None:
+        """Handle broker events until every invited device answered or `deadline` passed."""
         assert self.ledger is not None
         while self.ledger.waiting_for() and not self.stop.is_set():
             left = deadline - time.monotonic()
@@ -370,67 +356,113 @@ class AggregationService:
                 return
             self._pump(min(left, 0.5))
 
-    def _close(self, start: float) -> None:
+    def _waiting_for(self) -> set[str]:
+        """The devices the open round still waits for (none when no round is open)."""
         ledger = self.ledger
-        assert ledger is not None and self.journal is not None
-        ledger.closed = True
-        late = sorted(ledger.waiting_for())
+        if ledger is None or ledger.closed:
+            return set()
+        return ledger.waiting_for()
+
+    # -- closing a round --
+
+    def _close(self, start: float) -> None:
+        """Close the round: aggregate, count, checkpoint, evaluate when due, report."""
+        ledger = self.ledger
+        assert ledger is not None
+        late = ledger.close()
         beta = self._outer_step()
+        self._aggregate(ledger)
+        self._count(ledger)
+        self.round += 1
+        self._persist()
+        metric = self._evaluate_if_due()
+        report = self._round_report(ledger, late, beta, time.monotonic() - start, metric)
+        self._report(report)
+        if self.round == self.total_rounds:
+            self._publish_model()
+        if self.progress:
+            self.progress(report)
+
+    def _aggregate(self, ledger: RoundLedger) -> None:
+        """θ_g ← the strategy's meta-update with the round's accepted updates."""
         self.theta = np.asarray(
             self.strategy.aggregate(self.theta, ledger.updates(), self.round, self.total_rounds),
             dtype=np.float32,
         )
-        round_up = sum(a.payload_bytes for a in ledger.accepted.values())
-        self.totals.updates += len(ledger.accepted)
-        self.totals.bytes_up += round_up
-        self.totals.dense_bytes_up += len(ledger.accepted) * (
-            codec.HEADER_SIZE + 4 * self.net.plan.n_params
+
+    def _count(self, ledger: RoundLedger) -> None:
+        """Add the round's updates, bytes up, energy and rejections to the session totals."""
+        self.totals.add_round(
+            updates=len(ledger.accepted),
+            bytes_up=ledger.bytes_up(),
+            dense_bytes_up=len(ledger.accepted) * self._dense_update_bytes(),
+            energy_mj=self._round_energy(ledger),
+            rejected=ledger.rejected,
         )
-        self.totals.energy_mj += self._round_energy(ledger)
-        self.totals.rejected.update(ledger.rejected)
-        self.round += 1
+
+    def _persist(self) -> None:
+        """Checkpoint the round and drop its journal. On a storage error (e.g. disk full) the
+        previous checkpoint and the journal stay, and the session goes on."""
+        assert self.journal is not None
         try:
             self._save()
             self.journal.remove()
-        except OSError as exc:  # e.g. disk full: the previous checkpoint and the journal stay
+        except OSError as exc:
             self.log("checkpoint_failed", round=self.round, error=str(exc))
-        metric = None
+
+    def _evaluate_if_due(self) -> float | None:
+        """The metric every `eval_every` rounds and after the last one, else None."""
         if self.round % max(1, self.cfg.eval_every) == 0 or self.round == self.total_rounds:
-            metric = self.metric_last = self.evaluate()
-        report = RoundReport(
-            self.round - 1,
-            sorted(ledger.accepted),
-            late,
-            dict(ledger.rejected),
-            ledger.duplicates,
-            ledger.attempts,
-            beta,
-            time.monotonic() - start,
-            metric,
-            self.totals,
-            round_up,
-            len(ledger.invited) * len(self.model_payload),
+            self.metric_last = self.evaluate()
+            return self.metric_last
+        return None
+
+    def _round_report(
+        self,
+        ledger: RoundLedger,
+        late: list[str],
+        beta: float,
+        seconds: float,
+        metric: float | None,
+    ) -> RoundReport:
+        """The figures of the round just closed (the service has moved on to the next)."""
+        return RoundReport(
+            round=self.round - 1,
+            participants=sorted(ledger.accepted),
+            late=late,
+            rejected=dict(ledger.rejected),
+            duplicates=ledger.duplicates,
+            attempts=ledger.attempts,
+            outer_step=beta,
+            seconds=seconds,
+            metric=metric,
+            totals=self.totals,
+            bytes_up=ledger.bytes_up(),
+            bytes_down=len(ledger.invited) * len(self.model_payload),
         )
+
+    def _report(self, report: RoundReport) -> None:
+        """Write the round's metric point and its `round_closed` log line."""
         losses = [
             float(self.telemetry[d]["loss_after"])
             for d in report.participants
             if isinstance(self.telemetry.get(d, {}).get("loss_after"), (int, float))
         ]
-        self.recorder.round_closed(report, codec.HEADER_SIZE + 4 * self.net.plan.n_params, losses)
+        self.recorder.round_closed(report, self._dense_update_bytes(), losses)
         self.log(
             "round_closed",
             round=report.round,
             participants=len(report.participants),
-            late=",".join(late) or None,
-            rejected=dict(ledger.rejected) or None,
-            duplicates=ledger.duplicates or None,
-            metric=metric,
+            late=",".join(report.late) or None,
+            rejected=report.rejected or None,
+            duplicates=report.duplicates or None,
+            metric=report.metric,
             seconds="%.2f" % report.seconds,
         )
-        if self.round == self.total_rounds:
-            self._publish_model()
-        if self.progress:
-            self.progress(report)
+
+    def _dense_update_bytes(self) -> int:
+        """The size of one dense float32 update of all parameters (the upload saving's basis)."""
+        return codec.HEADER_SIZE + 4 * self.net.plan.n_params
 
     def _outer_step(self) -> float:
         from broker_service.core.aggregate import outer_step
@@ -440,6 +472,8 @@ class AggregationService:
         return outer_step(float(self.settings["outer_lr"]), self.round, self.total_rounds)
 
     def _round_energy(self, ledger: RoundLedger) -> float:
+        """The devices' energy for the round: as reported in their telemetry, else estimated
+        from the bytes exchanged with the default board profile."""
         total = 0.0
         for device in ledger.accepted:
             doc = self.telemetry.get(device, {})
@@ -464,6 +498,7 @@ class AggregationService:
         path.write_text("%d %d\n" % (time.time(), self.round))
 
     def _pump(self, timeout: float) -> None:
+        """Handle the broker events that arrive within `timeout` s (and all queued after)."""
         assert self.mqtt is not None
         self._heartbeat()
         event = self.mqtt.next_event(timeout)
@@ -471,104 +506,78 @@ class AggregationService:
             self._handle(event)
             event = self.mqtt.next_event(0)
 
-    def _handle(self, event) -> None:
+    def _handle(self, event: Event) -> None:
+        """Dispatch one event of the broker connection."""
         if event.kind == "connected":
-            self.log("broker_connected", round=self.round)
-            if self.model_payload:
-                assert self.mqtt is not None
-                self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
-            if self.ledger is not None and not self.ledger.closed:
-                self._send_commands(sorted(self.ledger.waiting_for()))
-            return
-        if event.kind in ("disconnected", "refused"):
+            self._on_connected()
+        elif event.kind in ("disconnected", "refused"):
             self.log("broker_" + event.kind, round=self.round, reason=event.payload.decode())
-            return
-        device, leaf = self.topics.device_of(event.topic)
+        else:
+            self._on_message(event.topic, event.payload)
+
+    def _on_connected(self) -> None:
+        """(Re)connected: publish the model again and re-ask the devices still awaited."""
+        self.log("broker_connected", round=self.round)
+        if self.model_payload:
+            assert self.mqtt is not None
+            self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
+        self._send_commands(sorted(self._waiting_for()))
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Route a message of a device's subtree by its leaf topic; ignore anything else."""
+        device, leaf = self.topics.device_of(topic)
         if device is None:
             return
         if leaf == "status":
-            changed = self.fleet.update(device, event.payload)
-            if changed is not None:
-                self.log("presence", device=device, online=changed.online)
-                self.recorder.presence(device, changed.online, changed.info)
-                ledger = self.ledger
-                if (
-                    changed.online
-                    and ledger is not None
-                    and not ledger.closed
-                    and device in ledger.waiting_for()
-                ):
-                    self._send_commands([device])  # back after a reboot: ask again now
+            self._on_status(device, payload)
         elif leaf == "update":
-            self._on_update(device, event.payload)
+            self._on_update(device, payload)
         elif leaf == "telemetry":
-            self._on_telemetry(device, event.payload)
+            self._on_telemetry(device, payload)
 
-    def _authenticate(self, device: str, message: bytes) -> bytes:
-        """The payload of a signed message from `device`; raises Rejected when it is not."""
-        if self.hmac_keys is None:
-            return message
-        key = self.hmac_keys.get(device)
-        if key is None:
-            raise Rejected(reasons.UNKNOWN_DEVICE, device)
-        payload, tag = split_signed(message)
-        if payload is None or not hmac.compare_digest(hmac_sha256(key, payload), tag):
-            raise Rejected(reasons.BAD_SIGNATURE, device)
-        return payload
-
-    def _norm_bound(self) -> float:
-        """The configured bound, or 100× the median norm of the last 200 accepted updates
-        (once 20 are known): only absurd updates are refused here; robust aggregation
-        (clip_scale) handles subtler ones."""
-        if self.cfg.max_update_norm > 0:
-            return self.cfg.max_update_norm
-        if len(self.norms) < 20:
-            return 0.0
-        return 100.0 * float(np.median(self.norms))
+    def _on_status(self, device: str, payload: bytes) -> None:
+        """Track presence; a device the open round waits for that comes back is asked again."""
+        changed = self.fleet.update(device, payload)
+        if changed is None:
+            return
+        self.log("presence", device=device, online=changed.online)
+        self.recorder.presence(device, changed.online, changed.info)
+        if changed.online and device in self._waiting_for():
+            self._send_commands([device])  # back after a reboot: ask again now
 
     def _on_update(self, device: str, message: bytes) -> None:
+        """Admit a device's update into the open round and log the outcome."""
         ledger = self.ledger
         if ledger is None:
             self.totals.rejected[reasons.NO_OPEN_ROUND] += 1
             self.log("rejected", device=device, reason=reasons.NO_OPEN_ROUND)
             return
+        assert self.journal is not None
         try:
-            payload = self._authenticate(device, message)
-            ledger.max_norm = self._norm_bound()
-            accepted = ledger.offer(device, payload)
+            accepted = self.admission.admit(ledger, self.journal, device, message)
         except Rejected as exc:
-            ledger.reject(exc.reason)
-            if device in ledger.invited and exc.reason not in (
-                reasons.LATE,
-                reasons.WRONG_ROUND,
-                reasons.STORAGE_ERROR,
-            ):
-                ledger.refused.setdefault(device, exc.reason)
-            self.log(
-                "rejected", round=self.round, device=device, reason=exc.reason, detail=str(exc)
-            )
+            self._log_rejected(device, exc.reason, str(exc))
+            return
+        except OSError as exc:  # the journal could not store it (e.g. disk full)
+            self._log_rejected(device, reasons.STORAGE_ERROR, str(exc))
             return
         if accepted is None:
             self.log("duplicate", round=self.round, device=device)
             return
-        try:
-            assert self.journal is not None
-            self.journal.append(device, payload)
-        except OSError as exc:
-            del ledger.accepted[device]
-            ledger.reject(reasons.STORAGE_ERROR)
-            self.log(
-                "rejected",
-                round=self.round,
-                device=device,
-                reason=reasons.STORAGE_ERROR,
-                detail=str(exc),
-            )
-            return
-        self.norms.append(float(np.linalg.norm(accepted.update.values)))
-        self.log("accepted", round=self.round, device=device, bytes=len(payload), nnz=accepted.nnz)
+        self.log(
+            "accepted",
+            round=self.round,
+            device=device,
+            bytes=accepted.payload_bytes,
+            nnz=accepted.nnz,
+        )
+
+    def _log_rejected(self, device: str, reason: str, detail: str) -> None:
+        """One `rejected` log line for an update of the open round."""
+        self.log("rejected", round=self.round, device=device, reason=reason, detail=detail)
 
     def _on_telemetry(self, device: str, payload: bytes) -> None:
+        """Keep a device's latest telemetry and record it for the rounds it answered."""
         try:
             doc = json.loads(payload)
         except ValueError:
@@ -588,11 +597,12 @@ class AggregationService:
                 )
 
     def metrics_path(self) -> Path:
-        return Path(self.cfg.metrics_file) if self.cfg.metrics_file else self.state / "metrics.lp"
+        """Where the line-protocol metrics are written."""
+        return metrics_path(self.cfg)
 
     def summary(self) -> dict:
         """The session's figures (for the demo table and tests)."""
-        t = self.totals
+        t = self.totals.to_dict()
         return {
             "use_case": self.cfg.use_case,
             "algorithm": self.cfg.algorithm,
@@ -600,13 +610,13 @@ class AggregationService:
             "metric": self.use_case.metric,
             "metric_initial": self.metric_initial,
             "metric_final": self.metric_last,
-            "updates": t.updates,
-            "bytes_up": t.bytes_up,
-            "bytes_down": t.bytes_down,
-            "dense_bytes_up": t.dense_bytes_up,
-            "upload_saving": (t.dense_bytes_up / t.bytes_up) if t.bytes_up else math.nan,
-            "energy_mj": t.energy_mj,
-            "rejected": dict(t.rejected),
+            "updates": t["updates"],
+            "bytes_up": t["bytes_up"],
+            "bytes_down": t["bytes_down"],
+            "dense_bytes_up": t["dense_bytes_up"],
+            "upload_saving": self.totals.upload_saving(),
+            "energy_mj": t["energy_mj"],
+            "rejected": t["rejected"],
             "checkpoint": str(self.checkpoint_path()),
             "metrics": str(self.metrics_path()),
         }

@@ -1,0 +1,106 @@
+"""Update admission without MQTT: signature, norm bound, the ledger's checks and the journal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from broker_service.server.admission import MIN_NORMS, Admission, load_hmac_keys
+from broker_service.server.config import ConfigError
+from broker_service.server.journal import Journal
+from broker_service.server.rounds import Rejected, RoundLedger
+from device_agent import codec, reasons
+from device_agent.auth import sign
+
+N = 16
+KEY = bytes(range(32))
+
+
+def delta(values: tuple[float, ...] = (0.6, 0.8)) -> bytes:
+    """A valid update for round 1 of a model of N parameters."""
+    return bytes(codec.encode(codec.KIND_DELTA, N, list(range(len(values))), list(values), 1, 1))
+
+
+def open_round(*invited: str) -> RoundLedger:
+    ledger = RoundLedger(1, 1, N)
+    ledger.invite(list(invited))
+    return ledger
+
+
+class FullDisk(Journal):
+    """A journal whose disk is full."""
+
+    def append(self, device: str, payload: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_an_admitted_update_is_journaled_and_its_norm_remembered(tmp_path):
+    admission, ledger, journal = Admission(None), open_round("a"), Journal(tmp_path, 1)
+    accepted = admission.admit(ledger, journal, "a", delta())
+    assert accepted is not None and set(ledger.accepted) == {"a"}
+    assert journal.replay() == [("a", delta())]
+    assert list(admission.norms) == [pytest.approx(1.0)]
+    assert admission.admit(ledger, journal, "a", delta()) is None  # a duplicate
+    assert len(journal.replay()) == 1 and ledger.duplicates == 1
+
+
+def test_signed_updates(tmp_path):
+    admission = Admission({"a": KEY, "b": KEY})
+    ledger, journal = open_round("a", "b", "c"), Journal(tmp_path, 1)
+    assert admission.admit(ledger, journal, "a", sign(KEY, delta())) is not None
+    for device, message, reason in (
+        ("b", sign(bytes(32), delta()), reasons.BAD_SIGNATURE),
+        ("c", sign(KEY, delta()), reasons.UNKNOWN_DEVICE),
+    ):
+        with pytest.raises(Rejected) as caught:
+            admission.admit(ledger, journal, device, message)
+        assert caught.value.reason == reason
+    assert ledger.rejected == {reasons.BAD_SIGNATURE: 1, reasons.UNKNOWN_DEVICE: 1}
+    assert ledger.refused == {"b": reasons.BAD_SIGNATURE, "c": reasons.UNKNOWN_DEVICE}
+    assert [d for d, _ in journal.replay()] == ["a"]
+
+
+def test_a_refused_update_is_recorded_in_the_ledger_and_not_journaled(tmp_path):
+    admission, ledger, journal = Admission(None), open_round("a"), Journal(tmp_path, 1)
+    with pytest.raises(Rejected):
+        admission.admit(ledger, journal, "a", delta()[:-1])
+    assert sum(ledger.rejected.values()) == 1 and set(ledger.refused) == {"a"}
+    assert journal.replay() == [] and not admission.norms
+
+
+def test_a_storage_error_withdraws_the_acceptance(tmp_path):
+    admission, ledger = Admission(None), open_round("a")
+    with pytest.raises(OSError):
+        admission.admit(ledger, FullDisk(tmp_path, 1), "a", delta())
+    assert not ledger.accepted and ledger.rejected == {reasons.STORAGE_ERROR: 1}
+    assert ledger.waiting_for() == {"a"} and not admission.norms
+    assert admission.admit(ledger, Journal(tmp_path, 1), "a", delta()) is not None
+
+
+def test_the_adaptive_norm_bound_needs_enough_history():
+    admission = Admission(None)
+    admission.norms.extend([1.0] * (MIN_NORMS - 1))
+    assert admission.norm_bound() == 0.0
+    admission.norms.extend([1.0, 3.0, 3.0])
+    assert admission.norm_bound() == 100.0
+    assert Admission(None, max_update_norm=5.0).norm_bound() == 5.0
+
+
+def test_the_norm_bound_refuses_an_absurd_update(tmp_path):
+    admission, ledger, journal = Admission(None), open_round("a", "b"), Journal(tmp_path, 1)
+    admission.norms.extend([0.01] * MIN_NORMS)
+    with pytest.raises(Rejected) as caught:
+        admission.admit(ledger, journal, "a", delta((3.0, 4.0)))
+    assert caught.value.reason == reasons.NORM_BOUND and ledger.refused == {"a": reasons.NORM_BOUND}
+    assert admission.admit(ledger, journal, "b", delta((0.3, 0.4))) is not None
+
+
+def test_load_hmac_keys(tmp_path):
+    path = tmp_path / "keys.json"
+    assert load_hmac_keys(None) is None
+    path.write_text(json.dumps({"a": KEY.hex()}))
+    assert load_hmac_keys(str(path)) == {"a": KEY}
+    path.write_text(json.dumps({"a": "not hex"}))
+    with pytest.raises(ConfigError):
+        load_hmac_keys(str(path))
