@@ -15,7 +15,7 @@ from pathlib import Path
 class Journal:
     """The journal of round `round_no` in `folder` (one file a round)."""
 
-    def __init__(self, folder: Path, round_no: int):
+    def __init__(self, folder: Path, round_no: int) -> None:
         self.path = Path(folder) / ("round-%06d.journal" % round_no)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -33,7 +33,7 @@ class Journal:
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
-        out = []
+        out: list[tuple[str, bytes]] = []
         pos = 0
         while pos + 2 <= len(data):
             (n,) = struct.unpack_from("<H", data, pos)

@@ -1,5 +1,12 @@
-"""The service's MQTT connection (paho-mqtt 2.x): TLS and credentials, automatic reconnects with
-resubscription, and one thread-safe event queue that the service's single loop consumes."""
+"""The service's MQTT connection (paho-mqtt 2.x).
+
+`start` connects, with TLS and credentials when configured, retrying until a timeout; after that
+paho's network thread reconnects on its own. Every (re)connection subscribes again to the
+devices' status, update and telemetry topics and publishes the service's retained status
+(`<prefix>/<fleet>/service/status`: online, with an offline last will). What happens on the
+connection is reported as Events on one thread-safe queue, which the service's single loop
+consumes with `next_event`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,11 @@ import queue
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_service.server.config import ServiceConfig
 from device_agent.topics import Topics
@@ -16,7 +26,9 @@ from device_agent.topics import Topics
 
 @dataclass
 class Event:
-    """'connected', 'disconnected', or 'message' with topic and payload."""
+    """What happened on the connection: 'connected'; 'disconnected' or 'refused' (the broker
+    turned the connection down) with the reason as payload; or 'message' with topic and
+    payload."""
 
     kind: str
     topic: str = ""
@@ -26,7 +38,9 @@ class Event:
 class ServiceMqtt:
     """Connects to the broker in the background and reports everything as Events."""
 
-    def __init__(self, cfg: ServiceConfig, topics: Topics, client_id: str = "tinymetafed-service"):
+    def __init__(
+        self, cfg: ServiceConfig, topics: Topics, client_id: str = "tinymetafed-service"
+    ) -> None:
         host, port, tls = cfg.broker_address()
         self.topics = topics
         self.events: queue.Queue[Event] = queue.Queue()
@@ -79,7 +93,14 @@ class ServiceMqtt:
         finally:
             self.client.loop_stop()
 
-    def _on_connect(self, client, userdata, flags, reason, properties):
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason.is_failure:
             self.events.put(Event("refused", payload=str(reason).encode()))
             return
@@ -88,10 +109,17 @@ class ServiceMqtt:
         client.publish(self.service_status(), b'{"state": "online"}', qos=1, retain=True)
         self.events.put(Event("connected"))
 
-    def _on_disconnect(self, client, userdata, flags, reason, properties):
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self.events.put(Event("disconnected", payload=str(reason).encode()))
 
-    def _on_message(self, client, userdata, msg):
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.events.put(Event("message", msg.topic, bytes(msg.payload)))
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:

@@ -20,7 +20,7 @@ class DeviceState:
 class FleetView:
     """Devices known to the service; `online()` are those whose last status said so."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.devices: dict[str, DeviceState] = {}
 
     def update(self, device: str, payload: bytes) -> DeviceState | None:
