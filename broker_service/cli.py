@@ -187,6 +187,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from device_agent.config import make_config
     from device_agent.datasource import FileSource
     from device_agent.model import Plan
+    from device_agent.robust import RobustAgent
 
     use_case = load_use_case(args.use_case, _data_dir(args), seed=args.seed)
     cfg = make_config(_agent_config(args, args.device_id, use_case.spec))
@@ -203,7 +204,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         agent = Agent(
             cfg, iter(()), round_runner=NumpyRunner(use_case, NumpyNet(use_case.spec), args.seed)
         )
-    agent.run(args.max_rounds)
+    RobustAgent(agent).run(args.max_rounds)
     return 0
 
 

@@ -1,33 +1,27 @@
-"""The device agent: presence, model and command handling, online rounds, uploads, telemetry.
+"""The device agent: one device's MQTT session — models, commands, online rounds, uploads.
 
 Single-threaded and allocation-conscious so it runs on a 256 KB MicroPython board:
 - the model payload is kept as received and decoded straight into the parameter array;
-- incoming messages are only validated and stashed in the transport callback; rounds run in the
-  main loop, polling the transport between samples, so a newer model or a cancel aborts a stale
-  round cleanly (the next round reloads θ_g from the kept payload);
-- anything malformed is rejected with a reason, logged, counted and reported in telemetry; the
-  agent keeps its previous state;
-- a lost connection ends the session; `run` reconnects with exponential backoff and resumes.
+- incoming messages are only checked (device_agent.validate) and stashed in the transport
+  callback; rounds run in the main loop, polling the transport between samples, so a newer model
+  or a cancel aborts a stale round cleanly (the next round reloads θ_g from the kept payload);
+- anything malformed is rejected with a reason, logged, counted and reported in telemetry
+  (device_agent.reports); the agent keeps its previous state;
+- a lost connection ends the session with an exception; device_agent.robust.RobustAgent runs the
+  sessions and reconnects with back-off.
 """
 
-import gc
-import json
-import sys
 from array import array
 
-from device_agent import codec, reasons
+from device_agent import codec, reasons, reports, validate
 from device_agent.auth import sign
-from device_agent.clock import sleep_ms, ticks_ms, ticks_since
-from device_agent.energy import energy_mj, profile
+from device_agent.clock import ticks_ms, ticks_since
 from device_agent.model import Plan
 from device_agent.network import Network
-from device_agent.round import global_size, round_settings, run_round
+from device_agent.round import round_settings, run_round
 from device_agent.specs import spec_for
 from device_agent.topics import Topics
 from device_agent.transport import make_transport
-
-COMMAND_KEYS = ("round", "version")
-MAX_BACKOFF_MS = 30000
 
 
 class RoundAborted(Exception):
@@ -42,23 +36,13 @@ def log(event, **fields):
     print(" ".join(parts))
 
 
-def heap_free():
-    """Free heap bytes where the port reports it (MicroPython), else None."""
-    return gc.mem_free() if hasattr(gc, "mem_free") else None
-
-
-def heap_used():
-    """Allocated heap bytes where the port reports it (MicroPython), else None."""
-    return gc.mem_alloc() if hasattr(gc, "mem_alloc") else None
-
-
 class _RoundSamples:
     """The data source seen by a round: polls the transport between samples and aborts."""
 
     def __init__(self, agent, source):
         self.agent = agent
         self.source = source
-        self.heap_peak = heap_used()
+        self.heap_peak = reports.heap_used()
 
     def __iter__(self):
         return self
@@ -68,18 +52,19 @@ class _RoundSamples:
             self.agent.transport.poll()
         if self.agent.abort_reason is not None:
             raise RoundAborted(self.agent.abort_reason)
-        used = heap_used()
+        used = reports.heap_used()
         if used is not None and used > self.heap_peak:
             self.heap_peak = used
         return next(self.source)
 
 
 class Agent:
-    """One device: `run()` connects, announces itself, and trains whenever commanded.
+    """One device and its sessions: `connect()`, `serve()`, `goodbye()`; `drop()` after a loss.
 
-    `round_runner(agent, command)`, when given, replaces the on-device round (a gateway or a
-    simulated fleet may train with numpy); it returns an object shaped like RoundResult.
-    Setting `stopping` makes `run()` leave at the next loop turn.
+    RobustAgent(agent).run() is the usual way to run it. `round_runner(agent, command)`, when
+    given, replaces the on-device round (a gateway or a simulated fleet may train with numpy); it
+    returns an object shaped like RoundResult. Setting `stopping` makes `serve()` return at the
+    next loop turn.
     """
 
     def __init__(
@@ -112,7 +97,7 @@ class Agent:
         self.round_runner = round_runner
         self.log = logger
 
-    # -- incoming messages (called from the transport; validate and stash only) --
+    # -- incoming messages (called from the transport; check and stash only) --
 
     def on_message(self, topic, payload):
         """Route a message: the fleet model or this device's command topic. Never raises."""
@@ -133,15 +118,9 @@ class Agent:
 
     def _on_model(self, payload):
         try:
-            h = codec.decode_header(payload, self.cfg["max_model_bytes"])
-        except codec.CodecError as exc:
-            self.reject("model", exc.reason, str(exc))
-            return
-        if h.kind != codec.KIND_MODEL or h.index_enc != codec.INDEX_ALL:
-            self.reject("model", reasons.BAD_KIND)
-            return
-        if h.n not in (self.plan.n_global, self.plan.n_params):
-            self.reject("model", reasons.SHAPE_MISMATCH, "n=%d" % h.n)
+            h = validate.check_model(payload, self.plan, self.cfg["max_model_bytes"])
+        except validate.Refused as exc:
+            self.reject("model", exc.reason, exc.detail)
             return
         if self.model_header is not None and h.model_version == self.model_header.model_version:
             return  # a redelivery
@@ -155,12 +134,9 @@ class Agent:
 
     def _on_command(self, payload):
         try:
-            h, cmd = codec.decode_command(payload)
-            for key in COMMAND_KEYS:
-                if not isinstance(cmd.get(key), int):
-                    raise codec.CodecError(reasons.BAD_COMMAND, "missing integer %r" % key)
-        except codec.CodecError as exc:
-            self.reject("command", exc.reason, str(exc))
+            cmd = validate.check_command(payload)
+        except validate.Refused as exc:
+            self.reject("command", exc.reason, exc.detail)
             return
         if cmd.get("cancel"):
             if self.in_round == cmd["round"] + 1:
@@ -175,11 +151,9 @@ class Agent:
 
     # -- rounds --
 
-    def _load_model(self):
-        h = self.model_header
-        assert h is not None
-        codec.decode_values(self.model_buf, h, codec.HEADER_SIZE, self.params, 0)
-        return h.n
+    def model_version(self):
+        """The version of the model held, or -1."""
+        return -1 if self.model_header is None else self.model_header.model_version
 
     def run_pending(self):
         """Run the stashed command, if any: load θ_g, train, upload, report."""
@@ -187,33 +161,28 @@ class Agent:
         self.pending = None
         if cmd is None:
             return
-        key = (cmd["round"], cmd["version"])
-        if key == self.last_done and self.last_update is not None:
+        if (cmd["round"], cmd["version"]) == self.last_done and self.last_update is not None:
             self._publish(self.topics.update(self.device_id), self.last_update, qos=1)
             self.log("resent", round=cmd["round"])
             return
-        if self.model_header is None or self.model_header.model_version != cmd["version"]:
-            have = None if self.model_header is None else self.model_header.model_version
-            self.reject(
-                "command", reasons.STALE_VERSION, "want %s have %s" % (cmd["version"], have)
-            )
-            self._telemetry(
-                {"round": cmd["round"], "version": cmd["version"], "error": reasons.STALE_VERSION}
-            )
-            return
         settings = round_settings(cmd)
-        if self._load_model() != global_size(self.plan, bool(settings["split"])):
-            self.reject("command", reasons.SHAPE_MISMATCH)
+        try:
+            validate.check_round(cmd, settings, self.model_header, self.plan)
+        except validate.Refused as exc:
+            self.reject("command", exc.reason, exc.detail)
+            if exc.reason == reasons.STALE_VERSION:
+                self._telemetry(reports.round_status(cmd, "error", exc.reason))
             return
         self._train(cmd, settings)
 
     def _train(self, cmd, settings):
-        assert self.model_header is not None and self.model_buf is not None
-        n = self.model_header.n
+        h = self.model_header
+        assert h is not None and self.model_buf is not None
+        codec.decode_values(self.model_buf, h, codec.HEADER_SIZE, self.params, 0)  # θ_g, in place
         residual = None
         if settings["error_feedback"]:
-            if self.residual is None or len(self.residual) != n:
-                self.residual = array("f", bytes(4 * n))
+            if self.residual is None or len(self.residual) != h.n:
+                self.residual = array("f", bytes(4 * h.n))
             residual = self.residual
         samples = _RoundSamples(self, self.source)
         self.in_round = cmd["round"] + 1
@@ -227,14 +196,15 @@ class Agent:
                 result = run_round(self.net, self.params, samples, cmd, residual)
         except RoundAborted as exc:
             self.log("aborted", round=cmd["round"], reason=exc.args[0])
-            self._telemetry(
-                {"round": cmd["round"], "version": cmd["version"], "aborted": exc.args[0]}
-            )
+            self._telemetry(reports.round_status(cmd, "aborted", exc.args[0]))
             return
         finally:
             self.in_round = 0
             self.abort_reason = None
-        compute_ms = ticks_since(start)
+        self._upload(cmd, result, ticks_since(start), samples.heap_peak, bytes_down)
+
+    def _upload(self, cmd, result, compute_ms, heap_peak, bytes_down):
+        """Publish a finished round's update (signed when keyed), remember it, report it."""
         message = result.payload
         if self.hmac_key:
             message = sign(self.hmac_key, message)
@@ -242,31 +212,13 @@ class Agent:
         self.last_done = (cmd["round"], cmd["version"])
         self.last_update = message
         self.rounds_done += 1
-        self._report(cmd, result, compute_ms, samples, bytes_down)
-
-    def _report(self, cmd, result, compute_ms, samples, bytes_down):
-        up = len(result.payload)
-        gc.collect()
-        board = profile(self.cfg["energy_profile"])
+        profile = self.cfg["energy_profile"]
         self._telemetry(
-            {
-                "round": cmd["round"],
-                "version": cmd["version"],
-                "compute_ms": compute_ms,
-                "samples": result.samples,
-                "macs": result.macs,
-                "nnz": result.nnz,
-                "loss_before": result.recon_loss if result.recon_loss else result.adapt_loss_first,
-                "loss_after": result.adapt_loss_last,
-                "adapt_loss": result.adapt_loss,
-                "heap_free": heap_free(),
-                "heap_peak": samples.heap_peak,
-                "bytes_sent": up,
-                "bytes_received": bytes_down,
-                "energy_mj": energy_mj(result.macs, up, bytes_down, board),
-                "rejected": self.rejected,
-            }
+            reports.round_done(
+                cmd, result, compute_ms, heap_peak, bytes_down, profile, self.rejected
+            )
         )
+        up = len(result.payload)
         self.log("round", round=cmd["round"], samples=result.samples, ms=compute_ms, bytes=up)
 
     def _publish(self, topic, payload, qos=0, retain=False):
@@ -275,69 +227,33 @@ class Agent:
         self.transport.publish(topic, payload, retain, qos)
 
     def _telemetry(self, doc):
-        doc["device"] = self.device_id
-        self._publish(self.topics.telemetry(self.device_id), json.dumps(doc), qos=0)
+        self._publish(
+            self.topics.telemetry(self.device_id), reports.telemetry(self.device_id, doc), qos=0
+        )
 
     # -- sessions --
 
-    def birth(self):
-        """The retained presence document with this device's capabilities."""
-        return json.dumps(
-            {
-                "state": "online",
-                "device": self.device_id,
-                "board": self.cfg["board"] or sys.platform,
-                "firmware": "%s %s"
-                % (
-                    sys.implementation.name,
-                    ".".join(str(v) for v in sys.implementation.version[:3]),
-                ),
-                "free_heap": heap_free(),
-                "use_case": self.cfg["use_case"],
-                "params": self.plan.n_params,
-                "global_params": self.plan.n_global,
-                "codec": codec.FORMAT_VERSION,
-                "values": list(codec.VALUE_NAMES),
-                "indices": ["all", "varint", "bitmap"],
-                "model_version": self.model_version(),
-            }
-        )
-
-    def model_version(self):
-        """The version of the model held, or -1."""
-        return -1 if self.model_header is None else self.model_header.model_version
-
     def connect(self):
-        """Open a session: last will, birth, subscriptions."""
+        """Open a session: last will, subscriptions, then the retained birth."""
         b = self.cfg["broker"]
+        args = [b["host"], b["port"], b["user"], b["password"], b["keepalive"], b["ssl"]]
         if b.get("ca_file"):
-            t = self.transport_factory(
-                self.device_id,
-                b["host"],
-                b["port"],
-                b["user"],
-                b["password"],
-                b["keepalive"],
-                b["ssl"],
-                b["ca_file"],
-            )
-        else:
-            t = self.transport_factory(
-                self.device_id,
-                b["host"],
-                b["port"],
-                b["user"],
-                b["password"],
-                b["keepalive"],
-                b["ssl"],
-            )
+            args.append(b["ca_file"])
+        t = self.transport_factory(self.device_id, *args)
         t.on_message = self.on_message
         status = self.topics.status(self.device_id)
-        t.connect(status, json.dumps({"state": "offline", "device": self.device_id}))
+        t.connect(status, reports.offline(self.device_id))
         self.transport = t
         t.subscribe(self.topics.model)
         t.subscribe(self.topics.command(self.device_id))
-        t.publish(status, self.birth(), True, 1)  # birth last: commands can now reach us
+        birth = reports.birth(
+            self.device_id,
+            self.cfg["board"],
+            self.cfg["use_case"],
+            self.plan,
+            self.model_version(),
+        )
+        t.publish(status, birth, True, 1)  # birth last: commands can now reach us
         self.connects += 1
         self.log("connected", broker="%s:%s" % (b["host"], b["port"]), session=self.connects)
 
@@ -355,33 +271,16 @@ class Agent:
         """Publish the retained offline status and disconnect."""
         try:
             self._publish(
-                self.topics.status(self.device_id),
-                json.dumps({"state": "offline", "device": self.device_id}),
-                1,
-                True,
+                self.topics.status(self.device_id), reports.offline(self.device_id), 1, True
             )
         except OSError:
             pass
         if self.transport is not None:
             self.transport.close()
 
-    def run(self, max_rounds=None):
-        """Connect, serve, and reconnect with exponential backoff after any connection loss."""
-        backoff = 500
-        while True:
-            try:
-                self.connect()
-                backoff = 500
-                self.serve(max_rounds)
-                self.goodbye()
-                return
-            except Exception as exc:  # noqa: BLE001 - a board agent must outlive any session
-                self.log("disconnected", error=repr(exc), retry_ms=backoff)
-                if self.transport is not None:
-                    self.transport.close()
-                    self.transport = None
-                self.in_round = 0
-                if self.stopping:
-                    return
-                sleep_ms(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_MS)
+    def drop(self):
+        """Forget a broken session: close the transport, leave any round."""
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.in_round = 0

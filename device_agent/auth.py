@@ -32,13 +32,3 @@ def split_signed(message):
     if len(message) <= TAG_SIZE:
         return None, None
     return message[:-TAG_SIZE], message[-TAG_SIZE:]
-
-
-def tags_equal(a, b):
-    """Constant-time comparison of two tags."""
-    if len(a) != len(b):
-        return False
-    diff = 0
-    for i in range(len(a)):
-        diff |= a[i] ^ b[i]
-    return diff == 0

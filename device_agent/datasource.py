@@ -1,48 +1,20 @@
-"""Where a device's samples come from: one small interface, three sources.
+"""Where a device's samples come from: any iterator of (x, y); two are provided here.
 
-A source is an iterator of (x, y): x a sequence of floats of the model's input size, y a class
-index (int) or a sequence of float targets. Samples are used once and dropped.
+x is a sequence of floats of the model's input size, y a class index (int) or a sequence of float
+targets. A round uses each sample once and drops it; both sources below reuse one input array, so
+a consumer must not keep x past the next sample.
 
-- CallbackSource: a sensor read on the board; the callback returns (x, y) or None (no sample yet).
-- FileSource: a sample file on flash, replayed in a loop. Format, one sample a line, plain text:
+- FileSource: a sample file on flash, replayed in a loop (or once). One sample a line, plain text:
   `y,x1,x2,...,xn` for classification (y an integer class) or `t1;..;tm,x1,...,xn` for regression
   (targets separated by ';'); blank lines and lines starting with '#' are skipped.
-- MemorySource: an in-memory iterable (simulation, tests).
+  `write_sample_file` writes it.
+- SyntheticSource: deterministic random samples of a plan's shapes, for benchmarks and demos
+  without a sensor.
+
+A sensor on a board is a small class of its own with `__iter__` and `__next__`.
 """
 
 from array import array
-
-
-class MemorySource:
-    """Wraps any iterable of (x, y)."""
-
-    def __init__(self, samples):
-        self._it = iter(samples)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self._it)
-
-
-class CallbackSource:
-    """Calls `read()` for every sample; waits with `idle()` while it returns None."""
-
-    def __init__(self, read, idle=None):
-        self.read = read
-        self.idle = idle
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        while True:
-            sample = self.read()
-            if sample is not None:
-                return sample
-            if self.idle is not None:
-                self.idle()
 
 
 class FileSource:

@@ -4,7 +4,7 @@
     python -m device_agent.run CONFIG.json [MAX_ROUNDS]
 
 With MAX_ROUNDS the agent leaves (retained offline status) after that many rounds; without it,
-it serves forever, reconnecting after any loss.
+it serves forever, reconnecting after any loss (device_agent.robust).
 """
 
 import sys
@@ -13,6 +13,7 @@ from device_agent.agent import Agent
 from device_agent.config import load_config, make_config
 from device_agent.datasource import FileSource, SyntheticSource
 from device_agent.model import Plan
+from device_agent.robust import RobustAgent
 from device_agent.specs import spec_for
 
 
@@ -37,13 +38,18 @@ def main(argv):
         return 2
     cfg = load_config(argv[1])
     max_rounds = int(argv[2]) if len(argv) > 2 else cfg["max_rounds"]
-    build(cfg).run(max_rounds)
+    run_config(cfg, max_rounds)
     return 0
+
+
+def run_config(cfg, max_rounds=None):
+    """Run the agent of a checked config until max_rounds rounds (None: forever), reconnecting."""
+    RobustAgent(build(cfg)).run(max_rounds)
 
 
 def run_dict(values, max_rounds=None):
     """Run from a config dict (for gateways embedding the agent)."""
-    build(make_config(values)).run(max_rounds)
+    run_config(make_config(values), max_rounds)
 
 
 if __name__ == "__main__":

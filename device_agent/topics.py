@@ -1,14 +1,21 @@
-"""The MQTT topic tree: one subtree per device, so a broker ACL can confine a device to its own.
+"""The MQTT topic tree of a fleet: one subtree per device, so a broker ACL can confine a device
+to its own. `Topics` names the model's and the devices' topics; `check_name` refuses ids that
+would break the tree.
 
     <prefix>/<fleet>/model                      retained MODEL payload (the current θ_g), QoS 1
+    <prefix>/<fleet>/service/status             the service's own retained presence (named by
+                                                broker_service.server.mqtt)
     <prefix>/<fleet>/devices/<id>/status        retained JSON presence: birth ("online" with
-                                                capabilities) and last will ("offline")
+                                                capabilities), last will and goodbye ("offline")
     <prefix>/<fleet>/devices/<id>/cmd           COMMAND payloads for this device, QoS 1
     <prefix>/<fleet>/devices/<id>/update        the device's DELTA payloads, QoS 1
     <prefix>/<fleet>/devices/<id>/telemetry     JSON per round, QoS 0
 
-A mosquitto ACL then needs only `pattern` lines with %u (user = device id), e.g.
-`pattern write tinymetafed/+/devices/%u/update` and `pattern read tinymetafed/+/devices/%u/cmd`.
+The prefix may have several levels; a fleet or device id is one level of 1 to 64 characters of
+[A-Za-z0-9_.-]. A mosquitto ACL then needs only `pattern` lines with %u (user = device id), as
+deploy/mosquitto/acl has them: `pattern read tinymetafed/+/model`,
+`pattern read tinymetafed/+/devices/%u/cmd`, and `pattern write` for the device's status, update
+and telemetry.
 """
 
 DEFAULT_PREFIX = "tinymetafed"
@@ -27,7 +34,7 @@ def check_name(kind, name):
 
 
 class Topics:
-    """The topics of one fleet; `device(id)` gives one device's subtree."""
+    """The topics of one fleet: `model`, and a device's topics by its id; `device_of` parses one."""
 
     def __init__(self, prefix=DEFAULT_PREFIX, fleet=DEFAULT_FLEET):
         for part in prefix.split("/"):

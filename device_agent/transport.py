@@ -2,9 +2,10 @@
 
 A transport connects with a last will, subscribes, publishes (QoS 0 or 1; QoS 1 returns once the
 broker acknowledged), and hands incoming messages to `on_message(topic: str, payload: bytes)`
-from `poll()` (non-blocking) or `wait(ms)`. Any connection failure raises OSError; the agent then
-drops the transport and reconnects with backoff. `make_transport` picks umqtt.simple on
-MicroPython and paho-mqtt on CPython (device_agent.transport_paho).
+from `poll()` (non-blocking) or `wait(ms)`. Any connection failure raises OSError, which ends the
+agent's session; device_agent.robust then drops the transport and reconnects with back-off.
+`make_transport` picks umqtt.simple on MicroPython and paho-mqtt on CPython
+(device_agent.transport_paho).
 """
 
 from device_agent.clock import sleep_ms, ticks_ms, ticks_since

@@ -106,3 +106,27 @@ def test_codec_decisions_are_identical_under_micropython_exe():
         )
     assert outs[0] == outs[1]
     assert outs[0].count("rejected") == 8 and "bad_indices" in outs[0]
+
+
+def test_sessions_and_reconnects_are_identical_under_micropython_exe():
+    """The agent's sessions over a scripted fake transport (tests/mpy/session_check.py)."""
+    outs = []
+    for cmd in (
+        [micropython_exe(), "-X", "heapsize=256K", "tests/mpy/session_check.py"],
+        [sys.executable, "tests/mpy/session_check.py"],
+    ):
+        outs.append(
+            subprocess.run(
+                cmd,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
+        )
+    assert outs[0] == outs[1]
+    assert "reconnect sleeps [500, 1000, 500]" in outs[0]
+    assert "lost events connected model disconnected connected round" in outs[0]
+    assert outs[0].count(" update 0 2 ") == 2

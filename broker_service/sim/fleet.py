@@ -20,6 +20,7 @@ from broker_service.usecases.base import UseCase
 from device_agent import codec
 from device_agent.agent import Agent
 from device_agent.config import make_config
+from device_agent.robust import RobustAgent
 from device_agent.round import round_settings
 
 
@@ -87,7 +88,8 @@ class SimulatedFleet:
 
     def start(self) -> SimulatedFleet:
         for agent in self.agents:
-            thread = threading.Thread(target=agent.run, name=agent.device_id, daemon=True)
+            run = RobustAgent(agent).run
+            thread = threading.Thread(target=run, name=agent.device_id, daemon=True)
             thread.start()
             self.threads.append(thread)
         return self

@@ -29,4 +29,4 @@ def join_wifi(wifi, timeout_ms=30000):
 config = load_config("config.json")
 if network is not None and config.get("wifi"):
     join_wifi(config["wifi"])
-run.build(config).run(config.get("max_rounds"))
+run.run_config(config, config.get("max_rounds"))
