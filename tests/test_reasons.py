@@ -10,7 +10,7 @@ SOURCES = sorted((ROOT / "broker_service").rglob("*.py")) + sorted(
     (ROOT / "device_agent").glob("*.py")
 )
 BARE_REASON = re.compile(
-    r"""(CodecError|Rejected)\(\s*["']|\breject\(\s*["'][a-z]+["'],\s*["']|reason=["']"""
+    r"""(CodecError|Rejected|Refused)\(\s*["']|\breject\(\s*["'][a-z]+["'],\s*["']|reason=["']"""
 )
 
 
