@@ -10,7 +10,7 @@ it serves forever, reconnecting after any loss.
 import sys
 
 from device_agent.agent import Agent
-from device_agent.config import load_config, make_config
+from device_agent.config import load_config
 from device_agent.datasource import FileSource, SyntheticSource
 from device_agent.model import Plan
 from device_agent.specs import spec_for
@@ -39,11 +39,6 @@ def main(argv):
     max_rounds = int(argv[2]) if len(argv) > 2 else cfg["max_rounds"]
     build(cfg).run(max_rounds)
     return 0
-
-
-def run_dict(values, max_rounds=None):
-    """Run from a config dict (for gateways embedding the agent)."""
-    build(make_config(values)).run(max_rounds)
 
 
 if __name__ == "__main__":

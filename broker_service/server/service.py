@@ -26,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.core.cohort import sample_cohort
+from broker_service.core.cohort import round_cohort, sample_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.hyperparams import settings_for
+from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import ALGORITHMS
+from broker_service.core.streams import CURVE_EPISODES, named_stream
 from broker_service.observe.logs import EventLog
 from broker_service.observe.metrics import Fanout, InfluxSink, LineFileSink, Sink
 from broker_service.observe.recorder import Recorder
@@ -40,7 +42,6 @@ from broker_service.server.journal import Journal
 from broker_service.server.mqtt import ServiceMqtt
 from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
-from broker_service.sim.simulation import initial_theta, round_cohort
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec, reasons
 from device_agent.auth import hmac_sha256, split_signed
@@ -136,7 +137,7 @@ class AggregationService:
         self.totals = Totals()
         self.telemetry: dict[str, dict] = {}
         self.episodes = self.use_case.new_device_episodes(
-            cfg.eval_devices, np.random.default_rng([cfg.seed, 11])
+            cfg.eval_devices, named_stream(cfg.seed, CURVE_EPISODES)
         )
         self.theta, self.round = self._resume()
         self.mqtt: ServiceMqtt | None = None
@@ -375,7 +376,7 @@ class AggregationService:
         assert ledger is not None and self.journal is not None
         ledger.closed = True
         late = sorted(ledger.waiting_for())
-        beta = self._outer_step()
+        beta = self.strategy.outer_step(self.round, self.total_rounds)
         self.theta = np.asarray(
             self.strategy.aggregate(self.theta, ledger.updates(), self.round, self.total_rounds),
             dtype=np.float32,
@@ -431,13 +432,6 @@ class AggregationService:
             self._publish_model()
         if self.progress:
             self.progress(report)
-
-    def _outer_step(self) -> float:
-        from broker_service.core.aggregate import outer_step
-
-        if self.cfg.algorithm == "fedavg":
-            return 1.0
-        return outer_step(float(self.settings["outer_lr"]), self.round, self.total_rounds)
 
     def _round_energy(self, ledger: RoundLedger) -> float:
         total = 0.0
