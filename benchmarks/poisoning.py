@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.core.aggregate import SparseUpdate  # noqa: E402
+from broker_service.core.fewshot import ci95  # noqa: E402
 from broker_service.core.hyperparams import settings_for  # noqa: E402
 from broker_service.core.strategies import TinyMetaFed  # noqa: E402
 from broker_service.sim.bench import episodes_for  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> int:
                     "aggregation": label,
                     "attacked": attacked,
                     "final_metric": float(result.final.mean()),
-                    "ci95": 1.96 * float(result.final.std(ddof=1)) / np.sqrt(len(result.final)),
+                    "ci95": ci95(result.final),
                 }
             )
             print(

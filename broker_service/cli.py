@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.core.fewshot import evaluate_on_episodes
+from broker_service.core.fewshot import ci95, evaluate_on_episodes
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.nn import NumpyNet
+from broker_service.core.streams import FINAL_EPISODES, named_stream
 from broker_service.server import checkpoint
 from broker_service.server.config import ConfigError
 from broker_service.sim import bench
@@ -64,11 +65,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     use_case = load_use_case(use_case_name, _data_dir(args), seed=args.seed)
     settings = {**settings_for(use_case_name), **ckpt.settings}
     n = args.devices or int(settings["final_devices"])
-    episodes = use_case.new_device_episodes(n, np.random.default_rng([args.seed, 13]))
+    episodes = use_case.new_device_episodes(n, named_stream(args.seed, FINAL_EPISODES))
     values = evaluate_on_episodes(
         NumpyNet(ckpt.spec), ckpt.theta, ckpt.split, episodes, settings, use_case.metric
     )
-    ci95 = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    ci = ci95(values)
     doc = {
         "checkpoint": str(args.checkpoint),
         "use_case": use_case_name,
@@ -77,11 +78,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "metric": use_case.metric,
         "new_devices": len(values),
         "final_metric": float(values.mean()),
-        "final_metric_ci95": ci95,
+        "final_metric_ci95": ci,
     }
     print(
         "%s on %d new %s devices: %s = %.4f ± %.4f (95%% CI)"
-        % (ckpt.algorithm, len(values), use_case_name, use_case.metric, doc["final_metric"], ci95)
+        % (ckpt.algorithm, len(values), use_case_name, use_case.metric, doc["final_metric"], ci)
     )
     _write_json(args.json, doc)
     return 0

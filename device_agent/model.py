@@ -56,10 +56,6 @@ class Layer:
         c, h, w = self.out_shape
         return c * h * w
 
-    def has_params(self):
-        """True for dense and conv2d layers."""
-        return self.n_params > 0
-
 
 class Plan:
     """A built model: its layers, parameter count, global/local split, loss and input shape."""

@@ -43,6 +43,38 @@ def global_size(plan, split):
     return plan.n_global if split else plan.n_params
 
 
+def effective_split(plan, split):
+    """Whether a round asked for `split` really splits θ: only when the model has local layers
+    (without them θ_g is every parameter and there is nothing to reconstruct)."""
+    return bool(split) and bool(plan.local_layers)
+
+
+def head_index(plan):
+    """Index in plan.layers of the head: the first θ_l layer, or the output layer of a model
+    without local layers. Reconstruction trains from here up; frozen adaptation stops below."""
+    if plan.local_layers:
+        return plan.local_layers[0]
+    return plan.param_layers[-1]
+
+
+def adapt_layers(plan, settings):
+    """(first, last) layer indices the adaptation steps train: everything, or θ_g alone when
+    split and not `joint` (last None means up to the output)."""
+    last = None
+    if effective_split(plan, settings["split"]) and not settings["joint"]:
+        last = head_index(plan) - 1
+    return plan.param_layers[0], last
+
+
+def init_local(plan, params, seed, local_init):
+    """Fresh θ_l in `params`: zeros when `local_init` is "zeros", else Glorot-uniform weights
+    drawn with xorshift32 from `seed` (the round seed), biases zero."""
+    rng = XorShift32(int(seed))
+    zero = local_init == "zeros"
+    for i in plan.local_layers:
+        init_layer(params, plan.layers[i], rng, zero)
+
+
 class RoundResult:
     """What a round produced: the DELTA payload and what the device measured doing it."""
 
@@ -62,13 +94,10 @@ def reconstruct_local(net, params, samples, settings, count):
     plan = net.plan
     if not plan.local_layers:
         return 0.0
-    rng = XorShift32(int(settings["seed"]))
-    zero = settings["local_init"] == "zeros"
-    for i in plan.local_layers:
-        init_layer(params, plan.layers[i], rng, zero)
+    init_local(plan, params, settings["seed"], settings["local_init"])
     if count <= 0:
         return 0.0
-    first = plan.local_layers[0]
+    first = head_index(plan)
     total = 0.0
     used = 0
     for x, y in samples:
@@ -81,11 +110,7 @@ def reconstruct_local(net, params, samples, settings, count):
 
 def adapt_global(net, params, samples, settings, count, result):
     """`count` online SGD steps on θ_g (and θ_l when joint); records first/last/mean loss."""
-    plan = net.plan
-    first = plan.param_layers[0]
-    last = None
-    if settings["split"] and plan.local_layers and not settings["joint"]:
-        last = plan.local_layers[0] - 1
+    first, last = adapt_layers(net.plan, settings)
     total = 0.0
     used = 0
     if count <= 0:
@@ -135,7 +160,7 @@ def run_round(net, params, samples, command, residual=None):
     """
     s = round_settings(command)
     plan = net.plan
-    split = bool(s["split"]) and bool(plan.local_layers)
+    split = effective_split(plan, s["split"])
     s["split"] = split
     n_global = global_size(plan, split)
     result = RoundResult()
@@ -169,9 +194,7 @@ def round_macs(plan, settings, recon, adapted):
     """Multiply-accumulates of a round: cheap head-only steps, then full adaptation steps."""
     total = 0
     if recon:
-        total += recon * plan.train_step_macs(plan.local_layers[0])
-    last = None
-    if settings["split"] and plan.local_layers and not settings["joint"]:
-        last = plan.local_layers[0] - 1
-    total += adapted * plan.train_step_macs(plan.param_layers[0], last)
+        total += recon * plan.train_step_macs(head_index(plan))
+    first, last = adapt_layers(plan, settings)
+    total += adapted * plan.train_step_macs(first, last)
     return total

@@ -10,7 +10,7 @@ it serves forever, reconnecting after any loss (device_agent.robust).
 import sys
 
 from device_agent.agent import Agent
-from device_agent.config import load_config, make_config
+from device_agent.config import load_config
 from device_agent.datasource import FileSource, SyntheticSource
 from device_agent.model import Plan
 from device_agent.robust import RobustAgent
@@ -45,11 +45,6 @@ def main(argv):
 def run_config(cfg, max_rounds=None):
     """Run the agent of a checked config until max_rounds rounds (None: forever), reconnecting."""
     RobustAgent(build(cfg)).run(max_rounds)
-
-
-def run_dict(values, max_rounds=None):
-    """Run from a config dict (for gateways embedding the agent)."""
-    run_config(make_config(values), max_rounds)
 
 
 if __name__ == "__main__":

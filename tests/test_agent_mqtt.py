@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from broker_service.core.device_round import simulate_round
+from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
-from broker_service.sim.simulation import initial_theta
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.datasource import write_sample_file

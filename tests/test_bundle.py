@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
+from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
-from broker_service.sim.simulation import initial_theta
 from broker_service.tools.bundle import strip_native, write_bundle
 from device_agent import codec
 from device_agent.model import Plan

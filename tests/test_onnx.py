@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
 from broker_service.server import checkpoint
 from broker_service.sim.datafiles import write_device_samples
-from broker_service.sim.simulation import initial_theta
 from broker_service.tools.onnx_io import OnnxError, export_model, import_model
 from broker_service.usecases.sine import SineUseCase
 from device_agent.specs import spec_for

@@ -83,7 +83,6 @@ def test_default_spec_fits_a_microcontroller(use_case: UseCase) -> None:
     assert out == (_n_classes(use_case),)
     assert params <= MAX_PARAMS and macs <= MAX_MACS, (params, macs)
     assert use_case.spec["loss"] == "softmax_ce" and use_case.metric == "accuracy"
-    assert use_case.settings == {}
 
 
 def test_stream_shapes_dtypes_and_labels(use_case: UseCase) -> None:

@@ -15,3 +15,9 @@ def sample_cohort(online: Sequence[str], k: int, rng: np.random.Generator) -> li
         return list(online)
     picks = rng.choice(len(online), size=k, replace=False)
     return [online[i] for i in sorted(picks)]
+
+
+def round_cohort(devices: Sequence[str], k: int, seed: int, t: int) -> list[str]:
+    """Round t's first cohort, drawn from the sorted devices with the generator of
+    (seed, t, attempt 0): the same in the simulation and the service, and after a restart."""
+    return sample_cohort(sorted(devices), k, np.random.default_rng([seed, t, 0]))

@@ -1,26 +1,36 @@
-"""A simulated device: the agent's round (device_agent.round) done with numpy, for fast fleets.
+"""The agent's device round (device_agent.round) done with numpy: its twin, for fast fleets.
 
 Same steps, same order, same payload codec as the MicroPython agent, so its deltas equal the
-agent's to float32 tolerance (parity-tested); only the arithmetic is vectorised.
+agent's to float32 tolerance (parity-tested); only the arithmetic is vectorised. The split, the
+head and θ_l's fresh draw come from device_agent.round itself. The step helpers are shared with
+the few-shot evaluation of new devices (broker_service.core.fewshot).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from broker_service.core.nn import NumpyNet
 from device_agent import codec
-from device_agent.model import init_layer
-from device_agent.rng import XorShift32
-from device_agent.round import global_size, round_macs, round_settings
+from device_agent.model import Plan
+from device_agent.round import (
+    adapt_layers,
+    effective_split,
+    global_size,
+    head_index,
+    init_local,
+    round_macs,
+    round_settings,
+)
 from device_agent.topk import top_k_count
 
 
 @dataclass
-class SimResult:
-    """A simulated round's payload plus what the device measured (mirrors RoundResult)."""
+class DeviceRoundResult:
+    """A device round computed on the server: the encoded DELTA payload plus what the device
+    would have measured doing it (the fields of the agent's RoundResult)."""
 
     payload: bytes
     samples: int
@@ -30,7 +40,6 @@ class SimResult:
     adapt_loss: float = 0.0
     adapt_loss_first: float = 0.0
     adapt_loss_last: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def top_k_indices(delta: np.ndarray, k: int) -> np.ndarray:
@@ -39,12 +48,53 @@ def top_k_indices(delta: np.ndarray, k: int) -> np.ndarray:
     return np.sort(order).astype(np.uint32)
 
 
-def init_local(net: NumpyNet, params: np.ndarray, settings: dict) -> None:
-    """Fresh θ_l exactly as the agent draws it (zeros, or xorshift from the round seed)."""
-    rng = XorShift32(int(settings["seed"]))
-    zero = settings["local_init"] == "zeros"
-    for i in net.plan.local_layers:
-        init_layer(params, net.plan.layers[i], rng, zero)
+def full_params(plan: Plan, theta_g: np.ndarray) -> np.ndarray:
+    """All parameters of the model: the received θ_g in front, zeros for θ_l (as the device's
+    buffer holds them before θ_l is drawn)."""
+    params = np.zeros(plan.n_params, dtype=np.float32)
+    params[: len(theta_g)] = theta_g
+    return params
+
+
+def sgd_steps(
+    net: NumpyNet,
+    params: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    lr: float,
+    first: int,
+    last: int | None = None,
+    head_lr: float | None = None,
+) -> tuple[float, float, float]:
+    """Batch-1 SGD over the samples in order, training layers first..last in place; returns the
+    (mean, first, last) pre-step loss. With `head_lr`, the head (see device_agent.round.
+    head_index) and everything above it step at `head_lr` and the layers below at `lr`."""
+    losses = [
+        _step(net, params, xs[j : j + 1], ys[j : j + 1], lr, first, last, head_lr)
+        for j in range(len(xs))
+    ]
+    if not losses:
+        return 0.0, 0.0, 0.0
+    return float(np.mean(losses)), losses[0], losses[-1]
+
+
+def _step(net, params, x, y, lr, first, last, head_lr) -> float:
+    if head_lr is None:
+        return net.sgd_step(params, x, y, lr, first, last)
+    loss, grad = net.gradient(params, x, y, first)
+    lo = net.plan.layers[first].w_off
+    lo_head = net.plan.layers[head_index(net.plan)].w_off
+    params[lo:lo_head] -= np.float32(lr) * grad[lo:lo_head]
+    params[lo_head:] -= np.float32(head_lr) * grad[lo_head:]
+    return loss
+
+
+def reconstruct_steps(
+    net: NumpyNet, params: np.ndarray, xs: np.ndarray, ys: np.ndarray, lr: float
+) -> float:
+    """Step a of the round: head-only steps (θ_g frozen) on the samples; returns the mean loss.
+    θ_l must already be drawn (device_agent.round.init_local)."""
+    return sgd_steps(net, params, xs, ys, lr, head_index(net.plan))[0]
 
 
 def simulate_round(
@@ -54,33 +104,25 @@ def simulate_round(
     ys: np.ndarray,
     command: dict,
     residual: np.ndarray | None = None,
-) -> SimResult:
+) -> DeviceRoundResult:
     """Run one TinyMetaFed/TinyReptile device round on the samples (xs, ys), in order, once each."""
     s = round_settings(command)
     plan = net.plan
-    split = bool(s["split"]) and bool(plan.local_layers)
+    split = effective_split(plan, s["split"])
     s["split"] = split
     n_g = global_size(plan, split)
-    params = np.zeros(plan.n_params, dtype=np.float32)
-    params[:n_g] = theta_g
+    params = full_params(plan, theta_g)
     recon = min(int(s["recon_samples"]), len(xs)) if split else 0
-    res = {"recon_loss": 0.0}
+    recon_loss = 0.0
     if split:
-        init_local(net, params, s)
-        res["recon_loss"] = _steps(
-            net, params, xs[:recon], ys[:recon], s["recon_lr"], plan.local_layers[0], None
-        )[0]
+        init_local(plan, params, s["seed"], s["local_init"])
+        recon_loss = reconstruct_steps(net, params, xs[:recon], ys[:recon], s["recon_lr"])
     origin = params[:n_g].copy()
     adapt = min(int(s["adapt_samples"]), len(xs) - recon)
-    last = plan.local_layers[0] - 1 if split and not s["joint"] else None
-    mean, first, final = _steps(
-        net,
-        params,
-        xs[recon : recon + adapt],
-        ys[recon : recon + adapt],
-        s["adapt_lr"],
-        plan.param_layers[0],
-        last,
+    first, last = adapt_layers(plan, s)
+    end = recon + adapt
+    mean, first_loss, last_loss = sgd_steps(
+        net, params, xs[recon:end], ys[recon:end], s["adapt_lr"], first, last
     )
     delta = params[:n_g] - origin
     if s["error_feedback"] and residual is not None:
@@ -93,30 +135,20 @@ def simulate_round(
         delta[idx].tolist(),
         int(s.get("version", 0)),
         int(s.get("round", 0)),
-        min(recon + adapt, codec.MAX_SAMPLES),
+        min(end, codec.MAX_SAMPLES),
         codec.value_encoding(s["values"]),
     )
     if s["error_feedback"] and residual is not None:
         _, sent_idx, sent = codec.decode(payload)
         residual[:] = delta
         residual[np.asarray(sent_idx, dtype=np.int64)] -= np.asarray(sent, dtype=np.float32)
-    return SimResult(
+    return DeviceRoundResult(
         bytes(payload),
-        recon + adapt,
+        end,
         round_macs(plan, s, recon, adapt),
         len(idx),
-        res["recon_loss"],
+        recon_loss,
         mean,
-        first,
-        final,
+        first_loss,
+        last_loss,
     )
-
-
-def _steps(net, params, xs, ys, lr, first, last) -> tuple[float, float, float]:
-    """Batch-1 SGD over the samples in order; returns (mean, first, last) pre-step loss."""
-    losses = [
-        net.sgd_step(params, xs[j : j + 1], ys[j : j + 1], lr, first, last) for j in range(len(xs))
-    ]
-    if not losses:
-        return 0.0, 0.0, 0.0
-    return float(np.mean(losses)), losses[0], losses[-1]

@@ -1,20 +1,34 @@
 """Few-shot evaluation on new devices (brief section 2, step 5), identical for every algorithm.
 
-A new device receives θ_g. With split on, it re-creates θ_l fresh and fits it alone for
-`eval_head_epochs` passes over its k-shot support set, then trains everything for the remaining
-passes; with split off it trains everything for all `eval_epochs` passes from the received θ.
-Every step is batch-1 SGD with the output layer at `recon_lr` and the rest at `adapt_lr`, so all
-algorithms get the same steps and learning rates. The metric is measured on the query samples.
+The evaluation rule (this is its one statement). A new device receives θ_g (θ without a split),
+and with the split on draws a fresh θ_l as a device does in a round of seed 0. Then it makes
+`eval_epochs` passes over its k-shot support set, each in a fresh order (one generator seeded
+0 per device), batch-1 SGD on every sample:
+- with the split on, the first `eval_head_epochs` passes are head-only steps at `recon_lr`
+  (θ_g frozen: the device round's reconstruction steps);
+- every other pass trains all parameters, the head at `recon_lr` and the layers below it at
+  `adapt_lr`.
+The metric is measured on the query samples.
+
+How it differs from a device's round (device_agent.round): a round uses each streamed sample
+once, in arrival order, reconstructs θ_l on the first `recon_samples` and adapts on the next
+`adapt_samples` with one rate (`adapt_lr`); the evaluation makes several shuffled passes over
+the same few support samples and keeps the head's rate in the full passes. Without a split
+(TinyReptile, Reptile, FedAvg, no federation) there are only full passes, so every algorithm
+gets the same steps and rates on the same samples.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from broker_service.core.device_round import init_local
+from broker_service.core.device_round import full_params, reconstruct_steps, sgd_steps
 from broker_service.core.nn import NumpyNet
 from broker_service.usecases.base import Episode
-from device_agent.round import round_settings
+from device_agent.round import DEFAULTS, effective_split, init_local
+
+NEW_DEVICE_SEED = 0
+"""The round seed a new device draws θ_l with, and the seed of its pass order."""
 
 
 def metric_value(kind: str, outputs: np.ndarray, y: np.ndarray) -> float:
@@ -22,6 +36,14 @@ def metric_value(kind: str, outputs: np.ndarray, y: np.ndarray) -> float:
     if kind == "mse":
         return float(np.mean((outputs - y.reshape(outputs.shape)) ** 2))
     return float(np.mean(outputs.argmax(axis=1) == y.reshape(-1)))
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal 95 % confidence interval of the mean: 1.96 s / √n (sample
+    standard deviation, ddof=1); 0.0 for fewer than two values."""
+    if len(values) < 2:
+        return 0.0
+    return float(1.96 * float(np.std(values, ddof=1)) / np.sqrt(len(values)))
 
 
 def adapt(
@@ -33,29 +55,34 @@ def adapt(
     settings: dict,
     head_only: bool = False,
 ) -> np.ndarray:
-    """All parameters after few-shot adaptation on the support set (see the module docstring);
-    with `head_only`, only the head passes are run (θ_g unchanged)."""
+    """All parameters after the evaluation rule (module docstring) on the support set; with
+    `head_only`, only the head-only passes are run (θ_g unchanged)."""
     plan = net.plan
-    split = split and bool(plan.local_layers)
-    params = np.zeros(plan.n_params, dtype=np.float32)
-    params[: len(theta)] = theta
+    split = effective_split(plan, split)
+    params = full_params(plan, theta)
     epochs = int(settings["eval_epochs"])
     head_epochs = min(int(settings["eval_head_epochs"]), epochs) if split else 0
     if head_only:
         epochs = head_epochs
     if split:
-        init_local(net, params, round_settings({"seed": settings.get("seed", 0)}))
-    order = np.random.default_rng(0)
-    head = plan.local_layers[0] if plan.local_layers else plan.param_layers[-1]
-    lo_head = plan.layers[head].w_off
+        local_init = settings.get("local_init", DEFAULTS["local_init"])
+        init_local(plan, params, settings.get("seed", NEW_DEVICE_SEED), local_init)
+    order = np.random.default_rng(NEW_DEVICE_SEED)
     for epoch in range(epochs):
-        for j in order.permutation(len(support_x)):
-            x = support_x[j : j + 1]
-            y = support_y[j : j + 1]
-            if epoch < head_epochs:
-                net.sgd_step(params, x, y, settings["recon_lr"], head)
-            else:
-                _two_rate_step(net, params, x, y, settings, lo_head)
+        perm = order.permutation(len(support_x))
+        xs, ys = support_x[perm], support_y[perm]
+        if epoch < head_epochs:
+            reconstruct_steps(net, params, xs, ys, settings["recon_lr"])
+        else:
+            sgd_steps(
+                net,
+                params,
+                xs,
+                ys,
+                settings["adapt_lr"],
+                plan.param_layers[0],
+                head_lr=settings["recon_lr"],
+            )
     return params
 
 
@@ -65,12 +92,6 @@ def adapt_and_measure(
     """Adapt θ on the episode's support set as described above; return the query metric."""
     params = adapt(net, theta, split, episode.support_x, episode.support_y, settings)
     return metric_value(metric, net.predict(params, episode.query_x), episode.query_y)
-
-
-def _two_rate_step(net: NumpyNet, params: np.ndarray, x, y, settings: dict, lo_head: int) -> None:
-    _, grad = net.gradient(params, x, y, net.plan.param_layers[0])
-    params[:lo_head] -= np.float32(settings["adapt_lr"]) * grad[:lo_head]
-    params[lo_head:] -= np.float32(settings["recon_lr"]) * grad[lo_head:]
 
 
 def evaluate_on_episodes(

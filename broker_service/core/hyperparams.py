@@ -3,11 +3,11 @@
 Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
 aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
-same total), recon_lr (output layer) / adapt_lr (the rest, and TinyReptile's single rate),
-outer_lr (β_0), top_p, values (upload value encoding), error_feedback, joint, local_init,
-inner_epochs / inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning curve),
-final_devices (final metric), eval_epochs / eval_head_epochs (few-shot adaptation on new
-devices), and quick (overrides for `--quick`).
+same total), recon_lr (θ_l's reconstruction steps) / adapt_lr (the adaptation steps; the only
+rate without a split), outer_lr (β_0), top_p, values (upload value encoding), error_feedback,
+joint, local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every, eval_devices
+(learning curve), final_devices (final metric), eval_epochs / eval_head_epochs (few-shot
+adaptation on new devices, see fewshot.py), and quick (overrides for `--quick`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ COMMON = {
     "trim": 0.2,
 }
 
-USE_CASES = {
+# each use case's own settings, over COMMON; "quick" holds its `--quick` overrides
+USE_CASE_SETTINGS = {
     "sine": {
         "rounds": 1500,
         "recon_samples": 10,
@@ -95,9 +96,11 @@ USE_CASES = {
 
 def settings_for(use_case: str, quick: bool = False, **overrides) -> dict:
     """A use case's settings: common, then its own, then quick, then overrides."""
-    if use_case not in USE_CASES:
-        raise ValueError("no settings for use case %r; known: %s" % (use_case, sorted(USE_CASES)))
-    own = dict(USE_CASES[use_case])
+    if use_case not in USE_CASE_SETTINGS:
+        raise ValueError(
+            "no settings for use case %r; known: %s" % (use_case, sorted(USE_CASE_SETTINGS))
+        )
+    own = dict(USE_CASE_SETTINGS[use_case])
     quick_part = own.pop("quick", {})
     merged = {**COMMON, **own}
     if quick:

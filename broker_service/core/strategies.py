@@ -1,22 +1,24 @@
-"""The federated algorithms as small strategy objects with the same few verbs.
+"""The federated algorithms as strategy objects: the server's side of each, in a few verbs.
 
-- `round_command(t, version)`: the settings a device receives for round t.
-- `local_update(net, theta, xs, ys, command, residual)`: a device's work on its streamed samples
-  (simulated with numpy; the real agent runs device_agent.round for TinyMetaFed/TinyReptile).
-- `aggregate(theta, updates, t, total)`: the server's update from the cohort's decoded deltas.
+- `cohort_size()`: how many devices train each round;
+- `global_size(net)`, `round_command(t, version)`, `samples_per_update()`: what a device is sent
+  and how many samples it uses;
+- `aggregate(theta, updates, t, total)`: the new θ from the cohort's decoded deltas, with
+  `outer_step(t, total)` as the step size.
 
-The maths lives in pure functions (broker_service.core.aggregate, device_agent.round); a strategy
-only chooses which of them to run with which settings.
+What a device does with its samples is not here: real devices run device_agent.round, and the
+simulation picks its simulated client by the plain attribute `stored_data`
+(broker_service.sim.clients). The maths lives in pure functions (broker_service.core.aggregate);
+a strategy only chooses which of them to run with which settings.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from broker_service.core.aggregate import SparseUpdate, meta_update, outer_step, robust_aggregate
-from broker_service.core.device_round import SimResult, simulate_round
+from broker_service.core.aggregate import SparseUpdate, meta_update, robust_aggregate
+from broker_service.core.aggregate import outer_step as decaying_step
 from broker_service.core.nn import NumpyNet
-from device_agent import codec
 from device_agent.round import global_size
 
 
@@ -26,6 +28,9 @@ class Strategy:
     name = "strategy"
     split = False
     federated = True
+    stored_data = False
+    """False: devices stream samples and use each once (the agent's round); True: a device
+    trains on its stored samples for several epochs of mini-batches (Reptile, FedAvg)."""
 
     def __init__(self, settings: dict):
         self.settings = settings
@@ -39,7 +44,7 @@ class Strategy:
         return global_size(net.plan, self.split)
 
     def samples_per_update(self) -> int:
-        """Samples a device streams (and uses once) in one round."""
+        """Samples a device uses in one round."""
         return int(self.settings["recon_samples"]) + int(self.settings["adapt_samples"])
 
     def round_command(self, t: int, version: int) -> dict:
@@ -61,15 +66,16 @@ class Strategy:
             "seed": t,
         }
 
-    def local_update(self, net, theta, xs, ys, command, residual=None) -> SimResult:
-        """Simulate one device's round and return its encoded update."""
-        return simulate_round(net, theta, xs, ys, command, residual)
+    def outer_step(self, t: int, total_rounds: int) -> float:
+        """β_t of round t: Reptile's linearly decaying step from `outer_lr`."""
+        return decaying_step(float(self.settings["outer_lr"]), t, total_rounds)
 
-    def aggregate(self, theta: np.ndarray, updates: list[SparseUpdate], t: int, total: int):
-        """Reptile-style interpolation towards the cohort's aggregated delta, decaying step."""
-        return self._step(theta, updates, outer_step(float(self.settings["outer_lr"]), t, total))
-
-    def _step(self, theta: np.ndarray, updates: list[SparseUpdate], beta: float) -> np.ndarray:
+    def aggregate(
+        self, theta: np.ndarray, updates: list[SparseUpdate], t: int, total_rounds: int
+    ) -> np.ndarray:
+        """θ moved by β_t towards the cohort's aggregated delta (sample-weighted mean, or the
+        robust aggregation the settings ask for)."""
+        beta = self.outer_step(t, total_rounds)
         method = self.settings.get("aggregation", "mean")
         clip = float(self.settings.get("clip_norm", 0.0))
         scale = float(self.settings.get("clip_scale", 0.0))
@@ -106,29 +112,7 @@ class Reptile(Strategy):
     """Nichol et al. 2018: stored data, mini-batches, several inner epochs, Reptile outer step."""
 
     name = "reptile"
-
-    def local_update(self, net, theta, xs, ys, command, residual=None) -> SimResult:
-        params = np.array(theta, dtype=np.float32)
-        epochs = int(self.settings["inner_epochs"])
-        batch = int(self.settings["inner_batch"])
-        order = np.random.default_rng(int(command["seed"]))
-        for _ in range(epochs):
-            perm = order.permutation(len(xs))
-            for lo in range(0, len(xs), batch):
-                sel = perm[lo : lo + batch]
-                net.sgd_step(params, xs[sel], ys[sel], float(self.settings["adapt_lr"]), 0)
-        delta = params - np.asarray(theta, dtype=np.float32)
-        payload = codec.encode(
-            codec.KIND_DELTA,
-            len(delta),
-            None,
-            delta.tolist(),
-            int(command["version"]),
-            int(command["round"]),
-            len(xs),
-        )
-        macs = len(xs) * epochs * net.plan.train_step_macs(net.plan.param_layers[0])
-        return SimResult(bytes(payload), len(xs), macs, len(delta))
+    stored_data = True
 
 
 class FedAvg(Reptile):
@@ -136,8 +120,9 @@ class FedAvg(Reptile):
 
     name = "fedavg"
 
-    def aggregate(self, theta, updates, t, total):
-        return self._step(theta, updates, 1.0)
+    def outer_step(self, t: int, total_rounds: int) -> float:
+        """Always 1: the new θ is the cohort's average model."""
+        return 1.0
 
 
 class NoFederation(Strategy):

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from broker_service.observe.metrics import Point, read_points
+from broker_service.observe.tables import bench_rows, html_table
 
 VIEWS = [
     ("convergence", "Convergence: metric on new devices and device loss"),
@@ -168,32 +169,10 @@ def summary_lines(points: list[Point]) -> list[str]:
 
 
 def bench_table(doc: dict) -> str:
-    """The bench comparison as an HTML table."""
-    head = (
-        "<tr><th>algorithm</th><th>%s ± 95%% CI</th><th>rounds to target</th>"
-        "<th>up B/update</th><th>down B/update</th><th>mJ/update</th><th>curve sd</th></tr>"
-        % html.escape(doc["metric"])
-    )
-    rows = []
-    for name, a in doc["algorithms"].items():
-        rows.append(
-            "<tr><td>%s</td><td>%.4f ± %.4f</td><td>%s</td><td>%.0f</td><td>%.0f</td>"
-            "<td>%.4f</td><td>%.4f</td></tr>"
-            % (
-                html.escape(name),
-                a["final_metric"],
-                a["final_metric_ci95"],
-                a["rounds_to_target"] if a["rounds_to_target"] is not None else "–",
-                a["bytes_up_per_update"],
-                a["bytes_down_per_update"],
-                a["energy_mj_per_update"],
-                a["curve_std"],
-            )
-        )
-    return "<h2>Benchmark: %s</h2><table>%s%s</table>" % (
+    """The bench comparison as an HTML table (the columns of `tinymetafed bench`)."""
+    return "<h2>Benchmark: %s</h2>%s" % (
         html.escape(doc["use_case"]),
-        head,
-        "".join(rows),
+        html_table(*bench_rows(doc)),
     )
 
 

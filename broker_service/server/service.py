@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.core.cohort import sample_cohort
+from broker_service.core.cohort import round_cohort, sample_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.hyperparams import settings_for
+from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import ALGORITHMS
+from broker_service.core.streams import CURVE_EPISODES, named_stream
 from broker_service.observe.logs import EventLog
 from broker_service.observe.metrics import Fanout, InfluxSink, LineFileSink, Sink
 from broker_service.observe.recorder import Recorder
@@ -41,7 +43,6 @@ from broker_service.server.mqtt import Event, ServiceMqtt
 from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
 from broker_service.server.totals import Totals
-from broker_service.sim.simulation import initial_theta, round_cohort
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec, reasons
 from device_agent.energy import energy_mj, profile
@@ -117,7 +118,7 @@ class AggregationService:
         self.totals = Totals()
         self.telemetry: dict[str, dict] = {}
         self.episodes = self.use_case.new_device_episodes(
-            cfg.eval_devices, np.random.default_rng([cfg.seed, 11])
+            cfg.eval_devices, named_stream(cfg.seed, CURVE_EPISODES)
         )
         self.theta, self.round = self._resume()
         self.mqtt: ServiceMqtt | None = None
@@ -370,7 +371,7 @@ class AggregationService:
         ledger = self.ledger
         assert ledger is not None
         late = ledger.close()
-        beta = self._outer_step()
+        beta = self.strategy.outer_step(self.round, self.total_rounds)
         self._aggregate(ledger)
         self._count(ledger)
         self.round += 1
@@ -463,13 +464,6 @@ class AggregationService:
     def _dense_update_bytes(self) -> int:
         """The size of one dense float32 update of all parameters (the upload saving's basis)."""
         return codec.HEADER_SIZE + 4 * self.net.plan.n_params
-
-    def _outer_step(self) -> float:
-        from broker_service.core.aggregate import outer_step
-
-        if self.cfg.algorithm == "fedavg":
-            return 1.0
-        return outer_step(float(self.settings["outer_lr"]), self.round, self.total_rounds)
 
     def _round_energy(self, ledger: RoundLedger) -> float:
         """The devices' energy for the round: as reported in their telemetry, else estimated

@@ -12,10 +12,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import ALGORITHMS
+from broker_service.core.streams import CURVE_EPISODES, FINAL_EPISODES, named_stream
+from broker_service.observe.tables import bench_rows, markdown_table, text_table
 from broker_service.server import checkpoint
 from broker_service.sim import simulation
 from broker_service.usecases.registry import load_use_case
@@ -26,10 +26,10 @@ ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
 def episodes_for(use_case, settings: dict, seed: int):
     """The fixed new-device episodes: a small set for the curve and a larger one for the final."""
     curve = use_case.new_device_episodes(
-        int(settings["eval_devices"]), np.random.default_rng([seed, 11])
+        int(settings["eval_devices"]), named_stream(seed, CURVE_EPISODES)
     )
     final = use_case.new_device_episodes(
-        int(settings["final_devices"]), np.random.default_rng([seed, 13])
+        int(settings["final_devices"]), named_stream(seed, FINAL_EPISODES)
     )
     return curve, final
 
@@ -110,36 +110,8 @@ def run_bench(
 
 
 def format_table(doc: dict) -> str:
-    """A fixed-width comparison table of a bench document."""
-    metric = doc["metric"]
-    head = "%-14s %10s %8s %8s %10s %10s %9s %10s %9s" % (
-        "algorithm",
-        metric,
-        "±ci95",
-        "to-tgt",
-        "up B/upd",
-        "down B/upd",
-        "mJ/upd",
-        "MACs/upd",
-        "curve-sd",
-    )
-    lines = [head, "-" * len(head)]
-    for name, a in doc["algorithms"].items():
-        tgt = "-" if a["rounds_to_target"] is None else str(a["rounds_to_target"])
-        lines.append(
-            "%-14s %10.4f %8.4f %8s %10.1f %10.1f %9.4f %10d %9.4f"
-            % (
-                name,
-                a["final_metric"],
-                a["final_metric_ci95"],
-                tgt,
-                a["bytes_up_per_update"],
-                a["bytes_down_per_update"],
-                a["energy_mj_per_update"],
-                a["macs_per_update"],
-                a["curve_std"],
-            )
-        )
+    """The comparison table of a bench document as fixed-width text, with the upload saving."""
+    lines = [text_table(*bench_rows(doc))]
     algos = doc["algorithms"]
     if "tinymetafed" in algos and "tinyreptile" in algos and algos["tinymetafed"]["updates"]:
         ratio = (
@@ -184,27 +156,7 @@ def format_markdown(docs: list[dict]) -> str:
             "### %s (%s, %d rounds, seed %d, %.0f s)\n"
             % (doc["use_case"], doc["metric"], doc["rounds"], doc["seed"], doc["seconds"])
         )
-        out.append(
-            "| algorithm | %s ± 95%% CI | rounds to %g | up B/update | down B/update "
-            "| mJ/update | MACs/update | curve sd |" % (doc["metric"], doc["target"])
-        )
-        out.append("|---|---|---|---|---|---|---|---|")
-        for name, a in doc["algorithms"].items():
-            tgt = "–" if a["rounds_to_target"] is None else str(a["rounds_to_target"])
-            out.append(
-                "| %s | %.4f ± %.4f | %s | %.0f | %.0f | %.4f | %d | %.4f |"
-                % (
-                    name,
-                    a["final_metric"],
-                    a["final_metric_ci95"],
-                    tgt,
-                    a["bytes_up_per_update"],
-                    a["bytes_down_per_update"],
-                    a["energy_mj_per_update"],
-                    a["macs_per_update"],
-                    a["curve_std"],
-                )
-            )
+        out.append(markdown_table(*bench_rows(doc)))
         vs = (
             ("%+.3f accuracy" % c["vs_tinyreptile"])
             if doc["metric"] == "accuracy"

@@ -15,14 +15,15 @@ import numpy as np
 
 from broker_service.core import fastcodec
 from broker_service.core.aggregate import SparseUpdate
-from broker_service.core.cohort import sample_cohort
-from broker_service.core.fewshot import evaluate_on_episodes
+from broker_service.core.cohort import round_cohort
+from broker_service.core.fewshot import ci95, evaluate_on_episodes
+from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import Strategy
+from broker_service.sim.clients import local_update
 from broker_service.usecases.base import Episode, UseCase
 from device_agent import codec
 from device_agent.energy import energy_mj, profile
-from device_agent.model import init_params
 
 
 @dataclass
@@ -39,13 +40,6 @@ class RunResult:
     macs: int = 0
     seconds: float = 0.0
     per_round: list[dict] = field(default_factory=list)
-
-
-def initial_theta(net: NumpyNet, seed: int) -> np.ndarray:
-    """θ_0 drawn with the shared xorshift init (identical on every algorithm and on the agent)."""
-    params = np.zeros(net.plan.n_params, dtype=np.float32)
-    init_params(net.plan, params, seed)
-    return params
 
 
 def device_rng(seed: int, t: int, device_id: str) -> np.random.Generator:
@@ -106,11 +100,6 @@ def _curve_point(net, theta, strategy, episodes, settings, use_case) -> float:
     return float(values.mean())
 
 
-def round_cohort(devices: list[str], k: int, seed: int, t: int) -> list[str]:
-    """Round t's cohort: the rule the service uses too (seeded by (seed, t, attempt 0))."""
-    return sample_cohort(sorted(devices), k, np.random.default_rng([seed, t, 0]))
-
-
 def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result, tamper=None):
     cohort = round_cohort(use_case.device_ids, strategy.cohort_size(), seed, t)
     command = strategy.round_command(t, version=t)
@@ -121,7 +110,7 @@ def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, resul
     for device_id in cohort:
         xs, ys = use_case.stream(device_id, n, device_rng(seed, t, device_id))
         residual = residuals.setdefault(device_id, np.zeros(len(theta), dtype=np.float32))
-        sim = strategy.local_update(net, theta, xs, ys, command, residual)
+        sim = local_update(strategy, net, theta, xs, ys, command, residual)
         header, idx, values = fastcodec.decode(sim.payload)
         update = SparseUpdate(idx, values, header.samples)
         updates.append(tamper(device_id, update, t) if tamper else update)
@@ -140,12 +129,11 @@ def summarise(result: RunResult, use_case: UseCase, board: str = "nrf52840") -> 
     down = result.bytes_down / updates
     macs = result.macs // updates
     final = result.final
-    ci95 = 1.96 * float(final.std(ddof=1)) / np.sqrt(len(final)) if len(final) > 1 else 0.0
     values = [v for _, v in result.curve]
     tail = values[len(values) // 2 :]
     return {
         "final_metric": float(final.mean()),
-        "final_metric_ci95": ci95,
+        "final_metric_ci95": ci95(final),
         "rounds_to_target": rounds_to_target(
             result.curve, use_case.target, use_case.higher_is_better
         ),

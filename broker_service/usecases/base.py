@@ -34,19 +34,18 @@ class DataMissingError(FileNotFoundError):
 
 @dataclass
 class UseCase:
-    """A data set cut into devices, with its default model and training settings.
+    """A data set cut into devices, with its default model, metric and target.
 
     Subclasses fill `device_ids` and implement `stream` and `new_device_episodes`.
-    `spec` is the JSON-able model spec (see device_agent.model). `settings` are the use case's
-    default hyper-parameters (inner learning rates, sample counts, shots...). `target` is the
-    metric value that counts as "converged" for rounds-to-target (lower is better for mse).
+    `spec` is the JSON-able model spec (see device_agent.model); the training settings are in
+    broker_service.core.hyperparams. `target` is the metric value that counts as "converged"
+    for rounds-to-target (lower is better for mse).
     """
 
     name: str
     metric: str  # "mse" or "accuracy"
     spec: dict[str, Any]
     target: float
-    settings: dict[str, Any] = field(default_factory=dict)
     device_ids: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
 

@@ -28,6 +28,12 @@ from device_agent.specs import omniglot_spec
 IMAGE_SIZE = 28
 ARCHIVE_PATTERNS = ("images_background*", "images_evaluation*")
 EXPECTED = "omniglot/images_background*.zip or omniglot/images_evaluation*.zip (or extracted)"
+# The use case's own random streams, np.random.default_rng([seed, id]). The character split is
+# not the curve episodes' stream, but its id equals broker_service.core.streams.CURVE_EPISODES,
+# so both generators start in the same state; kept at 11 because another id changes the split
+# and every omniglot figure.
+CHARACTER_SPLIT_STREAM = 11
+TASKS_STREAM = 12
 
 
 def default_spec(ways: int = 5) -> dict:
@@ -212,14 +218,14 @@ def split_characters(
     n_chars: int, train_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split character indices by seed: (meta-training, held-out), both sorted and disjoint."""
-    order = np.random.default_rng([seed, 11]).permutation(n_chars)
+    order = np.random.default_rng([seed, CHARACTER_SPLIT_STREAM]).permutation(n_chars)
     n_train = int(round(train_fraction * n_chars))
     return np.sort(order[:n_train]), np.sort(order[n_train:])
 
 
 def _draw_tasks(train_chars: np.ndarray, ways: int, fleet_size: int, seed: int) -> list[np.ndarray]:
     """Draw the fleet's tasks: each N distinct characters, label = position in the array."""
-    rng = np.random.default_rng([seed, 12])
+    rng = np.random.default_rng([seed, TASKS_STREAM])
     return [rng.choice(train_chars, ways, replace=False) for _ in range(fleet_size)]
 
 
