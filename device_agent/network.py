@@ -1,8 +1,9 @@
 """A planned model with preallocated buffers: forward, loss and one fused batch-1 SGD step.
 
 Memory is fixed when the network is built: one activation buffer per layer that changes the
-data (activations and flatten run in place) plus two gradient buffers of the largest activation.
-Nothing is allocated per sample, which keeps the heap flat on a microcontroller.
+data (activations and flatten run in place), two gradient buffers of the largest activation and
+two parameter-sized buffers for a round's Δ and its Top-P% selection. Nothing is allocated per sample and no
+parameter-sized block per round, which keeps the heap flat and unfragmented on a microcontroller.
 """
 
 from array import array
@@ -29,6 +30,8 @@ class Network:
         size = plan.max_activation()
         self.grad_a = array("f", bytes(4 * size))
         self.grad_b = array("f", bytes(4 * size))
+        self.delta = array("f", bytes(4 * plan.n_params))  # a round's θ_g copy, then its Δ
+        self.magnitudes = array("f", bytes(4 * plan.n_params))  # |Δ|, reordered by Top-P%
 
     def forward(self, params, x):
         """Run the model on one sample x (sequence of floats); returns the output buffer."""

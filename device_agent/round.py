@@ -128,14 +128,15 @@ def adapt_global(net, params, samples, settings, count, result):
     return used
 
 
-def sparse_delta(params, origin, n_global, percent, residual=None):
-    """Turn `origin` (a copy of θ_g) into Δ (+ residual) in place; returns (indices, values)."""
+def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None):
+    """Turn origin[:n_global] (a copy of θ_g) into Δ (+ residual) in place; returns (indices,
+    values). `scratch` (n_global floats or more) spares Top-P% an allocation."""
     for i in range(n_global):
         origin[i] = params[i] - origin[i]
         if residual is not None:
             origin[i] += residual[i]
     k = top_k_count(n_global, percent)
-    idx = select_top_k(origin, k)
+    idx = select_top_k(origin, k, scratch, n_global)
     values = array("f", bytes(4 * k))
     for j in range(k):
         values[j] = origin[idx[j]]
@@ -168,12 +169,16 @@ def run_round(net, params, samples, command, residual=None):
     recon = int(s["recon_samples"]) if split else 0
     if split:
         result.recon_loss = reconstruct_local(net, params, samples, s, recon)
-    origin = array("f", params[0:n_global])
+    origin = net.delta  # preallocated: no parameter-sized block per round
+    for i in range(n_global):
+        origin[i] = params[i]
     adapted = adapt_global(net, params, samples, s, int(s["adapt_samples"]), result)
     result.samples = recon + adapted
     result.macs = round_macs(plan, s, recon, adapted)
     use_residual = residual if s["error_feedback"] else None
-    idx, values = sparse_delta(params, origin, n_global, float(s["top_p"]), use_residual)
+    idx, values = sparse_delta(
+        params, origin, n_global, float(s["top_p"]), use_residual, net.magnitudes
+    )
     result.payload = codec.encode(
         codec.KIND_DELTA,
         n_global,

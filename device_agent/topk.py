@@ -18,10 +18,11 @@ def top_k_count(n, percent):
     return max(1, min(n, k))
 
 
-def kth_largest(values, k):
-    """The k-th largest value of `values` (an array it is allowed to reorder), 1 <= k <= len."""
+def kth_largest(values, k, n=None):
+    """The k-th largest of the first n (default: all) entries of `values` (an array it may
+    reorder), 1 <= k <= n."""
     lo = 0
-    hi = len(values) - 1
+    hi = (len(values) if n is None else n) - 1
     target = k - 1
     while lo < hi:
         pivot = _median_of_three(values, lo, hi)
@@ -56,19 +57,21 @@ def _median_of_three(values, lo, hi):
     return a if a > b else b
 
 
-def select_top_k(delta, k, scratch=None):
-    """Indices (array 'I', ascending) of the k entries of `delta` with the largest |value|.
+def select_top_k(delta, k, scratch=None, n=None):
+    """Indices (array 'I', ascending) of the k entries of delta[:n] with the largest |value|.
 
     Among entries equal to the k-th magnitude the lowest indices win. `scratch` may be a
-    preallocated array('f') of len(delta) to avoid allocating the magnitudes.
+    preallocated array('f') of at least n entries to avoid allocating the magnitudes; n defaults
+    to len(delta).
     """
-    n = len(delta)
+    if n is None:
+        n = len(delta)
     if scratch is None:
         scratch = array("f", bytes(4 * n))
     for i in range(n):
         v = delta[i]
         scratch[i] = v if v >= 0.0 else -v
-    threshold = kth_largest(scratch, k)
+    threshold = kth_largest(scratch, k, n)
     above = 0
     for i in range(n):
         if abs(delta[i]) > threshold:

@@ -128,3 +128,19 @@ def test_joint_adaptation_trains_the_head_and_frozen_does_not():
     assert np.array_equal(heads[20, False], reconstructed)
     assert np.abs(heads[20, True] - reconstructed).max() > 1e-3
     assert macs[20, True] > macs[20, False] and macs[0, True] == macs[0, False]
+
+
+def test_a_round_does_not_depend_on_what_the_network_did_before():
+    """The agent reuses its Δ buffers every round: a TinyMetaFed round after a TinyReptile round
+    (whose Δ filled the whole buffer) sends exactly what it sends on a fresh network."""
+    plan, params = fresh_params(SINE_SPEC, seed=11)
+    rng = np.random.default_rng(5)
+    xs = rng.uniform(-1, 1, (30, 1)).astype(np.float32)
+    samples = [(x, [float(2.0 * np.sin(5 * x[0]))]) for x in xs]
+    dense = {"round": 1, "version": 1, "split": False, "top_p": 100.0, "seed": 3}
+    sparse = {"round": 2, "version": 2, "split": True, "top_p": 10.0, "seed": 4}
+    used = Network(plan)
+    run_round(used, array("f", params), iter(samples), dense)
+    after = run_round(used, array("f", params), iter(samples), sparse)
+    fresh = run_round(Network(plan), array("f", params), iter(samples), sparse)
+    assert bytes(after.payload) == bytes(fresh.payload)

@@ -56,3 +56,9 @@ def test_selection_on_all_equal_and_adversarial_inputs():
     assert list(select_top_k(ramp, 5)) == [995, 996, 997, 998, 999]
     signs = array("f", [(-1) ** i * (i % 7) for i in range(100)])
     assert all(abs(signs[i]) == 6 for i in select_top_k(signs, 14))
+
+
+def test_selection_over_a_prefix_ignores_the_rest_of_the_buffer():
+    buffer = array("f", [0.5, -3.0, 0.25, 2.0, 99.0, -99.0])
+    assert list(select_top_k(buffer, 2, n=4)) == list(select_top_k(buffer[:4], 2)) == [1, 3]
+    assert kth_largest(array("f", [1.0, 4.0, 2.0, 50.0]), 1, n=3) == 4.0
