@@ -1,4 +1,12 @@
-"""The `tinymetafed` command line: bench, evaluate and demo."""
+"""The `tinymetafed` command line: every way to run and use TinyMetaFed from a shell.
+
+Run the whole system on this machine (demo), the aggregation service (serve) and its health check
+(health), device agents on CPython (agent, fleet), board files and credentials (device bundle,
+device enroll), the benchmark of every algorithm (bench), a saved model on new devices
+(evaluate), the HTML report of a session (report), and ONNX out and in (export, init). A user
+error (a bad flag, a missing file, a setting that cannot work) is one line on stderr,
+`tinymetafed <command>: error: ...`, with exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -15,16 +24,27 @@ from broker_service.core.hyperparams import settings_for
 from broker_service.core.nn import NumpyNet
 from broker_service.core.streams import FINAL_EPISODES, named_stream
 from broker_service.server import checkpoint
-from broker_service.server.config import ConfigError
+from broker_service.server.config import (
+    ENV_PREFIX,
+    ConfigError,
+    FlagOption,
+    ServiceConfig,
+    env_name,
+    flag_options,
+    load_config,
+    secret_options,
+)
 from broker_service.sim import bench
 from broker_service.tools import bundle
 from broker_service.tools.enroll import EnrollError
 from broker_service.tools.onnx_io import OnnxError
 from broker_service.usecases.base import DataMissingError
 from broker_service.usecases.registry import USE_CASES, load_use_case
+from device_agent.config import AgentConfigError
 
 DATA_ENV = "TINYMETAFED_DATA"
 DEMO_ROUNDS = 150
+SERVICE_DEFAULTS = ServiceConfig()
 
 
 def _data_dir(args: argparse.Namespace) -> str | None:
@@ -38,9 +58,22 @@ def _write_json(path: str | None, doc: dict) -> None:
         print("wrote %s" % path)
 
 
+def _read_json(path: str, what: str):
+    """A JSON file's document; a ConfigError naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise ConfigError("%s %s is not valid JSON: %s" % (what, path, exc)) from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run every algorithm on one use case, print the table, write the JSON."""
     algos = args.algorithms.split(",") if args.algorithms else None
+    unknown = sorted(set(algos or ()) - set(bench.ORDER))
+    if unknown:
+        raise ConfigError(
+            "--algorithms: unknown %s; known: %s" % (", ".join(unknown), ",".join(bench.ORDER))
+        )
     doc = bench.run_bench(
         args.use_case,
         _data_dir(args),
@@ -62,6 +95,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Measure a saved meta-initialisation on new devices exactly as the bench does."""
     ckpt = checkpoint.load(args.checkpoint)
     use_case_name = args.use_case or ckpt.use_case
+    if use_case_name not in USE_CASES:
+        raise ConfigError(
+            "%s is a %r model; pass --use-case (%s) to measure it on that use case's devices"
+            % (args.checkpoint, use_case_name, ", ".join(sorted(USE_CASES)))
+        )
     use_case = load_use_case(use_case_name, _data_dir(args), seed=args.seed)
     settings = {**settings_for(use_case_name), **ckpt.settings}
     n = args.devices or int(settings["final_devices"])
@@ -106,43 +144,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary["rounds"] else 1
 
 
-SERVE_FLAGS = (
-    "broker",
-    "username",
-    "ca_file",
-    "cert_file",
-    "key_file",
-    "prefix",
-    "fleet",
-    "use_case",
-    "data_dir",
-    "algorithm",
-    "rounds",
-    "cohort",
-    "quorum",
-    "min_updates",
-    "round_timeout",
-    "wait_for_devices",
-    "max_attempts",
-    "seed",
-    "state_dir",
-    "eval_every",
-    "eval_devices",
-    "metrics_file",
-    "influx_url",
-    "influx_org",
-    "influx_bucket",
-    "init_checkpoint",
-)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the aggregation service against a broker until its rounds are done."""
     from broker_service.observe.logs import EventLog
-    from broker_service.server.config import load_config
     from broker_service.server.service import AggregationService
 
-    flags = {k: getattr(args, k, None) for k in SERVE_FLAGS}
+    flags: dict = {o.name: getattr(args, o.name) for o in flag_options()}
     flags["settings"] = dict(_parse_setting(s) for s in args.set or [])
     cfg = load_config(args.config, flags)
     summary = AggregationService(cfg, EventLog()).run()
@@ -162,8 +169,6 @@ def _parse_setting(text: str) -> tuple[str, object]:
 
 
 def _agent_config(args: argparse.Namespace, device_id: str, spec: dict) -> dict:
-    from broker_service.server.config import ServiceConfig
-
     host, port, tls = ServiceConfig(broker=args.broker).broker_address()
     return {
         "device_id": device_id,
@@ -176,7 +181,7 @@ def _agent_config(args: argparse.Namespace, device_id: str, spec: dict) -> dict:
             "port": port,
             "ssl": tls,
             "user": args.username,
-            "password": os.environ.get("TINYMETAFED_PASSWORD"),
+            "password": os.environ.get(env_name("password")),
         },
     }
 
@@ -213,7 +218,6 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     """N simulated agents in one process against a broker, until Ctrl-C."""
     import time
 
-    from broker_service.server.config import ServiceConfig
     from broker_service.sim.fleet import SimulatedFleet
 
     host, port, _ = ServiceConfig(broker=args.broker).broker_address()
@@ -231,7 +235,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 def cmd_device_bundle(args: argparse.Namespace) -> int:
     """Write what goes onto a board (sources or .mpy, main.py, boot.py, config.json)."""
-    config = json.loads(Path(args.config).read_text()) if args.config else None
+    config = _read_json(args.config, "--config") if args.config else None
     files = bundle.write_bundle(Path(args.out), config, args.mpy, args.arch, args.plain)
     print("wrote %d files to %s" % (len(files), args.out))
     print("copy them onto the board, e.g.: mpremote connect PORT fs cp -r %s/* :" % args.out)
@@ -262,7 +266,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     theta = np.zeros(net.plan.n_params, dtype=np.float32)
     theta[: len(ckpt.theta)] = ckpt.theta
     if args.with_head_from:
-        xs, ys = read_sample_file(args.with_head_from, net.plan)
+        try:
+            xs, ys = read_sample_file(args.with_head_from, net.plan)
+        except ValueError as exc:
+            raise ConfigError("--with-head-from %s: %s" % (args.with_head_from, exc)) from None
         settings = {**settings_for(ckpt.use_case), **ckpt.settings}
         theta = adapt(net, ckpt.theta, ckpt.split, xs, ys, settings, head_only=True)
         head = "reconstructed on %d support samples" % len(xs)
@@ -278,13 +285,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_onnx(path: str):
+    """An ONNX model from a file; an OnnxError when the file is not one."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(path)
+    except DecodeError as exc:
+        raise OnnxError("%s is not an ONNX model: %s" % (path, exc)) from None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Turn an ONNX graph of supported layers into a model spec and initial checkpoint."""
-    import onnx
-
     from broker_service.tools.onnx_io import import_model
 
-    spec, theta = import_model(onnx.load(args.from_onnx))
+    spec, theta = import_model(_load_onnx(args.from_onnx))
     ckpt = checkpoint.Checkpoint(
         spec=spec,
         theta=theta,
@@ -339,141 +355,18 @@ def cmd_device_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="tinymetafed", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("bench", help="compare all algorithms on one use case")
-    _common(p)
-    p.add_argument("--rounds", type=int, help="meta-training rounds (default: the use case's)")
-    p.add_argument("--quick", action="store_true", help="a short smoke run")
-    p.add_argument("--json", help="write the results JSON here")
-    p.add_argument("--algorithms", help="comma-separated subset, e.g. tinymetafed,tinyreptile")
-    p.add_argument("--checkpoint-dir", help="save each algorithm's final model here")
-    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    p.add_argument("--quiet", action="store_true", help="no per-round progress")
-    p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("evaluate", help="measure a checkpoint on new devices")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--use-case", choices=sorted(USE_CASES))
-    p.add_argument("--data-dir", help="folder holding the data sets (or $%s)" % DATA_ENV)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--devices", type=int, help="number of new devices (default: the bench's)")
-    p.add_argument("--json", help="write the result JSON here")
-    p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("demo", help="the whole system on this machine: broker, service, fleet")
-    _common(p, default_use_case="sine")
-    p.add_argument("--rounds", type=int, help="rounds (default: %d for the demo)" % DEMO_ROUNDS)
-    p.add_argument("--devices", type=int, default=20, help="simulated CPython agents")
-    p.add_argument("--cohort", type=int, help="devices a round (default: the use case's)")
-    p.add_argument("--broker", help="a real broker URL instead of the embedded one")
-    p.add_argument("--no-micropython", action="store_true", help="no micropython agent")
-    p.add_argument("--out", default="tinymetafed-out", help="output folder")
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("export", help="write a checkpoint's model as ONNX")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="model.onnx")
-    p.add_argument(
-        "--with-head-from",
-        metavar="SUPPORT_FILE",
-        help="fit the local head on these support samples (sample-file format)",
-    )
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("init", help="a model spec and initial weights from an ONNX graph")
-    p.add_argument("--from-onnx", required=True, metavar="ARCH.onnx")
-    p.add_argument("--out", default="init.ckpt.json")
-    p.add_argument("--use-case", help="the use case this model is for (informational)")
-    p.set_defaults(func=cmd_init)
-    p = sub.add_parser("health", help="exit 0 when a running service's heartbeat is recent")
-    p.add_argument("--state-dir", default="tinymetafed-state")
-    p.add_argument("--max-age", type=float, default=120.0, help="seconds")
-    p.set_defaults(func=cmd_health)
-    p = sub.add_parser("report", help="an HTML report (plots) of a metrics file")
-    p.add_argument("--metrics", required=True, help="line-protocol file written by the service")
-    p.add_argument("--out", default="report.html")
-    p.add_argument("--bench", help="a bench JSON to add as a comparison table")
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser("serve", help="run the aggregation service against a broker")
-    p.add_argument("--config", help="TOML file (see docs/service.md)")
-    p.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
-    p.add_argument("--username")
-    p.add_argument("--ca-file")
-    p.add_argument("--cert-file")
-    p.add_argument("--key-file")
-    for name, kind in (
-        ("prefix", str),
-        ("fleet", str),
-        ("use_case", str),
-        ("data_dir", str),
-        ("algorithm", str),
-        ("rounds", int),
-        ("cohort", int),
-        ("quorum", float),
-        ("min_updates", int),
-        ("round_timeout", float),
-        ("wait_for_devices", float),
-        ("max_attempts", int),
-        ("seed", int),
-        ("state_dir", str),
-        ("eval_every", int),
-        ("eval_devices", int),
-        ("metrics_file", str),
-        ("influx_url", str),
-        ("influx_org", str),
-        ("influx_bucket", str),
-        ("init_checkpoint", str),
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=kind)
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a training setting (e.g. --set top_p=5), repeatable",
-    )
-    p.set_defaults(func=cmd_serve)
-    for name, help_text in (
-        ("agent", "run one CPython device agent"),
-        ("fleet", "run N simulated agents against a broker"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        _common(p, default_use_case="sine")
-        p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-        p.add_argument("--username")
-        p.add_argument("--fleet", default="default")
-        p.add_argument("--prefix", default="tinymetafed")
-        if name == "agent":
-            p.add_argument("--device-id", required=True)
-            p.add_argument("--samples", help="a sample file (device_agent.datasource format)")
-            p.add_argument("--max-rounds", type=int, help="leave after this many rounds")
-            p.set_defaults(func=cmd_agent)
-        else:
-            p.add_argument("--devices", type=int, default=10)
-            p.set_defaults(func=cmd_fleet)
-    device = sub.add_parser("device", help="work with device boards").add_subparsers(
-        dest="device_command", required=True
-    )
-    p = device.add_parser("bundle", help="write the files that go onto a board")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--config", help="the board's config JSON (default: the ESP32 example)")
-    p.add_argument("--mpy", action="store_true", help="cross-compile to .mpy with mpy-cross")
-    p.add_argument("--arch", help="board architecture for --mpy: %s" % ", ".join(bundle.ARCHES))
-    p.add_argument(
-        "--plain",
-        action="store_true",
-        help="strip @micropython.native (ports without the native emitter)",
-    )
-    p.set_defaults(func=cmd_device_bundle)
-    p = device.add_parser("enroll", help="create a device's broker credentials and config")
-    p.add_argument("--device-id", required=True)
-    p.add_argument("--passwd-file", default="deploy/mosquitto/passwd")
-    p.add_argument("--password", help="default: a new random one (printed in the config only)")
-    p.add_argument("--broker-host", default="192.0.2.10", help="as the board reaches it")
-    p.add_argument("--broker-port", type=int, default=1883)
-    p.add_argument("--use-case", default="sine")
-    p.add_argument("--fleet", default="default")
-    p.add_argument("--out", help="write the board config JSON here")
-    p.set_defaults(func=cmd_device_enroll)
-    return parser
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `tinymetafed bench: error: ...` (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
+
+
+def _command(sub, name: str, func, help_text: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand's parser; its function's docstring is the description."""
+    p = sub.add_parser(name, help=help_text, description=func.__doc__, **kw)
+    p.set_defaults(func=func, command_prog=p.prog)
+    return p
 
 
 def _common(p: argparse.ArgumentParser, default_use_case: str | None = None) -> None:
@@ -487,21 +380,216 @@ def _common(p: argparse.ArgumentParser, default_use_case: str | None = None) -> 
     p.add_argument("--seed", type=int, default=0)
 
 
+def _bench_parser(sub) -> None:
+    p = _command(sub, "bench", cmd_bench, "compare all algorithms on one use case")
+    _common(p)
+    p.add_argument("--rounds", type=int, help="meta-training rounds (default: the use case's)")
+    p.add_argument("--quick", action="store_true", help="a short smoke run")
+    p.add_argument("--json", help="write the results JSON here")
+    p.add_argument("--algorithms", help="comma-separated subset, e.g. tinymetafed,tinyreptile")
+    p.add_argument("--checkpoint-dir", help="save each algorithm's final model here")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument("--quiet", action="store_true", help="no per-round progress")
+
+
+def _evaluate_parser(sub) -> None:
+    p = _command(sub, "evaluate", cmd_evaluate, "measure a checkpoint on new devices")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--use-case", choices=sorted(USE_CASES))
+    p.add_argument("--data-dir", help="folder holding the data sets (or $%s)" % DATA_ENV)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int, help="number of new devices (default: the bench's)")
+    p.add_argument("--json", help="write the result JSON here")
+
+
+def _demo_parser(sub) -> None:
+    p = _command(sub, "demo", cmd_demo, "the whole system on this machine: broker, service, fleet")
+    _common(p, default_use_case="sine")
+    p.add_argument("--rounds", type=int, help="rounds (default: %d for the demo)" % DEMO_ROUNDS)
+    p.add_argument("--devices", type=int, default=20, help="simulated CPython agents")
+    p.add_argument("--cohort", type=int, help="devices a round (default: the use case's)")
+    p.add_argument("--broker", help="a real broker URL instead of the embedded one")
+    p.add_argument("--no-micropython", action="store_true", help="no micropython agent")
+    p.add_argument("--out", default="tinymetafed-out", help="output folder")
+
+
+def _export_parser(sub) -> None:
+    p = _command(sub, "export", cmd_export, "write a checkpoint's model as ONNX")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="model.onnx")
+    p.add_argument(
+        "--with-head-from",
+        metavar="SUPPORT_FILE",
+        help="fit the local head on these support samples (sample-file format)",
+    )
+
+
+def _init_parser(sub) -> None:
+    p = _command(sub, "init", cmd_init, "a model spec and initial weights from an ONNX graph")
+    p.add_argument("--from-onnx", required=True, metavar="ARCH.onnx")
+    p.add_argument("--out", default="init.ckpt.json")
+    p.add_argument("--use-case", help="the use case this model is for (informational)")
+
+
+def _health_parser(sub) -> None:
+    p = _command(sub, "health", cmd_health, "exit 0 when a running service's heartbeat is recent")
+    p.add_argument("--state-dir", default=SERVICE_DEFAULTS.state_dir)
+    p.add_argument("--max-age", type=float, default=120.0, help="seconds")
+
+
+def _report_parser(sub) -> None:
+    p = _command(sub, "report", cmd_report, "an HTML report (plots) of a metrics file")
+    p.add_argument("--metrics", required=True, help="line-protocol file written by the service")
+    p.add_argument("--out", default="report.html")
+    p.add_argument("--bench", help="a bench JSON to add as a comparison table")
+
+
+def _option_help(opt: FlagOption) -> str:
+    text = opt.help
+    if opt.default is not None and "default" not in text:
+        text += " (default: %s)" % opt.default
+    return text.replace("%", "%%")
+
+
+def _serve_parser(sub) -> None:
+    secrets = secret_options()
+    p = _command(
+        sub,
+        "serve",
+        cmd_serve,
+        "run the aggregation service against a broker",
+        epilog="Every option can also come from the --config file or $%s<OPTION> (upper case); "
+        "flags win. The secrets (%s) come only from the file or the environment (%s), never "
+        "from a flag."
+        % (
+            ENV_PREFIX,
+            ", ".join(secrets),
+            ", ".join("$" + env_name(name) for name in secrets),
+        ),
+    )
+    p.add_argument("--config", help="TOML file (see docs/service.md)")
+    for opt in flag_options():
+        p.add_argument(opt.flag, type=opt.kind, help=_option_help(opt))
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a training setting (e.g. --set top_p=5), repeatable",
+    )
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    """What an agent or a simulated fleet needs to reach the service's broker."""
+    _common(p, default_use_case="sine")
+    p.add_argument("--broker", default=SERVICE_DEFAULTS.broker, help="mqtt:// or mqtts:// URL")
+    p.add_argument("--username", help="broker user name (password: $%s)" % env_name("password"))
+    p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
+    p.add_argument("--prefix", default=SERVICE_DEFAULTS.prefix)
+
+
+def _agent_parser(sub) -> None:
+    p = _command(sub, "agent", cmd_agent, "run one CPython device agent")
+    _client_args(p)
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--samples", help="a sample file (device_agent.datasource format)")
+    p.add_argument("--max-rounds", type=int, help="leave after this many rounds")
+
+
+def _fleet_parser(sub) -> None:
+    p = _command(sub, "fleet", cmd_fleet, "run N simulated agents against a broker")
+    _client_args(p)
+    p.add_argument("--devices", type=int, default=10)
+
+
+def _device_bundle_parser(sub) -> None:
+    p = _command(sub, "bundle", cmd_device_bundle, "write the files that go onto a board")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--config", help="the board's config JSON (default: the ESP32 example)")
+    p.add_argument("--mpy", action="store_true", help="cross-compile to .mpy with mpy-cross")
+    p.add_argument("--arch", help="board architecture for --mpy: %s" % ", ".join(bundle.ARCHES))
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="strip @micropython.native (ports without the native emitter)",
+    )
+
+
+def _device_enroll_parser(sub) -> None:
+    p = _command(
+        sub, "enroll", cmd_device_enroll, "create a device's broker credentials and config"
+    )
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--passwd-file", default="deploy/mosquitto/passwd")
+    p.add_argument("--password", help="default: a new random one (printed in the config only)")
+    p.add_argument("--broker-host", default="192.0.2.10", help="as the board reaches it")
+    p.add_argument("--broker-port", type=int, default=1883)
+    p.add_argument("--use-case", default=SERVICE_DEFAULTS.use_case)
+    p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
+    p.add_argument("--out", help="write the board config JSON here")
+
+
+def _device_parser(sub) -> None:
+    device = sub.add_parser(
+        "device", help="work with device boards", description="Board files and credentials."
+    )
+    inner = device.add_subparsers(dest="device_command", required=True)
+    _device_bundle_parser(inner)
+    _device_enroll_parser(inner)
+
+
+SUBCOMMANDS = (
+    _bench_parser,
+    _evaluate_parser,
+    _demo_parser,
+    _export_parser,
+    _init_parser,
+    _health_parser,
+    _report_parser,
+    _serve_parser,
+    _agent_parser,
+    _fleet_parser,
+    _device_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = Parser(prog="tinymetafed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+# What a user can get wrong: settings, data, files, models, credentials, the broker's address.
+USER_ERRORS = (
+    ConfigError,
+    DataMissingError,
+    checkpoint.CheckpointError,
+    bundle.BundleError,
+    OnnxError,
+    EnrollError,
+    AgentConfigError,
+    OSError,
+)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line saying what went wrong: `path: reason` for a file, else the exception's text."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = "%s: %s" % (exc.filename, exc.strerror)
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tinymetafed` console script."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (
-        DataMissingError,
-        checkpoint.CheckpointError,
-        bundle.BundleError,
-        ConfigError,
-        ConnectionError,
-        OnnxError,
-        EnrollError,
-    ) as exc:
-        print("error: %s" % exc, file=sys.stderr)
+    except USER_ERRORS as exc:
+        print("%s: error: %s" % (args.command_prog, error_message(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

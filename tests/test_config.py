@@ -34,3 +34,60 @@ def test_bad_settings_are_named(tmp_path, text, env, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(str(path), None, env)
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"eval_every": 3}, "eval_every is a service option: use --eval-every"),
+        ({"rounds": 3}, "rounds is a service option: use --rounds"),
+        ({"cohort": 2}, "cohort is a service option: use --cohort"),
+        ({"seed": 1}, "seed is a service option: use --seed"),
+        ({"final_devices": 50}, "final_devices is not used by the service"),
+        ({"inner_epochs": 2}, "inner_epochs is not used by the service"),
+        ({"top_pp": 5}, "unknown training setting 'top_pp'"),
+    ],
+)
+def test_a_setting_the_service_would_ignore_is_named(tmp_path, settings, message):
+    with pytest.raises(ConfigError, match="--set: " + message):
+        load_config(None, {"settings": settings}, {})
+    key, value = next(iter(settings.items()))
+    path = tmp_path / "c.toml"
+    path.write_text("[settings]\n%s = %s\n" % (key, value))
+    with pytest.raises(ConfigError, match=r"\[settings\]: " + message):
+        load_config(str(path), None, {})
+
+
+def test_the_service_settings_are_those_its_strategies_send_and_read():
+    from broker_service.core.hyperparams import settings_for
+    from broker_service.core.strategies import TinyMetaFed
+    from broker_service.server.config import service_settings
+
+    command = TinyMetaFed(settings_for("sine")).round_command(0, 0)
+    sent = set(command) - {"round", "version", "split", "seed"}
+    read_elsewhere = {"outer_lr", "aggregation", "clip_norm", "clip_scale", "trim"}
+    read_elsewhere |= {"eval_epochs", "eval_head_epochs"}  # the few-shot evaluation
+    assert service_settings() == sent | read_elsewhere
+    cfg = load_config(None, {"settings": {"top_p": 5, "clip_scale": 3.0}}, {})
+    assert cfg.settings == {"top_p": 5, "clip_scale": 3.0}
+
+
+def test_types_come_from_the_annotations(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("quorum = 1\nmax_update_norm = 2\n")
+    cfg = load_config(str(path), None, {"TINYMETAFED_ROUNDS": "12", "TINYMETAFED_SEED": "3"})
+    assert (cfg.quorum, cfg.max_update_norm, cfg.rounds, cfg.seed) == (1.0, 2.0, 12, 3)
+    assert isinstance(cfg.quorum, float) and isinstance(cfg.rounds, int)
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        ({"use_case": "sinus"}, "use_case 'sinus' is unknown"),
+        ({"algorithm": "fedsgd"}, "algorithm 'fedsgd' cannot be served"),
+        ({"algorithm": "no_federation"}, "algorithm 'no_federation' cannot be served"),
+    ],
+)
+def test_unknown_names_are_config_errors(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, flags, {})

