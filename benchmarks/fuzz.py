@@ -7,6 +7,7 @@ agent's message handling; prints and writes how many inputs ran and whether anyt
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -16,16 +17,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = [
-    "codec.decode",
-    "codec.decode_command",
-    "RoundLedger.offer",
-    "Agent.on_message",
-    "FleetView.update",
-]
 
 
-def child(runs: int, corpus: str) -> None:
+def child(runs: int, corpus: str, max_len: int) -> None:
     """Runs inside the libFuzzer process (which exits by itself after `runs` inputs)."""
     sys.path.insert(0, str(ROOT))
     import atheris
@@ -33,7 +27,15 @@ def child(runs: int, corpus: str) -> None:
     with atheris.instrument_imports():
         from tests.fuzz_targets import Targets
     targets = Targets()
-    atheris.Setup([sys.argv[0], "-runs=%d" % runs, "-max_len=512", corpus], targets.run)
+
+    def one_input(data: bytes) -> None:
+        """Accepted or rejected alike is fine; a bug raises, which libFuzzer reports as a crash."""
+        targets.run(data)
+
+    crashes = "-artifact_prefix=%s/" % Path(corpus).parent  # not the working directory
+    atheris.Setup(
+        [sys.argv[0], "-runs=%d" % runs, "-max_len=%d" % max_len, crashes, corpus], one_input
+    )
     atheris.Fuzz()
 
 
@@ -42,20 +44,35 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/fuzz.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--max-len", type=int, default=512, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.runs, args.child)
+        child(args.runs, args.child, args.max_len)
         return 0
+    if importlib.util.find_spec("atheris") is None:
+        print("atheris is not installed (pip install atheris): nothing measured", file=sys.stderr)
+        return 2
     sys.path.insert(0, str(ROOT))
-    from tests.fuzz_targets import SEEDS
+    from tests.fuzz_targets import SEEDS, TARGETS
 
-    corpus = Path(tempfile.mkdtemp(prefix="tmf-fuzz-"))
+    corpus = Path(tempfile.mkdtemp(prefix="tmf-fuzz-")) / "corpus"  # crash files go beside it
+    corpus.mkdir()
     for i, seed in enumerate(SEEDS):
-        for which in range(5):
+        for which in range(len(TARGETS)):
             (corpus / ("seed-%d-%d" % (i, which))).write_bytes(bytes([which]) + seed)
+    max_len = max(512, 1 + max(len(seed) for seed in SEEDS))  # whole seeds, and a little room
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, "--runs", str(args.runs), "--child", str(corpus)],
+        [
+            sys.executable,
+            __file__,
+            "--runs",
+            str(args.runs),
+            "--max-len",
+            str(max_len),
+            "--child",
+            str(corpus),
+        ],
         capture_output=True,
         text=True,
     )
@@ -69,7 +86,7 @@ def main() -> int:
         "seconds": round(seconds, 1),
         "inputs_per_second": round(inputs / seconds) if inputs else None,
         "failure": failure,
-        "targets": TARGETS,
+        "targets": list(TARGETS),
     }
     print(json.dumps(doc))
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")

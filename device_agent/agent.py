@@ -187,6 +187,7 @@ class Agent:
         samples = _RoundSamples(self, self.source)
         self.in_round = cmd["round"] + 1
         self.abort_reason = None
+        self.log("training", round=cmd["round"], version=cmd["version"])  # a round is under way
         bytes_down = len(self.model_buf) + self.pending_bytes
         start = ticks_ms()
         try:

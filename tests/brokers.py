@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.helpers import wait_until
 
 
 def free_port() -> int:
@@ -18,13 +19,12 @@ def free_port() -> int:
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
     """Block until something listens on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError("nothing listens on 127.0.0.1:%d" % port)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout, "a listener on 127.0.0.1:%d" % port, interval=0.05)
 
 
 class Mosquitto:

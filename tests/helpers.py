@@ -1,12 +1,19 @@
-"""Shared test helpers: small specs covering every layer type, and array conversions."""
+"""Shared test helpers: small specs covering every layer type, array conversions, and waiting
+for an event with a deadline (tests never sleep and hope)."""
 
 from __future__ import annotations
 
+import time
 from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from device_agent.model import Plan, init_params
+
+T = TypeVar("T")
 
 LAYER_SPECS = {
     "dense": {"input": [6], "layers": [{"type": "dense", "units": 4}], "loss": "mse"},
@@ -80,3 +87,37 @@ def rel_err(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.01) -> T:
+    """Poll `predicate` until it returns something true, and return that.
+
+    Raises AssertionError("timed out after Ns waiting for <what>") once `timeout` seconds
+    (monotonic clock) have passed; `what` names the event so a failure says what never happened.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %gs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def read_text(path: Path) -> str:
+    """The file's text, or "" while it does not exist yet."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> str:
+    """Wait until the file (a log) contains `text`; returns the file's text then."""
+
+    def containing() -> str:
+        content = read_text(path)
+        return content if text in content else ""
+
+    return wait_until(containing, timeout, "%r in %s" % (text, path.name))

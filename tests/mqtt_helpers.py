@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 from broker_service.sim.demo import find_micropython
 from device_agent import codec
 from device_agent.topics import Topics
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,14 +30,14 @@ class Driver:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id="test-driver", protocol=mqtt.MQTTv311
         )
+        self.subscribed = threading.Event()
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.reconnect_delay_set(0.2, 1.0)
         self.client.connect("127.0.0.1", port, 30)
         self.client.loop_start()
-        deadline = time.monotonic() + 10
-        while not self.client.is_connected() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(self.subscribed.is_set, 10, "the driver's subscription to the devices' topics")
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         client.subscribe(self.topics.devices + "#", qos=1)
@@ -49,13 +50,23 @@ class Driver:
     def get(self, device: str, leaf: str, timeout: float = 60.0) -> bytes:
         """The next message a device sent on a leaf topic (update, telemetry, status)."""
         box = self.inbox.setdefault("%s/%s" % (device, leaf), queue.Queue())
-        return box.get(timeout=timeout)
+        try:
+            return box.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                "timed out after %gs waiting for %s's %s message" % (timeout, device, leaf)
+            ) from None
 
     def wait_status(self, device: str, state: str, timeout: float = 60.0) -> dict:
         """Wait for the device's retained status to reach `state`."""
         deadline = time.monotonic() + timeout
         while True:
-            doc = json.loads(self.get(device, "status", max(0.1, deadline - time.monotonic())))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    "timed out after %gs waiting for %s to be %s" % (timeout, device, state)
+                )
+            doc = json.loads(self.get(device, "status", left))
             if doc["state"] == state:
                 return doc
 
@@ -106,7 +117,7 @@ def start_agent(
         env = {**os.environ, "MICROPYPATH": micropython_path()}
     else:
         cmd = [sys.executable, "-m", "device_agent.run", str(path)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}  # log as it goes
     if rounds is not None:
         cmd.append(str(rounds))
     with open(folder / ("%s.log" % config["device_id"]), "w") as log:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from tests.brokers import free_port, wait_port
+from tests.helpers import wait_until
 
 
 def _exe(name: str) -> str:
@@ -56,12 +56,24 @@ class VictoriaMetrics:
             self.proc.wait(20)
         self.proc = None
 
-    def export(self, match: str = '{__name__=~".+"}') -> list[dict]:
-        """Every stored series with its values and timestamps (after the ~1 s ingest buffer)."""
-        time.sleep(2.0)
-        query = urllib.parse.urlencode({"match[]": match})
-        with urllib.request.urlopen("%s/api/v1/export?%s" % (self.url, query), timeout=30) as r:
-            return [json.loads(row) for row in r.read().decode().splitlines() if row.strip()]
+    def export(self, points: int, timeout: float = 30.0) -> list[dict]:
+        """Every stored series with its values and timestamps, once `points` values are stored.
+
+        A write is searchable only after VictoriaMetrics flushes its in-memory buffers (and
+        registers new series), so this asks for a flush (/internal/force_flush) and polls.
+        """
+
+        def stored() -> list[dict] | None:
+            with urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30) as r:
+                assert r.status == 200
+            query = urllib.parse.urlencode({"match[]": '{__name__=~".+"}'})
+            url = "%s/api/v1/export?%s" % (self.url, query)
+            with urllib.request.urlopen(url, timeout=30) as r:
+                rows = [json.loads(row) for row in r.read().decode().splitlines() if row.strip()]
+            return rows if sum(len(row["values"]) for row in rows) >= points else None
+
+        what = "%d points in VictoriaMetrics" % points
+        return wait_until(stored, timeout, what, interval=0.1)
 
 
 class InfluxDB1:

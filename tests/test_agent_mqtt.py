@@ -13,7 +13,7 @@ from device_agent import codec
 from device_agent.datasource import write_sample_file
 from device_agent.model import Plan
 from device_agent.specs import spec_for
-from tests.helpers import rel_err
+from tests.helpers import rel_err, wait_for_text
 from tests.mqtt_helpers import Driver, start_agent
 
 COMMAND = {
@@ -136,11 +136,10 @@ def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
     try:
         driver.wait_status(device, "online")
         driver.command(device, dict(COMMAND, recon_samples=40, adapt_samples=40))
-        import time
-
-        time.sleep(0.5)  # the round takes ~2 s on the unix port: stop the broker inside it
+        log = tmp_path / (device + ".log")
+        wait_for_text(log, "agent training", 60)  # the ~2 s round (unix port) is under way
         mosquitto.stop()
-        time.sleep(2.0)
+        wait_for_text(log, "agent disconnected", 30)  # the agent saw the broker go
         mosquitto.start()
         driver.wait_status(device, "online", timeout=60)  # reconnected, new birth
         driver.publish_model(theta, version=2)  # broker lost its retained state
@@ -171,9 +170,7 @@ def test_newer_model_aborts_the_round_and_garbage_is_rejected(mosquitto, tmp_pat
         driver.client.publish(driver.topics.command(device), b"TM\x01garbage", qos=1)
         driver.client.publish(driver.topics.model, b"\x00" * 64, qos=1, retain=True)
         driver.command(device, {"round": 0, "version": 1, "recon_samples": 40, "adapt_samples": 60})
-        import time
-
-        time.sleep(0.4)
+        wait_for_text(tmp_path / (device + ".log"), "agent training", 60)
         driver.publish_model(theta, version=2)  # arrives mid-round
         aborted = json.loads(driver.get(device, "telemetry"))
         assert aborted["aborted"] == "newer_model" and aborted["round"] == 0

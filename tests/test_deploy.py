@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -19,6 +18,7 @@ from broker_service.tools.bundle import write_bundle
 from broker_service.tools.enroll import add_broker_user, enroll
 from device_agent.topics import Topics
 from tests.brokers import Mosquitto, free_port
+from tests.helpers import wait_until
 from tests.mqtt_helpers import ROOT, micropython_exe, micropython_path
 
 DEPLOY = ROOT / "deploy"
@@ -54,10 +54,8 @@ def connect(port, user=None, password=None, client_id=None):
     client.on_connect = lambda c, u, f, reason, p: result.setdefault("rc", reason)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    deadline = time.monotonic() + 10
-    while "rc" not in result and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return client, result.get("rc")
+    wait_until(lambda: "rc" in result, 10, "the broker's CONNACK to %s" % (user or "anon"))
+    return client, result["rc"]
 
 
 def test_anonymous_clients_are_refused(secured_broker):
@@ -75,21 +73,27 @@ def test_devices_are_confined_to_their_own_topics(secured_broker):
     broker.stop()
     broker.start()  # reload the password file
     seen = []
+    acks = []
     service, rc = connect(broker.port, SERVICE_USER, SERVICE_PASSWORD)
     assert not rc.is_failure
     service.on_message = lambda c, u, m: seen.append((m.topic, bytes(m.payload)))
+    service.on_subscribe = lambda *args: acks.append("service")
     service.subscribe("tinymetafed/#", qos=1)
     a, _ = connect(broker.port, "dev-a", "dev-a-pw")
     a_seen = []
     a.on_message = lambda c, u, m: a_seen.append(m.topic)
+    a.on_subscribe = lambda *args: acks.append("dev-a")
     a.subscribe(topics.command("dev-b"), qos=1)
     a.subscribe(topics.command("dev-a"), qos=1)
-    time.sleep(0.3)
+    wait_until(lambda: len(acks) == 3, 10, "the broker's SUBACKs to all three subscriptions")
     a.publish(topics.update("dev-b"), b"forged", qos=1).wait_for_publish()
     a.publish(topics.update("dev-a"), b"own", qos=1).wait_for_publish()
     service.publish(topics.command("dev-b"), b"for b only", qos=1).wait_for_publish()
     service.publish(topics.command("dev-a"), b"for a", qos=1).wait_for_publish()
-    time.sleep(1.0)
+    # mosquitto handles a connection's messages in order, so once the permitted message of each
+    # pair has arrived, the refused one sent before it would have arrived too
+    wait_until(lambda: (topics.update("dev-a"), b"own") in seen, 10, "dev-a's own update")
+    wait_until(lambda: topics.command("dev-a") in a_seen, 10, "dev-a's command")
     for client in (a, service):
         client.loop_stop()
         client.disconnect()

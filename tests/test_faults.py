@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -19,6 +18,7 @@ from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.sim.fleet import SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
+from tests.helpers import wait_for_text, wait_until
 from tests.mqtt_helpers import run_in_background, start_agent
 
 
@@ -91,14 +91,10 @@ def test_service_keeps_running_through_a_full_disk(mosquitto, tmp_path):
         service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
         thread, result = run_in_background(service)
         try:
-            while service.round < 3:
-                time.sleep(0.01)
+            wait_until(lambda: service.round >= 3, 60, "round 3")
             filler = fill(state)
-            log = tmp_path / "s.log"
-            deadline = time.monotonic() + 60
-            while "No space left" not in log.read_text():  # nothing durable can be accepted
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            # nothing durable can be accepted now
+            wait_for_text(tmp_path / "s.log", "No space left", 60)
             stalled_at = service.round
             filler.unlink()  # space again: the session goes on
             thread.join(120)
@@ -124,8 +120,7 @@ def test_half_a_message_then_disconnect_changes_nothing(mosquitto, tmp_path):
     service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
     thread, result = run_in_background(service)
     try:
-        while service.ledger is None:
-            time.sleep(0.01)
+        wait_until(lambda: service.ledger is not None, 60, "the first round to open")
         topic = service.topics.update(use_case.device_ids[0]).encode()
         with socket.create_connection(("127.0.0.1", mosquitto.port)) as s:
             s.sendall(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04half")
@@ -170,10 +165,8 @@ def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path
     service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
     thread, result = run_in_background(service)
     try:
-        log = tmp_path / "s.log"
-        while "event=round_open" not in (log.read_text() if log.exists() else ""):
-            time.sleep(0.01)
-        time.sleep(0.5)  # inside the ~3 s round on the unix port
+        # the agent logs "training" as its ~3 s round (unix port) starts: reboot it inside it
+        wait_for_text(tmp_path / "rebooter.log", "agent training", 60)
         agent.send_signal(signal.SIGKILL)
         agent.wait(10)
         agent = start_agent(cfg_agent, tmp_path, "micropython")  # the reboot

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +18,7 @@ from broker_service.server.service import AggregationService
 from broker_service.sim.fleet import SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
 from tests.brokers import Mosquitto
+from tests.helpers import wait_for_text, wait_until
 from tests.mqtt_helpers import ROOT, run_in_background, start_agent
 from tests.stores import InfluxDB1, VictoriaMetrics
 
@@ -54,8 +54,7 @@ def run_session(
     service = AggregationService(cfg, EventLog(path=folder / "service.log"))
     thread, result = run_in_background(service)
     try:
-        while service.ledger is None:
-            time.sleep(0.01)
+        wait_until(lambda: service.ledger is not None, 60, "the first round to open")
         import paho.mqtt.client as mqtt
 
         hostile = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile")
@@ -83,7 +82,7 @@ def session(tmp_path_factory):
     store = VictoriaMetrics(folder).start()
     try:
         summary = run_session(folder, broker.port, store.url)
-        yield folder, summary, store.export()
+        yield folder, summary, store.export(expected_points(summary["metrics"]))
     finally:
         store.stop()
         broker.stop()
@@ -96,6 +95,11 @@ def expected_series(metrics_file: str) -> Counter:
         for key in p.fields:
             counts[("%s_%s" % (p.measurement, key), tuple(sorted(p.tags.items())))] += 1
     return counts
+
+
+def expected_points(metrics_file: str) -> int:
+    """How many values the store must hold once every point of the file has arrived."""
+    return sum(expected_series(metrics_file).values())
 
 
 def stored_series(export: list[dict]) -> Counter:
@@ -137,18 +141,16 @@ def test_store_outage_every_point_arrives_once(tmp_path):
     store = VictoriaMetrics(tmp_path).start()
 
     def outage(service):
-        while service.round < 2:
-            time.sleep(0.01)
+        wait_until(lambda: service.round >= 2, 120, "round 2")
         store.stop()
-        stopped = time.monotonic()
-        while service.round < 6 or time.monotonic() - stopped < 3.0:
-            time.sleep(0.01)
+        wait_for_text(tmp_path / "service.log", "event=metrics_store_unavailable", 60)
+        wait_until(lambda: service.round >= 6, 120, "round 6 (four rounds into the outage)")
         assert service.round < 40, "the session ended during the outage"
         store.start()
 
     try:
         summary = run_session(tmp_path, broker.port, store.url, rounds=40, during=outage)
-        export = store.export()
+        export = store.export(expected_points(summary["metrics"]))
     finally:
         store.stop()
         broker.stop()

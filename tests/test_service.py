@@ -24,6 +24,7 @@ from broker_service.sim.datafiles import write_device_samples
 from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
 from broker_service.sim.simulation import run as simulate
 from broker_service.usecases.sine import SineUseCase
+from tests.helpers import wait_for_text, wait_until
 from tests.mqtt_helpers import ROOT, Driver, start_agent
 
 FAST = {"recon_samples": 20, "adapt_samples": 100, "adapt_lr": 0.02}  # learns within 10 rounds
@@ -162,12 +163,10 @@ def test_sigkill_and_restart_resumes_to_the_same_model(mosquitto, tmp_path):
     try:
         state = tmp_path / "interrupted"
         proc = _serve_process(mosquitto.port, tmp_path, state, tmp_path / "a.log")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            ckpt = state / "checkpoint.json"
-            if ckpt.exists() and checkpoint.load(ckpt).round >= 4:
-                break
-            time.sleep(0.01)
+        ckpt = state / "checkpoint.json"
+        wait_until(
+            lambda: ckpt.exists() and checkpoint.load(ckpt).round >= 4, 120, "round 4's checkpoint"
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         killed_at = checkpoint.load(state / "checkpoint.json").round
@@ -198,12 +197,10 @@ def test_broker_outage_mid_round_session_completes(mosquitto, tmp_path):
     thread = threading.Thread(target=lambda: result.update(run_service(cfg, tmp_path / "s.log")))
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "state" / "checkpoint.json").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        ckpt = tmp_path / "state" / "checkpoint.json"
+        wait_until(ckpt.exists, 60, "the first round's checkpoint")
         mosquitto.stop()
-        time.sleep(5)
+        wait_for_text(tmp_path / "s.log", "event=broker_disconnected", 30)  # the service saw it
         mosquitto.start()
         thread.join(180)
     finally:
