@@ -9,10 +9,12 @@ demo:
 test:
 	@bash scripts/setup.sh --test
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/python -m pytest -q
 
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 bench:
 	@bash scripts/setup.sh

@@ -1,9 +1,10 @@
 """A planned model with preallocated buffers: forward, loss and one fused batch-1 SGD step.
 
 Memory is fixed when the network is built: one activation buffer per layer that changes the
-data (activations and flatten run in place), two gradient buffers of the largest activation and
-two parameter-sized buffers for a round's Δ and its Top-P% selection. Nothing is allocated per sample and no
-parameter-sized block per round, which keeps the heap flat and unfragmented on a microcontroller.
+data (activations and flatten run in place), two gradient buffers of the largest activation, and
+two parameter-sized buffers for a round's Δ and its Top-P% selection. Nothing is allocated per
+sample and no parameter-sized block per round, which keeps a microcontroller's heap flat and
+unfragmented.
 """
 
 from array import array
