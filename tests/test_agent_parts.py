@@ -67,6 +67,7 @@ def test_wrapper_reconnects_after_transport_errors_and_finishes_the_round():
         "model",
         "disconnected",
         "connected",
+        "training",
         "round",
     ]
     assert [f["session"] for e, f in events if e == "connected"] == [1, 2]
@@ -94,7 +95,15 @@ def test_wrapper_reconnects_after_transport_errors_and_finishes_the_round():
 def test_connection_lost_mid_round_leaves_the_round_and_the_command_runs_again():
     agent, broker, sleeps, events = sc.run(sc.lost_round_sessions)
     assert sleeps == [500]
-    assert [e for e, _ in events] == ["connected", "model", "disconnected", "connected", "round"]
+    assert [e for e, _ in events] == [
+        "connected",
+        "model",
+        "training",
+        "disconnected",
+        "connected",
+        "training",
+        "round",
+    ]
     lost = [f for e, f in events if e == "disconnected"][0]
     assert "connection lost" in lost["error"] and lost["retry_ms"] == 500
     assert agent.in_round == 0 and agent.abort_reason is None and agent.rounds_done == 1

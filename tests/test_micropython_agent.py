@@ -128,5 +128,5 @@ def test_sessions_and_reconnects_are_identical_under_micropython_exe():
         )
     assert outs[0] == outs[1]
     assert "reconnect sleeps [500, 1000, 500]" in outs[0]
-    assert "lost events connected model disconnected connected round" in outs[0]
+    assert "lost events connected model training disconnected connected training round" in outs[0]
     assert outs[0].count(" update 0 2 ") == 2

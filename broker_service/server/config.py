@@ -156,9 +156,9 @@ NOT_SERVICE_SETTINGS = {
 
 def service_settings() -> set[str]:
     """The training-setting keys the service reads (through its strategy and evaluation)."""
-    from broker_service.core.hyperparams import COMMON, USE_CASES
+    from broker_service.core.hyperparams import COMMON, USE_CASE_SETTINGS
 
-    known = set(COMMON).union(*(set(own) for own in USE_CASES.values()))
+    known = set(COMMON).union(*(set(own) for own in USE_CASE_SETTINGS.values()))
     return known - set(NOT_SERVICE_SETTINGS) - set(FIELD_TYPES)
 
 
