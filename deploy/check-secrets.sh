@@ -13,11 +13,14 @@ for name in "$@"; do
             exit 2
             ;;
     esac
+    value=""
     eval "value=\${$name-}"
     problem=""
     case $value in
         '') problem="is not set" ;;
-        [Cc][Hh][Aa][Nn][Gg][Ee]*[Mm][Ee]*) problem="is still the placeholder '$value' of .env.example" ;;
+        [Cc][Hh][Aa][Nn][Gg][Ee]*[Mm][Ee]*)
+            problem="is still the placeholder '$value' of .env.example"
+            ;;
         *"
 "*) problem="spans several lines" ;;
     esac
@@ -25,7 +28,8 @@ for name in "$@"; do
         problem="is shorter than $min_length characters"
     fi
     if [ -n "$problem" ]; then
-        echo "refusing to start: $name $problem; set it in deploy/.env (e.g. openssl rand -hex 24)" >&2
+        echo "refusing to start: $name $problem;" \
+            "set it in deploy/.env (e.g. openssl rand -hex 24)" >&2
         bad=1
     fi
 done

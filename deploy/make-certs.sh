@@ -30,7 +30,10 @@ fi
 san=""
 for name in "$@"; do
     case $name in
-        '' | *[!A-Za-z0-9.:-]*) echo "make-certs.sh: '$name' is not a host name or address" >&2; exit 2 ;;
+        '' | *[!A-Za-z0-9.:-]*)
+            echo "make-certs.sh: '$name' is not a host name or address" >&2
+            exit 2
+            ;;
         *:*) kind=IP ;;
         *[!0-9.]*) kind=DNS ;;
         *) kind=IP ;;
@@ -50,8 +53,12 @@ if [ ! -f "$ca_dir/ca.key" ]; then
 fi
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -subj "/CN=$1" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
-printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
-    "$san" > "$dir/server.ext"
+{
+    echo "subjectAltName=$san"
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature"
+    echo "extendedKeyUsage=serverAuth"
+} > "$dir/server.ext"
 openssl x509 -req -in "$dir/server.csr" -CA "$ca_dir/ca.crt" -CAkey "$ca_dir/ca.key" \
     -CAcreateserial -days "$SERVER_DAYS" -sha256 -extfile "$dir/server.ext" \
     -out "$dir/server.crt" 2>/dev/null

@@ -5,14 +5,19 @@
 #   service.token  write-only on the bucket, for the service (uid 10001, see Dockerfile);
 #   grafana.token  read-only on the bucket, for Grafana (uid 472).
 # Run it again to rotate both (older tokens of the same description are deleted afterwards):
-#   docker compose -f deploy/docker-compose.yml exec influxdb sh /docker-entrypoint-initdb.d/tokens.sh
+#   docker compose -f deploy/docker-compose.yml exec influxdb \
+#       sh /docker-entrypoint-initdb.d/tokens.sh
 # then restart service and grafana.
 set -eu
 dir=${TINYMETAFED_TOKEN_DIR:-/influx-tokens}
 org=$DOCKER_INFLUXDB_INIT_ORG
 user=$DOCKER_INFLUXDB_INIT_USERNAME
-bucket_id=$(influx bucket list --org "$org" --name "$DOCKER_INFLUXDB_INIT_BUCKET" --hide-headers | cut -f1)
-[ -n "$bucket_id" ] || { echo "tokens.sh: no bucket $DOCKER_INFLUXDB_INIT_BUCKET" >&2; exit 1; }
+bucket=$DOCKER_INFLUXDB_INIT_BUCKET
+bucket_id=$(influx bucket list --org "$org" --name "$bucket" --hide-headers | cut -f1)
+if [ -z "$bucket_id" ]; then
+    echo "tokens.sh: no bucket $bucket" >&2
+    exit 1
+fi
 
 # field FIELD < JSON: the value of a string field of `influx ... --json` output
 field() {
@@ -25,7 +30,10 @@ make_token() {
         "$2" "$bucket_id" --json)
     id=$(echo "$created" | field id)
     token=$(echo "$created" | field token)
-    [ -n "$id" ] && [ -n "$token" ] || { echo "tokens.sh: could not create '$1'" >&2; exit 1; }
+    if [ -z "$id" ] || [ -z "$token" ]; then
+        echo "tokens.sh: could not create '$1'" >&2
+        exit 1
+    fi
     umask 077
     printf '%s' "$token" > "$dir/.$3.new"
     chown "$4" "$dir/.$3.new"

@@ -27,7 +27,7 @@ fail() {
 sh "$conf/../check-secrets.sh" TINYMETAFED_SERVICE_PASSWORD || exit 1
 
 case $prefix in
-    '' | *[!A-Za-z0-9_./-]* | /* | */ | *//*) fail "TINYMETAFED_PREFIX '$prefix' is not a topic prefix" ;;
+    *[!A-Za-z0-9_./-]* | /* | */ | *//*) fail "TINYMETAFED_PREFIX '$prefix' is no topic prefix" ;;
 esac
 [ -n "$(echo "$fleets" | tr -d ' ')" ] || fail "TINYMETAFED_FLEETS is empty"
 for fleet in $fleets; do
@@ -36,15 +36,19 @@ for fleet in $fleets; do
     esac
 done
 for name in $service $monitor; do
-    if grep -q "^$name:" "$conf/passwd" 2>/dev/null || grep -q "^user $name\$" "$conf/acl" 2>/dev/null; then
-        fail "$conf/passwd or acl has an entry for the reserved account $name; remove it (the account is made from the environment)"
+    if grep -q "^$name:" "$conf/passwd" 2> /dev/null \
+        || grep -q "^user $name\$" "$conf/acl" 2> /dev/null; then
+        fail "$conf/passwd or acl has an entry for the reserved account $name;" \
+            "remove it (the account is made from the environment)"
     fi
 done
-if grep -Eq '^[[:space:]]*pattern[[:space:]]' "$conf/acl" 2>/dev/null; then
+if grep -Eq '^[[:space:]]*pattern[[:space:]]' "$conf/acl" 2> /dev/null; then
     fail "$conf/acl has pattern lines: they would apply to every account, whatever its fleet"
 fi
 for file in server.crt server.key; do
-    [ -f "$conf/certs/$file" ] || fail "no $conf/certs/$file: run deploy/make-certs.sh with the broker's host names"
+    if [ ! -f "$conf/certs/$file" ]; then
+        fail "no $conf/certs/$file: run deploy/make-certs.sh with the broker's host names"
+    fi
 done
 
 umask 077
@@ -74,6 +78,7 @@ fi
         echo "topic readwrite $prefix/$fleet/#"
     done
     echo "user $monitor"
+    # shellcheck disable=SC2016 # the literal topic $SYS/#
     echo 'topic read $SYS/#'
 } > "$run/acl"
 
