@@ -139,10 +139,11 @@ class Peer:
         self.cond = threading.Condition()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or user,
+            client_id=client_id or user or "",
             protocol=mqtt.MQTTv311,
         )
-        self.client.username_pw_set(user, password)
+        if user is not None:
+            self.client.username_pw_set(user, password)
         if ca:
             self.client.tls_set(ca_certs=str(ca))
         if will:
@@ -245,7 +246,7 @@ def test_unknown_and_anonymous_clients_are_refused(broker, peers):
     for port, ca in ((broker.port, None), (broker.tls_port, broker.ca)):
         assert not peers(port, "dev-a", "wrong-password", ca=ca).accepted
         assert not peers(port, "nobody", "x", ca=ca).accepted
-        assert not peers(port, "", "", client_id="anon", ca=ca).accepted
+        assert not peers(port, None, None, client_id="anon", ca=ca).accepted
 
 
 def test_the_tls_port_speaks_only_tls_with_the_made_certificate(broker, peers):
