@@ -15,6 +15,7 @@ COPY pyproject.toml README.md /app/
 COPY broker_service /app/broker_service
 COPY device_agent /app/device_agent
 COPY deploy/board /app/deploy/board
+COPY deploy/service-entrypoint.sh /usr/local/bin/tinymetafed-entrypoint
 RUN pip install --no-deps /app \
     && useradd --system --uid 10001 --home-dir /var/lib/tinymetafed --create-home tinymetafed
 
@@ -22,5 +23,6 @@ USER 10001
 VOLUME ["/var/lib/tinymetafed"]
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["tinymetafed", "health", "--state-dir", "/var/lib/tinymetafed", "--max-age", "120"]
-ENTRYPOINT ["tinymetafed"]
+# secrets may come as files: TINYMETAFED_PASSWORD_FILE, TINYMETAFED_INFLUX_TOKEN_FILE
+ENTRYPOINT ["tinymetafed-entrypoint"]
 CMD ["serve"]

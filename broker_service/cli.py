@@ -336,7 +336,7 @@ def cmd_device_enroll(args: argparse.Namespace) -> int:
     """Create broker credentials for a device and write its board config."""
     from broker_service.tools.enroll import enroll
 
-    config = enroll(
+    enroll(
         args.device_id,
         Path(args.passwd_file),
         args.broker_host,
@@ -344,14 +344,28 @@ def cmd_device_enroll(args: argparse.Namespace) -> int:
         args.use_case,
         args.fleet,
         args.password,
+        out=Path(args.out) if args.out else None,
+        replace=args.replace,
+        tls=not args.no_tls,
     )
     if args.out:
-        Path(args.out).write_text(json.dumps(config, indent=1) + "\n")
         print(
             "wrote %s; bundle it with: tinymetafed device bundle --config %s --out DIR"
             % (args.out, args.out)
         )
     print("enrolled %s in %s" % (args.device_id, args.passwd_file))
+    return 0
+
+
+def cmd_device_revoke(args: argparse.Namespace) -> int:
+    """Remove a device's broker credentials and ACL lines."""
+    from broker_service.tools.enroll import revoke
+
+    revoke(args.device_id, Path(args.passwd_file))
+    print(
+        "revoked %s in %s; restart the broker to close its connection "
+        "(docker compose restart mosquitto)" % (args.device_id, args.passwd_file)
+    )
     return 0
 
 
@@ -522,10 +536,18 @@ def _device_enroll_parser(sub) -> None:
     p.add_argument("--passwd-file", default="deploy/mosquitto/passwd")
     p.add_argument("--password", help="default: a new random one (printed in the config only)")
     p.add_argument("--broker-host", default="192.0.2.10", help="as the board reaches it")
-    p.add_argument("--broker-port", type=int, default=1883)
+    p.add_argument("--broker-port", type=int, default=8883)
+    p.add_argument("--no-tls", action="store_true", help="plain MQTT (a lab broker only)")
     p.add_argument("--use-case", default=SERVICE_DEFAULTS.use_case)
     p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
-    p.add_argument("--out", help="write the board config JSON here")
+    p.add_argument("--out", help="write the board config JSON here (owner-only)")
+    p.add_argument("--replace", action="store_true", help="reset an enrolled device")
+
+
+def _device_revoke_parser(sub) -> None:
+    p = _command(sub, "revoke", cmd_device_revoke, "remove a device's broker credentials and ACL")
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--passwd-file", default="deploy/mosquitto/passwd")
 
 
 def _device_parser(sub) -> None:
@@ -535,6 +557,7 @@ def _device_parser(sub) -> None:
     inner = device.add_subparsers(dest="device_command", required=True)
     _device_bundle_parser(inner)
     _device_enroll_parser(inner)
+    _device_revoke_parser(inner)
 
 
 SUBCOMMANDS = (
