@@ -132,6 +132,7 @@ BAD_ARGUMENTS = [
     ("health", ["--state-dir", "{tmp}/nothing"], "no heartbeat"),
     ("device bundle", ["--out", "{tmp}/b", "--config", "{tmp}/x.json"], "x.json: No such file"),
     ("device enroll", ["--device-id", "bad id", "--passwd-file", "{tmp}/pw"], "device_id 'bad"),
+    ("device revoke", ["--device-id", "nobody", "--passwd-file", "{tmp}/pw"], "not enrolled"),
 ]
 
 
