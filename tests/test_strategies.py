@@ -3,6 +3,8 @@ and the round's cohort."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,13 @@ from broker_service.core.device_round import simulate_round
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import ALGORITHMS, FedAvg, Reptile, TinyMetaFed, TinyReptile
-from broker_service.core.streams import CURVE_EPISODES, FINAL_EPISODES, named_stream
+from broker_service.core.streams import (
+    CURVE_EPISODES,
+    FINAL_EPISODES,
+    device_stream,
+    named_stream,
+    stable_id,
+)
 from broker_service.sim.clients import local_update
 from broker_service.usecases.sine import SPEC as SINE_SPEC
 from device_agent import codec
@@ -79,3 +87,20 @@ def test_round_cohort_ignores_the_order_devices_are_listed_in():
     first = round_cohort(devices, 4, seed=1, t=7)
     assert first == round_cohort(list(reversed(devices)), 4, seed=1, t=7)
     assert len(set(first)) == 4 and first != round_cohort(devices, 4, seed=1, t=8)
+
+
+def test_every_device_of_a_round_has_its_own_sample_stream():
+    """One stream per (seed, round, device): 100 sine and 200 omniglot-style ids, and ids whose
+    bytes sum to the same value, all draw different samples; the stream is stable across runs."""
+    ids = ["sine-%03d" % i for i in range(100)] + ["omniglot-%03d" % i for i in range(200)]
+    ids += ["ab", "ba"]  # equal byte sums
+    draws = {device_stream(0, 3, d).integers(0, 2**62) for d in ids}
+    assert len(draws) == len(ids)
+    assert len({stable_id(d) for d in ids}) == len(ids)
+    assert stable_id("sine-000") == int.from_bytes(
+        hashlib.blake2b(b"sine-000", digest_size=8).digest(), "little"
+    )
+    a = device_stream(0, 3, "sine-007").random(4)
+    np.testing.assert_array_equal(a, device_stream(0, 3, "sine-007").random(4))
+    assert not np.array_equal(a, device_stream(0, 4, "sine-007").random(4))
+    assert not np.array_equal(a, device_stream(1, 3, "sine-007").random(4))

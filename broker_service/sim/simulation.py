@@ -20,6 +20,7 @@ from broker_service.core.fewshot import ci95, evaluate_on_episodes
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import Strategy
+from broker_service.core.streams import device_stream
 from broker_service.sim.clients import local_update
 from broker_service.usecases.base import Episode, UseCase
 from device_agent import codec
@@ -43,8 +44,9 @@ class RunResult:
 
 
 def device_rng(seed: int, t: int, device_id: str) -> np.random.Generator:
-    """The sample stream of a device in a round: the same for every algorithm."""
-    return np.random.default_rng([seed, t, sum(device_id.encode()) * 131 + len(device_id)])
+    """The sample stream of a device in a round: the same for every algorithm
+    (broker_service.core.streams.device_stream)."""
+    return device_stream(seed, t, device_id)
 
 
 def run(
