@@ -133,6 +133,21 @@ def _windows(layer: Layer, a: np.ndarray) -> np.ndarray:
     return win[:, :, : oh * layer.sh : layer.sh, : ow * layer.sw : layer.sw]
 
 
+def _columns(layer: Layer, a: np.ndarray) -> np.ndarray:
+    """The kernel windows as rows (im2col): shape (batch · OH · OW, C · kh · kw), so that a
+    convolution is one matrix product (faster than einsum on the small batches used here)."""
+    win = _windows(layer, a).transpose(0, 2, 3, 1, 4, 5)
+    return win.reshape(-1, a.shape[1] * layer.kh * layer.kw)
+
+
+def _pool_blocks(layer: Layer, a: np.ndarray) -> np.ndarray:
+    """(batch, C, OH, kh, OW, kw) view of a pooling layer's non-overlapping blocks (the pool's
+    stride is its size; rows and columns past the last whole block are dropped)."""
+    b, c = a.shape[:2]
+    _, oh, ow = layer.out_shape
+    return a[:, :, : oh * layer.kh, : ow * layer.kw].reshape(b, c, oh, layer.kh, ow, layer.kw)
+
+
 def _forward(layer: Layer, params: np.ndarray, a: np.ndarray) -> np.ndarray:
     kind = layer.kind
     if kind == "dense":
@@ -140,12 +155,12 @@ def _forward(layer: Layer, params: np.ndarray, a: np.ndarray) -> np.ndarray:
         return a.reshape(len(a), -1) @ w.T + b
     if kind == "conv2d":
         w, b = _weights(layer, params)
-        return (
-            np.einsum("bcyxij,fcij->bfyx", _windows(layer, a), w, optimize=True) + b[:, None, None]
-        )
+        _, oh, ow = layer.out_shape
+        out = _columns(layer, a) @ w.reshape(len(w), -1).T + b
+        return out.reshape(len(a), oh, ow, len(w)).transpose(0, 3, 1, 2)
     if kind in ("maxpool", "avgpool"):
-        win = _windows(layer, a).reshape(a.shape[0], a.shape[1], *layer.out_shape[1:], -1)
-        return win.max(axis=-1) if kind == "maxpool" else win.mean(axis=-1)
+        win = _pool_blocks(layer, a)
+        return win.max(axis=(3, 5)) if kind == "maxpool" else win.mean(axis=(3, 5))
     if kind == "relu":
         return np.maximum(a, 0)
     if kind == "tanh":
@@ -187,21 +202,20 @@ def _dense_backward(layer, params, a, dy, grad, need_dx):
 
 def _conv_backward(layer, params, a, dy, grad, need_dx):
     w, _ = _weights(layer, params)
-    win = _windows(layer, a)
+    f = len(w)
+    rows = dy.transpose(0, 2, 3, 1).reshape(-1, f)
     n_w = w.size
-    grad[layer.w_off : layer.w_off + n_w] += np.einsum(
-        "bfyx,bcyxij->fcij", dy, win, optimize=True
-    ).reshape(-1)
-    grad[layer.b_off : layer.b_off + layer.out_shape[0]] += dy.sum(axis=(0, 2, 3))
+    grad[layer.w_off : layer.w_off + n_w] += (rows.T @ _columns(layer, a)).reshape(-1)
+    grad[layer.b_off : layer.b_off + layer.out_shape[0]] += rows.sum(axis=0)
     if not need_dx:
         return None
-    dx = np.zeros_like(a)
     _, oh, ow = layer.out_shape
+    dcols = (rows @ w.reshape(f, -1)).reshape(len(a), oh, ow, a.shape[1], layer.kh, layer.kw)
+    dx = np.zeros_like(a)
     for ky in range(layer.kh):
         for kx in range(layer.kw):
-            contrib = np.einsum("bfyx,fc->bcyx", dy, w[:, :, ky, kx], optimize=True)
             dx[:, :, ky : ky + oh * layer.sh : layer.sh, kx : kx + ow * layer.sw : layer.sw] += (
-                contrib
+                dcols[:, :, :, :, ky, kx].transpose(0, 3, 1, 2)
             )
     return dx
 
@@ -211,12 +225,13 @@ def _pool_backward(layer: Layer, a: np.ndarray, dy: np.ndarray) -> np.ndarray:
     _, oh, ow = layer.out_shape
     ph, pw = layer.kh, layer.kw
     dx = np.zeros_like(a)
+    grad = dy[:, :, :, None, :, None]
     if layer.kind == "avgpool":
-        spread = np.broadcast_to((dy / (ph * pw))[:, :, :, None, :, None], (b, c, oh, ph, ow, pw))
+        spread = np.broadcast_to(grad / (ph * pw), (b, c, oh, ph, ow, pw))
     else:
-        win = a[:, :, : oh * ph, : ow * pw].reshape(b, c, oh, ph, ow, pw)
-        win = win.transpose(0, 1, 2, 4, 3, 5).reshape(b, c, oh, ow, ph * pw)
-        onehot = np.eye(ph * pw, dtype=a.dtype)[win.argmax(axis=-1)]
+        blocks = _pool_blocks(layer, a).transpose(0, 1, 2, 4, 3, 5).reshape(b, c, oh, ow, ph * pw)
+        first = blocks.argmax(axis=-1)  # the first maximum takes the gradient, as on the device
+        onehot = first[..., None] == np.arange(ph * pw)
         spread = (onehot * dy[..., None]).reshape(b, c, oh, ow, ph, pw).transpose(0, 1, 2, 4, 3, 5)
     dx[:, :, : oh * ph, : ow * pw] = spread.reshape(b, c, oh * ph, ow * pw)
     return dx
