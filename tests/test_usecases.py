@@ -11,7 +11,7 @@ import pytest
 
 from broker_service.usecases import mfcc as M
 from broker_service.usecases.base import DataMissingError, Episode, UseCase
-from broker_service.usecases.kws import KwsUseCase, find_recordings, read_wav
+from broker_service.usecases.kws import KwsUseCase, find_recordings, read_wav, split_fold
 from broker_service.usecases.occupancy import OccupancyUseCase, stratified_sample
 from broker_service.usecases.omniglot import OmniglotUseCase
 from broker_service.usecases.registry import load_use_case
@@ -105,6 +105,14 @@ def test_episode_shapes_dtypes_and_labels(use_case: UseCase) -> None:
         assert e.device_id not in use_case.device_ids
 
 
+def test_validation_and_test_devices_differ(use_case: UseCase) -> None:
+    val = use_case.new_device_episodes(3, np.random.default_rng(4), "validation")
+    test = use_case.new_device_episodes(3, np.random.default_rng(4), "test")
+    assert {e.unit_id for e in val}.isdisjoint(e.unit_id for e in test)
+    with pytest.raises(ValueError, match="split"):
+        use_case.new_device_episodes(1, np.random.default_rng(4), "train")
+
+
 def test_same_rng_gives_same_samples(use_case: UseCase) -> None:
     device = use_case.device_ids[1]
     a = use_case.stream(device, 16, np.random.default_rng(7))
@@ -153,6 +161,15 @@ def test_empty_data_dir_names_the_expected_path(name: str, expected: str, tmp_pa
     assert name in message and expected in message and str(tmp_path) in message
 
 
+def test_sine_validation_waves_are_not_the_test_waves() -> None:
+    sine = load_use_case("sine", None, seed=0)
+    val = sine.new_device_episodes(20, np.random.default_rng(1), "validation")
+    test = sine.new_device_episodes(20, np.random.default_rng(1), "test")
+    assert all(e.device_id.startswith("sine-val-") for e in val)
+    val_waves = {e.query_y.tobytes() for e in val}
+    assert val_waves.isdisjoint(e.query_y.tobytes() for e in test) and len(val_waves) == 20
+
+
 def test_registry_sine_and_unknown_names() -> None:
     sine = load_use_case("sine", None, seed=3)
     assert sine.name == "sine" and sine.metric == "mse"
@@ -170,16 +187,51 @@ def test_omniglot_images_are_inverted_strokes(omniglot: OmniglotUseCase) -> None
     assert len(omniglot.chars.names) == 136 and int(omniglot.chars.counts.sum()) == 136 * 20
 
 
-def test_omniglot_new_devices_use_held_out_characters(omniglot: OmniglotUseCase) -> None:
-    train = set(omniglot.character_names(omniglot.train_chars))
-    held = set(omniglot.character_names(omniglot.new_chars))
-    assert train.isdisjoint(held) and len(train) == 102 and len(held) == 34
+def test_omniglot_splits_by_alphabet(omniglot: OmniglotUseCase) -> None:
+    assert omniglot.alphabets == {
+        "train": ["Balinese", "Early_Aramaic", "Greek"],
+        "validation": ["Korean"],
+        "test": ["Latin"],
+    }
+    chars = {part: set(omniglot.character_names(c)) for part, c in omniglot.split_chars.items()}
+    assert {part: len(c) for part, c in chars.items()} == {
+        "train": 70,
+        "validation": 40,
+        "test": 26,
+    }
+    for part, names in chars.items():
+        assert {n.split("/")[0] for n in names} == set(omniglot.alphabets[part])
     assert all(set(task) <= set(omniglot.train_chars.tolist()) for task in omniglot.tasks)
-    train_rows = np.concatenate([omniglot.chars.members(c) for c in omniglot.train_chars])
-    train_images = {omniglot.chars.images[i].tobytes() for i in train_rows}
-    for e in omniglot.new_device_episodes(4, np.random.default_rng(0)):
-        shown = np.concatenate([e.support_x, e.query_x])[:, 0]
-        assert not any(img.tobytes() in train_images for img in shown)
+    images = {
+        part: {omniglot.chars.images[i].tobytes() for c in idx for i in omniglot.chars.members(c)}
+        for part, idx in omniglot.split_chars.items()
+    }
+    for split in ("validation", "test"):
+        for e in omniglot.new_device_episodes(4, np.random.default_rng(0), split):
+            shown = {img.tobytes() for img in np.concatenate([e.support_x, e.query_x])[:, 0]}
+            assert shown <= images[split] and shown.isdisjoint(images["train"])
+            assert e.unit_id == e.device_id
+
+
+def test_omniglot_test_alphabets_come_from_an_evaluation_archive(data_dir, tmp_path) -> None:
+    """With an images_evaluation archive, its alphabets are the test alphabets."""
+    with zipfile.ZipFile(data_dir / "omniglot" / "images_background_small1.zip") as archive:
+        archive.extractall(tmp_path / "omniglot")
+    root = tmp_path / "omniglot"
+    (root / "images_evaluation").mkdir()
+    for alphabet in ("Balinese", "Greek"):
+        (root / "images_background_small1" / alphabet).rename(root / "images_evaluation" / alphabet)
+    split = OmniglotUseCase(tmp_path, seed=0).alphabets
+    assert split["test"] == ["Balinese", "Greek"]
+    assert split["validation"] == ["Latin"]
+    assert split["train"] == ["Early_Aramaic", "Korean"]
+
+
+def test_omniglot_one_shot_episodes(omniglot: OmniglotUseCase) -> None:
+    assert omniglot.eval_shots == (5, 1)
+    (e,) = omniglot.new_device_episodes(1, np.random.default_rng(1), "test", shots=1)
+    assert np.bincount(e.support_y).tolist() == [1] * 5
+    assert np.bincount(e.query_y).tolist() == [19] * 5
 
 
 def test_omniglot_episode_is_n_way_k_shot(omniglot: OmniglotUseCase) -> None:
@@ -211,14 +263,25 @@ def test_omniglot_loads_from_extracted_folder(
 # ---------------------------------------------------------------- kws
 
 
-def test_kws_new_speakers_are_held_out(kws: KwsUseCase) -> None:
-    assert len(kws.train_speakers) == 4 and len(kws.new_speakers) == 2
-    assert set(kws.train_speakers).isdisjoint(kws.new_speakers)
+def test_kws_speakers_are_held_out_in_turn(kws: KwsUseCase, data_dir: Path) -> None:
+    assert kws.speakers["test"] == ["george", "jackson"]
+    assert kws.speakers["validation"] == ["lucas"]
     assert kws.device_ids == [f"kws-{s}" for s in kws.train_speakers]
-    for i, e in enumerate(kws.new_device_episodes(4, np.random.default_rng(0))):
-        assert kws.new_speakers[i % 2] in e.device_id
+    tested, validated = [], []
+    for fold in range(KwsUseCase.FOLDS):
+        parts = split_fold(sorted(kws._rows), fold, KwsUseCase.FOLDS)
+        assert sum(map(len, parts)) == 6 and len(set().union(*parts)) == 6
+        tested += parts[2]
+        validated += parts[1]
+    assert sorted(tested) == sorted(kws._rows) and len(set(validated)) == 3
+    for split in ("validation", "test"):
+        for i, e in enumerate(kws.new_device_episodes(4, np.random.default_rng(0), split)):
+            speakers = kws.speakers[split]
+            assert e.unit == speakers[i % len(speakers)] and e.unit in e.device_id
     with pytest.raises(KeyError):
-        kws.stream(f"kws-{kws.new_speakers[0]}", 1, np.random.default_rng(0))
+        kws.stream(f"kws-{kws.speakers['test'][0]}", 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="fold 3"):
+        split_fold(sorted(kws._rows), 3, 3)
 
 
 def test_kws_episode_support_and_query(kws: KwsUseCase) -> None:
@@ -250,13 +313,17 @@ def test_kws_loads_from_the_fsdd_folder_itself(data_dir: Path) -> None:
 # ---------------------------------------------------------------- occupancy
 
 
-def test_occupancy_new_days_are_unseen_and_later(occupancy: OccupancyUseCase) -> None:
-    assert set(occupancy.train_days).isdisjoint(occupancy.new_days)
-    assert max(occupancy.train_days) < min(occupancy.new_days)
-    assert len(occupancy.train_days) == 12 and len(occupancy.new_days) == 5
+def test_occupancy_days_split_chronologically(occupancy: OccupancyUseCase) -> None:
+    train, val, test = (occupancy.days[k] for k in ("train", "validation", "test"))
+    assert (len(train), len(val), len(test)) == (9, 3, 5)
+    assert max(train) < min(val) and max(val) < min(test)
     assert occupancy.device_ids[0] == "occupancy-2015-02-02"
-    for e in occupancy.new_device_episodes(5, np.random.default_rng(0)):
-        assert any(day in e.device_id for day in occupancy.new_days)
+    summary = occupancy.split_summary()
+    assert summary["test"]["2015-02-14"] == 0.0 and summary["test"]["2015-02-16"] > 0.3
+    for split in ("validation", "test"):
+        for i, e in enumerate(occupancy.new_device_episodes(5, np.random.default_rng(0), split)):
+            days = occupancy.days[split]
+            assert e.unit == days[i % len(days)] and e.unit in e.device_id
 
 
 def test_occupancy_standardized_on_training_days(occupancy: OccupancyUseCase) -> None:

@@ -18,18 +18,20 @@ from broker_service.core.streams import CURVE_EPISODES, FINAL_EPISODES, named_st
 from broker_service.observe.tables import bench_rows, markdown_table, text_table
 from broker_service.server import checkpoint
 from broker_service.sim import simulation
+from broker_service.usecases.base import TEST, VALIDATION
 from broker_service.usecases.registry import load_use_case
 
 ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
 
 
 def episodes_for(use_case, settings: dict, seed: int):
-    """The fixed new-device episodes: a small set for the curve and a larger one for the final."""
+    """The fixed new-device episodes: the learning curve's on validation devices, the final
+    figures' on test devices."""
     curve = use_case.new_device_episodes(
-        int(settings["eval_devices"]), named_stream(seed, CURVE_EPISODES)
+        int(settings["eval_devices"]), named_stream(seed, CURVE_EPISODES), VALIDATION
     )
     final = use_case.new_device_episodes(
-        int(settings["final_devices"]), named_stream(seed, FINAL_EPISODES)
+        int(settings["final_devices"]), named_stream(seed, FINAL_EPISODES), TEST
     )
     return curve, final
 

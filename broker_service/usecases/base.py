@@ -3,6 +3,13 @@
 A *device* is a task. Training devices stream samples one at a time (online, batch size 1);
 new devices, never seen during meta-training, give a few-shot *episode*: support samples to
 adapt on and query samples to measure on.
+
+Every use case cuts its data into three disjoint sets of devices (brief section 2, "Evaluation
+standards"): meta-training devices (`device_ids`), validation devices (the learning curve and
+every choice of settings, for every algorithm alike) and test devices (final figures only).
+`new_device_episodes(count, rng, split)` draws episodes from the validation or the test
+devices. An episode names its *unit*, the independent thing a confidence interval is taken over
+(a speaker, a day; the episode's own task when tasks are drawn independently).
 """
 
 from __future__ import annotations
@@ -12,6 +19,14 @@ from typing import Any
 
 import numpy as np
 
+VALIDATION = "validation"
+"""The new devices of the learning curve and of tuning."""
+
+TEST = "test"
+"""The new devices of the final figures, never used to choose anything."""
+
+SPLITS = (VALIDATION, TEST)
+
 
 @dataclass(frozen=True)
 class Episode:
@@ -19,6 +34,7 @@ class Episode:
 
     x arrays have shape (n, *input_shape) and dtype float32; y arrays are float32 of shape
     (n, outputs) for regression and int64 of shape (n,) (class indices) for classification.
+    `unit` names the independent unit the episode belongs to (empty: the episode itself).
     """
 
     device_id: str
@@ -26,6 +42,19 @@ class Episode:
     support_y: np.ndarray
     query_x: np.ndarray
     query_y: np.ndarray
+    unit: str = ""
+
+    @property
+    def unit_id(self) -> str:
+        """The unit a confidence interval counts this episode in (the device id by default)."""
+        return self.unit or self.device_id
+
+
+def check_split(split: str) -> str:
+    """`split` when it names a set of new devices; ValueError otherwise."""
+    if split not in SPLITS:
+        raise ValueError("split %r: expected one of %s" % (split, ", ".join(SPLITS)))
+    return split
 
 
 class DataMissingError(FileNotFoundError):
@@ -36,11 +65,16 @@ class DataMissingError(FileNotFoundError):
 class UseCase:
     """A data set cut into devices, with its default model, metric and target.
 
-    Subclasses fill `device_ids` and implement `stream` and `new_device_episodes`.
-    `spec` is the JSON-able model spec (see device_agent.model); the training settings are in
-    broker_service.core.hyperparams. `target` is the metric value that counts as "converged"
-    for rounds-to-target (lower is better for mse).
+    Subclasses fill `device_ids` and implement `stream`, `new_device_episodes` and
+    `split_summary`. `spec` is the JSON-able model spec (see device_agent.model); the training
+    settings are in broker_service.core.hyperparams. `target` is the metric value that counts as
+    "converged" for rounds-to-target (lower is better for mse). `FOLDS` > 1 means the devices
+    are split in turn (cross-validation): the constructor takes `fold` in range(FOLDS), and
+    every unit is a test unit in exactly one fold. `unit` names what an episode's unit is;
+    `eval_shots` lists the shot counts the final figures are given for (None: the default).
     """
+
+    FOLDS = 1
 
     name: str
     metric: str  # "mse" or "accuracy"
@@ -48,6 +82,8 @@ class UseCase:
     target: float
     device_ids: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    unit: str = "task"
+    eval_shots: tuple[int | None, ...] = (None,)
 
     def stream(
         self, device_id: str, n: int, rng: np.random.Generator
@@ -55,8 +91,15 @@ class UseCase:
         """Return the next `n` samples a training device sees (x float32, y as in Episode)."""
         raise NotImplementedError
 
-    def new_device_episodes(self, count: int, rng: np.random.Generator) -> list[Episode]:
-        """Return `count` few-shot episodes from devices never used in training."""
+    def new_device_episodes(
+        self, count: int, rng: np.random.Generator, split: str = TEST, shots: int | None = None
+    ) -> list[Episode]:
+        """Return `count` few-shot episodes from the `split` devices (never used in training),
+        with `shots` support samples per class (None: the use case's default)."""
+        raise NotImplementedError
+
+    def split_summary(self) -> dict[str, Any]:
+        """What the training, validation and test devices are (names or counts), for the JSON."""
         raise NotImplementedError
 
     @property

@@ -6,8 +6,11 @@ Each clip is centre-cropped or centre-padded to 1 s and turned into 32 frames x 
 and standard deviation of the *training* speakers only; those constants are recorded in
 `preprocessing` so that a device can apply them to its own microphone's features.
 
-Speakers are split once by seed: `n_new` held-out speakers are the new devices, the rest form the
-training fleet, so a new device's voice was never heard in meta-training.
+Speakers are held out in turn (leave-k-speakers-out, `split_fold`): with the 6 FSDD speakers and
+3 folds, fold f tests 2 speakers, validates on the next one and meta-trains on the other 3, so
+every speaker is a test speaker in exactly one fold and a validation speaker in one other; a
+test or validation voice is never heard in meta-training. Episodes name their speaker as their
+unit: confidence intervals are taken over speakers, not over episodes of the same few.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.usecases.base import DataMissingError, Episode, UseCase
+from broker_service.usecases.base import (
+    TEST,
+    VALIDATION,
+    DataMissingError,
+    Episode,
+    UseCase,
+    check_split,
+)
 from broker_service.usecases.mfcc import MfccConfig, fix_length, mfcc
 from device_agent.specs import kws_spec
 
@@ -44,13 +54,19 @@ class Recordings:
 
 
 class KwsUseCase(UseCase):
-    """Training devices are speakers; `n_new` held-out speakers give the new-device episodes."""
+    """Training devices are speakers; fold `fold` holds out its validation and test speakers."""
 
-    def __init__(self, data_dir: str | Path | None, seed: int = 0, n_new: int = 2, shots: int = 5):
+    FOLDS = 3
+
+    def __init__(self, data_dir: str | Path | None, seed: int = 0, fold: int = 0, shots: int = 5):
         super().__init__(name="kws", metric="accuracy", spec=default_spec(), target=0.93)
+        self.unit = "speaker"
         self.config = MfccConfig()
         rec = load_recordings(find_recordings(data_dir), self.config)
-        self.train_speakers, self.new_speakers = split_speakers(rec.speakers, n_new, seed)
+        self.fold = fold
+        parts = split_fold(sorted({str(s) for s in rec.speakers}), fold, self.FOLDS)
+        self.speakers = dict(zip(("train", VALIDATION, TEST), parts, strict=True))
+        self.train_speakers = self.speakers["train"]
         mean, std = feature_stats(rec.features[np.isin(rec.speakers, self.train_speakers)])
         self.x = ((rec.features - mean) / std).astype(np.float32)[:, None]
         self.y = rec.digits
@@ -76,23 +92,33 @@ class KwsUseCase(UseCase):
         rows = rng.choice(self._rows[speaker], n)
         return self.x[rows], self.y[rows]
 
-    def new_device_episodes(self, count: int, rng: np.random.Generator) -> list[Episode]:
-        """Return `count` episodes cycling over the held-out speakers: `shots` recordings per
+    def new_device_episodes(
+        self, count: int, rng: np.random.Generator, split: str = TEST, shots: int | None = None
+    ) -> list[Episode]:
+        """Return `count` episodes cycling over the split's speakers: `shots` recordings per
         digit as support, all the speaker's other recordings as query, each set shuffled."""
+        speakers = self.speakers[check_split(split)]
+        shots = shots or self.shots
+        prefix = "kws-new" if split == TEST else "kws-val"
         episodes = []
         for i in range(count):
-            speaker = self.new_speakers[i % len(self.new_speakers)]
-            support, query = _split_support(self._rows[speaker], self.y, self.shots, rng)
+            speaker = speakers[i % len(speakers)]
+            support, query = _split_support(self._rows[speaker], self.y, shots, rng)
             episodes.append(
                 Episode(
-                    f"kws-new-{speaker}-{i:03d}",
+                    f"{prefix}-{speaker}-{i:03d}",
                     self.x[support],
                     self.y[support],
                     self.x[query],
                     self.y[query],
+                    unit=speaker,
                 )
             )
         return episodes
+
+    def split_summary(self) -> dict:
+        """The fold and the speakers of each split."""
+        return {"fold": self.fold, "folds": self.FOLDS, **self.speakers}
 
 
 def find_recordings(data_dir: str | Path | None) -> list[Path]:
@@ -148,14 +174,19 @@ def read_wav(path: Path, sample_rate: int) -> np.ndarray:
     return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def split_speakers(speakers: np.ndarray, n_new: int, seed: int) -> tuple[list[str], list[str]]:
-    """Split the sorted speaker names by seed into (training, held-out), held-out of size n_new."""
-    names = sorted({str(s) for s in speakers})
-    if not 0 < n_new < len(names):
-        raise ValueError(f"kws: n_new={n_new} must be between 1 and {len(names) - 1}")
-    order = np.random.default_rng([seed, 21]).permutation(len(names))
-    held = sorted(names[i] for i in order[:n_new])
-    return [s for s in names if s not in held], held
+def split_fold(names: list[str], fold: int, folds: int) -> tuple[list[str], list[str], list[str]]:
+    """(training, validation, test) speakers of one fold of sorted `names`: the test speakers are
+    the fold's block of len(names) // folds names, the validation speaker the next name after
+    the block (cyclically), the training speakers the rest."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"kws: fold {fold} is not in 0..{folds - 1}")
+    k = len(names) // folds
+    if k < 1 or len(names) - k - 1 < 1:
+        raise ValueError(f"kws: {len(names)} speakers cannot make {folds} folds with training data")
+    test = names[fold * k : (fold + 1) * k]
+    validation = [names[((fold + 1) * k) % len(names)]]
+    train = [s for s in names if s not in test and s not in validation]
+    return train, validation, test
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

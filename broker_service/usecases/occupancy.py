@@ -2,8 +2,12 @@
 
 The three files `datatraining.txt`, `datatest.txt`, `datatest2.txt` (one row a minute, Feb 2015)
 are merged, sorted by time and grouped by date; days with fewer than `min_rows` rows are dropped.
-The last `new_fraction` of days (chronologically) are the new devices, so a new device is a day
-that meta-training never saw and that comes after all training days — as in a deployment.
+The days are split chronologically (`split_days`): the last `test_fraction` are the test days,
+the `validation_fraction` before them the validation days, the rest the meta-training days — so
+a new device is a day that meta-training never saw and that comes after every training day, as
+in a deployment. With the UCI files: 9 training days (2-10 Feb 2015), 3 validation days
+(11-13 Feb) and 5 test days (14-18 Feb, of which the weekend 14-15 Feb is never occupied and
+18 Feb almost never). Episodes name their day as their unit: confidence intervals are over days.
 
 Features are the 5 sensor channels (Temperature, Humidity, Light, CO2, HumidityRatio),
 standardized with the mean and std of the training days only (recorded in `preprocessing`);
@@ -19,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.usecases.base import DataMissingError, Episode, UseCase
+from broker_service.usecases.base import (
+    TEST,
+    VALIDATION,
+    DataMissingError,
+    Episode,
+    UseCase,
+    check_split,
+)
 from device_agent.specs import occupancy_spec
 
 FILES = ("datatraining.txt", "datatest.txt", "datatest2.txt")
@@ -41,7 +52,7 @@ class Readings:
 
 
 class OccupancyUseCase(UseCase):
-    """Training devices are the earlier days; new devices are the last `new_fraction` of days.
+    """Training devices are the earlier days; validation and test devices the later ones.
 
     The split is chronological, so `seed` does not change it (it is accepted, like every use
     case's, for a uniform interface); sampling is driven by the rng given to each call.
@@ -54,16 +65,20 @@ class OccupancyUseCase(UseCase):
         shots: int = 20,
         query: int = 400,
         min_rows: int = 200,
-        new_fraction: float = 0.3,
+        validation_fraction: float = 0.2,
+        test_fraction: float = 0.3,
     ):
         super().__init__(name="occupancy", metric="accuracy", spec=SPEC, target=0.99)
+        self.unit = "day"
         data = load_readings(find_files(data_dir))
-        self.train_days, self.new_days = split_days(data.days, min_rows, new_fraction)
+        parts = split_days(data.days, min_rows, validation_fraction, test_fraction)
+        self.days = dict(zip(("train", VALIDATION, TEST), parts, strict=True))
+        self.train_days = self.days["train"]
         mean, std = _stats(data.sensors[np.isin(data.days, self.train_days)])
         self.x = ((data.sensors - mean) / std).astype(np.float32)
         self.y = data.labels
         self.shots, self.query, self.seed = shots, query, seed
-        self._rows = {d: np.flatnonzero(data.days == d) for d in self.train_days + self.new_days}
+        self._rows = {d: np.flatnonzero(data.days == d) for d in sum(parts, [])}
         self.device_ids = [f"occupancy-{d}" for d in self.train_days]
         self.preprocessing = {
             "channels": list(CHANNELS),
@@ -82,26 +97,38 @@ class OccupancyUseCase(UseCase):
         rows = rng.choice(self._rows[day], n)
         return self.x[rows], self.y[rows]
 
-    def new_device_episodes(self, count: int, rng: np.random.Generator) -> list[Episode]:
-        """Return `count` episodes cycling over the held-out days: `shots` support rows
+    def new_device_episodes(
+        self, count: int, rng: np.random.Generator, split: str = TEST, shots: int | None = None
+    ) -> list[Episode]:
+        """Return `count` episodes cycling over the split's days: `shots` support rows
         (stratified by class when the day has both) and up to `query` of the day's other rows."""
+        days = self.days[check_split(split)]
+        prefix = "occupancy-new" if split == TEST else "occupancy-val"
         episodes = []
         for i in range(count):
-            day = self.new_days[i % len(self.new_days)]
+            day = days[i % len(days)]
             rows = self._rows[day]
-            support = stratified_sample(rows, self.y[rows], self.shots, rng)
+            support = stratified_sample(rows, self.y[rows], shots or self.shots, rng)
             rest = np.setdiff1d(rows, support)
             query = rng.choice(rest, min(self.query, len(rest)), replace=False)
             episodes.append(
                 Episode(
-                    f"occupancy-new-{day}-{i:03d}",
+                    f"{prefix}-{day}-{i:03d}",
                     self.x[support],
                     self.y[support],
                     self.x[query],
                     self.y[query],
+                    unit=day,
                 )
             )
         return episodes
+
+    def split_summary(self) -> dict:
+        """The days of each split, with the share of occupied minutes of each day."""
+        return {
+            part: {d: round(float(self.y[self._rows[d]].mean()), 3) for d in days}
+            for part, days in self.days.items()
+        }
 
 
 def find_files(data_dir: str | Path | None) -> list[Path]:
@@ -160,15 +187,20 @@ def _iso_time(text: str) -> str:
     return datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S").strftime("%Y-%m-%d %H:%M:%S")
 
 
-def split_days(days: np.ndarray, min_rows: int, new_fraction: float) -> tuple[list[str], list[str]]:
-    """Keep days with at least `min_rows` rows; the last `new_fraction` of them (at least one)
-    are held out. Returns (training days, new days), each in chronological order."""
+def split_days(
+    days: np.ndarray, min_rows: int, validation_fraction: float, test_fraction: float
+) -> tuple[list[str], list[str], list[str]]:
+    """Keep days with at least `min_rows` rows and split them chronologically: the last
+    `test_fraction` (at least one) are the test days, the `validation_fraction` before them (at
+    least one) the validation days. Returns (training, validation, test), each in order."""
     names, counts = np.unique(days, return_counts=True)
     kept = [str(d) for d, c in zip(names, counts, strict=True) if c >= min_rows]
-    if len(kept) < 2:
-        raise ValueError(f"occupancy: only {len(kept)} day(s) with >= {min_rows} rows")
-    n_new = min(len(kept) - 1, max(1, int(round(new_fraction * len(kept)))))
-    return kept[:-n_new], kept[-n_new:]
+    if len(kept) < 3:
+        raise ValueError(f"occupancy: only {len(kept)} day(s) with >= {min_rows} rows, need 3")
+    n_test = min(len(kept) - 2, max(1, int(round(test_fraction * len(kept)))))
+    n_val = min(len(kept) - 1 - n_test, max(1, int(round(validation_fraction * len(kept)))))
+    train_end = len(kept) - n_test - n_val
+    return kept[:train_end], kept[train_end:-n_test], kept[-n_test:]
 
 
 def stratified_sample(

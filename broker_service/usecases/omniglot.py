@@ -1,14 +1,20 @@
-"""Handwritten characters (Omniglot): a device is an N-way classification task.
+"""Handwritten characters (Omniglot): a device is an N-way task over a few characters.
 
-The data folder `omniglot/` holds any of the published archives `images_background*.zip` /
+The folder `omniglot/` holds any of the published archives `images_background*.zip` /
 `images_evaluation*.zip` or their extracted folders, laid out as
 `<archive>/<alphabet>/<characterNN>/<id>_<drawer>.png`. PNGs are read straight from the zip (no
 extraction), downscaled 105x105 → 28x28 with area averaging (antialiased) and inverted so that
 strokes are 1.0 and the background 0.0.
 
-Characters are split once, by seed, into meta-training characters (about 75%) and held-out
-characters; training devices draw their N characters from the first, new devices from the second,
-so a new device never sees a character used in meta-training.
+Devices are split by alphabet, so a validation or test device never sees a script that
+meta-training saw (`split_alphabets`): with an `images_evaluation*` archive, its alphabets are
+the test alphabets (the standard background / evaluation split); otherwise the last alphabet in
+name order is. Of the remaining alphabets, the last fifth in name order (at least one) are the
+validation alphabets and the rest the meta-training alphabets. With only
+`images_background_small1` (Balinese, Early_Aramaic, Greek, Korean, Latin) that is Balinese,
+Early_Aramaic and Greek for meta-training, Korean for validation and Latin for the test.
+Training devices draw their N characters from the meta-training alphabets, new devices from the
+validation or the test alphabets.
 """
 
 from __future__ import annotations
@@ -22,17 +28,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from broker_service.usecases.base import DataMissingError, Episode, UseCase
+from broker_service.usecases.base import (
+    TEST,
+    VALIDATION,
+    DataMissingError,
+    Episode,
+    UseCase,
+    check_split,
+)
 from device_agent.specs import omniglot_spec
 
 IMAGE_SIZE = 28
 ARCHIVE_PATTERNS = ("images_background*", "images_evaluation*")
+EVALUATION_PREFIX = "images_evaluation"
 EXPECTED = "omniglot/images_background*.zip or omniglot/images_evaluation*.zip (or extracted)"
-# The use case's own random streams, np.random.default_rng([seed, id]). The character split is
-# not the curve episodes' stream, but its id equals broker_service.core.streams.CURVE_EPISODES,
-# so both generators start in the same state; kept at 11 because another id changes the split
-# and every omniglot figure.
-CHARACTER_SPLIT_STREAM = 11
+# The use case's own random stream, np.random.default_rng([seed, id]): the fleet's tasks.
 TASKS_STREAM = 12
 
 
@@ -43,13 +53,14 @@ def default_spec(ways: int = 5) -> dict:
 
 @dataclass(frozen=True)
 class CharacterSet:
-    """All loaded images (n, 28, 28) float32; character k owns images starts[k]:starts[k]+counts[k]
-    and is named `alphabet/characterNN`."""
+    """All loaded images (n, 28, 28) float32; character k owns images starts[k]:starts[k]+counts[k],
+    is named `alphabet/characterNN` and comes from the archive archives[k]."""
 
     images: np.ndarray
     names: list[str]
     starts: np.ndarray
     counts: np.ndarray
+    archives: list[str]
 
     def members(self, char: int) -> np.ndarray:
         """Image indices of character `char`."""
@@ -57,7 +68,8 @@ class CharacterSet:
 
 
 class OmniglotUseCase(UseCase):
-    """`fleet_size` N-way tasks over meta-training characters; new devices use held-out ones."""
+    """`fleet_size` N-way tasks over the meta-training alphabets; new devices use the validation
+    or the test alphabets (module docstring)."""
 
     def __init__(
         self,
@@ -67,15 +79,17 @@ class OmniglotUseCase(UseCase):
         shots: int = 5,
         query: int | None = None,
         fleet_size: int = 200,
-        train_fraction: float = 0.75,
     ):
         super().__init__(name="omniglot", metric="accuracy", spec=default_spec(ways), target=0.6)
         self.chars = load_characters(find_sources(data_dir))
         self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
-        self.train_chars, self.new_chars = split_characters(
-            len(self.chars.names), train_fraction, seed
-        )
-        _check_sizes(self.chars, self.train_chars, self.new_chars, ways, shots)
+        self.eval_shots = (shots, 1) if shots != 1 else (1,)
+        parts = split_alphabets(self.chars)
+        self.alphabets = dict(zip(("train", VALIDATION, TEST), parts, strict=True))
+        self.split_chars = {k: _characters_of(self.chars, v) for k, v in self.alphabets.items()}
+        self.train_chars = self.split_chars["train"]
+        for part, chars in self.split_chars.items():
+            _check_sizes(self.chars, part, chars, ways, shots)
         self.tasks = _draw_tasks(self.train_chars, ways, fleet_size, seed)
         self.device_ids = [f"omniglot-{i:03d}" for i in range(fleet_size)]
         self._task_of = dict(zip(self.device_ids, self.tasks, strict=True))
@@ -98,19 +112,34 @@ class OmniglotUseCase(UseCase):
         picks = self.chars.starts[chars] + rng.integers(0, self.chars.counts[chars])
         return self.chars.images[picks][:, None], labels.astype(np.int64)
 
-    def new_device_episodes(self, count: int, rng: np.random.Generator) -> list[Episode]:
-        """Return `count` N-way episodes over held-out characters: `shots` support per class and
-        `query` (default: all remaining drawers) query images per class, each set shuffled."""
-        return [self._episode(f"omniglot-new-{i:03d}", rng) for i in range(count)]
+    def new_device_episodes(
+        self, count: int, rng: np.random.Generator, split: str = TEST, shots: int | None = None
+    ) -> list[Episode]:
+        """Return `count` N-way episodes over the split's alphabets: `shots` support per class
+        and `query` (default: all remaining drawers) query images per class, each set
+        shuffled. Every episode is its own unit (tasks are drawn independently)."""
+        chars = self.split_chars[check_split(split)]
+        shots = shots or self.shots
+        prefix = "omniglot-new" if split == TEST else "omniglot-val"
+        return [self._episode("%s-%03d" % (prefix, i), chars, shots, rng) for i in range(count)]
 
-    def _episode(self, device_id: str, rng: np.random.Generator) -> Episode:
-        chars = rng.choice(self.new_chars, self.ways, replace=False)
+    def split_summary(self) -> dict:
+        """The alphabets of each split and their character counts."""
+        return {
+            part: {"alphabets": names, "characters": len(self.split_chars[part])}
+            for part, names in self.alphabets.items()
+        }
+
+    def _episode(
+        self, device_id: str, pool: np.ndarray, shots: int, rng: np.random.Generator
+    ) -> Episode:
+        chars = rng.choice(pool, self.ways, replace=False)
         support, query = [], []
         for label, char in enumerate(chars):
             drawers = rng.permutation(self.chars.members(char))
-            end = None if self.query is None else self.shots + self.query
-            support += [(i, label) for i in drawers[: self.shots]]
-            query += [(i, label) for i in drawers[self.shots : end]]
+            end = None if self.query is None else shots + self.query
+            support += [(i, label) for i in drawers[:shots]]
+            query += [(i, label) for i in drawers[shots:end]]
         sx, sy = self._gather(support, rng)
         qx, qy = self._gather(query, rng)
         return Episode(device_id, sx, sy, qx, qy)
@@ -169,19 +198,22 @@ def load_characters(sources: list[Path]) -> CharacterSet:
     once, from the first source that has it.
     """
     groups: dict[str, list[np.ndarray]] = {}
+    archive_of: dict[str, str] = {}
     for source in sources:
         seen_here: dict[str, list[np.ndarray]] = {}
         for name, data in _iter_pngs(source):
             seen_here.setdefault(name, []).append(_decode(data))
         for name, images in seen_here.items():
-            groups.setdefault(name, images)
+            if name not in groups:
+                groups[name] = images
+                archive_of[name] = source.stem if source.is_file() else source.name
     if not groups:
         raise DataMissingError("omniglot use case: no PNG images in %s" % [str(s) for s in sources])
     names = sorted(groups)
     images = np.concatenate([np.stack(groups[n]) for n in names]).astype(np.float32)
     counts = np.array([len(groups[n]) for n in names], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    return CharacterSet(images, names, starts, counts)
+    return CharacterSet(images, names, starts, counts, [archive_of[n] for n in names])
 
 
 def _iter_pngs(source: Path) -> Iterator[tuple[str, bytes]]:
@@ -214,13 +246,31 @@ def _decode(data: bytes) -> np.ndarray:
     return 1.0 - np.asarray(small, dtype=np.float32) / 255.0
 
 
-def split_characters(
-    n_chars: int, train_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split character indices by seed: (meta-training, held-out), both sorted and disjoint."""
-    order = np.random.default_rng([seed, CHARACTER_SPLIT_STREAM]).permutation(n_chars)
-    n_train = int(round(train_fraction * n_chars))
-    return np.sort(order[:n_train]), np.sort(order[n_train:])
+def split_alphabets(chars: CharacterSet) -> tuple[list[str], list[str], list[str]]:
+    """(meta-training, validation, test) alphabet names, disjoint and each in name order.
+
+    The test alphabets are those of an `images_evaluation*` archive when one is loaded, else the
+    last alphabet in name order; the validation alphabets are the last fifth (at least one) of
+    the others; the rest are for meta-training. Raises ValueError with fewer than 3 alphabets.
+    """
+    alphabet_of = {n.split("/")[0]: a for n, a in zip(chars.names, chars.archives, strict=True)}
+    names = sorted(alphabet_of)
+    if len(names) < 3:
+        raise ValueError("omniglot: %d alphabet(s); the split by alphabet needs 3" % len(names))
+    test = [a for a in names if alphabet_of[a].startswith(EVALUATION_PREFIX)]
+    if not test or len(test) > len(names) - 2:
+        test = names[-1:]
+    rest = [a for a in names if a not in test]
+    n_val = max(1, len(rest) // 5)
+    return rest[:-n_val], rest[-n_val:], test
+
+
+def _characters_of(chars: CharacterSet, alphabets: list[str]) -> np.ndarray:
+    """Sorted indices of the characters of the given alphabets."""
+    wanted = set(alphabets)
+    return np.array(
+        [i for i, n in enumerate(chars.names) if n.split("/")[0] in wanted], dtype=np.int64
+    )
 
 
 def _draw_tasks(train_chars: np.ndarray, ways: int, fleet_size: int, seed: int) -> list[np.ndarray]:
@@ -230,13 +280,13 @@ def _draw_tasks(train_chars: np.ndarray, ways: int, fleet_size: int, seed: int) 
 
 
 def _check_sizes(
-    chars: CharacterSet, train: np.ndarray, new: np.ndarray, ways: int, shots: int
+    chars: CharacterSet, part: str, members: np.ndarray, ways: int, shots: int
 ) -> None:
     """Fail early, with the numbers, when the data cannot make the requested tasks."""
-    if min(len(train), len(new)) < ways:
+    if len(members) < ways:
         raise ValueError(
-            f"omniglot: {ways}-way tasks need {ways} characters on each side of the split,"
-            f" have {len(train)}/{len(new)}"
+            f"omniglot: {ways}-way tasks need {ways} characters in the {part} alphabets,"
+            f" have {len(members)}"
         )
     fewest = int(chars.counts.min())
     if fewest <= shots:
