@@ -67,28 +67,53 @@ def _read_json(path: str, what: str):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run every algorithm on one use case, print the table, write the JSON."""
+    """Run every algorithm on one use case (or all), on one seed or several, with the settings
+    tuned on validation devices; print the tables and the paper's claims, write the JSON."""
     algos = args.algorithms.split(",") if args.algorithms else None
     unknown = sorted(set(algos or ()) - set(bench.ORDER))
     if unknown:
         raise ConfigError(
             "--algorithms: unknown %s; known: %s" % (", ".join(unknown), ",".join(bench.ORDER))
         )
-    doc = bench.run_bench(
-        args.use_case,
+    use_cases = bench.known_use_cases() if args.use_case == "all" else [args.use_case]
+    if len(use_cases) > 1 and args.json:
+        raise ConfigError("--json takes one use case; use --json-dir with --use-case all")
+    seeds = _seed_list(args.seeds) if args.seeds else [args.seed]
+    docs = bench.run_benches(
+        use_cases,
         _data_dir(args),
-        args.seed,
+        seeds,
         args.rounds,
         args.quick,
         algos,
         args.checkpoint_dir,
         args.workers,
         verbose=not args.quiet,
+        tuned_dir=args.tuned_dir,
     )
-    print(bench.format_table(doc))
-    print("took %.1f s" % doc["seconds"])
-    _write_json(args.json, doc)
+    for doc in docs:
+        if len(docs) > 1:
+            print("\n== %s ==" % doc["use_case"])
+        print(bench.format_table(doc))
+        if not doc["tuned"]["from"]:
+            print("settings: untuned defaults (no tuned-%s.json)" % doc["use_case"])
+    print("took %.1f s" % docs[0]["seconds"])
+    _write_json(args.json, docs[0])
+    if args.json_dir:
+        for doc in docs:
+            _write_json(str(Path(args.json_dir) / ("bench-%s.json" % doc["use_case"])), doc)
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    """Seeds from "0,1,2" (or a range "0-2")."""
+    try:
+        if "-" in text:
+            lo, hi = text.split("-", 1)
+            return list(range(int(lo), int(hi) + 1))
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError("--seeds: %r is not a list like 0,1,2 or 0-2" % text) from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -395,14 +420,22 @@ def _common(p: argparse.ArgumentParser, default_use_case: str | None = None) -> 
 
 
 def _bench_parser(sub) -> None:
-    p = _command(sub, "bench", cmd_bench, "compare all algorithms on one use case")
-    _common(p)
+    p = _command(sub, "bench", cmd_bench, "compare all algorithms on one use case (or all)")
+    p.add_argument("--use-case", choices=sorted(USE_CASES) + ["all"], required=True)
+    p.add_argument("--data-dir", help="folder holding the data sets (or $%s)" % DATA_ENV)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="several seeds, e.g. 0,1,2 or 0-2 (overrides --seed)")
     p.add_argument("--rounds", type=int, help="meta-training rounds (default: the use case's)")
     p.add_argument("--quick", action="store_true", help="a short smoke run")
-    p.add_argument("--json", help="write the results JSON here")
+    p.add_argument("--json", help="write the results JSON here (one use case)")
+    p.add_argument("--json-dir", help="write bench-<use case>.json files here")
     p.add_argument("--algorithms", help="comma-separated subset, e.g. tinymetafed,tinyreptile")
     p.add_argument("--checkpoint-dir", help="save each algorithm's final model here")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument(
+        "--tuned-dir",
+        help="folder of tuned-<use case>.json (default benchmarks/results; 'none': defaults)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-round progress")
 
 

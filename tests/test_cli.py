@@ -9,15 +9,39 @@ import pytest
 KEYS = {
     "final_metric",
     "final_metric_ci95",
+    "final_metric_seed_sd",
     "rounds_to_target",
+    "to_target",
+    "rounds",
+    "updates",
     "bytes_up_per_update",
     "bytes_down_per_update",
     "energy_mj_per_update",
     "macs_per_update",
+    "fleet_bytes_up",
+    "fleet_bytes_down",
+    "fleet_energy_mj",
     "curve_std",
     "curve",
+    "tests",
+    "per_seed",
 }
-ALGORITHMS = {"tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"}
+ALGORITHMS = {
+    "tinymetafed",
+    "tinyreptile",
+    "tinyreptile_equal_updates",
+    "reptile",
+    "fedavg",
+    "no_federation",
+}
+CLAIMS = {
+    "less_energy",
+    "less_communication",
+    "faster_convergence",
+    "more_stable",
+    "better_few_shot",
+    "beats_no_federation",
+}
 
 
 def tinymetafed(*args, check=True):
@@ -48,14 +72,31 @@ def quick_sine(tmp_path_factory):
 
 def test_quick_bench_writes_the_documented_json(quick_sine):
     _, proc, doc = quick_sine
-    assert doc["use_case"] == "sine" and doc["metric"] == "mse"
+    assert doc["use_case"] == "sine" and doc["metric"] == "mse" and doc["seeds"] == [0]
     assert set(doc["algorithms"]) == ALGORITHMS
+    k, rounds = doc["cohort"], doc["rounds"]
     for name, entry in doc["algorithms"].items():
         assert set(entry) >= KEYS, name
-        assert entry["curve"][0][0] == 0 and entry["curve"][-1][0] == doc["rounds"]
-    tmf, tr = doc["algorithms"]["tinymetafed"], doc["algorithms"]["tinyreptile"]
+        curve = entry["curve"]
+        assert curve[0]["round"] == 0 and curve[-1]["updates"] == entry["updates"]
+        assert set(curve[0]) == {"round", "updates", "fleet_energy_mj", "fleet_bytes", "metric"}
+        assert entry["final_metric"] == entry["tests"]["online"]["mean"]
+        assert entry["units"] == doc["settings"]["final_devices"]
+    a = doc["algorithms"]
+    # equal rounds and equal device updates
+    assert a["tinymetafed"]["rounds"] == a["tinyreptile"]["rounds"] == rounds
+    assert a["tinyreptile_equal_updates"]["rounds"] == k * rounds
+    assert a["tinymetafed"]["updates"] == a["tinyreptile_equal_updates"]["updates"] == k * rounds
+    # baselines are measured with and without their head reset; TinyMetaFed always resets it
+    assert "online_head_reset" in a["reptile"]["tests"]
+    assert "online_head_reset" not in a["tinymetafed"]["tests"]
+    tmf, tr = a["tinymetafed"], a["tinyreptile"]
     assert tr["bytes_up_per_update"] / tmf["bytes_up_per_update"] >= 8
     assert tmf["bytes_down_per_update"] < tr["bytes_down_per_update"]
+    assert set(doc["criteria"]) == CLAIMS
+    for claim in doc["criteria"].values():
+        assert claim["verdict"] in ("held", "held with a caveat", "not held")
+        assert claim["claim"] + ": " + claim["verdict"] in proc.stdout
     assert "tinymetafed" in proc.stdout and "upload saving" in proc.stdout
 
 
@@ -104,6 +145,30 @@ def test_quick_bench_on_real_data(data_dir, tmp_path):
     assert all(0.0 <= a["final_metric"] <= 1.0 for a in doc["algorithms"].values())
 
 
+def test_quick_bench_over_seeds_pools_units_and_gives_the_spread(tmp_path):
+    tinymetafed(
+        "bench",
+        "--use-case",
+        "sine",
+        "--quick",
+        "--quiet",
+        "--seeds",
+        "0,1",
+        "--algorithms",
+        "tinymetafed,no_federation",
+        "--json",
+        str(tmp_path / "s.json"),
+    )
+    doc = json.loads((tmp_path / "s.json").read_text())
+    tmf = doc["algorithms"]["tinymetafed"]
+    assert doc["seeds"] == [0, 1] and set(tmf["per_seed"]) == {"0", "1"}
+    assert tmf["units"] == 2 * doc["settings"]["final_devices"]  # a new wave per seed
+    seeds = [tmf["per_seed"][s]["final_metric"] for s in ("0", "1")]
+    assert tmf["final_metric"] == pytest.approx(sum(seeds) / 2)
+    assert tmf["final_metric_seed_sd"] == pytest.approx(abs(seeds[0] - seeds[1]) / 2**0.5)
+    assert doc["criteria"] == {}  # no TinyReptile: no claim
+
+
 def _leaf_commands(parser, path=()):
     """Every runnable command of the parser, e.g. "bench" or "device bundle"."""
     import argparse
@@ -125,6 +190,8 @@ BAD_ARGUMENTS = [
     ("fleet", ["--broker", "mqtt://"], "mqtt://host:port"),
     ("bench", ["--use-case", "kws", "--quick", "--data-dir", "{tmp}"], "fsdd/recordings"),
     ("bench", ["--use-case", "sine", "--algorithms", "tinymetafed,fedsgd"], "unknown fedsgd"),
+    ("bench", ["--use-case", "sine", "--seeds", "zero"], "--seeds: 'zero'"),
+    ("bench", ["--use-case", "all", "--json", "{tmp}/b.json"], "use --json-dir"),
     ("evaluate", ["--checkpoint", "{tmp}/missing.json"], "missing.json does not exist"),
     ("report", ["--metrics", "{tmp}/missing.lp"], "missing.lp: No such file"),
     ("export", ["--checkpoint", "{tmp}/missing.json", "--out", "{tmp}/m.onnx"], "does not exist"),

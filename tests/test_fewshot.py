@@ -8,9 +8,19 @@ from array import array
 import numpy as np
 import pytest
 
-from broker_service.core.device_round import full_params, reconstruct_steps
-from broker_service.core.fewshot import NEW_DEVICE_SEED, adapt, ci95, metric_value
+from broker_service.core.device_round import full_params, reconstruct_steps, sgd_steps
+from broker_service.core.fewshot import (
+    NEW_DEVICE_SEED,
+    adapt,
+    ci95,
+    classification_metrics,
+    metric_value,
+    protocol_settings,
+    summarise_units,
+    unit_metrics,
+)
 from broker_service.core.nn import NumpyNet
+from broker_service.usecases.base import Episode
 from broker_service.usecases.sine import SPEC as SINE_SPEC
 from device_agent.network import Network
 from device_agent.round import init_local, reconstruct_local, round_settings
@@ -119,3 +129,68 @@ def test_ci95_is_the_normal_half_width_of_the_mean():
     assert ci95(values) == pytest.approx(expected)
     assert ci95(np.array([5.0])) == 0.0 and ci95(np.array([])) == 0.0
     assert ci95(np.full(10, 0.3)) == pytest.approx(0.0)
+
+
+def test_a_fractional_head_pass_is_the_first_steps_of_one_online_pass():
+    """eval_head_epochs = 0.5 with one pass: head-only steps on the first half of the shuffled
+    support set, then full steps on the rest, each sample used once."""
+    net, theta_g = _theta(split=True)
+    xs, ys = _support(8)
+    settings = dict(SETTINGS, eval_epochs=1, eval_head_epochs=0.5)
+    got = adapt(net, theta_g, True, xs, ys, settings)
+    perm = np.random.default_rng(NEW_DEVICE_SEED).permutation(8)
+    want = full_params(net.plan, theta_g)
+    init_local(net.plan, want, NEW_DEVICE_SEED, "zeros")
+    reconstruct_steps(net, want, xs[perm[:4]], ys[perm[:4]], settings["recon_lr"])
+    sgd_steps(net, want, xs[perm[4:]], ys[perm[4:]], 0.02, 0, head_lr=settings["recon_lr"])
+    np.testing.assert_array_equal(got, want)
+    head_only = adapt(net, theta_g, True, xs, ys, settings, head_only=True)
+    np.testing.assert_array_equal(head_only[: net.plan.n_global], theta_g)
+    assert not np.array_equal(head_only, got)
+
+
+def test_multipass_protocol_swaps_in_the_multi_pass_counts():
+    s = dict(SETTINGS, eval_epochs=1, eval_head_epochs=0.5)
+    assert protocol_settings(s, "online", (4, 2)) is s
+    multi = protocol_settings(s, "multipass", (4, 2))
+    assert (multi["eval_epochs"], multi["eval_head_epochs"]) == (4, 2)
+    with pytest.raises(ValueError):
+        protocol_settings(s, "batch", (4, 2))
+
+
+def test_classification_metrics_by_hand():
+    labels = np.array([0, 0, 0, 1, 1])
+    predicted = np.array([0, 0, 1, 1, 0])
+    m = classification_metrics(labels, predicted)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert m["f1"] == pytest.approx(2 * 1 / (2 * 1 + 2))
+    empty_day = classification_metrics(np.zeros(4, int), np.zeros(4, int))
+    assert empty_day == {"accuracy": 1.0, "balanced_accuracy": 1.0, "f1": None}
+    false_alarm = classification_metrics(np.zeros(2, int), np.array([1, 0]))
+    assert false_alarm["f1"] is None and false_alarm["balanced_accuracy"] == 0.5
+    assert classification_metrics(np.array([1, 0]), np.array([0, 0]))["f1"] == 0.0
+    assert "f1" not in classification_metrics(np.array([0, 2]), np.array([0, 2]))
+
+
+def test_metrics_pool_per_unit_and_ci_is_over_units():
+    def episode(unit, labels):
+        return Episode("d", np.zeros((1, 1)), np.zeros(1), np.zeros((len(labels), 1)), labels, unit)
+
+    episodes = [
+        episode("mon", np.array([1, 1])),
+        episode("mon", np.array([0, 0])),
+        episode("sun", np.array([0, 0])),
+    ]
+    right = np.array([[0.0, 1.0], [0.0, 1.0]])
+    wrong = np.array([[0.0, 1.0], [0.0, 1.0]])
+    per_unit = unit_metrics("accuracy", episodes, [right, wrong, right[:, ::-1]])
+    assert list(per_unit) == ["mon", "sun"]
+    assert per_unit["mon"]["accuracy"] == 0.5 and per_unit["mon"]["f1"] == pytest.approx(2 / 3)
+    assert per_unit["sun"] == {"accuracy": 1.0, "balanced_accuracy": 1.0, "f1": None}
+    summary = summarise_units(per_unit, "accuracy")
+    assert summary["units"] == 2 and summary["mean"] == pytest.approx(0.75)
+    assert summary["ci95"] == pytest.approx(ci95(np.array([0.5, 1.0])))
+    assert summary["f1"] == pytest.approx(2 / 3) and summary["f1_units"] == 1
+    mse = unit_metrics("mse", episodes[:2], [np.zeros((2, 1)), np.zeros((2, 1))])
+    assert mse == {"mon": {"mse": pytest.approx(0.5)}}

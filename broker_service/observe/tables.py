@@ -1,39 +1,120 @@
-"""The bench comparison table, built once as strings and rendered as text, Markdown or HTML.
+"""The bench comparison tables, built once as strings and rendered as text, Markdown or HTML.
 
-`bench_rows` turns a bench document (broker_service.sim.bench.run_bench) into a header and rows
-of cells; the renderers only lay the cells out, so every rendering shows the same columns and
-the same figures.
+`bench_rows` (the few-shot metric on test devices under every protocol) and `cost_rows` (the
+budget: rounds, device updates, per-update and fleet costs, and what reaching the target cost)
+turn a bench document (broker_service.sim.bench.run_bench) into a header and rows of cells; the
+renderers only lay the cells out, so every rendering shows the same columns and figures.
 """
 
 from __future__ import annotations
 
 import html
 
+HEAD_RESET = "_head_reset"
+
+
+def _metric(summary: dict | None, ci: bool = True) -> str:
+    if summary is None or summary.get("mean") is None:
+        return "–"
+    if not ci:
+        return "%.4f" % summary["mean"]
+    return "%.4f ± %.4f" % (summary["mean"], summary["ci95"])
+
+
+def _extra_shots(doc: dict) -> list[str]:
+    """Test keys of the other shot counts (e.g. online_1shot), in the order first seen."""
+    keys = []
+    for a in doc["algorithms"].values():
+        for key in a.get("tests", {}):
+            if key.startswith("online_") and key.endswith("shot") and HEAD_RESET not in key:
+                keys.append(key)
+    return list(dict.fromkeys(keys))
+
 
 def bench_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of a bench document: one row per algorithm, every cell a string."""
+    """(header, rows) of the test metrics: one row per algorithm, every cell a string. Online
+    (one pass, batch 1) ± 95 % CI over units, the spread over seeds, multi-pass, with the head
+    reset (models trained without a split), other shot counts, and for binary tasks balanced
+    accuracy and F1."""
+    metric = doc["metric"]
+    shots = _extra_shots(doc)
+    binary = any("f1" in a.get("tests", {}).get("online", {}) for a in doc["algorithms"].values())
     header = [
         "algorithm",
-        "%s ± 95%% CI" % doc["metric"],
-        "rounds to %g" % doc["target"],
+        "%s online ± CI" % metric,
+        "seed sd",
+        "multi-pass",
+        "online, head reset",
+        "multi-pass, head reset",
+    ]
+    header += ["%s, %s" % (metric, k.split("_", 1)[1].replace("shot", "-shot")) for k in shots]
+    if binary:
+        header += ["balanced acc.", "F1"]
+    rows = []
+    for name, a in doc["algorithms"].items():
+        tests = a.get("tests", {})
+        row = [
+            name,
+            "%.4f ± %.4f" % (a["final_metric"], a["final_metric_ci95"]),
+            "%.4f" % a.get("final_metric_seed_sd", 0.0),
+            _metric(tests.get("multipass"), ci=False),
+            _metric(tests.get("online" + HEAD_RESET), ci=False),
+            _metric(tests.get("multipass" + HEAD_RESET), ci=False),
+        ]
+        row += [_metric(tests.get(k)) for k in shots]
+        if binary:
+            online = tests.get("online", {})
+            row += [_optional(online.get("balanced_accuracy")), _optional(online.get("f1"))]
+        rows.append(row)
+    return header, rows
+
+
+def _optional(value) -> str:
+    return "–" if value is None else "%.4f" % value
+
+
+def _target(a: dict, key: str, fmt: str) -> str:
+    point = a.get("to_target")
+    return "–" if not point else fmt % point[key]
+
+
+def cost_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the budget: rounds, device updates, per-update bytes, energy and MACs,
+    the fleet's energy and bytes over the run (every online device receiving every model), the
+    validation curve's first point at the target (device updates, fleet mJ), and the curve's
+    spread over its second half."""
+    header = [
+        "algorithm",
+        "rounds",
+        "updates",
         "up B/update",
         "down B/update",
         "mJ/update",
         "MACs/update",
+        "fleet mJ",
+        "fleet kB",
+        "target: round",
+        "updates",
+        "fleet mJ",
         "curve sd",
     ]
     rows = []
     for name, a in doc["algorithms"].items():
-        tgt = a["rounds_to_target"]
+        fleet_kb = (a.get("fleet_bytes_up", 0) + a.get("fleet_bytes_down", 0)) / 1000.0
         rows.append(
             [
                 name,
-                "%.4f ± %.4f" % (a["final_metric"], a["final_metric_ci95"]),
-                "–" if tgt is None else str(tgt),
+                "%d" % a.get("rounds", 0),
+                "%d" % a["updates"],
                 "%.0f" % a["bytes_up_per_update"],
                 "%.0f" % a["bytes_down_per_update"],
                 "%.4f" % a["energy_mj_per_update"],
                 "%d" % a["macs_per_update"],
+                "%.1f" % a.get("fleet_energy_mj", 0.0),
+                "%.0f" % fleet_kb,
+                _target(a, "round", "%d"),
+                _target(a, "updates", "%d"),
+                _target(a, "fleet_energy_mj", "%.1f"),
                 "%.4f" % a["curve_std"],
             ]
         )

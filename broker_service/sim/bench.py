@@ -1,69 +1,168 @@
 """The benchmark: every algorithm on the same use case, seeds, devices and new-device episodes.
 
-Prints a comparison table and returns the JSON document described in the README. Algorithms run
-in parallel worker processes (one per core by default).
+What it runs, for each seed (and each fold of a cross-validated use case): every algorithm with
+its settings tuned on validation devices (broker_service.sim.tuning), meta-trained for the use
+case's rounds; TinyReptile, whose round trains one device where the others train K, twice: for
+the same rounds (`tinyreptile`, equal rounds) and for K times the rounds
+(`tinyreptile_equal_updates`, equal device updates). The learning curve is measured on the
+validation devices, each point with the budget spent (rounds, device updates, fleet energy,
+fleet bytes); the final figures only on the test devices, online (one pass, batch 1) and
+multi-pass, for every shot count the use case reports, and for every model trained without a
+split also with its head reset. Results are pooled per unit (task, speaker or day; a unit's
+value is its mean over seeds) and confidence intervals are over units; the spread over seeds is
+given beside them.
+
+`criteria` states each of the paper's claims with the comparison it rests on. Jobs run in
+parallel worker processes (one per core by default), all use cases and seeds in one pool.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from broker_service.core.hyperparams import settings_for
+import numpy as np
+
+from broker_service.core.fewshot import (
+    MULTIPASS,
+    ONLINE,
+    ci95,
+    episode_outputs,
+    protocol_settings,
+    summarise_units,
+    unit_metrics,
+)
+from broker_service.core.hyperparams import MULTIPASS as MULTIPASS_PASSES
+from broker_service.core.hyperparams import TUNED, settings_for
+from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import ALGORITHMS
 from broker_service.core.streams import CURVE_EPISODES, FINAL_EPISODES, named_stream
-from broker_service.observe.tables import bench_rows, markdown_table, text_table
+from broker_service.observe.tables import bench_rows, cost_rows, markdown_table, text_table
 from broker_service.server import checkpoint
-from broker_service.sim import simulation
+from broker_service.sim import simulation, tuning
 from broker_service.usecases.base import TEST, VALIDATION
-from broker_service.usecases.registry import load_use_case
+from broker_service.usecases.registry import USE_CASES, load_use_case, use_case_class
+from device_agent.energy import DEFAULT_PROFILE
 
 ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
+EQUAL_UPDATES = "tinyreptile_equal_updates"
+HEAD_RESET = "_head_reset"
 
 
-def episodes_for(use_case, settings: dict, seed: int):
+@dataclass(frozen=True)
+class Entry:
+    """One run of the bench: an algorithm, and how many times the use case's rounds it gets."""
+
+    name: str
+    algorithm: str
+    rounds_factor: int = 1
+
+
+def entries(names: list[str], cohort: int) -> list[Entry]:
+    """The runs for the chosen algorithms: TinyReptile also at K times the rounds (K > 1)."""
+    out = []
+    for name in names:
+        out.append(Entry(name, name))
+        if name == "tinyreptile" and cohort > 1:
+            out.append(Entry(EQUAL_UPDATES, name, cohort))
+    return out
+
+
+def episodes_for(use_case, settings: dict, seed: int, shots: int | None = None):
     """The fixed new-device episodes: the learning curve's on validation devices, the final
     figures' on test devices."""
     curve = use_case.new_device_episodes(
         int(settings["eval_devices"]), named_stream(seed, CURVE_EPISODES), VALIDATION
     )
     final = use_case.new_device_episodes(
-        int(settings["final_devices"]), named_stream(seed, FINAL_EPISODES), TEST
+        int(settings["final_devices"]), named_stream(seed, FINAL_EPISODES), TEST, shots
     )
     return curve, final
 
 
-def run_one(
-    name: str,
-    use_case_name: str,
-    data_dir: str | None,
-    seed: int,
-    settings: dict,
-    checkpoint_dir: str | None,
-    verbose: bool,
-) -> tuple[str, dict]:
-    """Run one algorithm end to end (in a worker process) and return its summary."""
-    use_case = load_use_case(use_case_name, data_dir, seed=seed)
-    curve_eps, final_eps = episodes_for(use_case, settings, seed)
-    strategy = ALGORITHMS[name](settings)
-    progress = (lambda msg: print("  " + msg, file=sys.stderr, flush=True)) if verbose else None
-    result = simulation.run(strategy, use_case, settings, seed, curve_eps, final_eps, progress)
-    if checkpoint_dir:
-        ckpt = checkpoint.Checkpoint(
-            spec=use_case.spec,
-            theta=result.theta,
-            round=len(result.per_round),
-            algorithm=name,
-            use_case=use_case.name,
-            settings=settings,
-            split=strategy.split,
-            extra={"seed": seed, "preprocessing": use_case.preprocessing},
-        )
-        checkpoint.save(Path(checkpoint_dir) / ("%s-%s.ckpt.json" % (use_case.name, name)), ckpt)
-    return name, simulation.summarise(result, use_case)
+@dataclass(frozen=True)
+class Job:
+    """One entry on one seed and fold, with its full settings."""
+
+    use_case: str
+    data_dir: str | None
+    seed: int
+    fold: int
+    entry: Entry
+    settings: dict
+    checkpoint: str | None = None  # the file to save the final model to
+    verbose: bool = False
+
+
+@functools.lru_cache(maxsize=4)
+def cached_use_case(name: str, data_dir: str | None, seed: int, fold: int):
+    """A worker's use case, loaded once per (name, seed, fold)."""
+    extra = {"fold": fold} if use_case_class(name).FOLDS > 1 else {}
+    return load_use_case(name, data_dir, seed=seed, **extra)
+
+
+def run_job(job: Job) -> tuple[tuple, dict]:
+    """Meta-train one entry, then measure it on the test devices; returns (key, summary)."""
+    use_case = cached_use_case(job.use_case, job.data_dir, job.seed, job.fold)
+    curve_eps, _ = episodes_for(use_case, job.settings, job.seed)
+    strategy = ALGORITHMS[job.entry.algorithm](job.settings)
+    progress = None
+    if job.verbose:
+        prefix = "  %s seed %d fold %d " % (job.use_case, job.seed, job.fold)
+        progress = lambda msg: print(prefix + msg, file=sys.stderr, flush=True)  # noqa: E731
+    result = simulation.run(strategy, use_case, job.settings, job.seed, curve_eps, [], progress)
+    summary = simulation.summarise(result, use_case)
+    summary["tests"] = test_evaluations(use_case, result.theta, strategy, job.settings, job.seed)
+    if job.checkpoint:
+        _save_checkpoint(job, use_case, result, strategy)
+    return (job.use_case, job.seed, job.fold, job.entry.name), summary
+
+
+def test_evaluations(use_case, theta, strategy, settings: dict, seed: int) -> dict:
+    """Per-unit test metrics of one model under every protocol: online and multi-pass, every
+    shot count the use case reports, and for a model without a split also with its head reset.
+    Keys: "online", "multipass", "online_head_reset", ..., "online_1shot", ..."""
+    net = NumpyNet(use_case.spec)
+    passes = MULTIPASS_PASSES[use_case.name]
+    heads = [(False, "")] if strategy.split else [(False, ""), (True, HEAD_RESET)]
+    out = {}
+    for i, shots in enumerate(use_case.eval_shots):
+        _, episodes = episodes_for(use_case, settings, seed, shots)
+        shot_suffix = "" if i == 0 else "_%dshot" % shots
+        for protocol in (ONLINE, MULTIPASS):
+            s = protocol_settings(settings, protocol, passes)
+            for reset, head_suffix in heads:
+                outputs = episode_outputs(net, theta, strategy.split or reset, episodes, s)
+                key = protocol + head_suffix + shot_suffix
+                out[key] = unit_metrics(use_case.metric, episodes, outputs)
+    return out
+
+
+def _save_checkpoint(job: Job, use_case, result, strategy) -> None:
+    ckpt = checkpoint.Checkpoint(
+        spec=use_case.spec,
+        theta=result.theta,
+        round=len(result.per_round),
+        algorithm=job.entry.algorithm,
+        use_case=use_case.name,
+        settings=job.settings,
+        split=strategy.split,
+        extra={"seed": job.seed, "fold": job.fold, "preprocessing": use_case.preprocessing},
+    )
+    checkpoint.save(Path(job.checkpoint or ""), ckpt)
+
+
+def checkpoint_file(folder: str, use_case: str, entry: str, seed_fold: tuple | None) -> str:
+    """<use case>-<entry>.ckpt.json, with -seed<s>-fold<f> when the bench runs several."""
+    name = "%s-%s" % (use_case, entry)
+    if seed_fold is not None:
+        name += "-seed%d-fold%d" % seed_fold
+    return str(Path(folder) / ("%s.ckpt.json" % name))
 
 
 def _one_blas_thread() -> None:
@@ -72,6 +171,114 @@ def _one_blas_thread() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+
+
+def plan_jobs(
+    use_case_name: str,
+    data_dir: str | None,
+    seeds: list[int],
+    settings: dict,
+    tuned: dict | None,
+    names: list[str],
+    checkpoint_dir: str | None = None,
+    verbose: bool = False,
+) -> list[Job]:
+    """Every (seed, fold, entry) job of one use case, each with its tuned settings."""
+    folds = use_case_class(use_case_name).FOLDS
+    several = len(seeds) > 1 or folds > 1
+    jobs = []
+    for seed in seeds:
+        for fold in range(folds):
+            for entry in entries(names, int(settings["cohort"])):
+                own = dict(settings, **tuning.tuned_overrides(tuned, entry.algorithm, fold))
+                own["rounds"] = int(settings["rounds"]) * entry.rounds_factor
+                ckpt = None
+                if checkpoint_dir:
+                    where = (seed, fold) if several else None
+                    ckpt = checkpoint_file(checkpoint_dir, use_case_name, entry.name, where)
+                jobs.append(Job(use_case_name, data_dir, seed, fold, entry, own, ckpt, verbose))
+    return jobs
+
+
+JOB_WEIGHT = {"kws": 3.0, "omniglot": 3.0, "sine": 2.0, "occupancy": 0.3}
+ENTRY_WEIGHT = {"no_federation": 0.1, "tinyreptile": 0.4}
+
+
+def _longest_first(jobs: list[Job]) -> list[Job]:
+    """Jobs ordered by a rough cost estimate, longest first, to balance the workers."""
+
+    def cost(job: Job) -> float:
+        weight = ENTRY_WEIGHT.get(job.entry.name, 1.0)
+        return JOB_WEIGHT.get(job.use_case, 1.0) * weight
+
+    return sorted(jobs, key=cost, reverse=True)
+
+
+def run_jobs(jobs: list[Job], workers: int, verbose: bool) -> dict:
+    """Run the jobs (in a pool when workers > 1); returns {key: summary}."""
+    start = time.perf_counter()
+    results = {}
+    ordered = _longest_first(jobs)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, initializer=_one_blas_thread) as pool:
+            for done, (key, summary) in enumerate(pool.map(run_job, ordered), 1):
+                results[key] = summary
+                _report(verbose, done, len(jobs), start, key, summary)
+    else:
+        for done, job in enumerate(ordered, 1):
+            key, summary = run_job(job)
+            results[key] = summary
+            _report(verbose, done, len(jobs), start, key, summary)
+    return results
+
+
+def _report(verbose: bool, done: int, total: int, start: float, key: tuple, summary: dict):
+    if verbose:
+        print(
+            "[%d/%d %.0f s] %s seed %d fold %d %s: %.1f s"
+            % (done, total, time.perf_counter() - start, *key, summary["seconds"]),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def run_benches(
+    use_case_names: list[str],
+    data_dir: str | None,
+    seeds: list[int],
+    rounds: int | None = None,
+    quick: bool = False,
+    algorithms: list[str] | None = None,
+    checkpoint_dir: str | None = None,
+    workers: int | None = None,
+    verbose: bool = True,
+    tuned_dir: str | None = None,
+    board: str = DEFAULT_PROFILE,
+) -> list[dict]:
+    """Run the benchmark of several use cases and seeds in one pool; one document per use case.
+
+    `tuned_dir` is the folder of the tuned-<use case>.json files (default benchmarks/results;
+    "none" runs the untuned defaults)."""
+    start = time.perf_counter()
+    names = algorithms or ORDER
+    plans = {}
+    for name in use_case_names:
+        settings = settings_for(name, quick=quick, rounds=rounds)
+        tuned = None if tuned_dir == "none" else tuning.load_tuned(name, tuned_dir)
+        jobs = plan_jobs(name, data_dir, seeds, settings, tuned, names, checkpoint_dir, verbose)
+        plans[name] = (settings, tuned, jobs)
+    all_jobs = [job for _, _, jobs in plans.values() for job in jobs]
+    workers = workers or min(len(all_jobs), os.cpu_count() or 1)
+    results = run_jobs(all_jobs, workers, verbose)
+    seconds = round(time.perf_counter() - start, 2)
+    docs = []
+    for name, (settings, tuned, jobs) in plans.items():
+        use_case = cached_use_case(name, data_dir, seeds[0], 0)
+        mine = {key: results[key] for key in results if key[0] == name}
+        docs.append(
+            bench_document(use_case, seeds, settings, tuned, jobs, mine, quick, seconds, board)
+        )
+    return docs
 
 
 def run_bench(
@@ -84,36 +291,195 @@ def run_bench(
     checkpoint_dir: str | None = None,
     workers: int | None = None,
     verbose: bool = True,
+    seeds: list[int] | None = None,
+    tuned_dir: str | None = None,
 ) -> dict:
-    """Run the benchmark and return its JSON document."""
-    settings = settings_for(use_case_name, quick=quick, rounds=rounds)
-    names = algorithms or ORDER
-    use_case = load_use_case(use_case_name, data_dir, seed=seed)
-    start = time.perf_counter()
-    workers = workers or min(len(names), os.cpu_count() or 1)
-    jobs = [(n, use_case_name, data_dir, seed, settings, checkpoint_dir, verbose) for n in names]
-    if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=_one_blas_thread) as pool:
-            results = dict(pool.map(run_one, *zip(*jobs, strict=True)))
-    else:
-        results = dict(run_one(*job) for job in jobs)
-    return {
-        "use_case": use_case_name,
-        "seed": seed,
+    """Run the benchmark of one use case and return its JSON document."""
+    return run_benches(
+        [use_case_name],
+        data_dir,
+        seeds or [seed],
+        rounds,
+        quick,
+        algorithms,
+        checkpoint_dir,
+        workers,
+        verbose,
+        tuned_dir,
+    )[0]
+
+
+def bench_document(use_case, seeds, settings, tuned, jobs, results, quick, seconds, board):
+    """The JSON document of one use case (README: benchmark) from its jobs' summaries."""
+    names = list(dict.fromkeys(job.entry.name for job in jobs))
+    folds = sorted({job.fold for job in jobs})
+    algos = {name: combine_entry(use_case, seeds, folds, name, results, settings) for name in names}
+    doc = {
+        "use_case": use_case.name,
+        "seeds": seeds,
+        "seed": seeds[0],
+        "folds": len(folds),
         "rounds": int(settings["rounds"]),
+        "cohort": int(settings["cohort"]),
         "metric": use_case.metric,
         "target": use_case.target,
+        "unit": use_case.unit,
         "quick": quick,
+        "board": board,
+        "seconds": seconds,
         "settings": settings,
-        "board": "nrf52840",
-        "seconds": round(time.perf_counter() - start, 2),
-        "algorithms": {n: results[n] for n in names},
+        "tuned": _tuned_summary(tuned, jobs),
+        "protocol": protocol_summary(use_case, settings),
+        "splits": _split_summaries(use_case, jobs),
+        "algorithms": algos,
+    }
+    doc["criteria"] = criteria(doc)
+    return doc
+
+
+def _tuned_summary(tuned: dict | None, jobs: list[Job]) -> dict:
+    """Which file the settings came from, and each entry's tuned values per fold."""
+    chosen: dict = {}
+    for job in jobs:
+        values = {k: job.settings[k] for k in TUNED}
+        chosen.setdefault(job.entry.name, {})[str(job.fold)] = values
+    source = None
+    if tuned:
+        source = "benchmarks/results/tuned-%s.json" % tuned["use_case"]
+    return {"from": source, "values": chosen}
+
+
+def _split_summaries(use_case, jobs: list[Job]) -> list[dict]:
+    folds = sorted({job.fold for job in jobs})
+    seed = jobs[0].seed
+    return [
+        cached_use_case(use_case.name, jobs[0].data_dir, seed, f).split_summary() for f in folds
+    ]
+
+
+def protocol_summary(use_case, settings: dict) -> dict:
+    """The evaluation protocol in words and numbers, for the JSON and the docs."""
+    epochs, head = MULTIPASS_PASSES[use_case.name]
+    return {
+        "learning_curve": "validation devices, %d episodes, every %d rounds, online"
+        % (int(settings["eval_devices"]), int(settings["eval_every"])),
+        "final": "test devices, %d episodes per seed and fold" % int(settings["final_devices"]),
+        "online": "1 pass, batch 1; split: first %.2g of the pass head-only"
+        % float(settings["eval_head_epochs"]),
+        "multipass": "%d passes, batch 1; split: first %g passes head-only" % (epochs, head),
+        "shots": [s or "default" for s in use_case.eval_shots],
+        "unit": use_case.unit,
+        "ci": "95 %% normal CI over %ss (a unit's value is its mean over seeds)" % use_case.unit,
     }
 
 
+def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
+    """One entry's figures over seeds and folds: test metrics per unit (averaged over seeds) with
+    CIs over units and the spread over seeds; costs and learning curves averaged over runs."""
+    runs = [results[(use_case.name, s, f, name)] for s in seeds for f in folds]
+    by_seed = {s: [results[(use_case.name, s, f, name)] for f in folds] for s in seeds}
+    tests = {}
+    for key in runs[0]["tests"]:
+        tests[key] = _combine_test(use_case, by_seed, key)
+    curve = _mean_curve([r["curve"] for r in runs])
+    out = {
+        key: float(np.mean([r[key] for r in runs]))
+        for key in (
+            "rounds",
+            "updates",
+            "bytes_up_per_update",
+            "bytes_down_per_update",
+            "energy_mj_per_update",
+            "macs_per_update",
+            "model_bytes",
+            "fleet_bytes_up",
+            "fleet_bytes_down",
+            "fleet_energy_mj",
+            "curve_std",
+            "seconds",
+        )
+    }
+    head = tests[ONLINE]
+    out.update(
+        {
+            "final_metric": head["mean"],
+            "final_metric_ci95": head["ci95"],
+            "final_metric_seed_sd": head["seed_sd"],
+            "units": head["units"],
+            "tests": tests,
+            "curve": curve,
+            "to_target": simulation.first_at_target(
+                curve, use_case.target, use_case.higher_is_better
+            ),
+            "per_seed": {
+                str(s): {
+                    "final_metric": tests[ONLINE]["per_seed"][str(s)],
+                    "curve_std": float(np.mean([r["curve_std"] for r in by_seed[s]])),
+                    "to_target_updates": _to_target_updates(use_case, by_seed[s]),
+                }
+                for s in seeds
+            },
+        }
+    )
+    out["rounds_to_target"] = out["to_target"]["round"] if out["to_target"] else None
+    return out
+
+
+def _to_target_updates(use_case, runs: list[dict]):
+    point = simulation.first_at_target(
+        _mean_curve([r["curve"] for r in runs]), use_case.target, use_case.higher_is_better
+    )
+    return point["updates"] if point else None
+
+
+def _mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """The pointwise mean of curves measured at the same rounds."""
+    out = []
+    for points in zip(*curves, strict=True):
+        mean = {k: float(np.mean([p[k] for p in points])) for k in points[0]}
+        mean["round"] = int(points[0]["round"])
+        out.append(mean)
+    return out
+
+
+def unit_key(use_case, seed: int, unit: str) -> str:
+    """Tasks drawn per seed are distinct units; speakers and days are the same on every seed."""
+    return ("s%d/%s" % (seed, unit)) if use_case.unit == "task" else unit
+
+
+def _combine_test(use_case, by_seed: dict, key: str) -> dict:
+    """Units pooled over folds, averaged over seeds; the summary over units, the per-seed means
+    and their spread, and each unit's headline value (for paired comparisons)."""
+    per_unit: dict[str, list[dict]] = {}
+    per_seed = {}
+    for seed, runs in by_seed.items():
+        merged = {u: v for r in runs for u, v in r["tests"][key].items()}
+        per_seed[str(seed)] = summarise_units(merged, use_case.metric)["mean"]
+        for unit, values in merged.items():
+            per_unit.setdefault(unit_key(use_case, seed, unit), []).append(values)
+    averaged = {u: _mean_values(vs) for u, vs in per_unit.items()}
+    summary = summarise_units(averaged, use_case.metric)
+    seeds = [v for v in per_seed.values() if v is not None]
+    summary["seed_sd"] = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
+    summary["per_seed"] = per_seed
+    summary["per_unit"] = {u: v[use_case.metric] for u, v in averaged.items()}
+    if use_case.unit != "task":
+        summary["per_unit_metrics"] = averaged
+    return summary
+
+
+def _mean_values(values: list[dict]) -> dict:
+    """The mean of each metric over a unit's seeds (None where a metric is undefined)."""
+    out = {}
+    for name in values[0]:
+        defined = [v[name] for v in values if v.get(name) is not None]
+        out[name] = float(np.mean(defined)) if defined else None
+    return out
+
+
 def format_table(doc: dict) -> str:
-    """The comparison table of a bench document as fixed-width text, with the upload saving."""
-    lines = [text_table(*bench_rows(doc))]
+    """The two tables of a bench document as fixed-width text, with the upload saving."""
+    lines = [text_table(*bench_rows(doc)), "", text_table(*cost_rows(doc))]
     algos = doc["algorithms"]
     if "tinymetafed" in algos and "tinyreptile" in algos and algos["tinymetafed"]["updates"]:
         ratio = (
@@ -121,60 +487,232 @@ def format_table(doc: dict) -> str:
             / algos["tinymetafed"]["bytes_up_per_update"]
         )
         lines.append("upload saving TinyReptile/TinyMetaFed: %.1fx" % ratio)
+    for claim in doc.get("criteria", {}).values():
+        lines.append("%s: %s" % (claim["claim"], claim["verdict"]))
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- the paper's claims
+
+
+def _ratio(a, b):
+    return (a / b) if a is not None and b not in (None, 0) else None
+
+
+def _comparison(basis: str, tmf, other, holds, **extra) -> dict:
+    return {"basis": basis, "tinymetafed": tmf, "other": other, "holds": holds, **extra}
+
+
+def _cost_comparison(basis: str, tmf, other) -> dict:
+    """TinyMetaFed's cost against another's: holds when lower (ratio < 1)."""
+    ratio = _ratio(tmf, other)
+    return _comparison(basis, tmf, other, ratio is not None and ratio < 1, ratio=ratio)
+
+
+def _to_target(entry: dict, key: str):
+    return entry["to_target"][key] if entry.get("to_target") else None
+
+
+def _target_comparison(basis: str, tmf: dict, other: dict, key: str) -> dict:
+    """Cost to reach the target: holds when TinyMetaFed gets there cheaper (or the other never
+    does); fails when TinyMetaFed never does."""
+    a, b = _to_target(tmf, key), _to_target(other, key)
+    if a is None:
+        return _comparison(basis, None, b, False, ratio=None, note="TinyMetaFed never reached")
+    if b is None:
+        return _comparison(basis, a, None, True, ratio=None, note="the other never reached")
+    return _cost_comparison(basis, a, b)
+
+
+def paired_difference(doc: dict, a: str, b: str, key: str = ONLINE) -> dict | None:
+    """a's test metric minus b's over their common units (errors negated, so > 0 means a is
+    better), with its 95 % CI over units."""
+    algos = doc["algorithms"]
+    if a not in algos or b not in algos:
+        return None
+    ua, ub = algos[a]["tests"][key]["per_unit"], algos[b]["tests"][key]["per_unit"]
+    common = [u for u in ua if u in ub]
+    sign = 1.0 if doc["metric"] != "mse" else -1.0
+    diffs = np.array([sign * (ua[u] - ub[u]) for u in common])
+    return {"difference": float(diffs.mean()), "ci95": ci95(diffs), "units": len(common)}
+
+
+def _metric_comparison(doc: dict, basis: str, a: str, b: str, key: str = ONLINE) -> dict:
+    """TinyMetaFed's test metric against b's: holds when better beyond the paired CI, None
+    (a tie) when the CI covers zero, fails when worse beyond it."""
+    diff = paired_difference(doc, a, b, key)
+    algos = doc["algorithms"]
+    tmf, other = algos[a]["tests"][key]["mean"], algos[b]["tests"][key]["mean"]
+    lo = diff["difference"] - diff["ci95"]
+    hi = diff["difference"] + diff["ci95"]
+    holds = True if lo > 0 else (False if hi < 0 else None)
+    return _comparison(basis, tmf, other, holds, **diff)
+
+
+def verdict(comparisons: list[dict]) -> str:
+    """held (every comparison holds), held with a caveat (some do), or not held (none does)."""
+    results = [c["holds"] for c in comparisons]
+    if results and all(r is True for r in results):
+        return "held"
+    if any(r is True for r in results):
+        return "held with a caveat"
+    return "not held"
+
+
 def criteria(doc: dict) -> dict:
-    """The paper's claims checked on one bench document (ratios and pass/fail), for the docs."""
+    """The paper's claims, TinyMetaFed against TinyReptile, each with the comparisons it rests
+    on (the budget each holds at) and a verdict; {} when either is missing. Costs to the target
+    and at equal device updates are read from TinyReptile's equal-update run."""
     a = doc["algorithms"]
-    tmf, tr, nf = a["tinymetafed"], a["tinyreptile"], a["no_federation"]
-    acc = doc["metric"] == "accuracy"
+    if "tinymetafed" not in a or "tinyreptile" not in a:
+        return {}
+    tmf, tr = a["tinymetafed"], a["tinyreptile"]
+    tr_u = a.get(EQUAL_UPDATES, tr)
 
-    def err(x):
-        return 1.0 - x["final_metric"] if acc else x["final_metric"]
+    def fleet_bytes(x):
+        return x["fleet_bytes_up"] + x["fleet_bytes_down"]
 
-    vs_no_federation = err(tmf) / err(nf) if err(nf) > 0 else float("inf")
+    claims = {
+        "less_energy": (
+            "less energy",
+            [
+                _cost_comparison(
+                    "per device update", tmf["energy_mj_per_update"], tr["energy_mj_per_update"]
+                ),
+                _cost_comparison(
+                    "fleet, equal rounds", tmf["fleet_energy_mj"], tr["fleet_energy_mj"]
+                ),
+                _cost_comparison(
+                    "fleet, equal device updates", tmf["fleet_energy_mj"], tr_u["fleet_energy_mj"]
+                ),
+                _target_comparison("fleet, to the target", tmf, tr_u, "fleet_energy_mj"),
+            ],
+        ),
+        "less_communication": (
+            "less communication",
+            [
+                _cost_comparison(
+                    "upload per device update",
+                    tmf["bytes_up_per_update"],
+                    tr["bytes_up_per_update"],
+                ),
+                _cost_comparison(
+                    "download per device update",
+                    tmf["bytes_down_per_update"],
+                    tr["bytes_down_per_update"],
+                ),
+                _cost_comparison("fleet bytes, equal rounds", fleet_bytes(tmf), fleet_bytes(tr)),
+                _cost_comparison(
+                    "fleet bytes, equal device updates", fleet_bytes(tmf), fleet_bytes(tr_u)
+                ),
+                _target_comparison("fleet bytes, to the target", tmf, tr_u, "fleet_bytes"),
+            ],
+        ),
+        "faster_convergence": (
+            "faster convergence",
+            [
+                _target_comparison("rounds to the target", tmf, tr_u, "round"),
+                _target_comparison("device updates to the target", tmf, tr_u, "updates"),
+            ],
+        ),
+        "more_stable": (
+            "more stable training",
+            [
+                _cost_comparison("curve sd, equal rounds", tmf["curve_std"], tr["curve_std"]),
+                _cost_comparison(
+                    "curve sd, equal device updates", tmf["curve_std"], tr_u["curve_std"]
+                ),
+            ],
+        ),
+        "better_few_shot": (
+            "better few-shot metric",
+            [
+                _metric_comparison(doc, "test, online, equal rounds", "tinymetafed", "tinyreptile"),
+                _metric_comparison(
+                    doc,
+                    "test, online, equal device updates",
+                    "tinymetafed",
+                    EQUAL_UPDATES if EQUAL_UPDATES in a else "tinyreptile",
+                ),
+                _metric_comparison(
+                    doc,
+                    "test, multi-pass, equal device updates",
+                    "tinymetafed",
+                    EQUAL_UPDATES if EQUAL_UPDATES in a else "tinyreptile",
+                    MULTIPASS,
+                ),
+            ],
+        ),
+    }
+    if "no_federation" in a:
+        claims["beats_no_federation"] = (
+            "better than no federation",
+            [_metric_comparison(doc, "test, online", "tinymetafed", "no_federation")],
+        )
     return {
-        "upload_ratio": tr["bytes_up_per_update"] / tmf["bytes_up_per_update"],
-        "download_lower": tmf["bytes_down_per_update"] < tr["bytes_down_per_update"],
-        "vs_tinyreptile": (tmf["final_metric"] - tr["final_metric"])
-        if acc
-        else tmf["final_metric"] / tr["final_metric"],
-        "vs_tinyreptile_ok": (tmf["final_metric"] >= tr["final_metric"] - 0.02)
-        if acc
-        else tmf["final_metric"] <= 1.15 * tr["final_metric"],
-        "error_vs_no_federation": vs_no_federation,
-        "error_vs_no_federation_ok": vs_no_federation <= 0.5,
-        "energy_ratio": tmf["energy_mj_per_update"] / tr["energy_mj_per_update"],
+        key: {"claim": text, "comparisons": comps, "verdict": verdict(comps)}
+        for key, (text, comps) in claims.items()
     }
 
 
 def format_markdown(docs: list[dict]) -> str:
-    """Markdown tables of several bench documents (one section per use case)."""
+    """Markdown tables of several bench documents (one section per use case), each followed by
+    its claims with the comparisons they rest on."""
     out = []
     for doc in docs:
-        c = criteria(doc)
         out.append(
-            "### %s (%s, %d rounds, seed %d, %.0f s)\n"
-            % (doc["use_case"], doc["metric"], doc["rounds"], doc["seed"], doc["seconds"])
-        )
-        out.append(markdown_table(*bench_rows(doc)))
-        vs = (
-            ("%+.3f accuracy" % c["vs_tinyreptile"])
-            if doc["metric"] == "accuracy"
-            else ("%.2f× MSE" % c["vs_tinyreptile"])
-        )
-        out.append(
-            "\nUpload TinyReptile ÷ TinyMetaFed: %.1f×; download lower: %s; TinyMetaFed vs "
-            "TinyReptile: %s (%s); TinyMetaFed error ÷ no-federation error: %.2f; energy "
-            "TinyMetaFed ÷ TinyReptile: %.2f.\n"
+            "### %s (%s, %d rounds, K = %d, seeds %s%s, %.0f s)\n"
             % (
-                c["upload_ratio"],
-                "yes" if c["download_lower"] else "no",
-                vs,
-                "within bound" if c["vs_tinyreptile_ok"] else "outside bound",
-                c["error_vs_no_federation"],
-                c["energy_ratio"],
+                doc["use_case"],
+                doc["metric"],
+                doc["rounds"],
+                doc["cohort"],
+                ",".join(str(s) for s in doc["seeds"]),
+                ", %d folds" % doc["folds"] if doc["folds"] > 1 else "",
+                doc["seconds"],
             )
         )
+        out.append(markdown_table(*bench_rows(doc)))
+        out.append("")
+        out.append(markdown_table(*cost_rows(doc)))
+        out.append("")
+        out.extend(claim_lines(doc))
+        out.append("")
     return "\n".join(out)
+
+
+def claim_lines(doc: dict) -> list[str]:
+    """One Markdown bullet per claim: its verdict and each comparison with its figures."""
+    lines = []
+    for claim in doc.get("criteria", {}).values():
+        parts = [_comparison_text(doc, c) for c in claim["comparisons"]]
+        lines.append("- **%s: %s** — %s." % (claim["claim"], claim["verdict"], "; ".join(parts)))
+    return lines
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "never"
+    return "%.4g" % value
+
+
+def _comparison_text(doc: dict, c: dict) -> str:
+    mark = {True: "✓", False: "✗", None: "tie"}[c["holds"]]
+    if "difference" in c:
+        return "%s: %s vs %s (paired difference %+.3f ± %.3f over %d %ss) %s" % (
+            c["basis"],
+            _fmt(c["tinymetafed"]),
+            _fmt(c["other"]),
+            c["difference"],
+            c["ci95"],
+            c["units"],
+            doc.get("unit", "unit"),
+            mark,
+        )
+    ratio = "" if c.get("ratio") is None else " (%.2f×)" % c["ratio"]
+    return "%s: %s vs %s%s %s" % (c["basis"], _fmt(c["tinymetafed"]), _fmt(c["other"]), ratio, mark)
+
+
+def known_use_cases() -> list[str]:
+    """The use cases the bench runs, in the docs' order."""
+    return [u for u in ("sine", "omniglot", "kws", "occupancy") if u in USE_CASES]

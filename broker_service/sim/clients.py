@@ -4,8 +4,12 @@ The strategy's plain attribute `stored_data` picks the client:
 - False (TinyMetaFed, TinyReptile): the agent's online round, each sample used once, by its
   numpy twin (broker_service.core.device_round.simulate_round);
 - True (Reptile, FedAvg): mini-batch SGD on the stored samples for `inner_epochs` epochs of
-  `inner_batch`, all parameters at `adapt_lr`, uploaded as a dense float32 DELTA.
-Both return the encoded payload and the device's multiply-accumulates.
+  `inner_batch`, all parameters, uploaded as a dense float32 DELTA. The step of a batch of B
+  is B · `adapt_lr` on the batch's mean gradient (the linear scaling rule, Goyal et al. 2017:
+  to first order the step of B batch-1 steps), so `adapt_lr` is a per-sample rate for every
+  algorithm and one search box serves them all.
+Both return the encoded payload and the device's multiply-accumulates (for mini-batches, the
+per-sample forward and backward MACs of every sample of every epoch: what the device computes).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ def stored_data_update(
     net: NumpyNet, theta: np.ndarray, xs: np.ndarray, ys: np.ndarray, command: dict, settings: dict
 ) -> DeviceRoundResult:
     """Reptile/FedAvg local training: epochs of shuffled mini-batches (order seeded by the round
-    seed) over the stored samples; returns the dense delta from θ, encoded."""
+    seed) over the stored samples, each stepped at len(batch) · adapt_lr; returns the dense
+    delta from θ, encoded."""
     params = np.array(theta, dtype=np.float32)
     epochs = int(settings["inner_epochs"])
     batch = int(settings["inner_batch"])
@@ -46,7 +51,7 @@ def stored_data_update(
         perm = order.permutation(len(xs))
         for lo in range(0, len(xs), batch):
             sel = perm[lo : lo + batch]
-            net.sgd_step(params, xs[sel], ys[sel], float(settings["adapt_lr"]), 0)
+            net.sgd_step(params, xs[sel], ys[sel], len(sel) * float(settings["adapt_lr"]), 0)
     delta = params - np.asarray(theta, dtype=np.float32)
     payload = codec.encode(
         codec.KIND_DELTA,

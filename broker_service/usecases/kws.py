@@ -15,6 +15,7 @@ unit: confidence intervals are taken over speakers, not over episodes of the sam
 
 from __future__ import annotations
 
+import functools
 import re
 import wave
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class KwsUseCase(UseCase):
         super().__init__(name="kws", metric="accuracy", spec=default_spec(), target=0.93)
         self.unit = "speaker"
         self.config = MfccConfig()
-        rec = load_recordings(find_recordings(data_dir), self.config)
+        rec = _cached_recordings(tuple(find_recordings(data_dir)), self.config)
         self.fold = fold
         parts = split_fold(sorted({str(s) for s in rec.speakers}), fold, self.FOLDS)
         self.speakers = dict(zip(("train", VALIDATION, TEST), parts, strict=True))
@@ -136,6 +137,12 @@ def find_recordings(data_dir: str | Path | None) -> list[Path]:
         f"kws use case: expected {EXPECTED} under data_dir {root}"
         f" (looked in {' and '.join(str(c) for c in candidates)})"
     )
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_recordings(files: tuple[Path, ...], config: MfccConfig) -> Recordings:
+    """The features of the recordings, computed once per process (every fold shares them)."""
+    return load_recordings(list(files), config)
 
 
 def load_recordings(files: list[Path], config: MfccConfig) -> Recordings:

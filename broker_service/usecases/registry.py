@@ -33,6 +33,14 @@ USE_CASES: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+def use_case_class(name: str) -> type[UseCase]:
+    """The class of the named use case (imports its module, reads no data)."""
+    if name not in USE_CASES:
+        raise ValueError(f"unknown use case {name!r}; known: {', '.join(USE_CASES)}")
+    module, cls_name, _ = USE_CASES[name]
+    return getattr(import_module(module), cls_name)
+
+
 def load_use_case(name: str, data_dir: str | Path | None, seed: int = 0, **kw: Any) -> UseCase:
     """Build the named use case ("sine", "omniglot", "kws" or "occupancy").
 
@@ -40,10 +48,8 @@ def load_use_case(name: str, data_dir: str | Path | None, seed: int = 0, **kw: A
     to the use case's constructor. Raises ValueError for an unknown name and DataMissingError,
     naming the use case, the expected file or folder and the data_dir, when the data is missing.
     """
-    if name not in USE_CASES:
-        raise ValueError(f"unknown use case {name!r}; known: {', '.join(USE_CASES)}")
-    module, cls_name, expected = USE_CASES[name]
-    cls = getattr(import_module(module), cls_name)
+    cls = use_case_class(name)
+    expected = USE_CASES[name][2]
     if expected is None:
         return cls(seed=seed, **kw)
     if data_dir is None:

@@ -1,0 +1,188 @@
+"""The bench's accounting and claims: fleet bytes and energy as the broker sends them, equal
+budgets, paired comparisons over units, verdicts, and the tuning search on validation devices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.strategies import Reptile, TinyMetaFed, TinyReptile
+from broker_service.sim import bench, simulation, tuning
+from broker_service.sim.clients import stored_data_update
+from broker_service.usecases.sine import SineUseCase
+from device_agent import codec
+from device_agent.energy import energy_mj, profile
+
+
+def _tiny_run(strategy_cls, rounds=3, cohort=2, fleet=6):
+    use_case = SineUseCase(fleet_size=fleet)
+    settings = settings_for("sine", rounds=rounds, cohort=cohort, eval_every=rounds)
+    strategy = strategy_cls(settings)
+    return use_case, strategy, simulation.run(strategy, use_case, settings, 0, [], [])
+
+
+@pytest.mark.parametrize("strategy_cls", [TinyMetaFed, TinyReptile, Reptile])
+def test_every_online_device_receives_every_model(strategy_cls):
+    use_case, strategy, result = _tiny_run(strategy_cls)
+    k = strategy.cohort_size()
+    model = simulation.model_payload_bytes(len(result.theta))
+    commands = sum(len(codec.encode_command(strategy.round_command(t, t), t, t)) for t in range(3))
+    assert result.updates == 3 * k and result.model_bytes == model
+    assert result.bytes_down == 3 * k * model + k * commands
+    assert result.fleet_bytes_down == 3 * 6 * model + k * commands
+    idle = 3 * (6 - k) * energy_mj(0, 0, model, profile())
+    assert result.fleet_energy_mj == pytest.approx(result.device_energy_mj + idle)
+    assert result.device_energy_mj > 0
+    summary = simulation.summarise(result, use_case)
+    last = summary["curve"][-1]
+    assert (last["round"], last["updates"]) == (3, 3 * k)
+    assert last["fleet_bytes"] == result.bytes_up + result.fleet_bytes_down
+    assert summary["energy_mj_per_update"] == pytest.approx(result.device_energy_mj / (3 * k))
+
+
+def test_tinyreptile_gets_an_equal_update_run_of_k_times_the_rounds():
+    settings = settings_for("sine", quick=True)
+    jobs = bench.plan_jobs("sine", None, [0, 1], settings, None, bench.ORDER)
+    by_name = {(j.seed, j.entry.name): j for j in jobs}
+    k, rounds = int(settings["cohort"]), int(settings["rounds"])
+    long = by_name[(1, bench.EQUAL_UPDATES)]
+    assert long.entry.algorithm == "tinyreptile" and long.settings["rounds"] == k * rounds
+    assert by_name[(1, "tinyreptile")].settings["rounds"] == rounds
+    assert len(jobs) == 2 * (len(bench.ORDER) + 1)
+    assert [e.name for e in bench.entries(["tinyreptile"], 1)] == ["tinyreptile"]
+
+
+def test_tuned_settings_reach_each_job():
+    doc = {
+        "folds": [
+            {"fold": 0, "algorithms": {"reptile": {"chosen": {"adapt_lr": 0.003}}}},
+            {"fold": 1, "algorithms": {"reptile": {"chosen": {"adapt_lr": 0.007}}}},
+        ]
+    }
+    assert tuning.tuned_overrides(doc, "reptile", 1) == {"adapt_lr": 0.007}
+    assert tuning.tuned_overrides(doc, "fedavg", 0) == {} == tuning.tuned_overrides(None, "x")
+    jobs = bench.plan_jobs("sine", None, [0], settings_for("sine"), doc, ["reptile", "fedavg"])
+    assert [j.settings["adapt_lr"] for j in jobs] == [0.003, settings_for("sine")["adapt_lr"]]
+
+
+def test_mini_batches_step_at_the_batch_times_the_per_sample_rate():
+    use_case, strategy, _ = _tiny_run(Reptile, rounds=1)
+    net = bench.NumpyNet(use_case.spec)
+    theta = simulation.initial_theta(net, 3)
+    xs, ys = use_case.stream(use_case.device_ids[0], 10, np.random.default_rng(1))
+    settings = dict(strategy.settings, inner_epochs=1, inner_batch=10, adapt_lr=0.01)
+    result = stored_data_update(net, theta, xs, ys, {"seed": 0, "version": 0, "round": 0}, settings)
+    _, _, delta = codec.decode(result.payload)
+    _, grad = net.gradient(theta, xs, ys)
+    np.testing.assert_allclose(delta, -10 * 0.01 * grad, rtol=1e-4, atol=1e-7)
+    assert result.macs == 10 * net.plan.train_step_macs(net.plan.param_layers[0])
+
+
+def _entry(per_unit, energy=1.0, fleet=10.0, target=None, std=0.1):
+    mean = float(np.mean(list(per_unit.values())))
+    test = {"mean": mean, "ci95": 0.0, "per_unit": per_unit}
+    return {
+        "final_metric": mean,
+        "tests": {"online": test, "multipass": test},
+        "energy_mj_per_update": energy,
+        "bytes_up_per_update": 100 * energy,
+        "bytes_down_per_update": 1000.0,
+        "fleet_energy_mj": fleet,
+        "fleet_bytes_up": 10 * fleet,
+        "fleet_bytes_down": 100 * fleet,
+        "to_target": target,
+        "curve_std": std,
+    }
+
+
+def _point(updates, mj):
+    return {"round": updates, "updates": updates, "fleet_energy_mj": mj, "fleet_bytes": 10 * mj}
+
+
+def test_claims_rest_on_their_comparisons():
+    units = ["u%d" % i for i in range(6)]
+    doc = {
+        "metric": "accuracy",
+        "algorithms": {
+            "tinymetafed": _entry(
+                {u: 0.80 + 0.01 * i for i, u in enumerate(units)}, 0.5, 12.0, _point(30, 6.0)
+            ),
+            "tinyreptile": _entry({u: 0.70 for u in units}, 1.0, 10.0, None, 0.2),
+            bench.EQUAL_UPDATES: _entry(
+                {u: 0.81 + 0.01 * i for i, u in enumerate(units)}, 1.0, 30.0, _point(10, 4.0)
+            ),
+            "no_federation": _entry({u: 0.5 for u in units}),
+        },
+    }
+    c = bench.criteria(doc)
+    energy = {x["basis"]: x["holds"] for x in c["less_energy"]["comparisons"]}
+    assert energy == {
+        "per device update": True,
+        "fleet, equal rounds": False,
+        "fleet, equal device updates": True,
+        "fleet, to the target": False,
+    }
+    assert c["less_energy"]["verdict"] == "held with a caveat"
+    assert c["faster_convergence"]["verdict"] == "not held"
+    few = c["better_few_shot"]["comparisons"]
+    assert few[0]["holds"] is True and few[0]["difference"] == pytest.approx(0.125)
+    assert few[1]["holds"] is False and few[1]["difference"] == pytest.approx(-0.01)
+    assert c["beats_no_federation"]["verdict"] == "held"
+    assert bench.criteria({"metric": "mse", "algorithms": {"tinymetafed": {}}}) == {}
+
+
+def test_paired_difference_counts_lower_error_as_better_and_ties_cover_zero():
+    doc = {
+        "metric": "mse",
+        "algorithms": {
+            "a": _entry({"x": 1.0, "y": 2.0, "z": 3.0}),
+            "b": _entry({"x": 1.5, "y": 1.5, "z": 3.5}),
+        },
+    }
+    diff = bench.paired_difference(doc, "a", "b")
+    assert diff["difference"] == pytest.approx(1 / 6) and diff["units"] == 3
+    assert diff["ci95"] > diff["difference"]
+    assert bench._metric_comparison(doc, "t", "a", "b")["holds"] is None
+    assert bench.verdict([{"holds": None}]) == "not held"
+    assert bench.verdict([{"holds": True}, {"holds": True}]) == "held"
+
+
+def test_candidates_are_a_latin_hypercube_in_the_log_box():
+    points = tuning.candidates(8)
+    assert points == tuning.candidates(8) and len(points) == 8
+    for key, (lo, hi) in tuning.SEARCH.items():
+        slots = [
+            int(8 * (math.log(p[key]) - math.log(lo)) / (math.log(hi) - math.log(lo)))
+            for p in points
+        ]
+        assert sorted(slots) == list(range(8)), key
+    assert tuning.score(np.array([np.nan]), True) == -math.inf
+    assert tuning.score(np.array([2.0, 4.0]), False) == -3.0
+
+
+def test_tuning_never_draws_test_devices(monkeypatch):
+    asked = []
+    original = SineUseCase.new_device_episodes
+
+    def spy(self, count, rng, split="test", shots=None):
+        asked.append(split)
+        return original(self, count, rng, split, shots)
+
+    monkeypatch.setattr(SineUseCase, "new_device_episodes", spy)
+    base = settings_for("sine", rounds=2, cohort=2, final_devices=3)
+    jobs = tuning.plan_tuning("sine", None, base, tuning.candidates(2), 1)
+    assert len(jobs) == 2 * len(tuning.USES)
+    results = {}
+    for job in jobs:
+        key, value, _ = tuning.tuning_job(job)
+        results[key] = value
+    assert set(asked) == {"validation"}
+    assert {j[5]["rounds"] for j in jobs if j[3] == "tinyreptile"} == {4}
+    doc = tuning.tuning_document("sine", base, tuning.candidates(2), results, [{}], 1.0, False)
+    fedavg = doc["folds"][0]["algorithms"]["fedavg"]
+    assert set(fedavg["chosen"]) == {"recon_lr", "adapt_lr"}
+    best = min(c["validation_metric"] for c in fedavg["candidates"])
+    assert fedavg["validation_metric"] == best
