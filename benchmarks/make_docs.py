@@ -1,4 +1,6 @@
-"""Regenerate the figures of docs/benchmarks.md from the JSON in benchmarks/results/.
+"""Regenerate the figures of docs/benchmarks.md from the JSON in benchmarks/results/, and the
+learning-curve plots docs/figures/curves-<use case>.png (metric against device updates and
+against fleet energy, on validation devices).
 
 .venv/bin/python benchmarks/make_docs.py > docs/benchmarks-figures.md
 """
@@ -6,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,10 +18,20 @@ sys.path.insert(0, str(ROOT))
 from broker_service.sim.bench import format_markdown  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "docs" / "figures"
+USE_CASES = ("sine", "omniglot", "kws", "occupancy")
+CLAIMS = (
+    ("less_energy", "less energy"),
+    ("less_communication", "less communication"),
+    ("faster_convergence", "faster convergence"),
+    ("more_stable", "more stable training"),
+    ("better_few_shot", "better few-shot metric"),
+    ("beats_no_federation", "better than no federation"),
+)
 
 
 def load(name: str):
-    path = RESULTS / name
+    path = Path(os.environ.get("TINYMETAFED_RESULTS", RESULTS)) / name
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -68,49 +81,116 @@ def bound_table(doc) -> str:
     return "\n".join(lines)
 
 
-def sweep_table(doc) -> str:
-    """One row per use case and seed: the metrics, and both criteria for each θ_l setting."""
+def claims_table(benches: list[dict]) -> str:
+    """One row per claim, one column per use case: the verdict on all seeds pooled, and how
+    many single seeds agree."""
     lines = [
-        "| use case | seed | TinyMetaFed frozen | TinyMetaFed joint | TinyReptile | no "
-        "federation | vs TinyReptile (frozen → joint) | error ÷ no-fed (frozen → joint) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| claim | %s |" % " | ".join(b["use_case"] for b in benches),
+        "|---|%s" % ("---|" * len(benches)),
     ]
-    for r in doc["rows"]:
-        m = r["final_metric"]
-        fmt = "%+.3f" if r["metric"] == "accuracy" else "%.2f×"
-
-        def mark(part, key, fmt=fmt):
-            return (fmt if key == "vs_tinyreptile" else "%.2f") % part[key] + (
-                "" if part[key + "_ok"] else " ✗"
+    for key, text in CLAIMS:
+        cells = []
+        for b in benches:
+            claim = b["criteria"].get(key)
+            if not claim:
+                cells.append("–")
+                continue
+            per_seed = [v.get(key) for v in b.get("per_seed_verdicts", {}).values()]
+            same = sum(1 for v in per_seed if v == claim["verdict"])
+            cells.append(
+                claim["verdict"] + (" (%d/%d seeds)" % (same, len(per_seed)) if per_seed else "")
             )
+        lines.append("| %s | %s |" % (text, " | ".join(cells)))
+    return "\n".join(lines)
 
-        lines.append(
-            "| %s | %d | %.4f | %.4f | %.4f | %.4f | %s → %s | %s → %s |"
-            % (
-                r["use_case"],
-                r["seed"],
-                m["tinymetafed_frozen"],
-                m["tinymetafed_joint"],
-                m["tinyreptile"],
-                m["no_federation"],
-                mark(r["frozen"], "vs_tinyreptile"),
-                mark(r["joint"], "vs_tinyreptile"),
-                mark(r["frozen"], "error_vs_no_federation"),
-                mark(r["joint"], "error_vs_no_federation"),
-            )
-        )
+
+def tuning_table(docs: list[dict]) -> str:
+    """The chosen settings of every algorithm (per fold) with their validation metric."""
+    lines = [
+        "| use case | fold | algorithm | recon_lr | adapt_lr | outer_lr | validation metric |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for doc in docs:
+        for fold in doc["folds"]:
+            for name, a in fold["algorithms"].items():
+                c = a["chosen"]
+                lines.append(
+                    "| %s | %d | %s | %s | %s | %s | %.4f |"
+                    % (
+                        doc["use_case"],
+                        fold["fold"],
+                        name,
+                        c.get("recon_lr", "–"),
+                        c.get("adapt_lr", "–"),
+                        c.get("outer_lr", "–"),
+                        a["validation_metric"],
+                    )
+                )
+    seconds = ", ".join("%s %.0f s" % (d["use_case"], d["seconds"]) for d in docs)
     lines.append(
-        "\n✗: outside the learning-core issue's bound (2 accuracy points or 1.15× MSE "
-        "against TinyReptile; half the no-federation error). %d s in all." % doc["seconds"]
+        "\n%d candidates per algorithm (%s); worker time: %s; wall time for all four on %d "
+        "workers: %.0f s."
+        % (
+            docs[0]["search"]["candidates"],
+            docs[0]["search"]["design"],
+            seconds,
+            docs[0].get("workers", 0),
+            docs[0].get("wall_seconds_all_use_cases", 0.0),
+        )
     )
     return "\n".join(lines)
 
 
+def curve_figure(doc: dict) -> str:
+    """Write the learning curves of a bench document against device updates and against fleet
+    energy; returns the image's path relative to docs/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.4))
+    for name, a in doc["algorithms"].items():
+        curve = a["curve"]
+        ys = [p["metric"] for p in curve]
+        if name == "no_federation":
+            for ax in axes:
+                ax.axhline(ys[0], color="grey", linestyle=":", label=name)
+            continue
+        axes[0].plot([p["updates"] for p in curve], ys, label=name)
+        axes[1].plot([p["fleet_energy_mj"] for p in curve], ys, label=name)
+    for ax, xlabel in zip(axes, ("device updates", "fleet energy (mJ)"), strict=True):
+        ax.axhline(doc["target"], color="black", linewidth=0.5)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel("%s (validation)" % doc["metric"], fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(
+        "%s: mean over seeds %s" % (doc["use_case"], ",".join(map(str, doc["seeds"]))),
+        fontsize=10,
+    )
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    path = FIGURES / ("curves-%s.png" % doc["use_case"])
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return "figures/" + path.name
+
+
 def main() -> int:
     out = ["<!-- generated by benchmarks/make_docs.py from benchmarks/results/*.json -->"]
-    benches = [load("bench-%s.json" % u) for u in ("sine", "omniglot", "kws", "occupancy")]
-    out.append("## The paper's comparison (default bench settings)\n")
-    out.append(format_markdown([b for b in benches if b]))
+    benches = [b for b in (load("bench-%s.json" % u) for u in USE_CASES) if b]
+    if benches:
+        out.append("## The paper's claims, use case by use case\n")
+        out.append(claims_table(benches))
+        out.append("\n## The comparison (tuned settings, test devices)\n")
+        out.append(format_markdown(benches))
+        for b in benches:
+            out.append("![learning curves, %s](%s)\n" % (b["use_case"], curve_figure(b)))
+    tuned = [t for t in (load("tuned-%s.json" % u) for u in USE_CASES) if t]
+    if tuned:
+        out.append("## Settings chosen on validation devices\n")
+        out.append(tuning_table(tuned))
     device = load("device-bench.json")
     if device:
         out.append(
@@ -179,10 +259,6 @@ def main() -> int:
                     pair[True]["ci95"],
                 )
             )
-    sweep = load("seed-sweep.json")
-    if sweep:
-        out.append("\n## The few-shot criteria over seeds, θ_l frozen or joint during adaptation\n")
-        out.append(sweep_table(sweep))
     fuzz = load("fuzz.json")
     if fuzz:
         out.append("\n## Fuzzing\n")

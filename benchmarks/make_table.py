@@ -4,7 +4,10 @@ import json
 import sys
 from pathlib import Path
 
-from broker_service.sim.bench import format_markdown
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker_service.sim.bench import format_markdown  # noqa: E402
 
 if __name__ == "__main__":
     print(format_markdown([json.loads(Path(path).read_text()) for path in sys.argv[1:]]))

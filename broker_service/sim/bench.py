@@ -334,7 +334,22 @@ def bench_document(use_case, seeds, settings, tuned, jobs, results, quick, secon
         "algorithms": algos,
     }
     doc["criteria"] = criteria(doc)
+    if len(seeds) > 1:
+        doc["per_seed_verdicts"] = {
+            str(seed): {k: c["verdict"] for k, c in _seed_criteria(doc, use_case, seed, results)}
+            for seed in seeds
+        }
     return doc
+
+
+def _seed_criteria(doc: dict, use_case, seed: int, results: dict):
+    """The claims on one seed alone (its folds), for the consistency over seeds."""
+    folds = list(range(doc["folds"]))
+    algos = {
+        name: combine_entry(use_case, [seed], folds, name, results, doc["settings"])
+        for name in doc["algorithms"]
+    }
+    return criteria(dict(doc, algorithms=algos)).items()
 
 
 def _tuned_summary(tuned: dict | None, jobs: list[Job]) -> dict:
