@@ -186,3 +186,24 @@ def test_tuning_never_draws_test_devices(monkeypatch):
     assert set(fedavg["chosen"]) == {"recon_lr", "adapt_lr"}
     best = min(c["validation_metric"] for c in fedavg["candidates"])
     assert fedavg["validation_metric"] == best
+
+
+def test_speakers_are_the_same_units_on_every_seed_tasks_are_not():
+    class Fake:
+        name, metric = "kws", "accuracy"
+
+        def __init__(self, unit):
+            self.unit = unit
+
+    def run(values):
+        return {"tests": {"online": {u: {"accuracy": v} for u, v in values.items()}}}
+
+    by_seed = {0: [run({"ann": 0.6, "bob": 0.8})], 1: [run({"ann": 0.8, "bob": 1.0})]}
+    speakers = bench._combine_test(Fake("speaker"), by_seed, "online")
+    assert speakers["units"] == 2 and speakers["per_unit"] == {"ann": 0.7, "bob": 0.9}
+    assert speakers["mean"] == pytest.approx(0.8)
+    assert speakers["per_seed"] == {"0": pytest.approx(0.7), "1": pytest.approx(0.9)}
+    assert speakers["seed_sd"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
+    tasks = bench._combine_test(Fake("task"), by_seed, "online")
+    assert tasks["units"] == 4 and "s1/ann" in tasks["per_unit"]
+    assert tasks["ci95"] == pytest.approx(bench.ci95(np.array([0.6, 0.8, 0.8, 1.0])))

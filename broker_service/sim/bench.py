@@ -52,6 +52,16 @@ from device_agent.energy import DEFAULT_PROFILE
 ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
 EQUAL_UPDATES = "tinyreptile_equal_updates"
 HEAD_RESET = "_head_reset"
+PAIRED = (ONLINE, MULTIPASS)
+"""The test keys whose per-unit values the document keeps, for the paired comparisons."""
+COUNTS = (
+    "rounds",
+    "updates",
+    "macs_per_update",
+    "model_bytes",
+    "fleet_bytes_up",
+    "fleet_bytes_down",
+)
 
 
 @dataclass(frozen=True)
@@ -397,7 +407,7 @@ def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
     for key in runs[0]["tests"]:
         tests[key] = _combine_test(use_case, by_seed, key)
     curve = _mean_curve([r["curve"] for r in runs])
-    out = {
+    out: dict = {
         key: float(np.mean([r[key] for r in runs]))
         for key in (
             "rounds",
@@ -414,6 +424,7 @@ def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
             "seconds",
         )
     }
+    out.update({key: int(round(out[key])) for key in COUNTS})
     head = tests[ONLINE]
     out.update(
         {
@@ -477,7 +488,8 @@ def _combine_test(use_case, by_seed: dict, key: str) -> dict:
     seeds = [v for v in per_seed.values() if v is not None]
     summary["seed_sd"] = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
     summary["per_seed"] = per_seed
-    summary["per_unit"] = {u: v[use_case.metric] for u, v in averaged.items()}
+    if key in PAIRED:
+        summary["per_unit"] = {u: round(v[use_case.metric], 6) for u, v in averaged.items()}
     if use_case.unit != "task":
         summary["per_unit_metrics"] = averaged
     return summary
