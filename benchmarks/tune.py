@@ -1,13 +1,13 @@
 """Tune every algorithm on validation devices by the same search with the same budget.
 
 For each use case (and each fold of a cross-validated one), every algorithm tries the same
-candidates (broker_service.sim.tuning: a Latin hypercube over the learning rates and β_0), each
-meta-trained at the bench's budget in device updates and scored on the validation devices; the
-test devices are never used. Writes benchmarks/results/tuned-<use case>.json, which
-`tinymetafed bench` reads.
+candidates (broker_service.sim.tuning: a Latin hypercube over the learning rates and β_0), then
+the same number of points around its own best, each meta-trained at the bench's budget in
+device updates and scored on the validation devices; the test devices are never used. Writes
+benchmarks/results/tuned-<use case>.json, which `tinymetafed bench` reads.
 
     .venv/bin/python benchmarks/tune.py [--use-cases sine,omniglot,kws,occupancy]
-        [--data-dir D] [--candidates 10] [--workers 2] [--out-dir benchmarks/results] [--quick]
+        [--data-dir D] [--workers 2] [--out-dir benchmarks/results] [--quick] [--reuse]
 """
 
 from __future__ import annotations
@@ -32,37 +32,36 @@ from broker_service.usecases.registry import load_use_case, use_case_class  # no
 def run_tuning(
     use_cases: list[str],
     data_dir: str | None,
-    candidates: int,
     workers: int,
     quick: bool = False,
     out_dir: str | None = None,
+    reuse: bool = False,
 ) -> list[dict]:
-    """Tune the use cases in one pool; write and return their tuning documents."""
-    points = tuning.candidates(candidates)
-    plans = {}
+    """Tune the use cases in one pool (stage 1, then stage 2 around each best); write and
+    return their tuning documents. With `reuse`, candidates already measured in the existing
+    documents (same box, stage and settings) are not run again."""
+    start = time.perf_counter()
+    plans, seconds = {}, {}
     for name in use_cases:
         base = settings_for(name, quick=quick)
-        folds = use_case_class(name).FOLDS
-        plans[name] = (base, tuning.plan_tuning(name, data_dir, base, points, folds))
-    jobs = [job for _, plan in plans.values() for job in plan]
-    # longest first: TinyReptile's K-times-longer runs and the CNN use cases
-    jobs.sort(key=lambda j: (j[0] in ("kws", "omniglot"), int(j[5]["rounds"])), reverse=True)
-    start = time.perf_counter()
-    results, seconds = {}, {}
-    with ProcessPoolExecutor(workers, initializer=_one_blas_thread) as pool:
-        for done, (key, value, took) in enumerate(pool.map(tuning.tuning_job, jobs), 1):
-            results[key] = value
-            seconds[key[0]] = seconds.get(key[0], 0.0) + took
-            print(
-                "[%d/%d %.0f s] %s fold %d %-13s #%d: %.4f"
-                % (done, len(jobs), time.perf_counter() - start, *key, value),
-                flush=True,
-            )
-    docs = []
-    for name, (base, _) in plans.items():
-        folds = [_splits(name, data_dir, f) for f in range(use_case_class(name).FOLDS)]
+        tried = tuning.stage_one(use_case_class(name).FOLDS)
         higher = load_use_case(name, data_dir).higher_is_better
-        doc = tuning.tuning_document(name, base, points, results, folds, seconds[name], higher)
+        plans[name] = (base, tried, higher)
+        seconds[name] = 0.0
+    for stage in (1, 2):
+        jobs = []
+        for name, (base, tried, higher) in plans.items():
+            if stage == 2:
+                tuning.add_stage_two(tried, higher)
+            if reuse:
+                old = tuning.load_tuned(name, out_dir)
+                print("%s: %d candidates reused" % (name, tuning.resume(old, tried)))
+            jobs += tuning.plan_tuning(name, data_dir, base, tried)
+        _run(jobs, plans, seconds, workers, start, stage)
+    docs = []
+    for name, (base, tried, higher) in plans.items():
+        folds = [_splits(name, data_dir, f) for f in range(use_case_class(name).FOLDS)]
+        doc = tuning.tuning_document(name, base, tried, folds, seconds[name], higher)
         doc["wall_seconds_all_use_cases"] = round(time.perf_counter() - start, 1)
         doc["workers"] = workers
         path = tuning.tuned_path(name, out_dir)
@@ -70,6 +69,22 @@ def run_tuning(
         print("wrote %s (%.0f s of worker time)" % (path, seconds[name]))
         docs.append(doc)
     return docs
+
+
+def _run(jobs: list[tuple], plans: dict, seconds: dict, workers: int, start: float, stage: int):
+    """Run the jobs, longest first, and store each validation metric in its candidate."""
+    # TinyReptile's K-times-longer runs and the CNN use cases first
+    jobs.sort(key=lambda j: (j[0] in ("kws", "omniglot"), int(j[5]["rounds"])), reverse=True)
+    with ProcessPoolExecutor(workers, initializer=_one_blas_thread) as pool:
+        for done, (key, value, took) in enumerate(pool.map(tuning.tuning_job, jobs), 1):
+            name, fold, algorithm, index = key
+            plans[name][1][(fold, algorithm)][index]["validation_metric"] = value
+            seconds[name] += took
+            print(
+                "[stage %d %d/%d %.0f s] %s fold %d %-13s #%d: %.4f"
+                % (stage, done, len(jobs), time.perf_counter() - start, *key, value),
+                flush=True,
+            )
 
 
 def _splits(name: str, data_dir: str | None, fold: int) -> dict:
@@ -83,18 +98,15 @@ def main() -> int:
     )
     parser.add_argument("--use-cases", default="sine,omniglot,kws,occupancy")
     parser.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
-    parser.add_argument("--candidates", type=int, default=tuning.CANDIDATES)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out-dir", default=str(tuning.RESULTS_DIR))
     parser.add_argument("--quick", action="store_true", help="the bench's --quick budget")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the candidates already measured in --out-dir"
+    )
     args = parser.parse_args()
     run_tuning(
-        args.use_cases.split(","),
-        args.data_dir,
-        args.candidates,
-        args.workers,
-        args.quick,
-        args.out_dir,
+        args.use_cases.split(","), args.data_dir, args.workers, args.quick, args.out_dir, args.reuse
     )
     return 0
 

@@ -173,37 +173,36 @@ def test_tuning_never_draws_test_devices(monkeypatch):
 
     monkeypatch.setattr(SineUseCase, "new_device_episodes", spy)
     base = settings_for("sine", rounds=2, cohort=2, final_devices=3)
-    jobs = tuning.plan_tuning("sine", None, base, tuning.candidates(2), 1)
-    assert len(jobs) == 2 * len(tuning.USES)
-    results = {}
-    for job in jobs:
-        key, value, _ = tuning.tuning_job(job)
-        results[key] = value
+    tried = tuning.stage_one(1, n=2)
+
+    def measure():
+        for job in tuning.plan_tuning("sine", None, base, tried):
+            (_, fold, algorithm, index), value, _ = tuning.tuning_job(job)
+            tried[(fold, algorithm)][index]["validation_metric"] = value
+            assert job[5]["rounds"] == (4 if algorithm == "tinyreptile" else 2)
+
+    measure()
+    tuning.add_stage_two(tried, higher=False, n=2)
+    measure()
     assert set(asked) == {"validation"}
-    assert {j[5]["rounds"] for j in jobs if j[3] == "tinyreptile"} == {4}
-    doc = tuning.tuning_document("sine", base, tuning.candidates(2), results, [{}], 1.0, False)
+    doc = tuning.tuning_document("sine", base, tried, [{}], 1.0, False)
     fedavg = doc["folds"][0]["algorithms"]["fedavg"]
     assert set(fedavg["chosen"]) == {"recon_lr", "adapt_lr"}
+    assert [c["stage"] for c in fedavg["candidates"]] == [1, 1, 2, 2]
     best = min(c["validation_metric"] for c in fedavg["candidates"])
     assert fedavg["validation_metric"] == best
+    # a second run reuses what was measured, stage by stage
+    again = tuning.stage_one(1, n=2)
+    assert tuning.resume(doc, again) == 2 * len(tuning.USES)
+    tuning.add_stage_two(again, higher=False, n=2)
+    assert tuning.resume(doc, again) == 2 * len(tuning.USES)
+    assert tuning.plan_tuning("sine", None, base, again) == []
 
 
-def test_speakers_are_the_same_units_on_every_seed_tasks_are_not():
-    class Fake:
-        name, metric = "kws", "accuracy"
-
-        def __init__(self, unit):
-            self.unit = unit
-
-    def run(values):
-        return {"tests": {"online": {u: {"accuracy": v} for u, v in values.items()}}}
-
-    by_seed = {0: [run({"ann": 0.6, "bob": 0.8})], 1: [run({"ann": 0.8, "bob": 1.0})]}
-    speakers = bench._combine_test(Fake("speaker"), by_seed, "online")
-    assert speakers["units"] == 2 and speakers["per_unit"] == {"ann": 0.7, "bob": 0.9}
-    assert speakers["mean"] == pytest.approx(0.8)
-    assert speakers["per_seed"] == {"0": pytest.approx(0.7), "1": pytest.approx(0.9)}
-    assert speakers["seed_sd"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
-    tasks = bench._combine_test(Fake("task"), by_seed, "online")
-    assert tasks["units"] == 4 and "s1/ann" in tasks["per_unit"]
-    assert tasks["ci95"] == pytest.approx(bench.ci95(np.array([0.6, 0.8, 0.8, 1.0])))
+def test_refinements_stay_in_the_box_around_the_best():
+    best = {"recon_lr": 0.4, "adapt_lr": 0.01, "outer_lr": 0.5}
+    points = tuning.refinements(best, "fedavg", n=4)
+    for p in points:
+        assert p["outer_lr"] == 0.5  # FedAvg does not use β
+        assert 0.4 / tuning.REFINE_FACTOR <= p["recon_lr"] <= tuning.SEARCH["recon_lr"][1]
+        assert 0.01 / tuning.REFINE_FACTOR <= p["adapt_lr"] <= 0.01 * tuning.REFINE_FACTOR

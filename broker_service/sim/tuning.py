@@ -1,12 +1,16 @@
 """Settings chosen on validation devices: the one search every algorithm gets, and its results.
 
-The search (benchmarks/tune.py runs it): the same `CANDIDATES` points of a Latin hypercube over
-the log-uniform box `SEARCH`, drawn once with `SEARCH_SEED`, are tried for every algorithm of a
-use case (and for every fold of a cross-validated use case), each meta-trained at the bench's
-budget in device updates (TinyReptile for K times the rounds, as in the bench's equal-update
-run) and scored on the validation devices only; the best score wins. An algorithm ignores the
-keys it does not use (FedAvg's β is always 1; no federation only adapts), so every algorithm
-gets the same number of candidates. Test devices are never touched.
+The search (benchmarks/tune.py runs it), in two stages with the same budget for every algorithm
+of a use case (and every fold of a cross-validated use case):
+1. the same `CANDIDATES` points of a Latin hypercube over the log-uniform box `SEARCH`, drawn
+   once with `SEARCH_SEED`, for every algorithm;
+2. `REFINE` more points, a Latin hypercube in the box `REFINE_FACTOR` times narrower on each
+   side around the algorithm's best point of stage 1 (clipped to `SEARCH`).
+Each candidate is meta-trained at the bench's budget in device updates (TinyReptile for K times
+the rounds, as in the bench's equal-update run) and scored on the validation devices only; the
+best score of both stages wins. An algorithm ignores the keys it does not use (FedAvg's β is
+always 1; no federation only adapts), so every algorithm gets the same number of candidates.
+Test devices are never touched.
 
 The chosen settings are committed as benchmarks/results/tuned-<use case>.json and read by the
 bench (`tuned_overrides`); without that file the bench runs the untuned defaults and says so.
@@ -26,6 +30,8 @@ SEARCH = {"recon_lr": (0.01, 0.5), "adapt_lr": (0.001, 0.1), "outer_lr": (0.1, 1
 """The box searched: log-uniform bounds of each tuned key (core.hyperparams.TUNED)."""
 
 CANDIDATES = 10
+REFINE = 5
+REFINE_FACTOR = 2.5
 SEARCH_SEED = 0
 
 USES = {
@@ -43,10 +49,26 @@ RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 def candidates(n: int = CANDIDATES, seed: int = SEARCH_SEED) -> list[dict[str, float]]:
     """n points of a Latin hypercube in the log of the SEARCH box: each key's range is cut into
     n equal slices (in log scale) and every slice is used once, in a random pairing."""
-    rng = np.random.default_rng([seed, 41])
+    return _hypercube({k: SEARCH[k] for k in TUNED}, n, np.random.default_rng([seed, 41]))
+
+
+def refinements(
+    best: dict[str, float], algorithm: str, n: int = REFINE, seed: int = SEARCH_SEED
+) -> list[dict[str, float]]:
+    """Stage 2: n Latin-hypercube points around `best` for the keys `algorithm` uses, each in
+    [best / REFINE_FACTOR, best · REFINE_FACTOR] clipped to SEARCH; other keys as in `best`."""
+    box = {
+        k: (max(SEARCH[k][0], best[k] / REFINE_FACTOR), min(SEARCH[k][1], best[k] * REFINE_FACTOR))
+        for k in USES[algorithm]
+    }
+    points = _hypercube(box, n, np.random.default_rng([seed, 43]))
+    return [dict(best, **point) for point in points]
+
+
+def _hypercube(box: dict, n: int, rng: np.random.Generator) -> list[dict[str, float]]:
     points: list[dict[str, float]] = [{} for _ in range(n)]
-    for key in TUNED:
-        lo, hi = (math.log(v) for v in SEARCH[key])
+    for key, bounds in box.items():
+        lo, hi = (math.log(v) for v in bounds)
         slots = (rng.permutation(n) + rng.random(n)) / n
         for point, u in zip(points, slots, strict=True):
             point[key] = float(round(math.exp(lo + u * (hi - lo)), 5))
@@ -122,27 +144,54 @@ def tuning_job(job: tuple) -> tuple[tuple, float, float]:
 
 
 def plan_tuning(
-    name: str, data_dir: str | None, base: dict, points: list[dict], folds: int
+    name: str, data_dir: str | None, base: dict, tried: dict[tuple, list[dict]]
 ) -> list[tuple]:
-    """Every (fold, algorithm, candidate) job of a use case; TinyReptile runs K times the
-    rounds (the bench's equal-update budget), the curve is not measured (eval_every = rounds)."""
+    """The jobs of the candidates `tried[(fold, algorithm)]` not yet measured (those without a
+    "validation_metric"); TinyReptile runs K times the rounds (the bench's equal-update
+    budget), the curve is not measured (eval_every = rounds)."""
     jobs = []
-    for fold in range(folds):
-        for algorithm in USES:
-            for index, point in enumerate(points):
-                settings = candidate_settings(base, algorithm, point)
-                if algorithm == "tinyreptile":
-                    settings["rounds"] = int(base["rounds"]) * int(base["cohort"])
-                settings["eval_every"] = int(settings["rounds"]) or 1
-                jobs.append((name, data_dir, fold, algorithm, index, settings))
+    for (fold, algorithm), points in tried.items():
+        for index, point in enumerate(points):
+            if "validation_metric" in point:
+                continue
+            settings = candidate_settings(base, algorithm, point["settings"])
+            if algorithm == "tinyreptile":
+                settings["rounds"] = int(base["rounds"]) * int(base["cohort"])
+            settings["eval_every"] = int(settings["rounds"]) or 1
+            jobs.append((name, data_dir, fold, algorithm, index, settings))
     return jobs
+
+
+def stage_one(folds: int, n: int = CANDIDATES) -> dict[tuple, list[dict]]:
+    """The stage-1 candidates of every (fold, algorithm): the shared hypercube."""
+    points = candidates(n)
+    return {
+        (fold, algorithm): [{"stage": 1, "settings": dict(p)} for p in points]
+        for fold in range(folds)
+        for algorithm in USES
+    }
+
+
+def best_of(points: list[dict], higher: bool) -> dict:
+    """The measured candidate with the best validation score."""
+    measured = [p for p in points if "validation_metric" in p]
+    scores = [score(np.array([p["validation_metric"]]), higher) for p in measured]
+    return measured[int(np.argmax(scores))]
+
+
+def add_stage_two(tried: dict[tuple, list[dict]], higher: bool, n: int = REFINE) -> None:
+    """Append each (fold, algorithm)'s stage-2 candidates around its stage-1 best."""
+    for (_, algorithm), points in tried.items():
+        if any(p["stage"] == 2 for p in points):
+            continue
+        best = best_of(points, higher)["settings"]
+        points += [{"stage": 2, "settings": p} for p in refinements(best, algorithm, n)]
 
 
 def tuning_document(
     name: str,
     base: dict,
-    points: list[dict],
-    results: dict,
+    tried: dict[tuple, list[dict]],
     folds: list[dict],
     seconds: float,
     higher: bool,
@@ -155,19 +204,15 @@ def tuning_document(
     for fold, splits in enumerate(folds):
         algos = {}
         for algorithm in USES:
-            tried = [
-                {
-                    "settings": {k: points[i][k] for k in USES[algorithm]},
-                    "validation_metric": results[(name, fold, algorithm, i)],
-                }
-                for i in range(len(points))
+            points = [
+                dict(p, settings={k: p["settings"][k] for k in USES[algorithm]})
+                for p in tried[(fold, algorithm)]
             ]
-            scores = [score(np.array([t["validation_metric"]]), higher) for t in tried]
-            best = int(np.argmax(scores))
+            best = best_of(points, higher)
             algos[algorithm] = {
-                "chosen": tried[best]["settings"],
-                "validation_metric": tried[best]["validation_metric"],
-                "candidates": tried,
+                "chosen": best["settings"],
+                "validation_metric": best["validation_metric"],
+                "candidates": points,
             }
         out_folds.append({"fold": fold, "splits": splits, "algorithms": algos})
     return {
@@ -175,9 +220,12 @@ def tuning_document(
         "seed": TUNING_SEED,
         "folds_total": use_case_class(name).FOLDS,
         "search": {
-            "design": "Latin hypercube in log scale, the same points for every algorithm",
+            "design": "stage 1: Latin hypercube in log scale, the same points for every "
+            "algorithm; stage 2: a Latin hypercube %g times narrower each side around each "
+            "algorithm's stage-1 best" % REFINE_FACTOR,
             "box": SEARCH,
-            "candidates": len(points),
+            "candidates": CANDIDATES,
+            "refinements": REFINE,
             "search_seed": SEARCH_SEED,
             "score": "mean metric on %d validation episodes, online protocol"
             % int(base["final_devices"]),
@@ -188,3 +236,25 @@ def tuning_document(
         "seconds": round(seconds, 1),
         "folds": out_folds,
     }
+
+
+def resume(doc: dict | None, tried: dict[tuple, list[dict]]) -> int:
+    """Copy the validation metrics of an earlier tuning document into `tried` where its
+    candidate (stage and settings) is the same; returns how many were reused."""
+    box = doc.get("search", {}).get("box") if doc else None
+    if json.loads(json.dumps(box)) != json.loads(json.dumps(SEARCH)):
+        return 0
+    reused = 0
+    for entry in doc["folds"]:
+        for algorithm, result in entry["algorithms"].items():
+            old = {
+                (c.get("stage", 1), json.dumps(c["settings"], sort_keys=True)): c
+                for c in result["candidates"]
+            }
+            for point in tried.get((entry["fold"], algorithm), []):
+                mine = {k: point["settings"][k] for k in USES[algorithm]}
+                match = old.get((point["stage"], json.dumps(mine, sort_keys=True)))
+                if match is not None and "validation_metric" not in point:
+                    point["validation_metric"] = match["validation_metric"]
+                    reused += 1
+    return reused
