@@ -80,7 +80,7 @@ class OmniglotUseCase(UseCase):
         query: int | None = None,
         fleet_size: int = 200,
     ):
-        super().__init__(name="omniglot", metric="accuracy", spec=default_spec(ways), target=0.6)
+        super().__init__(name="omniglot", metric="accuracy", spec=default_spec(ways), target=0.45)
         self.chars = load_characters(find_sources(data_dir))
         self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
         self.eval_shots = (shots, 1) if shots != 1 else (1,)
