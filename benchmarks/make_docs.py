@@ -126,16 +126,26 @@ def tuning_table(docs: list[dict]) -> str:
                         a["validation_metric"],
                     )
                 )
-    seconds = ", ".join("%s %.0f s" % (d["use_case"], d["seconds"]) for d in docs)
+    worker = ", ".join(
+        "%s %.0f s" % (d["use_case"], sum(r["worker_seconds"] for r in d["runs"])) for d in docs
+    )
+    runs = docs[0]["runs"]
+    wall = sum(r["wall_seconds_all_use_cases"] for r in runs)
+    search = docs[0]["search"]
     lines.append(
-        "\n%d candidates per algorithm (%s); worker time: %s; wall time for all four on %d "
-        "workers: %.0f s."
+        "\n%d + %d candidates per algorithm and fold (%s), each meta-trained for the bench's "
+        "budget in device updates and scored by its mean metric on the validation episodes "
+        "(online protocol). Worker time: %s; wall time for the four use cases: %.0f min on %d "
+        "workers (%d run%s, on a machine shared with other jobs)."
         % (
-            docs[0]["search"]["candidates"],
-            docs[0]["search"]["design"],
-            seconds,
-            docs[0].get("workers", 0),
-            docs[0].get("wall_seconds_all_use_cases", 0.0),
+            search["candidates"],
+            search["refinements"],
+            search["design"],
+            worker,
+            wall / 60.0,
+            runs[-1]["workers"],
+            len(runs),
+            "s" if len(runs) > 1 else "",
         )
     )
     return "\n".join(lines)
@@ -194,7 +204,7 @@ def main() -> int:
     device = load("device-bench.json")
     if device:
         out.append(
-            "## The agent under MicroPython (%s, best of %d)\n"
+            "\n## The agent under MicroPython (%s, best of %d)\n"
             % (device["runtime"], device["repeat"])
         )
         out.append(device_table(device))

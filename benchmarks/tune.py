@@ -59,11 +59,13 @@ def run_tuning(
             jobs += tuning.plan_tuning(name, data_dir, base, tried)
         _run(jobs, plans, seconds, workers, start, stage)
     docs = []
+    wall = round(time.perf_counter() - start, 1)
     for name, (base, tried, higher) in plans.items():
         folds = [_splits(name, data_dir, f) for f in range(use_case_class(name).FOLDS)]
         doc = tuning.tuning_document(name, base, tried, folds, seconds[name], higher)
-        doc["wall_seconds_all_use_cases"] = round(time.perf_counter() - start, 1)
-        doc["workers"] = workers
+        earlier = (tuning.load_tuned(name, out_dir) or {}).get("runs", []) if reuse else []
+        run = {"worker_seconds": round(seconds[name], 1), "wall_seconds_all_use_cases": wall}
+        doc["runs"] = [*earlier, dict(run, workers=workers, use_cases=list(plans))]
         path = tuning.tuned_path(name, out_dir)
         path.write_text(json.dumps(doc, indent=1) + "\n")
         print("wrote %s (%.0f s of worker time)" % (path, seconds[name]))

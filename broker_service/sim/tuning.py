@@ -235,6 +235,7 @@ def tuning_document(
         "rounds": int(base["rounds"]),
         "seconds": round(seconds, 1),
         "folds": out_folds,
+        "runs": [],
     }
 
 
