@@ -10,7 +10,7 @@ import pytest
 
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import Reptile, TinyMetaFed, TinyReptile
-from broker_service.sim import bench, simulation, tuning
+from broker_service.sim import bench, claims, simulation, tuning
 from broker_service.sim.clients import stored_data_update
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
@@ -117,7 +117,7 @@ def test_claims_rest_on_their_comparisons():
             "no_federation": _entry({u: 0.5 for u in units}),
         },
     }
-    c = bench.criteria(doc)
+    c = claims.criteria(doc)
     energy = {x["basis"]: x["holds"] for x in c["less_energy"]["comparisons"]}
     assert energy == {
         "per device update": True,
@@ -131,7 +131,7 @@ def test_claims_rest_on_their_comparisons():
     assert few[0]["holds"] is True and few[0]["difference"] == pytest.approx(0.125)
     assert few[1]["holds"] is False and few[1]["difference"] == pytest.approx(-0.01)
     assert c["beats_no_federation"]["verdict"] == "held"
-    assert bench.criteria({"metric": "mse", "algorithms": {"tinymetafed": {}}}) == {}
+    assert claims.criteria({"metric": "mse", "algorithms": {"tinymetafed": {}}}) == {}
 
 
 def test_paired_difference_counts_lower_error_as_better_and_ties_cover_zero():
@@ -142,12 +142,12 @@ def test_paired_difference_counts_lower_error_as_better_and_ties_cover_zero():
             "b": _entry({"x": 1.5, "y": 1.5, "z": 3.5}),
         },
     }
-    diff = bench.paired_difference(doc, "a", "b")
+    diff = claims.paired_difference(doc, "a", "b")
     assert diff["difference"] == pytest.approx(1 / 6) and diff["units"] == 3
     assert diff["ci95"] > diff["difference"]
-    assert bench._metric_comparison(doc, "t", "a", "b")["holds"] is None
-    assert bench.verdict([{"holds": None}]) == "not held"
-    assert bench.verdict([{"holds": True}, {"holds": True}]) == "held"
+    assert claims._metric_comparison(doc, "t", "a", "b")["holds"] is None
+    assert claims.verdict([{"holds": None}]) == "not held"
+    assert claims.verdict([{"holds": True}, {"holds": True}]) == "held"
 
 
 def test_candidates_are_a_latin_hypercube_in_the_log_box():
