@@ -42,6 +42,7 @@ from broker_service.server.journal import Journal
 from broker_service.server.mqtt import Event, ServiceMqtt
 from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
+from broker_service.server.statelock import StateLock
 from broker_service.server.totals import Totals
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec, reasons
@@ -91,7 +92,9 @@ class RoundReport:
 
 
 class AggregationService:
-    """Runs the rounds; `run()` returns when all rounds are done or `stop` is set."""
+    """Runs the rounds; `run()` returns when all rounds are done or `stop` is set. It holds the
+    state directory's lock (statelock.py) from its creation (or takes over a standby's `lock`)
+    to the end of `run()`: a second service on the same state is refused."""
 
     def __init__(
         self,
@@ -99,8 +102,10 @@ class AggregationService:
         log: EventLog | None = None,
         progress: Callable[[RoundReport], None] | None = None,
         stop: threading.Event | None = None,
+        lock: StateLock | None = None,
     ) -> None:
         self.cfg = cfg
+        self.lock = lock or StateLock(cfg.state_dir).acquire()
         self.log = log or EventLog()
         self.progress = progress
         self.stop = stop or threading.Event()
@@ -220,6 +225,7 @@ class AggregationService:
         finally:
             self.mqtt.stop()
             self.sink.close()
+            self.lock.release()
         return self.summary()
 
     def evaluate(self) -> float:
