@@ -145,14 +145,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the aggregation service against a broker until its rounds are done."""
+    """Run the aggregation service against a broker until its rounds are done (with --standby:
+    first wait until the service holding the same state is gone, then take over)."""
     from broker_service.observe.logs import EventLog
     from broker_service.server.service import AggregationService
+    from broker_service.server.standby import Standby
 
     flags: dict = {o.name: getattr(args, o.name) for o in flag_options()}
     flags["settings"] = dict(_parse_setting(s) for s in args.set or [])
     cfg = load_config(args.config, flags)
-    summary = AggregationService(cfg, EventLog()).run()
+    log = EventLog()
+    lock = Standby(cfg, log).wait() if cfg.standby else None
+    summary = AggregationService(cfg, log, lock=lock).run()
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -460,7 +464,7 @@ def _report_parser(sub) -> None:
 
 def _option_help(opt: FlagOption) -> str:
     text = opt.help
-    if opt.default is not None and "default" not in text:
+    if opt.default is not None and opt.kind is not bool and "default" not in text:
         text += " (default: %s)" % opt.default
     return text.replace("%", "%%")
 
@@ -483,7 +487,10 @@ def _serve_parser(sub) -> None:
     )
     p.add_argument("--config", help="TOML file (see docs/service.md)")
     for opt in flag_options():
-        p.add_argument(opt.flag, type=opt.kind, help=_option_help(opt))
+        if opt.kind is bool:  # a switch; unset (None) lets the file or the environment decide
+            p.add_argument(opt.flag, action="store_true", default=None, help=_option_help(opt))
+        else:
+            p.add_argument(opt.flag, type=opt.kind, help=_option_help(opt))
     p.add_argument(
         "--set",
         action="append",

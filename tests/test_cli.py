@@ -158,22 +158,22 @@ def test_serve_flags_are_the_config_fields_without_the_secrets():
     from broker_service.cli import build_parser
     from broker_service.server.config import ServiceConfig, flag_options, secret_options
 
-    values = {int: "7", float: "0.5", str: "x"}
+    values = {int: ["7"], float: ["0.5"], str: ["x"], bool: []}  # a bool field is a switch
+    parsed = {int: 7, float: 0.5, str: "x", bool: True}
     options = flag_options()
     argv = ["serve"]
     for opt in options:
-        argv += [opt.flag, values[opt.kind]]
+        argv += [opt.flag, *values[opt.kind]]
     args = build_parser().parse_args(argv)
     for opt in options:
-        assert getattr(args, opt.name) == opt.kind(values[opt.kind]), opt.name
+        assert getattr(args, opt.name) == parsed[opt.kind], opt.name
+    unset = build_parser().parse_args(["serve"])
+    assert all(getattr(unset, opt.name) is None for opt in options)  # the file or env decides
     names = {o.name for o in options}
-    assert {"password", "influx_token"} == set(secret_options()) and not names & {"password"}
-    assert names == set(ServiceConfig.__dataclass_fields__) - {
-        "password",
-        "influx_token",
-        "settings",
-    }
-    for secret in ("--password", "--influx-token"):
+    secrets = {"password", "influx_token", "standby_password"}
+    assert secrets == set(secret_options()) and not names & secrets
+    assert names == set(ServiceConfig.__dataclass_fields__) - secrets - {"settings"}
+    for secret in ("--password", "--influx-token", "--standby-password"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["serve", secret, "hunter2"])
 
