@@ -264,8 +264,8 @@ def test_demo_runs_with_the_embedded_broker(tmp_path):
 
 
 def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
-    """Per-device HMAC: a micropython and a CPython agent sign; a forger and an unsigned device
-    are rejected with reasons, and the round still closes."""
+    """Per-device HMAC: a micropython and a CPython agent sign; a forger (another key) and an
+    unsigned device are refused with reasons, and the round still closes."""
     keys = {"signed-mp": "11" * 32, "signed-py": "22" * 32, "forger": "33" * 32}
     (tmp_path / "keys.json").write_text(json.dumps(keys))
     procs = []
@@ -305,6 +305,7 @@ def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
             p.wait(10)
     log = (tmp_path / "service.log").read_text()
     assert summary["rounds"] == 1 and summary["updates"] == 2
-    assert "device=forger reason=bad_signature" in log
+    # the forger's key is not the service's: it refuses the service's signed commands
+    assert "reason=bad_signature what=command" in (tmp_path / "forger.log").read_text()
     assert "device=unsigned reason=unknown_device" in log
     assert "33" * 32 not in log and "11" * 32 not in log  # secrets are never logged

@@ -42,6 +42,7 @@ from broker_service.server.journal import Journal
 from broker_service.server.mqtt import Event, ServiceMqtt
 from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
+from broker_service.server.signing import downlink_signer
 from broker_service.server.statelock import StateLock
 from broker_service.server.totals import Totals
 from broker_service.usecases.registry import load_use_case
@@ -135,6 +136,7 @@ class AggregationService:
         self.metric_last: float | None = None
         self.sink = metrics_sink(cfg, self.log)
         self.admission = Admission(load_hmac_keys(cfg.hmac_keys_file), cfg.max_update_norm)
+        self.signer = downlink_signer(cfg)  # signs keyed devices' commands (signing.py)
         self.last_heartbeat = -1e9
         self.recorder = Recorder(self.sink, cfg.fleet, cfg.use_case, cfg.algorithm)
 
@@ -346,11 +348,14 @@ class AggregationService:
         )
 
     def _send_commands(self, devices: Iterable[str]) -> None:
-        """Send the round command to each device (and count the bytes each one downloads)."""
+        """Send the round command to each device (signed for a device with a key), and count the
+        bytes each one downloads."""
         assert self.mqtt is not None
         command = self.strategy.round_command(self.round, version=self.round)
-        payload = bytes(codec.encode_command(command, self.round, self.round))
         for device in devices:
+            payload = self.signer.command(
+                device, command, self.round, self.round, self.model_payload
+            )
             self.mqtt.publish(self.topics.command(device), payload, qos=1)
             self.totals.bytes_down += len(payload) + len(self.model_payload)
 
