@@ -351,7 +351,13 @@ def cmd_device_enroll(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
         replace=args.replace,
         tls=not args.no_tls,
+        ca_file=args.ca_file,
     )
+    if not args.no_tls and not args.ca_file:
+        print(
+            "note: no --ca-file: a MicroPython board refuses TLS without the broker's CA "
+            "(deploy/ca/ca.crt after deploy/make-certs.sh)"
+        )
     if args.out:
         print(
             "wrote %s; bundle it with: tinymetafed device bundle --config %s --out DIR"
@@ -545,6 +551,7 @@ def _device_enroll_parser(sub) -> None:
     p.add_argument("--broker-host", default="192.0.2.10", help="as the board reaches it")
     p.add_argument("--broker-port", type=int, default=8883)
     p.add_argument("--no-tls", action="store_true", help="plain MQTT (a lab broker only)")
+    p.add_argument("--ca-file", help="the broker's CA certificate (copied onto the board)")
     p.add_argument("--use-case", default=SERVICE_DEFAULTS.use_case)
     p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
     p.add_argument("--out", help="write the board config JSON here (owner-only)")
