@@ -1,67 +1,72 @@
-"""Energy estimates of the agent's work from documented board profiles: compute from MACs, radio
-from the MQTT messages as they go over the air, and the cost of staying online.
+"""Energy of the agent's work on a board: compute from MACs, radio from the MQTT messages as
+they go over the air, and the cost of staying online. In millijoules:
+energy = supply_V · (I_cpu · t_cpu + I_tx · t_tx + I_rx · t_rx + I_idle · t_idle).
 
-energy = supply_V · (I_cpu · t_cpu + I_tx · t_tx + I_rx · t_rx + I_idle · t_idle), in millijoules.
+t_cpu = MACs · cycles_per_mac / f_cpu. Kernel "micropython" (the default, the agent that ships):
+MICROPYTHON_REF_CYCLES_PER_MAC (fitted by benchmarks/device_bench.py) times the board's
+interp_ratio; kernel "compiled": a C kernel's compiled_cycles_per_mac. Radio: wire_bytes and
+mqtt_wire count MQTT, TCP/IP and TLS framing; each IP packet is cut into link frames with the
+board's per-frame bytes and radio-on time. listen_energy_mj prices a device that is online but
+not training. What is left out: docs/device.md.
 
-Compute: t_cpu = MACs · cycles_per_mac / f_cpu, cycles_per_mac by kernel:
-- "micropython" (the default: the agent that ships) = MICROPYTHON_REF_CYCLES_PER_MAC · the board's
-  `interp_ratio`. The reference figure is the cycles per MAC of the agent on a Cortex-M4F core like
-  the pyboard's (STM32F405, 168 MHz), fitted by benchmarks/device_bench.py: the training-step
-  times of the four default models under the unix-port micropython (device_agent.bench) give
-  seconds per MAC on the bench host, and MicroPython's own perf_bench (bm_float, misc_mandel,
-  N=100 M=100) ties the host to the pyboard, where it took 53,790 and 138,049 µs (PYBv1.0,
-  micropython/micropython pull request 4858). A second term per parameter touched was fitted too
-  and rejected (its coefficient came out negative); device-bench.json holds both fits.
-- "compiled" = the board's `compiled_cycles_per_mac`: a C kernel. Assumptions, ours: 4 cycles per
-  float32 MAC on an FPU core (two loads, a fused multiply-add, loop overhead); 100 on the RP2040's
-  FPU-less Cortex-M0+ (two soft-float calls of about 50 cycles, the bootrom float routines of the
-  RP2040 datasheet, section 2.8.3).
-
-interp_ratio (cycles of the same interpreted work relative to the Cortex-M4F reference):
-- esp32 1.13, rp2040 1.13: one float-heavy MicroPython program timed on many boards (S. Russell,
-  scruss.com, "Parallel MicroPython Benchmarking", MicroPython 1.24): pyboard v1.1 (STM32F405 at
-  168 MHz) 13.0 s, ESP32 at 160 MHz 15.4 s, RP2040 at 125 MHz 19.8 s; (15.4 · 160)/(13.0 · 168) and
-  (19.8 · 125)/(13.0 · 168).
-- nrf52840 1.0: assumption (ours): the same Cortex-M4F core as the reference, with CoreMark per MHz
-  alike (Nordic gives 212 CoreMark at 64 MHz from flash with cache, 3.3 per MHz).
-
-Radio: every message is counted as it goes over the air. An MQTT 3.1.1 PUBLISH (fixed header with
-its remaining-length varint, topic, packet id at QoS 1, payload; one TLS 1.2 AES-GCM record of
-+29 B when `tls`) is cut into TCP segments of at most the board's `mss`, each with 40 B of IPv4
-and TCP headers and acknowledged by a 40 B TCP ACK; at QoS 1 the receiver answers with a 4 B
-PUBACK in a segment of its own, which is acknowledged in turn. Each IP packet is cut into link
-frames of at most `link_mtu` bytes; a frame adds `link_frame_bytes` of link headers at the PHY bit
-rate and `link_frame_s` of radio-on time without payload (inter-frame spaces, contention, the
-link-layer acknowledgement), counted at the receive current. Link figures:
-- BLE 1M PHY (Bluetooth Core 5.x, Vol 6 Part B) with LE Data Length Extension: a data PDU has
-  1 B preamble, 4 B access address, 2 B header, 4 B MIC, 3 B CRC (14 B) around up to 251 B, of
-  which 4 B L2CAP header (247 B of IP); 2 · T_IFS (150 µs) and an empty PDU back (80 µs) per frame.
-- Wi-Fi 802.11g OFDM at 54 Mbit/s (IEEE 802.11-2016): QoS data header 26 B, LLC/SNAP 8 B,
-  CCMP 16 B, FCS 4 B (54 B) around up to 1500 B; 20 µs PHY preamble, DIFS 28 µs, mean backoff
-  67.5 µs (CWmin 15 slots of 9 µs, halved), SIFS 10 µs, ACK 28 µs: 154 µs per frame.
-
-Idle listening: `listen_energy_mj` charges a device that is online but not training: the messages
-it receives (the retained model of every round), a PINGREQ/PINGRESP every keepalive/2 seconds (as
-device_agent.transport sends them) and the board's idle current `idle_ma` the whole time.
-
-Board figures and sources:
-- nrf52840 (default; the class of board TinyMetaFed was evaluated on): Nordic Semiconductor,
-  "nRF52840 Product Specification" v1.7: 64 MHz Cortex-M4F; CPU running CoreMark from flash with
-  cache and DC/DC at 3 V: 52 µA/MHz, i.e. 3.3 mA at 64 MHz; radio TX at 0 dBm with DC/DC: 4.8 mA;
-  radio RX at 1 Mbit/s BLE with DC/DC: 4.6 mA; BLE 1 Mbit/s PHY. Assumptions (ours): IP over BLE
-  (IPSP) with compressed IPv6 and TCP headers taken as 40 B, an MSS of 1220 B (IPv6 minimum MTU);
-  idle 0.3 mA (the CPU waiting with the 64 MHz crystal running, plus the BLE connection events).
-- esp32: Espressif, "ESP32 Series Datasheet" v4.x: modem-sleep at 160 MHz (MicroPython's default
-  clock on the esp32 port), dual core, 27-44 mA (midpoint 35.5 mA used); Wi-Fi TX 802.11g
-  54 Mbit/s at +16 dBm: 190 mA; RX 802.11b/g/n: 95-100 mA (100 mA used); 3.3 V supply; idle
-  45 mA (ESP-IDF's wifi/power_save example: station in minimum modem sleep, waking every DTIM);
-  TCP MSS 1440 B (ESP-IDF lwIP default).
-- rp2040 (Raspberry Pi Pico W): 125 MHz Cortex-M0+ (RP2040 datasheet), CYW43439 802.11n radio.
-  Assumptions (ours, not datasheet figures): CPU 25 mA at 3.3 V (a Pico running Python measures
-  about 18 mA at 5 V on VBUS, mjoldfield.com "Pico power", 2021); radio TX 200 mA and RX 45 mA
-  (typical of a 1x1 2.4 GHz Wi-Fi chip) plus the CPU's 25 mA serving it; idle 35 mA; link as
-  802.11g at 54 Mbit/s; TCP MSS 1460 B.
+Sources (each figure and its derivation in the comments below):
+- nRF52840: Nordic Semiconductor, "nRF52840 Product Specification" v1.7.
+- ESP32: Espressif, "ESP32 Series Datasheet" v4.x; the README of ESP-IDF's wifi/power_save
+  example (idle current).
+- RP2040 (Pico W): Raspberry Pi, "RP2040 Datasheet"; mjoldfield.com, "Pico power" (2021).
+- MicroPython speed: micropython/micropython pull request 4858 (perf_bench on PYBv1.0);
+  S. Russell, scruss.com, "Parallel MicroPython Benchmarking" (MicroPython 1.24 on many boards).
+- Framing: MQTT 3.1.1 (OASIS), RFC 791 and 9293 (IPv4, TCP), RFC 5246 and 5288 (TLS 1.2 with
+  AES-GCM), Bluetooth Core 5.x Vol 6 Part B (BLE link layer), IEEE 802.11-2016 (Wi-Fi).
+Figures marked "assumption" are ours, not from a source.
 """
+
+# MicroPython kernel. device_bench.py fits seconds per MAC on the reconstruction and adaptation
+# step times of the four default models under the unix port, and ties the bench host to the
+# pyboard (STM32F405, Cortex-M4F, 168 MHz) with perf_bench (bm_float, misc_mandel, N=100 M=100:
+# 53,790 and 138,049 µs on PYBv1.0). A second term per parameter updated was fitted too and
+# rejected (its coefficient came out negative); device-bench.json holds both fits.
+# interp_ratio (cycles of the same interpreted work relative to that Cortex-M4F):
+# - esp32 1.13, rp2040 1.13: scruss.com timed one float-heavy program on pyboard v1.1 (STM32F405
+#   at 168 MHz) 13.0 s, ESP32 at 160 MHz 15.4 s, RP2040 at 125 MHz 19.8 s: (15.4 · 160) /
+#   (13.0 · 168) and (19.8 · 125) / (13.0 · 168).
+# - nrf52840 1.0, assumption: the same Cortex-M4F core, with CoreMark per MHz alike (Nordic gives
+#   212 CoreMark at 64 MHz from flash with cache, 3.3 per MHz).
+# Compiled kernel, assumptions: 4 cycles per float32 MAC on an FPU core (two loads, a fused
+# multiply-add, loop overhead); 100 on the RP2040's FPU-less Cortex-M0+ (two soft-float calls of
+# about 50 cycles each to the bootrom's fast floating-point library, RP2040 datasheet section 2.8).
+#
+# Radio. An MQTT 3.1.1 PUBLISH (fixed header with its remaining-length varint, topic, packet id
+# at QoS 1, payload; one TLS 1.2 AES-GCM record of +29 B when `tls`) is cut into TCP segments of
+# at most the board's `mss`, each with 40 B of IPv4 and TCP headers and acknowledged by a 40 B
+# TCP ACK; at QoS 1 the receiver answers with a 4 B PUBACK in a segment of its own, acknowledged
+# in turn. Each IP packet is cut into link frames of at most `link_mtu` bytes; a frame adds
+# `link_frame_bytes` of link headers at the PHY bit rate and `link_frame_s` of radio-on time
+# without payload (inter-frame spaces, contention, the link ACK), counted at the receive current.
+# - BLE 1M PHY with LE Data Length Extension: a data PDU has 1 B preamble, 4 B access address,
+#   2 B header, 4 B MIC, 3 B CRC (14 B) around up to 251 B, of which 4 B L2CAP header (247 B of
+#   IP); 2 · T_IFS (150 µs) and an empty PDU back (80 µs) per frame.
+# - Wi-Fi 802.11g OFDM at 54 Mbit/s: QoS data header 26 B, LLC/SNAP 8 B, CCMP 16 B, FCS 4 B
+#   (54 B) around up to 1500 B; 20 µs PHY preamble, DIFS 28 µs, mean backoff 67.5 µs (CWmin 15
+#   slots of 9 µs, halved), SIFS 10 µs, ACK 28 µs: 154 µs per frame.
+# Idle listening: the messages received, a PINGREQ/PINGRESP every keepalive/2 seconds (as
+# device_agent.transport pings) and the board's idle current `idle_ma` the whole time.
+#
+# Boards:
+# - nrf52840 (default; the class of board TinyMetaFed was evaluated on): 64 MHz Cortex-M4F; CPU
+#   running CoreMark from flash with cache and DC/DC at 3 V: 52 µA/MHz, i.e. 3.3 mA at 64 MHz;
+#   radio TX at 0 dBm with DC/DC 4.8 mA; RX at 1 Mbit/s BLE with DC/DC 4.6 mA; BLE 1 Mbit/s PHY.
+#   Assumptions: IP over BLE (IPSP) with compressed IPv6 and TCP headers taken as 40 B; an MSS of
+#   1220 B (the IPv6 minimum MTU of 1280 B less uncompressed headers); idle 0.3 mA (the CPU
+#   waiting with the 64 MHz crystal running, plus the BLE connection events).
+# - esp32: modem-sleep at 160 MHz (MicroPython's default clock on the esp32 port), dual core,
+#   27-44 mA (midpoint 35.5 mA used); Wi-Fi TX 802.11g 54 Mbit/s at +16 dBm 190 mA; RX
+#   802.11b/g/n 95-100 mA (100 mA used); 3.3 V supply; idle 45 mA (ESP-IDF power_save example:
+#   a station in minimum modem sleep, waking every DTIM); TCP MSS 1440 B (ESP-IDF lwIP default).
+# - rp2040 (Raspberry Pi Pico W): 125 MHz Cortex-M0+, CYW43439 802.11n radio. Assumptions, not
+#   datasheet figures: CPU 25 mA at 3.3 V (a Pico running Python draws about 18 mA at 5 V on
+#   VBUS, mjoldfield.com); radio TX 200 mA and RX 45 mA (typical of a 1x1 2.4 GHz Wi-Fi chip) plus
+#   the CPU's 25 mA serving it; idle 35 mA; link as 802.11g at 54 Mbit/s; TCP MSS 1460 B.
 
 KERNELS = ("micropython", "compiled")
 DEFAULT_KERNEL = "micropython"
