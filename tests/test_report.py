@@ -221,3 +221,16 @@ def test_an_empty_metrics_file_still_makes_a_page(tmp_path):
     out = tmp_path / "report.html"
     assert write_report(metrics, out) == ["no rounds in the metrics file"]
     assert Path(out).read_text().count("<section") == 5
+
+
+def test_a_sink_that_cannot_store_never_stops_the_recorder():
+    class FullDisk:
+        def write(self, lines):
+            raise OSError(28, "No space left on device")
+
+    from broker_service.observe.recorder import Recorder
+
+    recorder = Recorder(FullDisk(), "default", "sine", "tinymetafed")  # type: ignore[arg-type]
+    recorder.presence("d1", True, {"free_heap": 1000})
+    recorder.evaluated(0, 1.5)
+    assert recorder.dropped == 2

@@ -69,6 +69,7 @@ class Recorder:
         self.sink = sink
         self.tags = {"fleet": fleet, "use_case": use_case, "algorithm": algorithm}
         self.last_ns = 0
+        self.dropped = 0
         self.service: ServiceView | None = None
         self.metric_ci95: float | None = None
         self.eval_devices: int | None = None
@@ -85,6 +86,14 @@ class Recorder:
         written with the metric of that evaluation."""
         self.metric_ci95 = ci95(np.asarray(values, dtype=np.float64))
         self.eval_devices = len(values)
+
+    def _write(self, lines: list[str]) -> None:
+        """Hand points to the sink; a sink that cannot store them (e.g. the local file on a full
+        disk) loses them, counted in `dropped`: metrics never stop a round."""
+        try:
+            self.sink.write(lines)
+        except OSError:
+            self.dropped += len(lines)
 
     def _now(self) -> int:
         """Nanoseconds at least 1 ms apart, so no two points collide even in millisecond
@@ -122,7 +131,7 @@ class Recorder:
         }
         for reason, count in report.rejected.items():
             fields["rejected_" + reason] = int(count)
-        self.sink.write([line("round", self.tags, fields, self._now())])
+        self._write([line("round", self.tags, fields, self._now())])
         if report.metric is not None:
             self.last_metric = {
                 "value": report.metric,
@@ -139,7 +148,7 @@ class Recorder:
         self.last_metric = {"value": metric, "ci95": self.metric_ci95, "round": rounds_done - 1}
         if self.service is not None:
             self._session_point()
-        self.sink.write([line("round", self.tags, fields, self._now())])
+        self._write([line("round", self.tags, fields, self._now())])
         if self.service is not None:
             self._publish(rounds_done, None)
 
@@ -153,7 +162,7 @@ class Recorder:
             "rounds_planned": int(self.service.total_rounds),
             "eval_devices": self.eval_devices,
         }
-        self.sink.write([line("session", self.tags, fields, self._now())])
+        self._write([line("session", self.tags, fields, self._now())])
 
     def _participation(self, round_no: int) -> None:
         """One `participation` point per device invited to the closed round."""
@@ -167,7 +176,7 @@ class Recorder:
             lines.append(
                 line("participation", {**self.tags, "device": device}, fields, self._now())
             )
-        self.sink.write(lines)
+        self._write(lines)
 
     def _publish(self, rounds_done: int, report) -> None:
         """Publish the retained progress document (observe.status); never raises."""
@@ -195,9 +204,7 @@ class Recorder:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             fields[key] = float(value)
-        self.sink.write(
-            [line("device_update", {**self.tags, "device": device}, fields, self._now())]
-        )
+        self._write([line("device_update", {**self.tags, "device": device}, fields, self._now())])
 
     def presence(self, device: str, online: bool, info: dict) -> None:
         """One `presence` point per change."""
@@ -205,4 +212,4 @@ class Recorder:
         if isinstance(info.get("free_heap"), int):
             fields["free_heap"] = info["free_heap"]
         tags = {"fleet": self.tags["fleet"], "device": device}
-        self.sink.write([line("presence", tags, fields, self._now())])
+        self._write([line("presence", tags, fields, self._now())])
