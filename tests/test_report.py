@@ -181,7 +181,8 @@ def test_baselines_need_a_bench_of_the_same_use_case(fleets, tmp_path):
     bench = {"use_case": "sine", "algorithms": {"fedavg": {"curve": [[0, 1.0], [5, 0.9]]}}}
     assert "not of this session" in build_views(d, bench)[0].note
     bench["use_case"] = "kws"
-    assert build_views(d, bench)[0].note == ""
+    assert build_views(d, bench)[0].note.startswith("Dashed: the bench's curves")
+    assert build_views(d, None)[0].note == ""
 
 
 class _Page(HTMLParser):
