@@ -3,9 +3,9 @@
 Run the whole system on this machine (demo), the aggregation service (serve) and its health check
 (health), device agents on CPython (agent, fleet), board files and credentials (device bundle,
 device enroll), the benchmark of every algorithm (bench), a saved model on new devices
-(evaluate), the HTML report of a session (report), and ONNX out and in (export, init). A user
-error (a bad flag, a missing file, a setting that cannot work) is one line on stderr,
-`tinymetafed <command>: error: ...`, with exit code 2.
+(evaluate), the HTML report of a session (report), the fleet live from the broker (status), and
+ONNX out and in (export, init). A user error (a bad flag, a missing file, a setting that cannot
+work) is one line on stderr, `tinymetafed <command>: error: ...`, with exit code 2.
 """
 
 from __future__ import annotations
@@ -256,6 +256,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the fleet from its retained MQTT topics: the service's state and round, the last
+    metric, rejections, and every device online or offline with its board and free heap."""
+    from broker_service.observe.status import WatchOptions, watch
+
+    options = WatchOptions(
+        broker=args.broker,
+        fleet=args.fleet,
+        prefix=args.prefix,
+        username=args.username,
+        password=os.environ.get(env_name("password")),
+        ca_file=args.ca_file,
+    )
+    return watch(options, args.json, args.once, args.interval, plain=args.plain)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint's meta-initialisation (and optionally a fitted head) as ONNX."""
     import onnx
@@ -465,7 +481,20 @@ def _report_parser(sub) -> None:
     p = _command(sub, "report", cmd_report, "an HTML report (plots) of a metrics file")
     p.add_argument("--metrics", required=True, help="line-protocol file written by the service")
     p.add_argument("--out", default="report.html")
-    p.add_argument("--bench", help="a bench JSON to add as a comparison table")
+    p.add_argument("--bench", help="a bench JSON: its curves as baselines and its comparison table")
+
+
+def _status_parser(sub) -> None:
+    p = _command(sub, "status", cmd_status, "the fleet live from the broker's retained topics")
+    p.add_argument("--broker", default=SERVICE_DEFAULTS.broker, help="mqtt:// or mqtts:// URL")
+    p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
+    p.add_argument("--prefix", default=SERVICE_DEFAULTS.prefix)
+    p.add_argument("--username", help="broker user name (password: $%s)" % env_name("password"))
+    p.add_argument("--ca-file", help="CA certificate (PEM) to verify an mqtts:// broker")
+    p.add_argument("--json", action="store_true", help="print one JSON snapshot and exit")
+    p.add_argument("--once", action="store_true", help="print the view once and exit")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--plain", action="store_true", help="plain text even when rich is installed")
 
 
 def _option_help(opt: FlagOption) -> str:
@@ -582,6 +611,7 @@ SUBCOMMANDS = (
     _init_parser,
     _health_parser,
     _report_parser,
+    _status_parser,
     _serve_parser,
     _agent_parser,
     _fleet_parser,

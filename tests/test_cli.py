@@ -127,6 +127,7 @@ BAD_ARGUMENTS = [
     ("bench", ["--use-case", "sine", "--algorithms", "tinymetafed,fedsgd"], "unknown fedsgd"),
     ("evaluate", ["--checkpoint", "{tmp}/missing.json"], "missing.json does not exist"),
     ("report", ["--metrics", "{tmp}/missing.lp"], "missing.lp: No such file"),
+    ("status", ["--broker", "http://x"], "mqtt://host:port"),
     ("export", ["--checkpoint", "{tmp}/missing.json", "--out", "{tmp}/m.onnx"], "does not exist"),
     ("init", ["--from-onnx", "{tmp}/garbage.onnx"], "garbage.onnx is not an ONNX model"),
     ("health", ["--state-dir", "{tmp}/nothing"], "no heartbeat"),

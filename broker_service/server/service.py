@@ -208,6 +208,7 @@ class AggregationService:
         """Connect, run the remaining rounds, and return the session summary."""
         self.mqtt = ServiceMqtt(self.cfg, self.topics)
         self.mqtt.start()
+        self.recorder.attach(self)
         self.log(
             "started",
             broker=self.cfg.broker,
@@ -240,6 +241,7 @@ class AggregationService:
             self.settings,
             self.use_case.metric,
         )
+        self.recorder.evaluation(values)
         return float(values.mean())
 
     def _wait_for_devices(self) -> None:
