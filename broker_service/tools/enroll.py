@@ -218,8 +218,9 @@ def board_config(
         "user": device_id,
         "password": password,
         "ssl": tls,
-        "ca_file": ca_file if tls else None,
     }
+    if tls and ca_file:
+        broker["ca_file"] = ca_file
     try:
         return make_config(
             {
