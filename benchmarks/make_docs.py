@@ -59,6 +59,75 @@ def device_table(doc) -> str:
     return "\n".join(lines)
 
 
+def _figure(x: float) -> str:
+    """A positive figure with three significant digits at most, never in e-notation."""
+    if x >= 100:
+        return f"{x:,.0f}"
+    return "%.3g" % x if x >= 0.001 else "%.1g" % x
+
+
+BOARD_NAMES = {"nrf52840": "nRF52840", "esp32": "ESP32", "rp2040": "Pico W"}
+
+
+def device_energy_table(doc) -> str:
+    """The fitted compute cost and one device round's time and energy on each board profile,
+    MicroPython kernel / compiled kernel (docs/device.md; from device-bench.json)."""
+    f = doc["fit"]
+    boards = list(f["boards"])
+    names = [BOARD_NAMES.get(b, b) for b in boards]
+    host = (
+        " (%.0f cycles at the host's %.2f GHz)" % (f["host_cycles_per_mac"], f["host_hz"] / 1e9)
+        if f.get("host_hz")
+        else ""
+    )
+    lines = [
+        "Fitted on %d step kinds: %.0f ns per MAC on the bench host%s, rms error %.0f %% (with a "
+        "term per parameter updated: %.0f %%, not used). The pyboard takes %.0fx as long as the "
+        "host in perf_bench, so %.0f cycles per MAC on its Cortex-M4F (device_agent/energy.py "
+        "uses %.0f). Cycles per MAC, MicroPython / compiled: %s.\n"
+        % (
+            f["points"],
+            1e9 * f["seconds_per_mac"],
+            host,
+            100 * f["rms_relative_error"],
+            100 * f["two_terms"]["rms_relative_error"],
+            f["perf_bench"]["slowdown"],
+            f["reference_cycles_per_mac"],
+            f["model_reference_cycles_per_mac"],
+            "; ".join(
+                "%s %.0f / %.0f"
+                % (BOARD_NAMES.get(b, b), f["boards"][b]["micropython"], f["boards"][b]["compiled"])
+                for b in boards
+            ),
+        ),
+        "| use case | step ms (unix port) | MACs/round | B up / down | "
+        + " | ".join("%s s | %s mJ (radio)" % (n, n) for n in names)
+        + " |",
+        "|---|---|---|---|" + "---|---|" * len(boards),
+    ]
+    for r in doc["results"]:
+        cells = [
+            r["use_case"],
+            "%.2f" % r["step_ms"],
+            f"{r['round_macs']:,}",
+            "%d / %d" % (r["payload_bytes"], r["model_bytes"] + r["command_bytes"]),
+        ]
+        for b in boards:
+            mp, cc = r["energy"][b]["micropython"], r["energy"][b]["compiled"]
+            cells.append("%s / %s" % (_figure(mp["compute_s"]), _figure(cc["compute_s"])))
+            cells.append(
+                "%s / %s (%s)"
+                % (_figure(mp["energy_mj"]), _figure(cc["energy_mj"]), _figure(mp["radio_mj"]))
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "\nOne device round (10 reconstruction and 20 adaptation samples). Each board's cells: "
+        "MicroPython kernel / compiled kernel, compute seconds and energy; radio: the round's MQTT "
+        "exchange (model and command down, update up) with its TCP/IP and link framing."
+    )
+    return "\n".join(lines)
+
+
 def bound_table(doc) -> str:
     lines = [
         "| use case | n | k | values | payload B | bound B | ratio | ratio (body) |",

@@ -3,9 +3,9 @@
 Run the whole system on this machine (demo), the aggregation service (serve) and its health check
 (health), device agents on CPython (agent, fleet), board files and credentials (device bundle,
 device enroll), the benchmark of every algorithm (bench), a saved model on new devices
-(evaluate), the HTML report of a session (report), and ONNX out and in (export, init). A user
-error (a bad flag, a missing file, a setting that cannot work) is one line on stderr,
-`tinymetafed <command>: error: ...`, with exit code 2.
+(evaluate), the HTML report of a session (report), the fleet live from the broker (status), and
+ONNX out and in (export, init). A user error (a bad flag, a missing file, a setting that cannot
+work) is one line on stderr, `tinymetafed <command>: error: ...`, with exit code 2.
 """
 
 from __future__ import annotations
@@ -170,14 +170,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the aggregation service against a broker until its rounds are done."""
+    """Run the aggregation service against a broker until its rounds are done (with --standby:
+    first wait until the service holding the same state is gone, then take over)."""
     from broker_service.observe.logs import EventLog
     from broker_service.server.service import AggregationService
+    from broker_service.server.standby import Standby
 
     flags: dict = {o.name: getattr(args, o.name) for o in flag_options()}
     flags["settings"] = dict(_parse_setting(s) for s in args.set or [])
     cfg = load_config(args.config, flags)
-    summary = AggregationService(cfg, EventLog()).run()
+    log = EventLog()
+    lock = Standby(cfg, log).wait() if cfg.standby else None
+    summary = AggregationService(cfg, log, lock=lock).run()
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -277,6 +281,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the fleet from its retained MQTT topics: the service's state and round, the last
+    metric, rejections, and every device online or offline with its board and free heap."""
+    from broker_service.observe.status import WatchOptions, watch
+
+    options = WatchOptions(
+        broker=args.broker,
+        fleet=args.fleet,
+        prefix=args.prefix,
+        username=args.username,
+        password=os.environ.get(env_name("password")),
+        ca_file=args.ca_file,
+    )
+    return watch(options, args.json, args.once, args.interval, plain=args.plain)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint's meta-initialisation (and optionally a fitted head) as ONNX."""
     import onnx
@@ -372,7 +392,13 @@ def cmd_device_enroll(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
         replace=args.replace,
         tls=not args.no_tls,
+        ca_file=args.ca_file,
     )
+    if not args.no_tls and not args.ca_file:
+        print(
+            "note: no --ca-file: a MicroPython board refuses TLS without the broker's CA "
+            "(deploy/ca/ca.crt after deploy/make-certs.sh)"
+        )
     if args.out:
         print(
             "wrote %s; bundle it with: tinymetafed device bundle --config %s --out DIR"
@@ -488,12 +514,25 @@ def _report_parser(sub) -> None:
     p = _command(sub, "report", cmd_report, "an HTML report (plots) of a metrics file")
     p.add_argument("--metrics", required=True, help="line-protocol file written by the service")
     p.add_argument("--out", default="report.html")
-    p.add_argument("--bench", help="a bench JSON to add as a comparison table")
+    p.add_argument("--bench", help="a bench JSON: its curves as baselines and its comparison table")
+
+
+def _status_parser(sub) -> None:
+    p = _command(sub, "status", cmd_status, "the fleet live from the broker's retained topics")
+    p.add_argument("--broker", default=SERVICE_DEFAULTS.broker, help="mqtt:// or mqtts:// URL")
+    p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
+    p.add_argument("--prefix", default=SERVICE_DEFAULTS.prefix)
+    p.add_argument("--username", help="broker user name (password: $%s)" % env_name("password"))
+    p.add_argument("--ca-file", help="CA certificate (PEM) to verify an mqtts:// broker")
+    p.add_argument("--json", action="store_true", help="print one JSON snapshot and exit")
+    p.add_argument("--once", action="store_true", help="print the view once and exit")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--plain", action="store_true", help="plain text even when rich is installed")
 
 
 def _option_help(opt: FlagOption) -> str:
     text = opt.help
-    if opt.default is not None and "default" not in text:
+    if opt.default is not None and opt.kind is not bool and "default" not in text:
         text += " (default: %s)" % opt.default
     return text.replace("%", "%%")
 
@@ -516,7 +555,10 @@ def _serve_parser(sub) -> None:
     )
     p.add_argument("--config", help="TOML file (see docs/service.md)")
     for opt in flag_options():
-        p.add_argument(opt.flag, type=opt.kind, help=_option_help(opt))
+        if opt.kind is bool:  # a switch; unset (None) lets the file or the environment decide
+            p.add_argument(opt.flag, action="store_true", default=None, help=_option_help(opt))
+        else:
+            p.add_argument(opt.flag, type=opt.kind, help=_option_help(opt))
     p.add_argument(
         "--set",
         action="append",
@@ -571,6 +613,7 @@ def _device_enroll_parser(sub) -> None:
     p.add_argument("--broker-host", default="192.0.2.10", help="as the board reaches it")
     p.add_argument("--broker-port", type=int, default=8883)
     p.add_argument("--no-tls", action="store_true", help="plain MQTT (a lab broker only)")
+    p.add_argument("--ca-file", help="the broker's CA certificate (copied onto the board)")
     p.add_argument("--use-case", default=SERVICE_DEFAULTS.use_case)
     p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
     p.add_argument("--out", help="write the board config JSON here (owner-only)")
@@ -601,6 +644,7 @@ SUBCOMMANDS = (
     _init_parser,
     _health_parser,
     _report_parser,
+    _status_parser,
     _serve_parser,
     _agent_parser,
     _fleet_parser,

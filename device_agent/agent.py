@@ -6,15 +6,20 @@ Single-threaded and allocation-conscious so it runs on a 256 KB MicroPython boar
   callback; rounds run in the main loop, polling the transport between samples, so a newer model
   or a cancel aborts a stale round cleanly (the next round reloads θ_g from the kept payload);
 - anything malformed is rejected with a reason, logged, counted and reported in telemetry
-  (device_agent.reports); the agent keeps its previous state;
+  (device_agent.reports); the agent keeps its previous state; a message over its topic's size
+  limit is skipped by the transport before it is read (`oversized`);
+- with a key (`hmac_key`), a command counts only with the service's valid tag and not older
+  than the newest verified (session epoch, model version, round), and a round trains only on a
+  model whose SHA-256 is the one its verified command names; without a key the agent accepts
+  unsigned commands as before (docs/security.md, "The device");
 - a lost connection ends the session with an exception; device_agent.robust.RobustAgent runs the
   sessions and reconnects with back-off.
 """
 
 from array import array
 
-from device_agent import codec, reasons, reports, validate
-from device_agent.auth import sign
+from device_agent import codec, limits, reasons, reports, validate
+from device_agent.auth import TAG_SIZE, digest, sign
 from device_agent.clock import ticks_ms, ticks_since
 from device_agent.model import Plan
 from device_agent.network import Network
@@ -22,6 +27,10 @@ from device_agent.round import round_settings, run_round
 from device_agent.specs import spec_for
 from device_agent.topics import Topics
 from device_agent.transport import make_transport
+
+REFETCH_MS = 5000
+"""How long a keyed agent keeps a verified command waiting for its model after asking the
+broker for the retained model again."""
 
 
 class RoundAborted(Exception):
@@ -94,6 +103,12 @@ class Agent:
         self.connects = 0
         self.stopping = False
         self.hmac_key = bytes.fromhex(config["hmac_key"]) if config.get("hmac_key") else None
+        self.model_digest = None  # SHA-256 of the held model (keyed agents)
+        self.newest = None  # (epoch, version, round) of the newest verified command
+        self.newest_digest = None  # (version, digest) the newest verified round command names
+        self.pending_digest = None  # the digest the pending command names
+        self.refetch_start = None  # when the retained model was asked for again
+        self.refetch_ms = REFETCH_MS
         self.round_runner = round_runner
         self.log = logger
 
@@ -110,6 +125,22 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - a bad message must not end the session
             self.reject("message", reasons.INTERNAL_ERROR, repr(exc))
 
+    def on_oversized(self, topic, size):
+        """The transport skipped a message of `size` bytes over its topic's limit unread."""
+        self.bytes_in += size
+        what = "message"
+        if topic == self.topics.model:
+            what = "model"
+        elif topic == self.topics.command(self.device_id):
+            what = "command"
+        self.reject(what, reasons.OVERSIZED, "%d bytes" % size)
+
+    def size_limits(self):
+        """{topic: largest payload read}: the largest legal model, and a signed command."""
+        model = validate.model_limit(self.plan, self.cfg["max_model_bytes"])
+        command = limits.MAX_COMMAND + (TAG_SIZE if self.hmac_key else 0)
+        return {self.topics.model: model, self.topics.command(self.device_id): command}
+
     def reject(self, what, reason, detail=""):
         """Count and log a rejected message; the agent keeps its state."""
         key = what + ":" + reason
@@ -117,24 +148,44 @@ class Agent:
         self.log("rejected", what=what, reason=reason, detail=detail)
 
     def _on_model(self, payload):
+        held = self.model_header
         try:
             h = validate.check_model(payload, self.plan, self.cfg["max_model_bytes"])
+            sha = self._check_keyed_model(payload, h)
         except validate.Refused as exc:
             self.reject("model", exc.reason, exc.detail)
             return
-        if self.model_header is not None and h.model_version == self.model_header.model_version:
-            return  # a redelivery
-        if self.model_header is not None and h.model_version < self.model_header.model_version:
+        if held is not None and h.model_version == held.model_version:
+            if sha is None or sha == self.model_digest:
+                return  # a redelivery
+        elif held is not None and h.model_version < held.model_version:
             self.log("model_reset", version=h.model_version)  # a new session on the fleet
         self.model_buf = payload
         self.model_header = h
+        self.model_digest = sha
         self.log("model", version=h.model_version, n=h.n, bytes=len(payload))
         if self.in_round:
             self.abort_reason = reasons.ABORT_NEWER_MODEL
 
-    def _on_command(self, payload):
+    def _check_keyed_model(self, payload, h):
+        """A keyed agent's model checks: the SHA-256 of an acceptable model (None unkeyed).
+
+        ROLLBACK: older than the newest verified command. BAD_DIGEST: of the version the newest
+        verified round command names, with another digest.
+        """
+        if self.hmac_key is None:
+            return None
+        validate.check_model_fresh(h, self.newest)
+        sha = digest(payload)
+        if self.newest_digest is not None and self.newest_digest[0] == h.model_version:
+            validate.check_digest(self.newest_digest[1], sha)
+        return sha
+
+    def _on_command(self, message):
         try:
+            payload = validate.check_signature(message, self.hmac_key)
             cmd = validate.check_command(payload)
+            sha = self._check_keyed_command(cmd)
         except validate.Refused as exc:
             self.reject("command", exc.reason, exc.detail)
             return
@@ -145,9 +196,25 @@ class Agent:
                 self.pending = None
             return
         self.pending = cmd
-        self.pending_bytes = len(payload)
+        self.pending_bytes = len(message)
+        self.pending_digest = sha
+        self.refetch_start = None
         if self.in_round and cmd["round"] + 1 != self.in_round:
             self.abort_reason = reasons.ABORT_SUPERSEDED
+
+    def _check_keyed_command(self, cmd):
+        """A keyed agent's command checks: the model digest a verified command names (None for
+        a cancel, or unkeyed). ROLLBACK: ordered before the newest verified command; otherwise
+        this command becomes the newest."""
+        if self.hmac_key is None:
+            return None
+        sha = validate.check_signed_fields(cmd)
+        order = validate.command_order(cmd)
+        validate.check_fresh(order, self.newest)
+        self.newest = order
+        if sha is not None:
+            self.newest_digest = (cmd["version"], sha)
+        return sha
 
     # -- rounds --
 
@@ -158,22 +225,44 @@ class Agent:
     def run_pending(self):
         """Run the stashed command, if any: load θ_g, train, upload, report."""
         cmd = self.pending
-        self.pending = None
         if cmd is None:
             return
         if (cmd["round"], cmd["version"]) == self.last_done and self.last_update is not None:
+            self.pending = None
             self._publish(self.topics.update(self.device_id), self.last_update, qos=1)
             self.log("resent", round=cmd["round"])
             return
+        if self._awaiting_model(cmd):
+            return
+        self.pending = None
         settings = round_settings(cmd)
         try:
             validate.check_round(cmd, settings, self.model_header, self.plan)
+            if self.pending_digest is not None:
+                validate.check_digest(self.pending_digest, self.model_digest)
         except validate.Refused as exc:
             self.reject("command", exc.reason, exc.detail)
-            if exc.reason == reasons.STALE_VERSION:
+            if exc.reason in (reasons.STALE_VERSION, reasons.BAD_DIGEST):
                 self._telemetry(reports.round_status(cmd, "error", exc.reason))
             return
         self._train(cmd, settings)
+
+    def _awaiting_model(self, cmd):
+        """True while a keyed agent's verified command `cmd` waits for the model it names.
+
+        The first time, the agent subscribes to the model topic again, so the broker sends the
+        retained model anew (one refused as a rollback because it opened a newer service
+        session, or one that arrived after its command); it then waits up to `refetch_ms`.
+        """
+        want = self.pending_digest
+        if want is None or self.model_digest == want or self.transport is None:
+            return False
+        if self.refetch_start is None:
+            self.refetch_start = ticks_ms()
+            self.log("refetch", version=cmd["version"])
+            self.transport.subscribe(self.topics.model)
+            return True
+        return ticks_since(self.refetch_start) < self.refetch_ms
 
     def _train(self, cmd, settings):
         h = self.model_header
@@ -242,6 +331,8 @@ class Agent:
             args.append(b["ca_file"])
         t = self.transport_factory(self.device_id, *args)
         t.on_message = self.on_message
+        t.on_oversized = self.on_oversized
+        t.limits = self.size_limits()
         status = self.topics.status(self.device_id)
         t.connect(status, reports.offline(self.device_id))
         self.transport = t

@@ -1,5 +1,11 @@
-"""Optional per-device message authentication: HMAC-SHA256 over an update payload, appended as a
-32-byte tag, for brokers whose ACLs cannot be trusted. Keys are per device and never logged.
+"""Per-device message authentication, both ways: HMAC-SHA256 tags under the device's own key.
+
+Uplink, a device appends the 32-byte tag of each update payload (for brokers whose ACLs cannot be
+trusted). Downlink, the service appends the tag of each round command it sends a keyed device;
+the command names the SHA-256 digest of the model it is for, so the fleet's one retained model
+needs no per-device tag (docs/security.md, "The device"). A tag covers the whole payload, header
+and kind included, so an update can never pass for a command or the other way round. Keys are
+per device and never logged.
 
 MicroPython's hashlib has sha256 but no hmac module, so HMAC (RFC 2104) is built here.
 """
@@ -7,6 +13,7 @@ MicroPython's hashlib has sha256 but no hmac module, so HMAC (RFC 2104) is built
 import hashlib
 
 TAG_SIZE = 32
+DIGEST_SIZE = 32
 _BLOCK = 64
 
 
@@ -32,3 +39,26 @@ def split_signed(message):
     if len(message) <= TAG_SIZE:
         return None, None
     return message[:-TAG_SIZE], message[-TAG_SIZE:]
+
+
+def same_bytes(a, b):
+    """a == b for two byte strings, in a time that does not depend on where they differ."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+def verify(key, message):
+    """The payload of `message` when its trailing tag verifies under `key`, else None."""
+    payload, tag = split_signed(message)
+    if payload is None or not same_bytes(hmac_sha256(key, payload), tag):
+        return None
+    return payload
+
+
+def digest(payload):
+    """The SHA-256 digest (32 bytes) of a payload: how a signed command names its model."""
+    return hashlib.sha256(payload).digest()

@@ -6,8 +6,11 @@
 Samples are generated (deterministic xorshift inputs of the model's shape), so it needs no data
 files. Prints one JSON line: use_case, impl, params, macs_per_sample (one full training step),
 step_ms (mean per-sample training step over the round), recon_step_ms, adapt_step_ms,
-peak_heap_bytes (on MicroPython the highest live heap, gc.mem_alloc() after a collection at every
-sample of a second, untimed round; on CPython tracemalloc's peak), payload_bytes.
+recon_step_macs and adapt_step_macs (MACs of one step of each kind), recon_step_params and
+adapt_step_params (parameters each step updates), peak_heap_bytes (on MicroPython the highest live
+heap, gc.mem_alloc() after a collection at every sample of a second, untimed round; on CPython
+tracemalloc's peak), payload_bytes, model_bytes and command_bytes (the dense f32 MODEL and the
+COMMAND a device receives for the round).
 """
 
 import gc
@@ -15,11 +18,12 @@ import json
 import sys
 from array import array
 
+from device_agent import codec
 from device_agent.clock import ticks_us, us_since
 from device_agent.datasource import SyntheticSource
 from device_agent.model import Plan, init_params
 from device_agent.network import Network
-from device_agent.round import run_round
+from device_agent.round import adapt_layers, effective_split, head_index, round_settings, run_round
 from device_agent.specs import spec_for
 
 IMPL = sys.implementation.name
@@ -66,6 +70,7 @@ def run(use_case, recon=10, adapt=20):
     residual = array("f", bytes(4 * plan.n_global))
     samples = TimedSamples(plan, recon + adapt)
     command = {"recon_samples": recon, "adapt_samples": adapt, "top_p": 10.0, "values": "f16"}
+    steps = step_sizes(plan, command)
     start = ticks_us()
     result = run_round(net, params, samples, command, residual)
     total_us = us_since(start)
@@ -75,7 +80,7 @@ def run(use_case, recon=10, adapt=20):
     else:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    return {
+    figures = {
         "use_case": use_case,
         "impl": IMPL,
         "params": plan.n_params,
@@ -89,7 +94,31 @@ def run(use_case, recon=10, adapt=20):
         "round_ms": total_us / 1000.0,
         "peak_heap_bytes": peak,
         "payload_bytes": len(result.payload),
+        "model_bytes": codec.HEADER_SIZE + codec.value_section_size(plan.n_global, codec.VALUE_F32),
+        "command_bytes": len(codec.encode_command(command)),
         "nnz": result.nnz,
+    }
+    figures.update(steps)
+    return figures
+
+
+def trained_params(plan, first, last=None):
+    """Parameters one SGD step updates when it trains param layers first..last (None: the top)."""
+    top = len(plan.layers) - 1 if last is None else last
+    return sum(plan.layers[i].n_params for i in plan.param_layers if first <= i <= top)
+
+
+def step_sizes(plan, command):
+    """MACs and parameters updated by one reconstruction step and one adaptation step."""
+    s = round_settings(command)
+    s["split"] = effective_split(plan, s["split"])
+    first, last = adapt_layers(plan, s)
+    head = head_index(plan)
+    return {
+        "recon_step_macs": plan.train_step_macs(head) if s["split"] else 0,
+        "recon_step_params": trained_params(plan, head) if s["split"] else 0,
+        "adapt_step_macs": plan.train_step_macs(first, last),
+        "adapt_step_params": trained_params(plan, first, last),
     }
 
 

@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 HEADER = "<2sBBBBHIIIIII"
 HEADER_SIZE = 32
 CRC_OFFSET = 28
+BODY_LEN_OFFSET = 24
 
 KIND_MODEL = 1
 KIND_DELTA = 2
@@ -273,6 +274,14 @@ def decode_header(buf, max_size=limits.MAX_PAYLOAD, crc_ok=None):
     return h
 
 
+def declared_size(buf):
+    """The size a payload's header declares (header plus body length), or -1 without a header:
+    tells an unsigned message (exactly this long) from one followed by a tag."""
+    if len(buf) < HEADER_SIZE:
+        return -1
+    return HEADER_SIZE + struct.unpack_from("<I", buf, BODY_LEN_OFFSET)[0]
+
+
 def _crc_ok(buf, h):
     crc = crc32(buf, 0, 0, CRC_OFFSET)
     return crc32(buf, crc, HEADER_SIZE, len(buf)) == h.crc
@@ -380,6 +389,19 @@ def decode_values(buf, h, pos, out=None, offset=0):
     """
     if out is None:
         out = array("f", bytes(4 * h.k))
+    _scan_values(buf, h, pos, out, offset)
+    return out
+
+
+def check_values(buf, h, pos):
+    """Check that the k values starting at byte `pos` are finite, storing none of them: how a
+    device vets a model on receipt without a second parameter-sized array."""
+    _scan_values(buf, h, pos, None, 0)
+
+
+def _scan_values(buf, h, pos, out, offset):
+    """Read the k values from `pos`, raising CodecError(BAD_VALUES) at the first non-finite one
+    (or a bad int8 scale); store them in out[offset:] unless `out` is None."""
     enc = h.value_enc
     scale = 1.0
     if enc == VALUE_INT8:
@@ -399,8 +421,8 @@ def decode_values(buf, h, pos, out=None, offset=0):
             pos += 1
         if v != v or v in (math.inf, -math.inf):
             raise CodecError(reasons.BAD_VALUES, "non-finite value at entry %d" % j)
-        out[offset + j] = v
-    return out
+        if out is not None:
+            out[offset + j] = v
 
 
 def decode(buf, max_size=limits.MAX_PAYLOAD):

@@ -3,17 +3,22 @@
 {"device_id": "esp32-kitchen-1",            required; also the broker user name
  "fleet": "default", "prefix": "tinymetafed",
  "broker": {"host": "192.0.2.10", "port": 1883, "user": null, "password": null,
-            "keepalive": 30, "ssl": false},
+            "keepalive": 30, "ssl": false,
+            "ca_file": null},                 the broker's CA (PEM or DER file): with "ssl" the
+                                              broker's certificate and name are verified; a
+                                              board (MicroPython) needs it to use TLS
  "use_case": "sine",                          picks the default model (device_agent.specs)
  "spec": null,                                or an explicit model spec
  "data": {"kind": "file", "path": "samples.csv"},   or {"kind": "synthetic", "seed": 1}
  "board": "esp32", "energy_profile": "nrf52840",
  "max_model_bytes": 65536,
- "hmac_key": null,                            hex; signs updates (HMAC-SHA256), optional
+ "hmac_key": null,                            hex; signs updates (HMAC-SHA256) and, once set,
+                                              requires the service's signature on commands
  "wifi": {"ssid": "...", "password": "..."}}   boards only (deploy/board/main.py)
 """
 
 import json
+import sys
 
 from device_agent.topics import check_name
 
@@ -30,6 +35,9 @@ DEFAULTS = {
     "hmac_key": None,
     "wifi": None,
 }
+MIN_KEY_BYTES = 16
+"""The shortest `hmac_key` accepted, in bytes (32 random bytes, 64 hex digits, are usual)."""
+
 BROKER_DEFAULTS = {
     "host": "127.0.0.1",
     "port": 1883,
@@ -37,6 +45,7 @@ BROKER_DEFAULTS = {
     "password": None,
     "keepalive": 30,
     "ssl": False,
+    "ca_file": None,
 }
 
 
@@ -60,7 +69,28 @@ def make_config(values):
         raise AgentConfigError(str(exc)) from None
     if not isinstance(broker["port"], int) or not 0 < broker["port"] < 65536:
         raise AgentConfigError("broker.port must be an integer port")
+    check_security(cfg, sys.implementation.name)
     return cfg
+
+
+def check_security(cfg, implementation):
+    """Refuse TLS that could not verify the broker, and a key that is not hex or too short.
+
+    On MicroPython (`implementation`) there is no system CA store: "ssl" needs "ca_file". CPython
+    without one verifies against the system's CAs.
+    """
+    broker = cfg["broker"]
+    if broker["ssl"] and not broker["ca_file"] and implementation == "micropython":
+        raise AgentConfigError("broker.ssl needs broker.ca_file (the CA of the broker's cert)")
+    key = cfg["hmac_key"]
+    if key is None:
+        return
+    try:
+        size = len(bytes.fromhex(key))
+    except (TypeError, ValueError):
+        raise AgentConfigError("hmac_key must be hex") from None
+    if size < MIN_KEY_BYTES:
+        raise AgentConfigError("hmac_key must be at least %d bytes" % MIN_KEY_BYTES)
 
 
 def load_config(path):

@@ -11,3 +11,18 @@ MAX_COMMAND = 4096
 
 MAX_SAMPLES = 0xFFFF
 """Largest sample count a DELTA header carries (an unsigned 16-bit field)."""
+
+MAX_TOPIC = 256
+"""Longest topic (bytes) a device reads from its broker; the fleet's topics are far shorter."""
+
+DRAIN_CHUNK = 512
+"""Bytes a device reads at a time when it skips a message over its limit (never the whole)."""
+
+MAX_ROUND_SAMPLES = 10000
+"""Largest `recon_samples` or `adapt_samples` a round command may ask a device to stream."""
+
+MAX_LEARNING_RATE = 10.0
+"""Largest `recon_lr` or `adapt_lr` a round command may set (rates must also be above 0)."""
+
+MAX_U32 = 0xFFFFFFFF
+"""Largest round, model version, seed and session epoch: the header's unsigned 32-bit fields."""

@@ -19,6 +19,7 @@ BAD_INDICES = "bad_indices"  # indices out of range, not ascending, or extra bit
 BAD_VALUES = "bad_values"  # non-finite values or an unusable int8 scale
 BAD_JSON = "bad_json"  # a command body that is not a JSON object
 BAD_COMMAND = "bad_command"  # a command without its integer round or version
+BAD_SETTING = "bad_setting"  # a command field of the wrong type, not finite or out of range
 
 # An update the open round refuses (service).
 LATE = "late"  # for a round already closed
@@ -29,12 +30,15 @@ NOT_IN_COHORT = "not_in_cohort"  # from a device the round did not invite
 NORM_BOUND = "norm_bound"  # an update longer than the norm bound
 NO_OPEN_ROUND = "no_open_round"  # arrived while no round was open
 UNKNOWN_DEVICE = "unknown_device"  # signed updates are required and the device has no key
-BAD_SIGNATURE = "bad_signature"  # the update's HMAC tag does not verify
+BAD_SIGNATURE = "bad_signature"  # an HMAC tag (an update's, or a keyed device's command) fails
 STORAGE_ERROR = "storage_error"  # the journal could not store it (e.g. disk full)
 BAD_TELEMETRY = "bad_telemetry"  # telemetry that is not a JSON object
 
 # The agent.
 INTERNAL_ERROR = "internal_error"  # a message whose handling raised; the agent keeps its state
+UNSIGNED = "unsigned"  # a keyed device got a command without its HMAC tag
+ROLLBACK = "rollback"  # a command or model older than the newest the device verified
+BAD_DIGEST = "bad_digest"  # the model's SHA-256 differs from the one its signed command names
 
 # Why a device abandoned a round in progress.
 ABORT_NEWER_MODEL = "newer_model"
@@ -55,6 +59,7 @@ REJECTIONS = (
     BAD_VALUES,
     BAD_JSON,
     BAD_COMMAND,
+    BAD_SETTING,
     LATE,
     WRONG_ROUND,
     STALE_VERSION,
@@ -67,6 +72,9 @@ REJECTIONS = (
     STORAGE_ERROR,
     BAD_TELEMETRY,
     INTERNAL_ERROR,
+    UNSIGNED,
+    ROLLBACK,
+    BAD_DIGEST,
 )
 """Every rejection reason, in the order the docs list them."""
 

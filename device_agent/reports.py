@@ -11,7 +11,6 @@ import json
 import sys
 
 from device_agent import codec
-from device_agent.energy import energy_mj, profile
 
 
 def heap_free():
@@ -64,6 +63,10 @@ def round_done(cmd, result, compute_ms, heap_peak, bytes_down, energy_profile, r
     `result` is a round.RoundResult, `heap_peak` the highest heap seen between samples,
     `bytes_down` the model and command bytes the round needed, `rejected` the agent's counts.
     """
+    # imported here, once the round's buffers are in place: loading the energy model at start-up
+    # fragments the heap that a CNN's buffers need in one piece on a 256 KB board
+    from device_agent.energy import energy_mj, profile
+
     up = len(result.payload)
     gc.collect()
     board = profile(energy_profile)

@@ -30,6 +30,9 @@ DEFAULTS = {
     "seed": 0,
 }
 
+LOCAL_INITS = ("zeros", "glorot")
+"""How a round may re-initialise θ_l (`local_init`): zeros, or Glorot-uniform from the seed."""
+
 
 def round_settings(command):
     """The round command merged over DEFAULTS (unknown keys are kept, missing ones filled)."""

@@ -5,16 +5,29 @@
 
 With MAX_ROUNDS the agent leaves (retained offline status) after that many rounds; without it,
 it serves forever, reconnecting after any loss (device_agent.robust).
+
+On MicroPython the heap is collected every COMPILE_GC_BYTES allocated while the agent's modules
+load and the agent is built: compiling from source leaves garbage between the bytecode kept, and
+collected only when the heap is full it would split the heap into holes too small for the
+model's parameter-sized arrays (omniglot's failed so in 256 KB). The default (collect when
+full) is restored once the agent is built.
 """
 
+import gc
 import sys
 
-from device_agent.agent import Agent
-from device_agent.config import load_config
-from device_agent.datasource import FileSource, SyntheticSource
-from device_agent.model import Plan
-from device_agent.robust import RobustAgent
-from device_agent.specs import spec_for
+COMPILE_GC_BYTES = 8192
+"""Collect after this many bytes allocated while the agent loads (MicroPython)."""
+
+if hasattr(gc, "threshold"):  # MicroPython
+    gc.threshold(COMPILE_GC_BYTES)
+
+from device_agent.agent import Agent  # noqa: E402 - after the threshold is set
+from device_agent.config import load_config  # noqa: E402
+from device_agent.datasource import FileSource, SyntheticSource  # noqa: E402
+from device_agent.model import Plan  # noqa: E402
+from device_agent.robust import RobustAgent  # noqa: E402
+from device_agent.specs import spec_for  # noqa: E402
 
 
 def make_source(cfg, plan):
@@ -26,9 +39,12 @@ def make_source(cfg, plan):
 
 
 def build(cfg):
-    """An Agent for a checked config dict."""
+    """An Agent for a checked config dict (then the heap is collected only when full again)."""
     plan = Plan(cfg["spec"] or spec_for(cfg["use_case"]))
-    return Agent(cfg, make_source(cfg, plan))
+    agent = Agent(cfg, make_source(cfg, plan))
+    if hasattr(gc, "threshold"):
+        gc.threshold(-1)
+    return agent
 
 
 def main(argv):

@@ -1,11 +1,28 @@
 """The agent's transport on CPython (gateways, Raspberry Pi, simulations): paho-mqtt 2.x, driven
-synchronously by the agent's loop like umqtt.simple (no background thread)."""
+synchronously by the agent's loop like umqtt.simple (no background thread).
 
+TLS verifies the broker's certificate and name: against `ca_file` (PEM, or DER as a board's)
+when given, else against the system's trusted CAs. paho reads a whole message before it hands it
+over, so the size limits are applied on delivery (a CPython host has the memory to spare).
+"""
+
+import ssl as tls
 import time
 
 import paho.mqtt.client as mqtt
 
-from device_agent.transport import Transport
+from device_agent.transport import PEM_BEGIN, Transport, read_file
+
+
+def tls_context(ca_file=None):
+    """A client context requiring the broker's certificate (CERT_REQUIRED, host name checked)
+    signed by the CA in `ca_file` (PEM or DER), or by a system CA without one."""
+    if ca_file is None:
+        return tls.create_default_context()
+    data = read_file(ca_file)
+    if PEM_BEGIN in data:
+        return tls.create_default_context(cadata=data.decode("ascii"))
+    return tls.create_default_context(cadata=data)
 
 
 class PahoTransport(Transport):
@@ -31,14 +48,18 @@ class PahoTransport(Transport):
         if user is not None:
             self.client.username_pw_set(user, password)
         if ssl:
-            self.client.tls_set(ca_certs=ca_file)
+            self.client.tls_set_context(tls_context(ca_file))
         self.client.on_message = self._dispatch
         self.host = host
         self.port = port
         self.keepalive = keepalive
 
     def _dispatch(self, client, userdata, msg):
-        if self.on_message is not None:
+        size = len(msg.payload)
+        if size > self.limit(msg.topic):
+            if self.on_oversized is not None:
+                self.on_oversized(msg.topic, size)
+        elif self.on_message is not None:
             self.on_message(msg.topic, bytes(msg.payload))
 
     def _check(self, rc):

@@ -37,9 +37,11 @@ fi
 # umqtt.simple for the unix-port micropython (the MICROPYPATH folder of the demo and the tests)
 .venv/bin/python scripts/fetch_umqtt.py .venv/micropython-lib
 if [ "$extras" = "demo,test" ]; then
-    # the real servers the tests start: broker, metric stores, browser (Debian packages)
+    # the real servers the tests start: brokers (mosquitto, a nats-server cluster speaking MQTT),
+    # metric stores, browser (Debian packages)
     missing=""
-    for pair in mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics \
+    for pair in mosquitto:/usr/sbin/mosquitto nats-server:/usr/sbin/nats-server \
+                victoria-metrics:/usr/bin/victoria-metrics \
                 influxdb:/usr/bin/influxd chromium:/usr/bin/chromium \
                 docker-compose:/usr/bin/docker-compose openssl:/usr/bin/openssl; do
         [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"

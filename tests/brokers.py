@@ -1,10 +1,13 @@
-"""Real brokers for tests: mosquitto started on 127.0.0.1 at a free port, stopped afterwards."""
+"""Real brokers for tests, started on 127.0.0.1 at free ports and stopped afterwards: mosquitto,
+and a three-node nats-server cluster speaking MQTT."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from tests.helpers import wait_until
@@ -60,3 +63,74 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+class NatsCluster:
+    """Three nats-server nodes on 127.0.0.1 (free ports, data in `folder`), routed into one
+    JetStream cluster, each speaking MQTT 3.1.1; `mqtt_ports[i]` is node i+1's MQTT port.
+
+    nats-server serves MQTT only with a server name and JetStream (it keeps MQTT sessions,
+    retained messages and QoS 1 messages in JetStream streams); `start()` returns once every node
+    reports itself healthy, that is once the JetStream cluster has a leader. `mqtt_extra` goes
+    into each node's `mqtt {}` block (e.g. `ack_wait: "3s"`, the QoS 1 redelivery delay)."""
+
+    NODES = 3
+
+    def __init__(self, folder: Path, mqtt_extra: str = ""):
+        exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        assert Path(exe).exists(), "nats-server not installed: run `make test` (apt nats-server)"
+        self.exe = exe
+        self.folder = folder
+        ports = [[free_port() for _ in range(4)] for _ in range(self.NODES)]
+        self.mqtt_ports = [p[0] for p in ports]
+        self.http_ports = [p[1] for p in ports]
+        routes = ", ".join("nats-route://127.0.0.1:%d" % p[3] for p in ports)
+        self.confs = []
+        extra = ", " + mqtt_extra if mqtt_extra else ""
+        for i, (mqtt_port, http_port, client_port, route_port) in enumerate(ports):
+            store = folder / ("n%d" % (i + 1))
+            store.mkdir(parents=True, exist_ok=True)
+            conf = folder / ("n%d.conf" % (i + 1))
+            conf.write_text(
+                'server_name: "n%d"\nlisten: "127.0.0.1:%d"\nhttp: "127.0.0.1:%d"\n'
+                'jetstream { store_dir: "%s" }\nmqtt { listen: "127.0.0.1:%d"%s }\n'
+                'cluster { name: "tinymetafed", listen: "127.0.0.1:%d", routes: [%s] }\n'
+                % (i + 1, client_port, http_port, store, mqtt_port, extra, route_port, routes)
+            )
+            self.confs.append(conf)
+        self.procs: list[subprocess.Popen | None] = [None] * self.NODES
+
+    def start(self, timeout: float = 20.0) -> NatsCluster:
+        """Start the nodes and wait until each one's health endpoint says ok."""
+        for i, conf in enumerate(self.confs):
+            with open(self.folder / ("n%d.log" % (i + 1)), "ab") as log:
+                self.procs[i] = subprocess.Popen(
+                    [self.exe, "-c", str(conf)], stdout=log, stderr=log
+                )
+        for i in range(self.NODES):
+            wait_until(
+                lambda i=i: self.healthy(i), timeout, "nats node %d healthy" % (i + 1), interval=0.1
+            )
+            wait_port(self.mqtt_ports[i], timeout)
+        return self
+
+    def healthy(self, i: int) -> bool:
+        """True when node i's /healthz answers ok (JetStream is up and the cluster has a leader)."""
+        url = "http://127.0.0.1:%d/healthz" % self.http_ports[i]
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                return json.loads(answer.read()).get("status") == "ok"
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL)."""
+        for i, proc in enumerate(self.procs):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            self.procs[i] = None

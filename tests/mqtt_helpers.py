@@ -100,10 +100,11 @@ def run_in_background(service) -> tuple[threading.Thread, dict]:
 
 
 def micropython_path() -> str:
-    """MICROPYPATH for the agent: the repository root and the umqtt.simple folder."""
+    """MICROPYPATH for the agent: the repository root, the umqtt.simple folder, and the port's
+    frozen modules (`ssl` among them), which a MICROPYPATH would otherwise hide."""
     lib = ROOT / ".venv" / "micropython-lib"
     assert (lib / "umqtt" / "simple.py").exists(), "umqtt.simple missing: run `make test`"
-    return "%s:%s" % (ROOT, lib)
+    return "%s:%s:.frozen" % (ROOT, lib)
 
 
 def start_agent(

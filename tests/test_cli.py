@@ -194,6 +194,7 @@ BAD_ARGUMENTS = [
     ("bench", ["--use-case", "all", "--json", "{tmp}/b.json"], "use --json-dir"),
     ("evaluate", ["--checkpoint", "{tmp}/missing.json"], "missing.json does not exist"),
     ("report", ["--metrics", "{tmp}/missing.lp"], "missing.lp: No such file"),
+    ("status", ["--broker", "http://x"], "mqtt://host:port"),
     ("export", ["--checkpoint", "{tmp}/missing.json", "--out", "{tmp}/m.onnx"], "does not exist"),
     ("init", ["--from-onnx", "{tmp}/garbage.onnx"], "garbage.onnx is not an ONNX model"),
     ("health", ["--state-dir", "{tmp}/nothing"], "no heartbeat"),
@@ -225,22 +226,22 @@ def test_serve_flags_are_the_config_fields_without_the_secrets():
     from broker_service.cli import build_parser
     from broker_service.server.config import ServiceConfig, flag_options, secret_options
 
-    values = {int: "7", float: "0.5", str: "x"}
+    values = {int: ["7"], float: ["0.5"], str: ["x"], bool: []}  # a bool field is a switch
+    parsed = {int: 7, float: 0.5, str: "x", bool: True}
     options = flag_options()
     argv = ["serve"]
     for opt in options:
-        argv += [opt.flag, values[opt.kind]]
+        argv += [opt.flag, *values[opt.kind]]
     args = build_parser().parse_args(argv)
     for opt in options:
-        assert getattr(args, opt.name) == opt.kind(values[opt.kind]), opt.name
+        assert getattr(args, opt.name) == parsed[opt.kind], opt.name
+    unset = build_parser().parse_args(["serve"])
+    assert all(getattr(unset, opt.name) is None for opt in options)  # the file or env decides
     names = {o.name for o in options}
-    assert {"password", "influx_token"} == set(secret_options()) and not names & {"password"}
-    assert names == set(ServiceConfig.__dataclass_fields__) - {
-        "password",
-        "influx_token",
-        "settings",
-    }
-    for secret in ("--password", "--influx-token"):
+    secrets = {"password", "influx_token", "standby_password"}
+    assert secrets == set(secret_options()) and not names & secrets
+    assert names == set(ServiceConfig.__dataclass_fields__) - secrets - {"settings"}
+    for secret in ("--password", "--influx-token", "--standby-password"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["serve", secret, "hunter2"])
 

@@ -8,22 +8,23 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from device_agent import codec
+from device_agent import codec, reasons
 from device_agent.checksum import crc32
 from device_agent.float16 import float_from_half, half_from_float
 
-REASONS = {
-    "truncated",
-    "oversized",
-    "bad_magic",
-    "bad_version",
-    "bad_kind",
-    "bad_lengths",
-    "bad_checksum",
-    "bad_encoding",
-    "bad_indices",
-    "bad_values",
-    "bad_json",
+CODEC_REASONS = {
+    reasons.TRUNCATED,
+    reasons.OVERSIZED,
+    reasons.BAD_MAGIC,
+    reasons.BAD_VERSION,
+    reasons.BAD_KIND,
+    reasons.BAD_LENGTHS,
+    reasons.BAD_CHECKSUM,
+    reasons.BAD_ENCODING,
+    reasons.BAD_VALUE_ENCODING,
+    reasons.BAD_INDICES,
+    reasons.BAD_VALUES,
+    reasons.BAD_JSON,
 }
 
 GOLDEN = [
@@ -128,16 +129,16 @@ def _mutate(offset, fmt, value):
 @pytest.mark.parametrize(
     "payload,reason",
     [
-        (b"", "truncated"),
-        (b"TM\x01", "truncated"),
-        (bytes(40), "bad_magic"),
-        (_mutate(2, "<B", 9), "bad_version"),
-        (_mutate(3, "<B", 77), "bad_kind"),
-        (_valid()[:-1], "bad_lengths"),
-        (_valid() + b"\x00", "bad_lengths"),
-        (_mutate(20, "<I", 1), "bad_lengths"),  # k smaller than what the body holds
-        (_mutate(16, "<I", 10), "bad_indices"),  # n smaller than an index
-        (_mutate(4, "<B", 9), "bad_encoding"),
+        (b"", reasons.TRUNCATED),
+        (b"TM\x01", reasons.TRUNCATED),
+        (bytes(40), reasons.BAD_MAGIC),
+        (_mutate(2, "<B", 9), reasons.BAD_VERSION),
+        (_mutate(3, "<B", 77), reasons.BAD_KIND),
+        (_valid()[:-1], reasons.BAD_LENGTHS),
+        (_valid() + b"\x00", reasons.BAD_LENGTHS),
+        (_mutate(20, "<I", 1), reasons.BAD_LENGTHS),  # k smaller than what the body holds
+        (_mutate(16, "<I", 10), reasons.BAD_INDICES),  # n smaller than an index
+        (_mutate(4, "<B", 9), reasons.BAD_ENCODING),
     ],
 )
 def test_rejections_have_reasons(payload, reason):
@@ -170,7 +171,7 @@ def test_random_bytes_never_crash_the_decoder(data):
     try:
         codec.decode(data)
     except codec.CodecError as err:
-        assert err.reason in REASONS
+        assert err.reason in CODEC_REASONS
 
 
 @given(st.binary(max_size=300))

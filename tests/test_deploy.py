@@ -117,8 +117,8 @@ class DeployBroker:
         self.stop()
         self.start()
 
-    def enroll(self, device: str, fleet: str = "default", use_case: str = "sine") -> dict:
-        return enroll(device, self.passwd, "127.0.0.1", self.tls_port, use_case, fleet)
+    def enroll(self, device: str, fleet: str = "default", use_case: str = "sine", **kw) -> dict:
+        return enroll(device, self.passwd, "127.0.0.1", self.tls_port, use_case, fleet, **kw)
 
 
 @pytest.fixture
@@ -418,14 +418,12 @@ def test_the_start_script_refuses_unsafe_settings(broker, setup, message):
 
 
 def test_full_round_with_an_enrolled_micropython_agent_over_tls(broker, tmp_path):
-    config = broker.enroll("board-1", use_case="occupancy")
+    config = broker.enroll("board-1", use_case="occupancy", ca_file=str(broker.ca))
     config = {**config, "max_rounds": 1, "data": {"kind": "synthetic", "seed": 3}}
     broker.start()
     board = tmp_path / "board"
-    write_bundle(board, config, mpy=False)
-    # umqtt.simple 1.3.4 imports `ussl`, a name MicroPython 1.2x ports no longer provide (see
-    # docs/security.md, device side): give it the alias its boards will need
-    (board / "ussl.py").write_text("from ssl import *  # noqa\n")
+    write_bundle(board, config, mpy=False)  # copies the CA; the board verifies the broker
+    assert (board / broker.ca.name).exists()
     env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
     env["MICROPYPATH"] = "%s:%s:.frozen" % (board, micropython_path().split(":")[1])  # ssl
     agent = subprocess.Popen(

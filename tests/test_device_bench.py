@@ -29,5 +29,12 @@ def test_board_bench_fits_256k_and_matches_cpython(use_case):
     assert set(a) >= KEYS and a["impl"] == "micropython"
     assert 0 < a["peak_heap_bytes"] <= 256 * 1024
     assert a["step_ms"] > 0
-    for key in ("params", "macs_per_sample", "payload_bytes", "nnz", "round_macs"):
+    assert (
+        a["adapt_step_macs"] == a["macs_per_sample"]
+        and 0 < a["recon_step_macs"] < a["adapt_step_macs"]
+    )
+    # the default round: 10 reconstruction and 20 adaptation steps
+    assert a["round_macs"] == 10 * a["recon_step_macs"] + 20 * a["adapt_step_macs"]
+    same = ("params", "macs_per_sample", "payload_bytes", "nnz", "round_macs", "model_bytes")
+    for key in same + ("command_bytes", "recon_step_macs", "adapt_step_macs", "adapt_step_params"):
         assert a[key] == b[key], key

@@ -91,6 +91,7 @@ def test_enroll_writes_private_files(tmp_path):
         "password": config["broker"]["password"],
         "keepalive": 30,
         "ssl": True,
+        "ca_file": None,  # no --ca-file given
     }
     assert len(config["broker"]["password"]) >= 24
     assert verify("esp-1:" + entries(passwd)["esp-1"], config["broker"]["password"])

@@ -52,3 +52,12 @@ def test_spool_is_ordered_durable_and_bounded(tmp_path):
     assert dropped > 0 and reopened.dropped == dropped
     kept = reopened.peek(100)[0]
     assert reopened.pending_bytes() <= 100 and kept[-1] == "b 09 xxxxxxxx"
+
+
+def test_numpy_scalars_are_written_as_numbers():
+    import numpy as np
+
+    text = line("m", {}, {"a": np.float64(0.5), "b": np.float32(2.0), "c": np.int64(3)}, 1)
+    assert text == "m a=0.5,b=2.0,c=3i 1"
+    assert line("m", {}, {"x": np.float32("nan"), "y": 1}, 1) == "m y=1i 1"
+    assert parse_line(text).fields == {"a": 0.5, "b": 2.0, "c": 3}

@@ -7,6 +7,8 @@ low-cardinality (fleet, use_case, algorithm, device); the round number is a fiel
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import threading
 import time
@@ -26,12 +28,13 @@ def _escape(text: str, chars: str) -> str:
 
 
 def _field_value(value) -> str:
+    """A field value in line protocol; numpy scalars are numbers like Python's own."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return "%di" % value
-    if isinstance(value, float):
-        return repr(value)
+    if isinstance(value, numbers.Integral):
+        return "%di" % int(value)
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
     return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"')
 
 
@@ -45,7 +48,9 @@ def line(measurement: str, tags: dict, fields: dict, ts_ns: int) -> str:
     for key in sorted(fields):
         value = fields[key]
         if value is None or (
-            isinstance(value, float) and (value != value or abs(value) == float("inf"))
+            isinstance(value, numbers.Real)
+            and not isinstance(value, numbers.Integral)
+            and not math.isfinite(value)
         ):
             continue
         parts.append("%s=%s" % (_escape(key, ",= "), _field_value(value)))
@@ -110,7 +115,7 @@ def _parse_value(text: str):
 
 def parse_line(text: str) -> Point:
     """Parse one line written by `line` (ValueError on anything else)."""
-    text = text.strip()
+    text = text.rstrip("\r\n")  # only the line end: other white space may be escaped data
     head = _split(text, " ")[0]
     rest = text[len(head) + 1 :]
     fields_text, _, ts = rest.rpartition(" ")
@@ -130,7 +135,7 @@ def parse_line(text: str) -> Point:
 def read_points(path: str | Path) -> list[Point]:
     """Every point of a line-protocol file, skipping blank and comment lines."""
     points = []
-    for raw in Path(path).read_text().splitlines():
+    for raw in Path(path).read_text().split("\n"):  # not splitlines: data may hold U+2028
         if raw.strip() and not raw.startswith("#"):
             points.append(parse_line(raw))
     return points

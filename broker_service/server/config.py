@@ -79,6 +79,16 @@ class ServiceConfig:
     max_update_norm: float = option(
         0.0, "refuse longer updates (L2 norm); 0: 100x the median of the last 200 accepted"
     )
+    standby: bool = option(
+        False,
+        "wait while another service holds state_dir (shared volume), then take over when it is "
+        "gone: resume its checkpoint and journal and finish the session",
+    )
+    standby_username: str | None = option(
+        help="broker user of the standby's watch of the service status (default: username); "
+        "its own account where the broker binds client ids to user names"
+    )
+    standby_password: str | None = option(help="standby_username's password", secret=True)
     settings: dict = field(
         default_factory=dict,
         metadata={"help": "training settings (core/hyperparams.py): [settings] or --set KEY=VALUE"},
@@ -96,7 +106,7 @@ class ServiceConfig:
 
 
 def _scalar(hint) -> type:
-    """str, int, float or dict from an annotation such as `int | None`."""
+    """str, int, float, bool or dict from an annotation such as `int | None`."""
     kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
     return kinds[0]
 
@@ -131,11 +141,12 @@ def env_name(name: str) -> str:
 
 
 def flag_options() -> list[FlagOption]:
-    """The fields that are `serve` flags: every scalar one except the secrets."""
+    """The fields that are `serve` flags: every scalar one except the secrets (a bool field is
+    a switch)."""
     return [
         FlagOption(f.name, FIELD_TYPES[f.name], f.metadata.get("help", ""), f.default)
         for f in fields(ServiceConfig)
-        if FIELD_TYPES[f.name] in (str, int, float) and not f.metadata.get("secret")
+        if FIELD_TYPES[f.name] in (str, int, float, bool) and not f.metadata.get("secret")
     ]
 
 
@@ -182,8 +193,26 @@ def check_settings(settings: dict, origin: str) -> None:
             )
 
 
+BOOL_WORDS = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off", ""), False),
+}
+"""How a switch may be written in the environment (TINYMETAFED_STANDBY=1), in any case."""
+
+
+def _switch(name: str, value, origin: str) -> bool:
+    """A bool setting from TOML (true/false) or the environment (BOOL_WORDS)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+        return BOOL_WORDS[value.strip().lower()]
+    raise ConfigError("%s from %s: %r is not true or false" % (name, origin, value))
+
+
 def _coerce(name: str, value, origin: str):
     kind = FIELD_TYPES[name]
+    if kind is bool and value is not None:
+        return _switch(name, value, origin)
     if value is None or kind not in (int, float) or isinstance(value, kind):
         return value
     try:

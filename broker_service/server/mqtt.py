@@ -23,6 +23,41 @@ from paho.mqtt.reasoncodes import ReasonCode
 from broker_service.server.config import ServiceConfig
 from device_agent.topics import Topics
 
+ONLINE = b'{"state": "online"}'
+"""The service's retained status while it is connected."""
+OFFLINE = b'{"state": "offline"}'
+"""The service's retained status after it stopped, and its last will."""
+
+
+def service_status_topic(topics: Topics) -> str:
+    """The service's own retained presence topic, `<prefix>/<fleet>/service/status` (a standby
+    watches it)."""
+    return topics.base + "/service/status"
+
+
+def new_client(
+    cfg: ServiceConfig, client_id: str, username: str | None, password: str | None
+) -> mqtt.Client:
+    """A paho client (MQTT 3.1.1, clean session) for the configured broker: these credentials,
+    and TLS with the configured CA and client certificate for an mqtts:// broker."""
+    _, _, tls = cfg.broker_address()
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    if username:
+        client.username_pw_set(username, password)
+    if tls:
+        client.tls_set(
+            ca_certs=cfg.ca_file,
+            certfile=cfg.cert_file,
+            keyfile=cfg.key_file,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    return client
+
 
 @dataclass
 class Event:
@@ -41,34 +76,19 @@ class ServiceMqtt:
     def __init__(
         self, cfg: ServiceConfig, topics: Topics, client_id: str = "tinymetafed-service"
     ) -> None:
-        host, port, tls = cfg.broker_address()
         self.topics = topics
         self.events: queue.Queue[Event] = queue.Queue()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.password)
-        if tls:
-            self.client.tls_set(
-                ca_certs=cfg.ca_file,
-                certfile=cfg.cert_file,
-                keyfile=cfg.key_file,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        self.client.will_set(self.service_status(), b'{"state": "offline"}', qos=1, retain=True)
+        self.client = new_client(cfg, client_id, cfg.username, cfg.password)
+        self.client.will_set(self.service_status(), OFFLINE, qos=1, retain=True)
         self.client.reconnect_delay_set(0.2, 5.0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.host, self.port = host, port
+        self.host, self.port, _ = cfg.broker_address()
 
     def service_status(self) -> str:
         """The service's own retained presence topic."""
-        return self.topics.base + "/service/status"
+        return service_status_topic(self.topics)
 
     def start(self, timeout: float = 30.0) -> None:
         """Connect (retrying until `timeout`) and start the network thread."""
@@ -88,7 +108,7 @@ class ServiceMqtt:
     def stop(self) -> None:
         """Publish the offline status, disconnect and stop the network thread."""
         try:
-            self.client.publish(self.service_status(), b'{"state": "offline"}', qos=1, retain=True)
+            self.client.publish(self.service_status(), OFFLINE, qos=1, retain=True)
             self.client.disconnect()
         finally:
             self.client.loop_stop()
@@ -106,7 +126,7 @@ class ServiceMqtt:
             return
         dev = self.topics.devices
         client.subscribe([(dev + "+/status", 1), (dev + "+/update", 1), (dev + "+/telemetry", 0)])
-        client.publish(self.service_status(), b'{"state": "online"}', qos=1, retain=True)
+        client.publish(self.service_status(), ONLINE, qos=1, retain=True)
         self.events.put(Event("connected"))
 
     def _on_disconnect(

@@ -42,6 +42,8 @@ from broker_service.server.journal import Journal
 from broker_service.server.mqtt import Event, ServiceMqtt
 from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
+from broker_service.server.signing import downlink_signer
+from broker_service.server.statelock import StateLock
 from broker_service.server.totals import Totals
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec, reasons
@@ -91,7 +93,9 @@ class RoundReport:
 
 
 class AggregationService:
-    """Runs the rounds; `run()` returns when all rounds are done or `stop` is set."""
+    """Runs the rounds; `run()` returns when all rounds are done or `stop` is set. It holds the
+    state directory's lock (statelock.py) from its creation (or takes over a standby's `lock`)
+    to the end of `run()`: a second service on the same state is refused."""
 
     def __init__(
         self,
@@ -99,8 +103,10 @@ class AggregationService:
         log: EventLog | None = None,
         progress: Callable[[RoundReport], None] | None = None,
         stop: threading.Event | None = None,
+        lock: StateLock | None = None,
     ) -> None:
         self.cfg = cfg
+        self.lock = lock or StateLock(cfg.state_dir).acquire()
         self.log = log or EventLog()
         self.progress = progress
         self.stop = stop or threading.Event()
@@ -130,6 +136,7 @@ class AggregationService:
         self.metric_last: float | None = None
         self.sink = metrics_sink(cfg, self.log)
         self.admission = Admission(load_hmac_keys(cfg.hmac_keys_file), cfg.max_update_norm)
+        self.signer = downlink_signer(cfg)  # signs keyed devices' commands (signing.py)
         self.last_heartbeat = -1e9
         self.recorder = Recorder(self.sink, cfg.fleet, cfg.use_case, cfg.algorithm)
 
@@ -201,6 +208,7 @@ class AggregationService:
         """Connect, run the remaining rounds, and return the session summary."""
         self.mqtt = ServiceMqtt(self.cfg, self.topics)
         self.mqtt.start()
+        self.recorder.attach(self)
         self.log(
             "started",
             broker=self.cfg.broker,
@@ -220,6 +228,7 @@ class AggregationService:
         finally:
             self.mqtt.stop()
             self.sink.close()
+            self.lock.release()
         return self.summary()
 
     def evaluate(self) -> float:
@@ -232,6 +241,7 @@ class AggregationService:
             self.settings,
             self.use_case.metric,
         )
+        self.recorder.evaluation(values)
         return float(values.mean())
 
     def _wait_for_devices(self) -> None:
@@ -340,11 +350,14 @@ class AggregationService:
         )
 
     def _send_commands(self, devices: Iterable[str]) -> None:
-        """Send the round command to each device (and count the bytes each one downloads)."""
+        """Send the round command to each device (signed for a device with a key), and count the
+        bytes each one downloads."""
         assert self.mqtt is not None
         command = self.strategy.round_command(self.round, version=self.round)
-        payload = bytes(codec.encode_command(command, self.round, self.round))
         for device in devices:
+            payload = self.signer.command(
+                device, command, self.round, self.round, self.model_payload
+            )
             self.mqtt.publish(self.topics.command(device), payload, qos=1)
             self.totals.bytes_down += len(payload) + len(self.model_payload)
 

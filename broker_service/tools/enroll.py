@@ -208,8 +208,10 @@ def board_config(
     use_case: str,
     fleet: str,
     tls: bool,
+    ca_file: str | None = None,
 ) -> dict:
-    """The checked config of an enrolled board: its broker user is its device id."""
+    """The checked config of an enrolled board: its broker user is its device id; with TLS,
+    `ca_file` is the broker's CA, which `device bundle` copies onto the board."""
     broker = {
         "host": broker_host,
         "port": broker_port,
@@ -217,6 +219,8 @@ def board_config(
         "password": password,
         "ssl": tls,
     }
+    if tls and ca_file:
+        broker["ca_file"] = ca_file
     try:
         return make_config(
             {
@@ -245,13 +249,16 @@ def enroll(
     out: Path | None = None,
     replace: bool = False,
     tls: bool = True,
+    ca_file: str | None = None,
 ) -> dict:
     """Create a device's broker account (password entry and ACL block) and return its board
     config, also written to `out` when given. A device already enrolled, or an existing `out`,
     is refused unless `replace`; reserved names always are."""
     _refuse_reserved(device_id)
     password = password or secrets.token_urlsafe(PASSWORD_BYTES)
-    config = board_config(device_id, password, broker_host, broker_port, use_case, fleet, tls)
+    config = board_config(
+        device_id, password, broker_host, broker_port, use_case, fleet, tls, ca_file
+    )
     acl_file = acl_file or passwd_file.parent / "acl"
     with _locked(passwd_file):
         users, in_passwd = remove_passwd_entry(_read_lines(passwd_file), device_id)

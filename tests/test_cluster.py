@@ -1,0 +1,253 @@
+"""A session on a clustered broker: three nats-server nodes speaking MQTT, the service on node 2,
+the devices on nodes 1 and 3; and what crosses the nodes (retained messages, last wills, QoS 1
+redelivery to a persistent session, a service restarted on another node).
+
+One cluster serves the module; each test has its own fleet name, so its own topic tree."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from broker_service.observe.logs import EventLog
+from broker_service.server import checkpoint
+from broker_service.server.mqtt import ServiceMqtt
+from broker_service.server.presence import FleetView
+from broker_service.server.service import AggregationService
+from broker_service.sim.datafiles import write_device_samples
+from broker_service.sim.fleet import SimulatedFleet
+from broker_service.usecases.sine import SineUseCase
+from device_agent import codec
+from device_agent.topics import Topics
+from tests.brokers import NatsCluster
+from tests.helpers import wait_until
+from tests.mqtt_helpers import ROOT, start_agent
+from tests.test_service import FAST, service_config
+
+NODE1, NODE2, NODE3 = 0, 1, 2
+ACK_WAIT = 3.0  # s: nats-server redelivers an unacknowledged QoS 1 message after this (default 30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A three-node NATS cluster with MQTT on each node, for this module's tests."""
+    nodes = NatsCluster(tmp_path_factory.mktemp("nats"), 'ack_wait: "%ds"' % ACK_WAIT).start()
+    yield nodes
+    nodes.stop()
+
+
+def client(port: int, client_id: str, clean: bool = True, **kw) -> mqtt.Client:
+    """A connected paho MQTT 3.1.1 client with its network thread running; `inbox` gets
+    (topic, payload, dup) of each message."""
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=clean,
+        **kw,
+    )
+    c.inbox = queue.Queue()  # type: ignore[attr-defined]
+    c.on_message = lambda cl, ud, msg: c.inbox.put((msg.topic, bytes(msg.payload), msg.dup))
+    connected = []
+    c.on_connect = lambda cl, ud, flags, reason, props: connected.append(flags.session_present)
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    wait_until(lambda: connected, 10, "%s connected on port %d" % (client_id, port))
+    c.session_present = connected[0]  # type: ignore[attr-defined]
+    return c
+
+
+def subscribed(c: mqtt.Client, topic: str) -> None:
+    """Subscribe at QoS 1 and wait for the SUBACK."""
+    acked = []
+    c.on_subscribe = lambda *args: acked.append(True)
+    c.subscribe(topic, qos=1)
+    wait_until(lambda: acked, 10, "SUBACK for %s" % topic)
+
+
+def closed(c: mqtt.Client) -> None:
+    c.loop_stop()
+    c.disconnect()
+
+
+def received(c: mqtt.Client, count: int, timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
+    """The next `count` messages of a client, waiting at most `timeout` s in all."""
+    deadline = time.monotonic() + timeout
+    out = []
+    while len(out) < count:
+        try:
+            out.append(c.inbox.get(timeout=max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(
+                "%d of %d messages after %gs" % (len(out), count, timeout)
+            ) from None
+    return out
+
+
+class Probe:
+    """The service's own presence path (ServiceMqtt events into a FleetView) on one node."""
+
+    def __init__(self, port: int, tmp_path, fleet: str):
+        self.cfg = service_config(port, tmp_path, fleet=fleet)
+        self.mqtt = ServiceMqtt(
+            self.cfg, Topics(self.cfg.prefix, fleet), client_id="probe-" + fleet
+        )
+        self.view = FleetView()
+        self.mqtt.start()
+
+    def pump(self) -> None:
+        """Apply every event received so far."""
+        while (event := self.mqtt.next_event(0.05)) is not None:
+            device, leaf = self.mqtt.topics.device_of(event.topic)
+            if event.kind == "message" and leaf == "status":
+                self.view.update(device, event.payload)
+
+    def wait(self, predicate, timeout: float, what: str) -> None:
+        """Pump events until `predicate(view)` holds."""
+        wait_until(lambda: (self.pump(), predicate(self.view))[1], timeout, what)
+
+    def stop(self) -> None:
+        self.mqtt.stop()
+
+
+def test_session_with_service_and_devices_on_different_nodes(cluster, tmp_path):
+    """Devices on nodes 1 and 3 (six simulated, one real micropython agent on node 1), the
+    service on node 2: the session completes its rounds; the model the service retained on node
+    2 is what a client on node 1 gets; a killed device's last will reaches the service's node."""
+    use_case = SineUseCase(fleet_size=7)
+    fleet = SimulatedFleet("127.0.0.1", cluster.mqtt_ports[NODE1], use_case, 6, fleet="across")
+    for agent in fleet.agents[3:]:
+        agent.cfg["broker"] = {**agent.cfg["broker"], "port": cluster.mqtt_ports[NODE3]}
+    real = use_case.device_ids[6]
+    samples = write_device_samples(use_case, real, tmp_path / (real + ".csv"), 0)
+    agent_cfg = {
+        "device_id": real,
+        "use_case": "sine",
+        "fleet": "across",
+        "broker": {"host": "127.0.0.1", "port": cluster.mqtt_ports[NODE1]},
+        "data": {"kind": "file", "path": samples},
+    }
+    proc = start_agent(agent_cfg, tmp_path, "micropython")
+    fleet.start()
+    probe = Probe(cluster.mqtt_ports[NODE2], tmp_path, "across")
+    try:
+        probe.wait(lambda v: len(v.online()) == 7, 20, "7 devices online seen from node 2")
+        cfg = service_config(
+            cluster.mqtt_ports[NODE2], tmp_path, fleet="across", rounds=5, min_updates=5,
+            settings=FAST, eval_every=5, eval_devices=7,
+        )  # fmt: skip
+        summary = AggregationService(cfg, EventLog(path=tmp_path / "service.log")).run()
+        log = (tmp_path / "service.log").read_text()
+        assert summary["rounds"] == 5 and summary["updates"] == 25, summary
+        assert "event=accepted" in log and "device=%s " % real in log, "the real agent took part"
+        # the retained model, published on node 2, as a new client on node 1 gets it
+        reader = client(cluster.mqtt_ports[NODE1], "model-reader")
+        subscribed(reader, Topics("tinymetafed", "across").model)
+        _, payload, _ = received(reader, 1)[0]
+        closed(reader)
+        assert codec.decode_header(payload, len(payload)).model_version == 5
+        # a device killed on node 1: its last will makes it offline for the service on node 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        probe.wait(lambda v: real not in v.online(), 10, "%s offline on node 2" % real)
+        assert len(probe.view.online()) == 6
+    finally:
+        probe.stop()
+        fleet.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_retained_presence_is_cluster_wide(cluster, tmp_path):
+    """Statuses retained on nodes 1 and 3 are all there for a service connecting to node 2."""
+    use_case = SineUseCase(fleet_size=4)
+    fleet = SimulatedFleet("127.0.0.1", cluster.mqtt_ports[NODE1], use_case, 4, fleet="presence")
+    for agent in fleet.agents[2:]:
+        agent.cfg["broker"] = {**agent.cfg["broker"], "port": cluster.mqtt_ports[NODE3]}
+    fleet.start()
+    try:
+        watcher = client(cluster.mqtt_ports[NODE1], "presence-watcher")
+        subscribed(watcher, Topics("tinymetafed", "presence").devices + "+/status")
+        received(watcher, 4, 20)  # every device has published its birth by now
+        closed(watcher)
+        probe = Probe(cluster.mqtt_ports[NODE2], tmp_path, "presence")  # connects afterwards
+        try:
+            probe.wait(lambda v: len(v.online()) == 4, 10, "4 retained statuses on node 2")
+        finally:
+            probe.stop()
+    finally:
+        fleet.stop()
+
+
+def test_qos1_to_a_persistent_session_crosses_nodes(cluster):
+    """A subscriber with a persistent session leaves node 2; QoS 1 messages published on node 1
+    meanwhile reach it as soon as it comes back on node 3. A message it received but never
+    acknowledged comes again (DUP) only when the server's ack_wait has passed since it was first
+    sent, not at the reconnection as MQTT 3.1.1 (4.4) asks."""
+    topic = "tinymetafed/qos/devices/d1/update"
+    sub = client(cluster.mqtt_ports[NODE2], "persistent-sub", clean=False, manual_ack=True)
+    subscribed(sub, topic)
+    pub = client(cluster.mqtt_ports[NODE1], "publisher")
+    pub.publish(topic, b"first", qos=1).wait_for_publish(10)
+    assert received(sub, 1)[0][1] == b"first"  # delivered, not acknowledged
+    sent_at = time.monotonic()
+    sub.loop_stop()
+    sub.socket().close()  # the subscriber's link drops without a DISCONNECT
+    for i in range(3):
+        pub.publish(topic, b"offline-%d" % i, qos=1).wait_for_publish(10)
+    closed(pub)
+    back = client(cluster.mqtt_ports[NODE3], "persistent-sub", clean=False)
+    try:
+        assert back.session_present
+        queued = received(back, 3, 10)
+        assert sorted(p for _, p, _ in queued) == [b"offline-0", b"offline-1", b"offline-2"]
+        assert time.monotonic() - sent_at < ACK_WAIT, "the queued messages came at once"
+        ((_, again, dup),) = received(back, 1, ACK_WAIT + 10)
+        assert again == b"first" and dup and time.monotonic() - sent_at >= ACK_WAIT - 0.5
+    finally:
+        closed(back)
+
+
+def _serve(port: int, state, log) -> subprocess.Popen:
+    env = {**os.environ, "TINYMETAFED_ROUNDS": "8", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "broker_service.cli", "serve",
+        "--broker", "mqtt://127.0.0.1:%d" % port, "--use-case", "sine", "--fleet", "restart",
+        "--cohort", "4", "--state-dir", str(state), "--eval-every", "100",
+        "--eval-devices", "2", "--round-timeout", "10",
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
+
+
+def test_service_killed_on_node_2_resumes_on_node_3(cluster, tmp_path):
+    """The service is killed mid-session while devices on node 1 answer, and restarted against
+    node 3: it resumes from its checkpoint and completes the session."""
+    use_case = SineUseCase(fleet_size=6)
+    fleet = SimulatedFleet("127.0.0.1", cluster.mqtt_ports[NODE1], use_case, 6, fleet="restart")
+    fleet.start()
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    try:
+        proc = _serve(cluster.mqtt_ports[NODE2], state, log)
+        ckpt = state / "checkpoint.json"
+        wait_until(lambda: ckpt.exists() and checkpoint.load(ckpt).round >= 3, 60, "round 3")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed_at = checkpoint.load(ckpt).round
+        proc = _serve(cluster.mqtt_ports[NODE3], state, log)
+        assert proc.wait(60) == 0, log.read_text()[-2000:]
+    finally:
+        fleet.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert killed_at < 8
+    assert "event=resumed round=%d" % killed_at in log.read_text()
+    assert checkpoint.load(ckpt).round == 8
