@@ -33,8 +33,17 @@ BAD_SIGNATURE = "bad_signature"  # the update's HMAC tag does not verify
 STORAGE_ERROR = "storage_error"  # the journal could not store it (e.g. disk full)
 BAD_TELEMETRY = "bad_telemetry"  # telemetry that is not a JSON object
 
-# The agent.
-INTERNAL_ERROR = "internal_error"  # a message whose handling raised; the agent keeps its state
+# A status or telemetry message the service refuses before using it.
+TOO_DEEP = "too_deep"  # JSON nested deeper than limits.MAX_JSON_DEPTH (refused unparsed)
+BAD_NUMBER = "bad_number"  # a number that is not finite, out of range or of the wrong type
+RETAINED = "retained"  # a retained message on a topic where only live ones count
+BAD_DEVICE_ID = "bad_device_id"  # a topic whose device id breaks the topic tree's rules
+
+# A round the service refuses to close with the updates it accepted.
+NON_FINITE_MODEL = "non_finite_model"  # the aggregate would make θ_g non-finite
+
+# Either side.
+INTERNAL_ERROR = "internal_error"  # a message whose handling raised; the receiver keeps its state
 
 # Why a device abandoned a round in progress.
 ABORT_NEWER_MODEL = "newer_model"
@@ -66,6 +75,11 @@ REJECTIONS = (
     BAD_SIGNATURE,
     STORAGE_ERROR,
     BAD_TELEMETRY,
+    TOO_DEEP,
+    BAD_NUMBER,
+    RETAINED,
+    BAD_DEVICE_ID,
+    NON_FINITE_MODEL,
     INTERNAL_ERROR,
 )
 """Every rejection reason, in the order the docs list them."""

@@ -1,7 +1,8 @@
 """Default training settings of each use case, shared by every algorithm (no per-side tuning).
 
 Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
-aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py),
+aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py), clip_recent
+(every update clipped to this multiple of the recent median update norm, see bounds.py),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
 same total), recon_lr (output layer) / adapt_lr (the rest, and TinyReptile's single rate),
 outer_lr (β_0), top_p, values (upload value encoding), error_feedback, joint, local_init,
@@ -31,6 +32,8 @@ COMMON = {
     "clip_norm": 0.0,  # > 0: scale every update down to at most this L2 norm first
     "clip_scale": 0.0,  # > 0: clip to this multiple of the cohort's median update norm
     "trim": 0.2,
+    # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
+    "clip_recent": 3.0,
 }
 
 USE_CASES = {

@@ -1,6 +1,9 @@
 """Turns service events into metric points (schema in docs/metrics.md) and hands them to a sink.
 
-Writes are queued by the sink; nothing here waits on the network.
+Writes are queued by the sink; nothing here waits on the network. Numbers that come from devices
+(telemetry, presence) reach it already checked by `server.inbound` (finite, 0 to
+`limits.MAX_REPORTED`); only fields of the right type are written, and `metrics.line` leaves out
+NaN and infinities.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import time
 
 from broker_service.observe.metrics import Sink, line
 
-TELEMETRY_FIELDS = (
+TELEMETRY_FIELDS = (  # the numbers of a device's telemetry that are recorded (and checked)
     "samples",
     "compute_ms",
     "energy_mj",

@@ -15,6 +15,7 @@ import numpy as np
 
 from broker_service.core import fastcodec
 from broker_service.core.aggregate import SparseUpdate
+from broker_service.core.bounds import InfluenceBounds, sample_budget
 from broker_service.core.cohort import sample_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.nn import NumpyNet
@@ -39,6 +40,8 @@ class RunResult:
     macs: int = 0
     seconds: float = 0.0
     per_round: list[dict] = field(default_factory=list)
+    refused_updates: int = 0
+    refused_rounds: int = 0
 
 
 def initial_theta(net: NumpyNet, seed: int) -> np.ndarray:
@@ -62,11 +65,16 @@ def run(
     final_episodes: list[Episode],
     progress: Callable[[str], None] | None = None,
     tamper: Callable[[str, SparseUpdate, int], SparseUpdate] | None = None,
+    bounds: InfluenceBounds | None = None,
 ) -> RunResult:
     """Meta-train with `strategy` for settings['rounds'] rounds and measure it on new devices.
 
     `tamper(device, update, round)` lets an experiment replace what a device sends (poisoning).
+    Every update passes the service's influence bounds (`bounds`, by default those of the
+    settings, as the service builds them): refused when over the norm bound, samples clamped,
+    clipped, and a step that would make θ non-finite is refused.
     """
+    bounds = bounds if bounds is not None else InfluenceBounds.from_settings(settings)
     start = time.perf_counter()
     net = NumpyNet(use_case.spec)
     rounds = int(settings["rounds"]) if strategy.federated else 0
@@ -83,7 +91,7 @@ def run(
         )
     for t in range(rounds):
         theta = _one_round(
-            strategy, net, use_case, theta, t, rounds, seed, residuals, result, tamper
+            strategy, net, use_case, theta, t, rounds, seed, residuals, result, tamper, bounds
         )
         if (t + 1) % every == 0 or t + 1 == rounds:
             value = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
@@ -111,12 +119,13 @@ def round_cohort(devices: list[str], k: int, seed: int, t: int) -> list[str]:
     return sample_cohort(sorted(devices), k, np.random.default_rng([seed, t, 0]))
 
 
-def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result, tamper=None):
+def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, result, tamper, bounds):
     cohort = round_cohort(use_case.device_ids, strategy.cohort_size(), seed, t)
     command = strategy.round_command(t, version=t)
     down = len(codec.encode(codec.KIND_MODEL, len(theta), None, theta.tolist(), t, t))
     down += len(codec.encode_command(command, t, t))
     n = strategy.samples_per_update()
+    budget = sample_budget(command)
     updates = []
     for device_id in cohort:
         xs, ys = use_case.stream(device_id, n, device_rng(seed, t, device_id))
@@ -124,13 +133,22 @@ def _one_round(strategy, net, use_case, theta, t, rounds, seed, residuals, resul
         sim = strategy.local_update(net, theta, xs, ys, command, residual)
         header, idx, values = fastcodec.decode(sim.payload)
         update = SparseUpdate(idx, values, header.samples)
-        updates.append(tamper(device_id, update, t) if tamper else update)
+        kept = bounds.screen(tamper(device_id, update, t) if tamper else update, theta, budget)
+        if kept is None:
+            result.refused_updates += 1
+        else:
+            bounds.remember(kept)
+            updates.append(kept)
         result.updates += 1
         result.bytes_up += len(sim.payload)
         result.bytes_down += down
         result.macs += sim.macs
     result.per_round.append({"round": t, "cohort": len(cohort)})
-    return strategy.aggregate(theta, updates, t, rounds)
+    stepped = bounds.step(strategy, theta, updates, t, rounds)
+    if stepped is None:
+        result.refused_rounds += 1
+        return theta
+    return stepped
 
 
 def summarise(result: RunResult, use_case: UseCase, board: str = "nrf52840") -> dict:
