@@ -4,29 +4,26 @@ session completes."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import time
 
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from broker_service.core import fastcodec
 from broker_service.observe.logs import EventLog
 from broker_service.server import checkpoint
 from broker_service.server.config import ServiceConfig
 from broker_service.server.mqtt import Event
 from broker_service.server.rounds import RoundLedger
 from broker_service.server.service import AggregationService
-from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
+from broker_service.sim.attacks import BOMBS, HUGE, HostileRunner, forged_delta
+from broker_service.sim.fleet import SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec, reasons
 from device_agent.topics import Topics
 from tests.mqtt_helpers import run_in_background
 
 TOPICS = Topics("tinymetafed", "default")
-HUGE = 3e38  # finite in float32; two of them overflow
 
 
 def config(port: int, tmp_path, **kw) -> ServiceConfig:
@@ -43,46 +40,6 @@ def config(port: int, tmp_path, **kw) -> ServiceConfig:
     )
     base.update(kw)
     return ServiceConfig(**base)
-
-
-def forged(command: dict, n: int, idx, values, samples: int) -> bytes:
-    """A well-formed DELTA for the command's round with these float32 values."""
-    return bytes(
-        codec.encode(
-            codec.KIND_DELTA,
-            n,
-            [int(i) for i in idx],
-            [float(v) for v in values],
-            int(command["version"]),
-            int(command["round"]),
-            samples,
-            codec.VALUE_F32,
-        )
-    )
-
-
-class HostileRunner(NumpyRunner):
-    """A re-flashed device: it computes the honest round, then sends `attack(round)` instead."""
-
-    ATTACKS = {
-        0: "huge",  # values near 3e38: θ would become infinite
-        1: "inflate",  # the reversed update, claiming 65,535 samples
-        2: "nan",  # non-finite values
-    }
-
-    def __call__(self, agent, command):
-        result = super().__call__(agent, command)
-        h, idx, values = fastcodec.decode(result.payload)
-        kind = self.ATTACKS.get(int(command["round"]), "scaled")
-        if kind == "huge":
-            payload = forged(command, h.n, idx, np.full(len(idx), HUGE), h.samples)
-        elif kind == "inflate":
-            payload = forged(command, h.n, idx, -values, codec.MAX_SAMPLES)
-        elif kind == "nan":
-            payload = forged(command, h.n, idx, np.full(len(idx), math.nan), h.samples)
-        else:  # the reversed update, 10 times longer: inside the refusal bound, clipped
-            payload = forged(command, h.n, idx, -10.0 * values, h.samples)
-        return dataclasses.replace(result, payload=payload)
 
 
 class Publisher:
@@ -112,14 +69,14 @@ def wait_until(check, timeout: float = 25.0) -> None:
 
 def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosquitto, tmp_path):
     """Retained bombs are delivered on every (re)start; each is refused and counted."""
-    huge_delta = forged({"round": 0, "version": 0}, 3, range(3), [HUGE] * 3, 30)
+    huge_delta = forged_delta({"round": 0, "version": 0}, 3, range(3), [HUGE] * 3, 30)
     raw = Publisher(mosquitto.port)
     retained = {
-        "evil-deep/status": b'{"state": "online", "caps": ' + b"[" * 2000,
-        "evil-big/status": b"[" * 100_000,
-        "evil-num/status": b'{"state": "online", "free_heap": ' + b"9" * 400 + b"}",
+        "evil-deep/status": BOMBS["status_deep"][1],
+        "evil-big/status": BOMBS["status_huge"][1],
+        "evil-num/status": BOMBS["status_number"][1],
         "bad id/status": b'{"state": "online"}',
-        "evil-deep/telemetry": b"[" * 5000,
+        "evil-deep/telemetry": BOMBS["telemetry_deep"][1],
         "evil-deep/update": huge_delta,
     }
     for leaf, payload in retained.items():
@@ -134,6 +91,7 @@ def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosqu
         fleet.stop()
         raw.close()
     assert summary["rounds"] == 2 and resumed["rounds"] == 4 and resumed["updates"] == 12
+    assert len(again.admission.bounds.norms) == 12  # the first session's 6 norms were kept
     for reason in (
         reasons.TOO_DEEP,
         reasons.OVERSIZED,
@@ -182,12 +140,13 @@ def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosqui
     assert summary["rounds"] == 8
     assert summary["rejected"][reasons.NORM_BOUND] >= 1  # the 3e38 update, round 0
     assert summary["rejected"][reasons.BAD_VALUES] >= 1  # the NaN update, round 2
-    assert "event=accepted round=1 device=%s" % name in log
+    assert "event=accepted round=1 device=%s" % name in log  # the inflated claim
     assert "samples=30 claimed=%d" % codec.MAX_SAMPLES in log  # weighed as an honest device
     saved = checkpoint.load(tmp_path / "state" / "checkpoint.json")
     assert np.all(np.isfinite(saved.theta)) and len(saved.extra["recent_norms"]) >= 20
-    scaled = ["event=accepted round=%d device=%s " % (r, name) for r in range(4, 8)]
-    assert any(line in log for line in scaled)  # the ×10 update counts, clipped
+    later = ["event=accepted round=%d device=%s " % (r, name) for r in (3, 4, 5)]
+    assert any(line in log for line in later)  # reversed, stale or scaled: counted, clipped
+    assert "clipped=%s" % name in log  # and the operator is told
     assert len(steps) == 8
     for rnd, moved, bound in steps:  # a step is at most β × the clip bound, whoever sent what
         assert moved <= bound * (1 + 1e-5), (rnd, moved, bound)
@@ -202,13 +161,8 @@ def test_hostile_telemetry_and_status_numbers_never_reach_the_round_close(mosqui
     service = AggregationService(config(mosquitto.port, tmp_path, rounds=4), EventLog(quiet=True))
     thread, result = run_in_background(service)
     raw = Publisher(mosquitto.port)
-    bombs = [
-        b'{"round": 0, "loss_after": ' + b"9" * 400 + b"}",
-        b'{"round": 0, "energy_mj": 1e999, "loss_after": NaN}',
-        b'{"round": 0, "samples": -3}',
-        b"[" * 8000,
-        json.dumps({"round": 0, "deep": [[[[[[[[[[1]]]]]]]]]]}).encode(),
-    ]
+    bombs = [payload for leaf, payload in BOMBS.values() if leaf == "telemetry"]
+    bombs.append(json.dumps({"round": 0, "deep": [[[[[[[[[[1]]]]]]]]]]}).encode())
     try:
         while thread.is_alive():
             for bomb in bombs:
@@ -232,7 +186,7 @@ def test_a_round_that_would_make_theta_non_finite_is_refused(tmp_path):
     ledger.invite(["a", "b"])
     command = {"round": 0, "version": 0}
     for device in ("a", "b"):
-        ledger.offer(device, forged(command, service.n, range(service.n), kept, 30))
+        ledger.offer(device, forged_delta(command, service.n, range(service.n), kept, 30))
     service._aggregate(ledger)
     np.testing.assert_array_equal(service.theta, kept)
     assert not ledger.accepted and ledger.rejected == {reasons.NON_FINITE_MODEL: 2}

@@ -7,9 +7,10 @@ simulation so the benchmarks measure what the service does.
   ‖θ_g‖ (see aggregate.model_norm_bound) until `MIN_NORMS` updates have been accepted, then the
   tighter of that and `NORM_FACTOR` × the median norm of the last `RECENT_NORMS` accepted ones.
   The norms are kept in the checkpoint, so a restart does not reopen the window.
-- Every accepted update is clipped to `clip_recent` × that median before the strategy aggregates
-  (the default aggregation is this clipped mean; docs/security.md has the measurements), so an
-  update pointing anywhere moves θ_g by at most a few honest updates' worth.
+- Every accepted update is clipped to `clip_recent` × the median norm of the accepted updates
+  (from the first round: the history then holds that round's own) before the strategy
+  aggregates (the default aggregation is this clipped mean; docs/security.md has the
+  measurements), so an update pointing anywhere moves θ_g by at most a few honest updates' worth.
 - A step that would make θ_g non-finite is refused and θ_g stays as it was.
 """
 
@@ -66,6 +67,7 @@ class InfluenceBounds:
         self.floor = float(floor)
         self.enabled = enabled
         self.norms: deque[float] = deque(maxlen=RECENT_NORMS)
+        self.clipped: list[int] = []
         self.restore(norms)
 
     @classmethod
@@ -105,10 +107,12 @@ class InfluenceBounds:
 
     def clip_bound(self, theta: np.ndarray) -> float:
         """The L2 norm every accepted update is clipped to before aggregation (0: no clipping):
-        `clip_recent` × the recent median, or the refusal bound while there is no history."""
+        `clip_recent` × the median of the norms known so far, however few (at a round's close
+        they include the round's own, so from the first round a minority cannot set it), and
+        never above the refusal bound."""
         if not self.enabled or self.clip_recent <= 0:
             return 0.0
-        if not self._has_history():
+        if not self.norms:
             return self.norm_bound(theta)
         return min(self.norm_bound(theta), median_norm_bound(self.norms, self.clip_recent))
 
@@ -127,9 +131,12 @@ class InfluenceBounds:
         self.norms.append(update_norm(update.values))
 
     def clip(self, theta: np.ndarray, updates: Sequence[SparseUpdate]) -> list[SparseUpdate]:
-        """The updates clipped to the clip bound."""
+        """The updates clipped to the clip bound; `clipped` lists the positions of those that
+        were longer (a device clipped round after round is worth an operator's look)."""
         bound = self.clip_bound(theta)
-        return [clip_update(u, bound) for u in updates] if bound > 0 else list(updates)
+        out = [clip_update(u, bound) for u in updates] if bound > 0 else list(updates)
+        self.clipped = [i for i, (u, c) in enumerate(zip(updates, out, strict=True)) if u is not c]
+        return out
 
     def step(
         self, strategy, theta: np.ndarray, updates: Sequence[SparseUpdate], t: int, total: int

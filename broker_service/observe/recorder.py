@@ -53,6 +53,7 @@ class Recorder:
             "duplicates": report.duplicates,
             "attempts": report.attempts,
             "rejected": sum(report.rejected.values()),
+            "clipped": len(report.clipped),
             "bytes_up": report.bytes_up,
             "bytes_down": report.bytes_down,
             "bytes_up_total": t.bytes_up,

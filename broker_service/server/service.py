@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +99,7 @@ class RoundReport:
     bytes_up: int
     bytes_down: int
     loss: float | None = None
+    clipped: list[str] = field(default_factory=list)
 
 
 class AggregationService:
@@ -128,6 +129,7 @@ class AggregationService:
         self.fleet = FleetView()
         self.totals = Totals()
         self.telemetry: dict[str, dict] = {}
+        self.clipped: list[str] = []
         self.refused: Counter[str] = Counter()
         self.refusals_logged: Counter[str] = Counter()
         self.episodes = self.use_case.new_device_episodes(
@@ -392,6 +394,7 @@ class AggregationService:
         assert ledger is not None
         late = ledger.close()
         beta = self._outer_step()
+        self.clipped = []
         self._aggregate(ledger)
         ledger.rejected.update(self.refused)  # status, telemetry and other refused messages
         self.refused.clear()
@@ -422,6 +425,8 @@ class AggregationService:
             self._refuse_round(ledger, reasons.NON_FINITE_MODEL, "θ_g would not be finite")
             return
         self.theta = stepped
+        devices = sorted(ledger.accepted)  # the order of ledger.updates()
+        self.clipped = [devices[i] for i in self.admission.bounds.clipped]
 
     def _refuse_round(self, ledger: RoundLedger, reason: str, detail: str) -> None:
         """Keep θ_g and withdraw the round's updates, each counted under `reason`."""
@@ -485,6 +490,7 @@ class AggregationService:
             totals=self.totals,
             bytes_up=ledger.bytes_up(),
             bytes_down=len(ledger.invited) * len(self.model_payload),
+            clipped=self.clipped,
         )
 
     def _report(self, report: RoundReport) -> None:
@@ -502,6 +508,7 @@ class AggregationService:
             late=",".join(report.late) or None,
             rejected=report.rejected or None,
             duplicates=report.duplicates or None,
+            clipped=",".join(report.clipped) or None,
             metric=report.metric,
             seconds="%.2f" % report.seconds,
         )
