@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -115,12 +117,17 @@ AGGREGATION_NAMES = {
 }
 
 
+def _short(value: float) -> str:
+    """4 decimals, or 3 significant digits for a value that blew up."""
+    return "%.4f" % value if abs(value) < 1000 else "%.3g" % value
+
+
 def _metric(row) -> str:
     if row is None:
         return "–"
     if row["diverged"]:
         return "diverged"
-    return "%.4f ± %.4f" % (row["final_metric"], row["ci95"])
+    return "%s ± %s" % (_short(row["final_metric"]), _short(row["ci95"]))
 
 
 def hostile_harm(doc, row, clean) -> float:
@@ -219,6 +226,39 @@ def hostile_tables(doc) -> str:
     return "\n".join(out)
 
 
+def clip_sweep_table(doc) -> str:
+    """The clipped mean at several clip multiples: the metric averaged over the seeds."""
+    rows = doc["rows"]
+    clips = sorted({r["clip_recent"] for r in rows})
+    columns = [(None, 0.0)] + sorted(
+        {(r["attack"], r["fraction"]) for r in rows if r["attack"]},
+        key=lambda c: (list(doc["attacks"]).index(c[0]), c[1]),
+    )
+    names = {float(f): label for f, label in doc["fractions"].items()}
+    out = [
+        "\n## Choosing the clip multiple: %s (%s, mean over seeds %s)\n"
+        % (doc["use_case"], doc["metric"], ", ".join(map(str, doc["seeds"]))),
+        "| clip_recent | "
+        + " | ".join("clean" if a is None else "%s %s" % (a, names[f]) for a, f in columns)
+        + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for clip in clips:
+        cells = []
+        for attack, fraction in columns:
+            found = [
+                r
+                for r in rows
+                if r["clip_recent"] == clip and r["attack"] == attack and r["fraction"] == fraction
+            ]
+            values = [r["final_metric"] for r in found if not r["diverged"]]
+            diverged = len(found) - len(values)
+            cell = _short(float(np.mean(values))) if values else "–"
+            cells.append(cell + (" (%d diverged)" % diverged if diverged else ""))
+        out.append("| %g | %s |" % (clip, " | ".join(cells)))
+    return "\n".join(out)
+
+
 def hostile_service_table(doc) -> str:
     """The service over a real mosquitto with 0, 1 and 4 hostile devices of 20."""
     out = [
@@ -303,6 +343,10 @@ def main() -> int:
         hostile = load("hostile-%s.json" % use_case)
         if hostile:
             out.append(hostile_tables(hostile))
+    for use_case in ("sine", "omniglot"):
+        sweep = load("hostile-clip-%s.json" % use_case)
+        if sweep:
+            out.append(clip_sweep_table(sweep))
     service = load("hostile-service.json")
     if service:
         out.append(hostile_service_table(service))

@@ -128,7 +128,7 @@ def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosqui
 
     def remember_theta(ledger):
         before.append(service.theta.astype(np.float64))
-        original(ledger)
+        return original(ledger)
 
     service._aggregate = remember_theta
     try:

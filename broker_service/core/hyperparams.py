@@ -33,7 +33,7 @@ COMMON = {
     "clip_scale": 0.0,  # > 0: clip to this multiple of the cohort's median update norm
     "trim": 0.2,
     # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
-    "clip_recent": 3.0,
+    "clip_recent": 2.0,
 }
 
 USE_CASES = {

@@ -129,7 +129,6 @@ class AggregationService:
         self.fleet = FleetView()
         self.totals = Totals()
         self.telemetry: dict[str, dict] = {}
-        self.clipped: list[str] = []
         self.refused: Counter[str] = Counter()
         self.refusals_logged: Counter[str] = Counter()
         self.episodes = self.use_case.new_device_episodes(
@@ -394,8 +393,7 @@ class AggregationService:
         assert ledger is not None
         late = ledger.close()
         beta = self._outer_step()
-        self.clipped = []
-        self._aggregate(ledger)
+        clipped = self._aggregate(ledger)
         ledger.rejected.update(self.refused)  # status, telemetry and other refused messages
         self.refused.clear()
         self.refusals_logged.clear()
@@ -403,30 +401,31 @@ class AggregationService:
         self.round += 1
         self._persist()
         metric = self._evaluate_if_due()
-        report = self._round_report(ledger, late, beta, time.monotonic() - start, metric)
+        report = self._round_report(ledger, late, beta, time.monotonic() - start, metric, clipped)
         self._report(report)
         if self.round == self.total_rounds:
             self._publish_model()
         if self.progress:
             self.progress(report)
 
-    def _aggregate(self, ledger: RoundLedger) -> None:
+    def _aggregate(self, ledger: RoundLedger) -> list[str]:
         """θ_g ← the strategy's meta-update with the round's accepted updates, clipped
-        (`core.bounds`). A step that would make θ_g non-finite, or that fails, is refused: θ_g
-        stays, the round's updates are withdrawn and counted, and the session goes on."""
+        (`core.bounds`); returns the devices whose update was clipped. A step that would make
+        θ_g non-finite, or that fails, is refused: θ_g stays, the round's updates are withdrawn
+        and counted, and the session goes on."""
         try:
             stepped = self.admission.bounds.step(
                 self.strategy, self.theta, ledger.updates(), self.round, self.total_rounds
             )
         except Exception as exc:  # a round must not stop the service (nor loop on restart)
             self._refuse_round(ledger, reasons.INTERNAL_ERROR, _describe(exc))
-            return
+            return []
         if stepped is None:
             self._refuse_round(ledger, reasons.NON_FINITE_MODEL, "θ_g would not be finite")
-            return
+            return []
         self.theta = stepped
         devices = sorted(ledger.accepted)  # the order of ledger.updates()
-        self.clipped = [devices[i] for i in self.admission.bounds.clipped]
+        return [devices[i] for i in self.admission.bounds.clipped]
 
     def _refuse_round(self, ledger: RoundLedger, reason: str, detail: str) -> None:
         """Keep θ_g and withdraw the round's updates, each counted under `reason`."""
@@ -475,6 +474,7 @@ class AggregationService:
         beta: float,
         seconds: float,
         metric: float | None,
+        clipped: list[str],
     ) -> RoundReport:
         """The figures of the round just closed (the service has moved on to the next)."""
         return RoundReport(
@@ -490,7 +490,7 @@ class AggregationService:
             totals=self.totals,
             bytes_up=ledger.bytes_up(),
             bytes_down=len(ledger.invited) * len(self.model_payload),
-            clipped=self.clipped,
+            clipped=clipped,
         )
 
     def _report(self, report: RoundReport) -> None:
