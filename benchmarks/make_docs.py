@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -256,6 +258,185 @@ def curve_figure(doc: dict) -> str:
     return "figures/" + path.name
 
 
+AGGREGATION_NAMES = {
+    "clipped_mean": "clipped mean (default)",
+    "mean": "mean",
+    "trimmed_mean": "trimmed mean",
+    "cohort_clip": "cohort-median clip",
+    "undefended": "no bounds (before)",
+}
+
+
+def _short(value: float) -> str:
+    """4 decimals, or 3 significant digits for a value that blew up."""
+    return "%.4f" % value if abs(value) < 1000 else "%.3g" % value
+
+
+def _metric(row) -> str:
+    if row is None:
+        return "–"
+    if row["diverged"]:
+        return "diverged"
+    return "%s ± %s" % (_short(row["final_metric"]), _short(row["ci95"]))
+
+
+def hostile_harm(doc, row, clean) -> float:
+    """How much worse the attacked run is than the clean one (positive: worse)."""
+    if row["diverged"]:
+        return float("inf")
+    diff = row["final_metric"] - clean["final_metric"]
+    return diff if doc["metric"] == "mse" else -diff
+
+
+def hostile_tables(doc) -> str:
+    """The hostile-device benchmark of one use case: clean runs, the default under every attack
+    on every seed against its clean run, and every aggregation under attack on the first seed."""
+    rows = doc["rows"]
+    seeds = doc["seeds"]
+
+    def find(algorithm, aggregation, attack, fraction, seed):
+        for r in rows:
+            if (r["algorithm"], r["aggregation"], r["attack"], r["fraction"], r["seed"]) == (
+                algorithm,
+                aggregation,
+                attack,
+                fraction,
+                seed,
+            ):
+                return r
+        return None
+
+    first = next(r for r in rows if r["attack"])
+    out = [
+        "\n## Hostile devices: %s (%s, %d rounds, seeds %s, %d s)\n"
+        % (
+            doc["use_case"],
+            doc["metric"],
+            doc["rounds"],
+            ", ".join(map(str, seeds)),
+            doc["seconds"],
+        ),
+        "Clean runs, the new-device metric ± CI95 over the new devices:\n",
+        "| aggregation | " + " | ".join("seed %d" % s for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
+    out.append(
+        "| no federation | "
+        + " | ".join(_metric(find("no_federation", doc["default"], None, 0.0, s)) for s in seeds)
+        + " |"
+    )
+    for name, label in AGGREGATION_NAMES.items():
+        if name != "undefended":
+            cells = [_metric(find("tinymetafed", name, None, 0.0, s)) for s in seeds]
+            out.append("| %s | %s |" % (label, " | ".join(cells)))
+    out.append(
+        "\nThe default under attack, against its clean run on the same seed (%d training "
+        "devices; ✓: not worse than the clean run by more than its CI95 for 1 of 20, by more "
+        "than twice it for 4 of 20):\n" % first["devices"]
+    )
+    out.append("| attack | hostile | " + " | ".join("seed %d" % s for s in seeds) + " |")
+    out.append("|---|---|" + "---|" * len(seeds))
+    for attack in doc["attacks"]:
+        for fraction, label in doc["fractions"].items():
+            cells = []
+            hostile = None
+            for seed in seeds:
+                clean = find("tinymetafed", doc["default"], None, 0.0, seed)
+                row = find("tinymetafed", doc["default"], attack, float(fraction), seed)
+                if row is None or clean is None:
+                    cells.append("–")
+                    continue
+                hostile = row["hostile"]
+                harm = hostile_harm(doc, row, clean)
+                allowed = clean["ci95"] * (1 if float(fraction) < 0.1 else 2)
+                cells.append(
+                    "%s (%+.4f %s)" % (_metric(row), harm, "✓" if harm <= allowed else "✗")
+                    if not row["diverged"]
+                    else "diverged ✗"
+                )
+            out.append("| %s | %s (%s) | %s |" % (attack, label, hostile, " | ".join(cells)))
+    seed = seeds[0]
+    out.append("\nEvery aggregation under attack, seed %d:\n" % seed)
+    out.append("| attack | hostile | " + " | ".join(AGGREGATION_NAMES.values()) + " |")
+    out.append("|---|---|" + "---|" * len(AGGREGATION_NAMES))
+    out.append(
+        "| none | – | %s |"
+        % " | ".join(
+            _metric(find("tinymetafed", "mean" if n == "undefended" else n, None, 0.0, seed))
+            for n in AGGREGATION_NAMES
+        )
+    )
+    for attack in doc["attacks"]:
+        for fraction, label in doc["fractions"].items():
+            cells = [
+                _metric(find("tinymetafed", n, attack, float(fraction), seed))
+                for n in AGGREGATION_NAMES
+            ]
+            out.append("| %s | %s | %s |" % (attack, label, " | ".join(cells)))
+    return "\n".join(out)
+
+
+def clip_sweep_table(doc) -> str:
+    """The clipped mean at several clip multiples: the metric averaged over the seeds."""
+    rows = doc["rows"]
+    clips = sorted({r["clip_recent"] for r in rows})
+    columns = [(None, 0.0)] + sorted(
+        {(r["attack"], r["fraction"]) for r in rows if r["attack"]},
+        key=lambda c: (list(doc["attacks"]).index(c[0]), c[1]),
+    )
+    names = {float(f): label for f, label in doc["fractions"].items()}
+    out = [
+        "\n## Choosing the clip multiple: %s (%s, mean over seeds %s)\n"
+        % (doc["use_case"], doc["metric"], ", ".join(map(str, doc["seeds"]))),
+        "| clip_recent | "
+        + " | ".join("clean" if a is None else "%s %s" % (a, names[f]) for a, f in columns)
+        + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for clip in clips:
+        cells = []
+        for attack, fraction in columns:
+            found = [
+                r
+                for r in rows
+                if r["clip_recent"] == clip and r["attack"] == attack and r["fraction"] == fraction
+            ]
+            values = [r["final_metric"] for r in found if not r["diverged"]]
+            diverged = len(found) - len(values)
+            cell = _short(float(np.mean(values))) if values else "–"
+            cells.append(cell + (" (%d diverged)" % diverged if diverged else ""))
+        out.append("| %g | %s |" % (clip, " | ".join(cells)))
+    return "\n".join(out)
+
+
+def hostile_service_table(doc) -> str:
+    """The service over a real mosquitto with 0, 1 and 4 hostile devices of 20."""
+    out = [
+        "\n## Hostile devices against the service (mosquitto, %s, %d rounds, 20 devices)\n"
+        % (doc["use_case"], doc["rounds"]),
+        "| hostile | rounds closed | ran to the end | wall s | updates | refused | metric "
+        "before → after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in doc["sessions"]:
+        refused = ", ".join("%s %d" % kv for kv in sorted(s["rejected"].items())) or "none"
+        out.append(
+            "| %d of 20 | %s / %d | %s | %.1f | %s | %s | %.3f → %.3f |"
+            % (
+                s["hostile"],
+                s["rounds_closed"],
+                s["rounds_asked"],
+                "yes" if s["ran_to_the_end"] else "**no**",
+                s["seconds"],
+                s["updates"],
+                refused,
+                s["metric_initial"],
+                s["metric_final"],
+            )
+        )
+    return "\n".join(out)
+
+
 def main() -> int:
     out = ["<!-- generated by benchmarks/make_docs.py from benchmarks/results/*.json -->"]
     benches = [b for b in (load("bench-%s.json" % u) for u in USE_CASES) if b]
@@ -317,27 +498,17 @@ def main() -> int:
                 rss[-1] / 1e6,
             )
         )
-    poison = load("poisoning.json")
-    if poison:
-        out.append(
-            "\n## Poisoning: %d%% of the fleet attacks (%s, %d rounds)\n"
-            % (100 * poison["fraction"], poison["use_case"], poison["rounds"])
-        )
-        out.append("| aggregation | clean | attacked |\n|---|---|---|")
-        rows = {}
-        for r in poison["rows"]:
-            rows.setdefault(r["aggregation"], {})[r["attacked"]] = r
-        for name, pair in rows.items():
-            out.append(
-                "| %s | %.4f ± %.4f | %.4f ± %.4f |"
-                % (
-                    name,
-                    pair[False]["final_metric"],
-                    pair[False]["ci95"],
-                    pair[True]["final_metric"],
-                    pair[True]["ci95"],
-                )
-            )
+    for use_case in ("sine", "omniglot", "occupancy"):
+        hostile = load("hostile-%s.json" % use_case)
+        if hostile:
+            out.append(hostile_tables(hostile))
+    for use_case in ("sine", "omniglot"):
+        sweep = load("hostile-clip-%s.json" % use_case)
+        if sweep:
+            out.append(clip_sweep_table(sweep))
+    service = load("hostile-service.json")
+    if service:
+        out.append(hostile_service_table(service))
     fuzz = load("fuzz.json")
     if fuzz:
         out.append("\n## Fuzzing\n")

@@ -26,3 +26,21 @@ MAX_LEARNING_RATE = 10.0
 
 MAX_U32 = 0xFFFFFFFF
 """Largest round, model version, seed and session epoch: the header's unsigned 32-bit fields."""
+MAX_STATUS = 2048
+"""Largest status (presence) JSON document (bytes) the service reads; a birth is ~400 bytes."""
+
+MAX_TELEMETRY = 8192
+"""Largest telemetry JSON document (bytes) the service reads; a round's is ~500 bytes plus the
+agent's rejection counts."""
+
+MAX_JSON_DEPTH = 8
+"""Deepest nesting of arrays and objects in a JSON document from a device (the agent's are 2
+deep). Deeper is refused by a scan before parsing: thousands of `[` exhaust a recursive
+parser's stack (RecursionError, not ValueError)."""
+
+MAX_ROUND = 0xFFFFFFFF
+"""Largest round or model version (the header's unsigned 32-bit fields)."""
+
+MAX_REPORTED = 1e15
+"""Largest number a device may report in a status or telemetry field (counts, bytes, ms, mJ,
+losses); larger, negative or non-finite values are refused before use."""

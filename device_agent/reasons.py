@@ -35,10 +35,21 @@ STORAGE_ERROR = "storage_error"  # the journal could not store it (e.g. disk ful
 BAD_TELEMETRY = "bad_telemetry"  # telemetry that is not a JSON object
 
 # The agent.
-INTERNAL_ERROR = "internal_error"  # a message whose handling raised; the agent keeps its state
 UNSIGNED = "unsigned"  # a keyed device got a command without its HMAC tag
 ROLLBACK = "rollback"  # a command or model older than the newest the device verified
 BAD_DIGEST = "bad_digest"  # the model's SHA-256 differs from the one its signed command names
+
+# A status or telemetry message the service refuses before using it.
+TOO_DEEP = "too_deep"  # JSON nested deeper than limits.MAX_JSON_DEPTH (refused unparsed)
+BAD_NUMBER = "bad_number"  # a number that is not finite, out of range or of the wrong type
+RETAINED = "retained"  # a retained message on a topic where only live ones count
+BAD_DEVICE_ID = "bad_device_id"  # a topic whose device id breaks the topic tree's rules
+
+# A round the service refuses to close with the updates it accepted.
+NON_FINITE_MODEL = "non_finite_model"  # the aggregate would make θ_g non-finite
+
+# Either side.
+INTERNAL_ERROR = "internal_error"  # a message whose handling raised; the receiver keeps its state
 
 # Why a device abandoned a round in progress.
 ABORT_NEWER_MODEL = "newer_model"
@@ -71,6 +82,11 @@ REJECTIONS = (
     BAD_SIGNATURE,
     STORAGE_ERROR,
     BAD_TELEMETRY,
+    TOO_DEEP,
+    BAD_NUMBER,
+    RETAINED,
+    BAD_DEVICE_ID,
+    NON_FINITE_MODEL,
     INTERNAL_ERROR,
     UNSIGNED,
     ROLLBACK,

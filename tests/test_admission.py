@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from broker_service.server.admission import MIN_NORMS, Admission, load_hmac_keys
+from broker_service.core.bounds import MIN_NORMS, InfluenceBounds
+from broker_service.server.admission import Admission, load_hmac_keys
 from broker_service.server.config import ConfigError
 from broker_service.server.journal import Journal
 from broker_service.server.rounds import Rejected, RoundLedger
@@ -40,7 +42,7 @@ def test_an_admitted_update_is_journaled_and_its_norm_remembered(tmp_path):
     accepted = admission.admit(ledger, journal, "a", delta())
     assert accepted is not None and set(ledger.accepted) == {"a"}
     assert journal.replay() == [("a", delta())]
-    assert list(admission.norms) == [pytest.approx(1.0)]
+    assert admission.bounds.to_list() == [pytest.approx(1.0)]
     assert admission.admit(ledger, journal, "a", delta()) is None  # a duplicate
     assert len(journal.replay()) == 1 and ledger.duplicates == 1
 
@@ -66,7 +68,7 @@ def test_a_refused_update_is_recorded_in_the_ledger_and_not_journaled(tmp_path):
     with pytest.raises(Rejected):
         admission.admit(ledger, journal, "a", delta()[:-1])
     assert sum(ledger.rejected.values()) == 1 and set(ledger.refused) == {"a"}
-    assert journal.replay() == [] and not admission.norms
+    assert journal.replay() == [] and not admission.bounds.norms
 
 
 def test_a_storage_error_withdraws_the_acceptance(tmp_path):
@@ -74,22 +76,25 @@ def test_a_storage_error_withdraws_the_acceptance(tmp_path):
     with pytest.raises(OSError):
         admission.admit(ledger, FullDisk(tmp_path, 1), "a", delta())
     assert not ledger.accepted and ledger.rejected == {reasons.STORAGE_ERROR: 1}
-    assert ledger.waiting_for() == {"a"} and not admission.norms
+    assert ledger.waiting_for() == {"a"} and not admission.bounds.norms
     assert admission.admit(ledger, Journal(tmp_path, 1), "a", delta()) is not None
 
 
-def test_the_adaptive_norm_bound_needs_enough_history():
-    admission = Admission(None)
-    admission.norms.extend([1.0] * (MIN_NORMS - 1))
-    assert admission.norm_bound() == 0.0
-    admission.norms.extend([1.0, 3.0, 3.0])
-    assert admission.norm_bound() == 100.0
-    assert Admission(None, max_update_norm=5.0).norm_bound() == 5.0
+def test_the_norm_bound_comes_from_the_model_until_there_is_history():
+    theta = np.full(4, 500.0, dtype=np.float32)  # ‖θ‖ = 1000
+    bounds = InfluenceBounds()
+    bounds.restore([1.0] * (MIN_NORMS - 1))
+    assert bounds.norm_bound(theta) == pytest.approx(1000.0)
+    bounds.restore([1.0, 3.0, 3.0])
+    assert bounds.norm_bound(theta) == 100.0  # 100× the median, tighter than the model's
+    assert bounds.norm_bound(np.full(4, 0.01, dtype=np.float32)) == pytest.approx(0.02)
+    assert InfluenceBounds(max_norm=5.0).norm_bound(theta) == 5.0
 
 
 def test_the_norm_bound_refuses_an_absurd_update(tmp_path):
     admission, ledger, journal = Admission(None), open_round("a", "b"), Journal(tmp_path, 1)
-    admission.norms.extend([0.01] * MIN_NORMS)
+    admission.bounds.restore([0.01] * MIN_NORMS)
+    admission.theta = np.ones(N, dtype=np.float32)
     with pytest.raises(Rejected) as caught:
         admission.admit(ledger, journal, "a", delta((3.0, 4.0)))
     assert caught.value.reason == reasons.NORM_BOUND and ledger.refused == {"a": reasons.NORM_BOUND}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,14 +47,51 @@ def meta_update(theta: np.ndarray, updates: Sequence[SparseUpdate], beta: float)
     return (theta + np.float32(beta) * agg).astype(np.float32)
 
 
+def update_norm(values: np.ndarray) -> float:
+    """‖Δ‖ in float64, so float32 values near 3e38 give their true norm instead of inf (NaN
+    stays NaN)."""
+    return float(np.linalg.norm(np.asarray(values, dtype=np.float64)))
+
+
+def within_bound(norm: float, bound: float) -> bool:
+    """True when an update of L2 norm `norm` may count under `bound` (0: no bound); a
+    non-finite norm never may."""
+    return math.isfinite(norm) and (bound <= 0 or norm <= bound)
+
+
+def clamp_samples(update: SparseUpdate, budget: int) -> SparseUpdate:
+    """The update weighted by at most `budget` samples (what its round asked it to use): the
+    claimed count is the device's word, the budget is the service's."""
+    if update.samples <= budget:
+        return update
+    return SparseUpdate(update.indices, update.values, max(0, int(budget)))
+
+
 def clip_update(update: SparseUpdate, max_norm: float) -> SparseUpdate:
     """The update scaled down to L2 norm `max_norm` when it is longer (unchanged otherwise)."""
-    norm = float(np.linalg.norm(update.values))
+    norm = update_norm(update.values)
     if max_norm <= 0 or norm <= max_norm:
         return update
-    return SparseUpdate(
-        update.indices, (update.values * (max_norm / norm)).astype(np.float32), update.samples
-    )
+    scaled = np.asarray(update.values, dtype=np.float64) * (max_norm / norm)
+    return SparseUpdate(update.indices, scaled.astype(np.float32), update.samples)
+
+
+def model_norm_bound(theta: np.ndarray, floor: float) -> float:
+    """A bound on one update's norm that needs no history: ‖θ_g‖, or `floor` when θ_g is
+    shorter. An honest round is a few dozen small SGD steps from θ_g and moves it by a small
+    fraction of its length (at most 0.19 ‖θ_g‖ measured over the four use cases and four
+    algorithms, docs/security.md); an update as long as θ_g itself would replace the model."""
+    return max(update_norm(theta), float(floor))
+
+
+def median_norm_bound(norms: Sequence[float], factor: float) -> float:
+    """`factor` × the median of recent accepted update norms."""
+    return float(factor) * float(np.median(np.asarray(norms, dtype=np.float64)))
+
+
+def all_finite(theta: np.ndarray) -> bool:
+    """True when every entry of θ is finite (a model devices can use)."""
+    return bool(np.all(np.isfinite(theta)))
 
 
 def dense_stack(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Training settings of each use case: the shared protocol, and the defaults of the tuned rates.
 
 Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
-aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py),
+aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py), clip_recent
+(every update clipped to this multiple of the recent median update norm, see bounds.py),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
@@ -43,6 +44,8 @@ COMMON = {
     "clip_norm": 0.0,  # > 0: scale every update down to at most this L2 norm first
     "clip_scale": 0.0,  # > 0: clip to this multiple of the cohort's median update norm
     "trim": 0.2,
+    # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
+    "clip_recent": 2.0,
 }
 
 # each use case's own settings, over COMMON; "quick" holds its `--quick` overrides

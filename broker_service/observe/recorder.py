@@ -3,6 +3,9 @@
 Writes are queued by the sink; nothing here waits on the network. Once attached to the running
 service (`attach`), it also writes who took part in each round (`participation`) and publishes
 the service's retained progress document (`observe.status`), which `tinymetafed status` reads.
+Numbers that come from devices (telemetry, presence) reach it already checked by
+`server.inbound` (finite, 0 to `limits.MAX_REPORTED`); only fields of the right type are written,
+and `metrics.line` leaves out NaN and infinities.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from broker_service.core.fewshot import ci95
 from broker_service.observe.metrics import Sink, line
 from broker_service.observe.status import progress_doc, progress_topic
 
-TELEMETRY_FIELDS = (
+TELEMETRY_FIELDS = (  # the numbers of a device's telemetry that are recorded (and checked)
     "samples",
     "compute_ms",
     "energy_mj",
@@ -113,6 +116,7 @@ class Recorder:
             "duplicates": report.duplicates,
             "attempts": report.attempts,
             "rejected": sum(report.rejected.values()),
+            "clipped": len(report.clipped),
             "bytes_up": report.bytes_up,
             "bytes_down": report.bytes_down,
             "bytes_up_total": t.bytes_up,

@@ -1,31 +1,25 @@
 """Update admission: the checks an update passes before it counts in the open round.
 
-In order: the HMAC signature when updates are signed (`hmac_keys_file`), the round's own checks
-and the norm bound (`RoundLedger.offer`), then the journal, so that an accepted update survives a
-crash. Every refusal is recorded in the round's ledger here; the service only logs the outcome.
+In order: the HMAC signature when updates are signed (`hmac_keys_file`), the round's own checks,
+the norm bound and the sample clamp (`RoundLedger.offer`, with the bound of
+`core.bounds.InfluenceBounds`), then the journal, so that an accepted update survives a crash.
+Every refusal is recorded in the round's ledger here; the service only logs the outcome.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 
+from broker_service.core.bounds import InfluenceBounds
 from broker_service.server.config import ConfigError
 from broker_service.server.journal import Journal
 from broker_service.server.rounds import Accepted, Rejected, RoundLedger
 from device_agent import reasons
 from device_agent.auth import hmac_sha256, split_signed
-
-RECENT_NORMS = 200
-"""How many accepted update norms the adaptive bound looks back on."""
-MIN_NORMS = 20
-"""Accepted updates needed before the adaptive bound applies."""
-NORM_FACTOR = 100.0
-"""The adaptive bound as a multiple of the recent median norm."""
 
 
 def load_hmac_keys(path: str | None) -> dict[str, bytes] | None:
@@ -40,12 +34,15 @@ def load_hmac_keys(path: str | None) -> dict[str, bytes] | None:
 
 
 class Admission:
-    """Admits updates into a round; remembers the norms of recent accepted updates."""
+    """Admits updates into a round; its `bounds` remember the norms of recent accepted updates
+    and give the norm bound for the model in use (`theta`, set as each round opens)."""
 
-    def __init__(self, hmac_keys: dict[str, bytes] | None, max_update_norm: float = 0.0) -> None:
+    def __init__(
+        self, hmac_keys: dict[str, bytes] | None, bounds: InfluenceBounds | None = None
+    ) -> None:
         self.hmac_keys = hmac_keys
-        self.max_update_norm = max_update_norm
-        self.norms: deque[float] = deque(maxlen=RECENT_NORMS)
+        self.bounds = bounds if bounds is not None else InfluenceBounds()
+        self.theta = np.zeros(0, dtype=np.float32)
 
     def admit(
         self, ledger: RoundLedger, journal: Journal, device: str, message: bytes
@@ -58,7 +55,7 @@ class Admission:
         """
         try:
             payload = self.authenticate(device, message)
-            ledger.max_norm = self.norm_bound()
+            ledger.max_norm = self.bounds.norm_bound(self.theta)
             accepted = ledger.offer(device, payload)
         except Rejected as exc:
             ledger.reject(device, exc.reason)
@@ -70,7 +67,7 @@ class Admission:
         except OSError:
             ledger.withdraw(device, reasons.STORAGE_ERROR)
             raise
-        self.norms.append(float(np.linalg.norm(accepted.update.values)))
+        self.bounds.remember(accepted.update)
         return accepted
 
     def authenticate(self, device: str, message: bytes) -> bytes:
@@ -84,13 +81,3 @@ class Admission:
         if payload is None or not hmac.compare_digest(hmac_sha256(key, payload), tag):
             raise Rejected(reasons.BAD_SIGNATURE, device)
         return payload
-
-    def norm_bound(self) -> float:
-        """The configured bound, or 100× the median norm of the last 200 accepted updates
-        (once 20 are known; 0 means no bound): only absurd updates are refused here; robust
-        aggregation (clip_scale) handles subtler ones."""
-        if self.max_update_norm > 0:
-            return self.max_update_norm
-        if len(self.norms) < MIN_NORMS:
-            return 0.0
-        return NORM_FACTOR * float(np.median(self.norms))

@@ -1,7 +1,9 @@
 """Checkpoints: model spec, θ_g, round and settings in one JSON file, written atomically.
 
 The service resumes from it and `tinymetafed evaluate` / `export` read it. θ_g is stored as
-base64 little-endian float32 with its CRC-32, so a damaged file is detected, never half-loaded.
+base64 little-endian float32 with its CRC-32, so a damaged file is detected, never half-loaded;
+a θ_g with a non-finite entry is refused on load (no device could use it), so a poisoned model
+cannot be resumed and served again.
 """
 
 from __future__ import annotations
@@ -93,9 +95,12 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError("%s: theta is missing or not base64" % path) from None
     if len(raw) != 4 * int(doc["theta_len"]) or zlib.crc32(raw) != doc["theta_crc32"]:
         raise CheckpointError("%s: theta is damaged (length or CRC mismatch)" % path)
+    theta = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(theta)):
+        raise CheckpointError("%s: theta has non-finite entries" % path)
     return Checkpoint(
         spec=doc["spec"],
-        theta=np.frombuffer(raw, dtype="<f4").astype(np.float32),
+        theta=theta,
         round=int(doc["round"]),
         algorithm=doc["algorithm"],
         use_case=doc["use_case"],

@@ -62,12 +62,14 @@ def new_client(
 @dataclass
 class Event:
     """What happened on the connection: 'connected'; 'disconnected' or 'refused' (the broker
-    turned the connection down) with the reason as payload; or 'message' with topic and
-    payload."""
+    turned the connection down) with the reason as payload; or 'message' with topic, payload
+    and whether the broker delivered it as a retained message (`retain`: stored state sent on
+    subscribing, not a live publish)."""
 
     kind: str
     topic: str = ""
     payload: bytes = b""
+    retain: bool = False
 
 
 class ServiceMqtt:
@@ -140,7 +142,7 @@ class ServiceMqtt:
         self.events.put(Event("disconnected", payload=str(reason).encode()))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.events.put(Event("message", msg.topic, bytes(msg.payload)))
+        self.events.put(Event("message", msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Queue a publish (paho resends QoS 1 after a reconnect)."""

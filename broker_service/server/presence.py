@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
+
+from broker_service.server.inbound import read_status
+from broker_service.server.rounds import Rejected
 
 
 @dataclass
@@ -26,15 +28,21 @@ class FleetView:
     def update(self, device: str, payload: bytes) -> DeviceState | None:
         """Apply a status message; returns the new state when presence changed, else None.
 
-        An empty payload (a cleared retained message) or an unreadable one counts as offline.
+        An empty payload (a cleared retained message) or one `inbound.read_status` refuses
+        counts as offline.
         """
         try:
-            info = json.loads(payload) if payload else {}
-        except ValueError:
+            info = read_status(payload)
+        except Rejected:
             info = {}
-        online = isinstance(info, dict) and info.get("state") == "online"
+        return self.apply(device, info)
+
+    def apply(self, device: str, info: dict) -> DeviceState | None:
+        """Apply a status document already read (`inbound.read_status`); returns the new state
+        when presence changed, else None. Online only when its state says "online"."""
+        online = info.get("state") == "online"
         old = self.devices.get(device)
-        state = DeviceState(device, online, info if isinstance(info, dict) else {}, time.time())
+        state = DeviceState(device, online, info, time.time())
         self.devices[device] = state
         if old is None or old.online != online:
             return state

@@ -2,6 +2,8 @@
 rejected and why, and whether a quorum was reached.
 
 Idempotent by (device, round, model version): a redelivered or duplicated update is counted once.
+An accepted update weighs at most the samples its round asked for (`max_samples`), whatever it
+claims, and is refused over the norm bound (`max_norm`, set by admission.py).
 The ledger alone decides what counts: `offer` accepts, `reject` records a refusal, `withdraw`
 undoes an acceptance the service could not make durable, `close` ends the round.
 """
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from broker_service.core import fastcodec
-from broker_service.core.aggregate import SparseUpdate
+from broker_service.core.aggregate import SparseUpdate, clamp_samples, update_norm, within_bound
 from device_agent import codec, limits, reasons
 
 NOT_AN_ANSWER = frozenset({reasons.LATE, reasons.WRONG_ROUND, reasons.STORAGE_ERROR})
@@ -24,7 +26,8 @@ device may still answer this one) or one the service failed to store (not the de
 
 
 class Rejected(Exception):
-    """An update the round refuses; `reason` is a short machine-readable cause."""
+    """A message the service refuses (an update the round refuses, a status or telemetry
+    document it cannot use); `reason` is a short machine-readable cause."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason + (": " + detail if detail else ""))
@@ -33,12 +36,14 @@ class Rejected(Exception):
 
 @dataclass
 class Accepted:
-    """An accepted update: the decoded sparse delta, its size on the wire and the device."""
+    """An accepted update: the decoded sparse delta (weighted by at most the round's sample
+    budget), its size on the wire, the device and the sample count it claimed."""
 
     device: str
     update: SparseUpdate
     payload_bytes: int
     nnz: int
+    claimed: int = 0
 
 
 @dataclass
@@ -50,6 +55,7 @@ class RoundLedger:
     n: int
     max_payload: int = limits.MAX_PAYLOAD
     max_norm: float = 0.0
+    max_samples: int = limits.MAX_SAMPLES
     invited: set[str] = field(default_factory=set)
     accepted: dict[str, Accepted] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
@@ -89,11 +95,11 @@ class RoundLedger:
         if device in self.accepted:
             self.duplicates += 1
             return None
-        norm = float(np.linalg.norm(values.astype(np.float64)))
-        if self.max_norm and norm > self.max_norm:
+        norm = update_norm(values)
+        if not within_bound(norm, self.max_norm):
             raise Rejected(reasons.NORM_BOUND, "‖Δ‖=%.3g > %.3g" % (norm, self.max_norm))
-        update = SparseUpdate(idx, values, h.samples)
-        entry = Accepted(device, update, len(payload), h.k)
+        update = clamp_samples(SparseUpdate(idx, values, h.samples), self.max_samples)
+        entry = Accepted(device, update, len(payload), h.k, h.samples)
         self.accepted[device] = entry
         return entry
 

@@ -12,19 +12,26 @@ Round t (model version t):
 4. record who answered, who was late, who was rejected and why (`rounds.RoundLedger`).
 A restart resumes from the checkpoint and replays the open round's journal; devices asked again
 for a round they already answered re-send the same update, which is counted once.
+
+Devices are untrusted (brief section 2b). Every broker event is handled inside its own guard: what
+it raises is logged with its reason and counted, and the loop goes on. Status and telemetry are
+read by `inbound` (size, nesting and numbers checked before use); retained updates and telemetry
+are ignored; one device's weight, update norm and step are bounded by `core.bounds`, whose norm
+history is kept in the checkpoint; a round that would make θ_g non-finite is refused.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from broker_service.core.bounds import InfluenceBounds, sample_budget
 from broker_service.core.cohort import round_cohort, sample_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.hyperparams import settings_for
@@ -38,6 +45,7 @@ from broker_service.observe.recorder import Recorder
 from broker_service.server import checkpoint
 from broker_service.server.admission import Admission, load_hmac_keys
 from broker_service.server.config import ConfigError, ServiceConfig
+from broker_service.server.inbound import read_status, read_telemetry
 from broker_service.server.journal import Journal
 from broker_service.server.mqtt import Event, ServiceMqtt
 from broker_service.server.presence import FleetView
@@ -48,7 +56,11 @@ from broker_service.server.totals import Totals
 from broker_service.usecases.registry import load_use_case
 from device_agent import codec, reasons
 from device_agent.energy import energy_mj, profile
-from device_agent.topics import Topics
+from device_agent.topics import Topics, check_name
+
+LOGGED_REFUSALS = 5
+"""Refused messages logged per device and round (all are counted): a device that floods the
+service with bad messages cannot flood its log."""
 
 
 def metrics_path(cfg: ServiceConfig) -> Path:
@@ -90,6 +102,7 @@ class RoundReport:
     bytes_up: int
     bytes_down: int
     loss: float | None = None
+    clipped: list[str] = field(default_factory=list)
 
 
 class AggregationService:
@@ -123,8 +136,14 @@ class AggregationService:
         self.fleet = FleetView()
         self.totals = Totals()
         self.telemetry: dict[str, dict] = {}
+        self.refused: Counter[str] = Counter()
+        self.refusals_logged: Counter[str] = Counter()
         self.episodes = self.use_case.new_device_episodes(
             cfg.eval_devices, named_stream(cfg.seed, CURVE_EPISODES)
+        )
+        self.admission = Admission(
+            load_hmac_keys(cfg.hmac_keys_file),
+            InfluenceBounds.from_settings(self.settings, cfg.max_update_norm),
         )
         self.theta, self.round = self._resume()
         self.mqtt: ServiceMqtt | None = None
@@ -135,7 +154,6 @@ class AggregationService:
         self.metric_initial: float | None = None
         self.metric_last: float | None = None
         self.sink = metrics_sink(cfg, self.log)
-        self.admission = Admission(load_hmac_keys(cfg.hmac_keys_file), cfg.max_update_norm)
         self.signer = downlink_signer(cfg)  # signs keyed devices' commands (signing.py)
         self.last_heartbeat = -1e9
         self.recorder = Recorder(self.sink, cfg.fleet, cfg.use_case, cfg.algorithm)
@@ -158,6 +176,7 @@ class AggregationService:
         ckpt = checkpoint.load(path)
         self._check_resumable(ckpt, path)
         self.totals = Totals.from_dict(ckpt.extra.get("totals", {}))
+        self.admission.bounds.restore(ckpt.extra.get("recent_norms", []))
         self.log("resumed", round=ckpt.round, checkpoint=str(path))
         return ckpt.theta, ckpt.round
 
@@ -198,6 +217,7 @@ class AggregationService:
                 "seed": self.cfg.seed,
                 "preprocessing": self.use_case.preprocessing,
                 "totals": self.totals.to_dict(),
+                "recent_norms": self.admission.bounds.to_list(),
             },
         )
         checkpoint.save(self.checkpoint_path(), ckpt)
@@ -284,7 +304,9 @@ class AggregationService:
         t = self.round
         self._publish_model()
         self.previous_ledger = self.ledger
-        self.ledger = RoundLedger(t, t, self.n, self.cfg.max_payload)
+        budget = sample_budget(self.strategy.round_command(t, version=t))
+        self.ledger = RoundLedger(t, t, self.n, self.cfg.max_payload, max_samples=budget)
+        self.admission.theta = self.theta
         self.journal = Journal(self.state / "journal", t)
         self._replay_journal()
 
@@ -385,23 +407,51 @@ class AggregationService:
         assert ledger is not None
         late = ledger.close()
         beta = self.strategy.outer_step(self.round, self.total_rounds)
-        self._aggregate(ledger)
+        clipped = self._aggregate(ledger)
+        ledger.rejected.update(self.refused)  # status, telemetry and other refused messages
+        self.refused.clear()
+        self.refusals_logged.clear()
         self._count(ledger)
         self.round += 1
         self._persist()
         metric = self._evaluate_if_due()
-        report = self._round_report(ledger, late, beta, time.monotonic() - start, metric)
+        report = self._round_report(ledger, late, beta, time.monotonic() - start, metric, clipped)
         self._report(report)
         if self.round == self.total_rounds:
             self._publish_model()
         if self.progress:
             self.progress(report)
 
-    def _aggregate(self, ledger: RoundLedger) -> None:
-        """θ_g ← the strategy's meta-update with the round's accepted updates."""
-        self.theta = np.asarray(
-            self.strategy.aggregate(self.theta, ledger.updates(), self.round, self.total_rounds),
-            dtype=np.float32,
+    def _aggregate(self, ledger: RoundLedger) -> list[str]:
+        """θ_g ← the strategy's meta-update with the round's accepted updates, clipped
+        (`core.bounds`); returns the devices whose update was clipped. A step that would make
+        θ_g non-finite, or that fails, is refused: θ_g stays, the round's updates are withdrawn
+        and counted, and the session goes on."""
+        try:
+            stepped = self.admission.bounds.step(
+                self.strategy, self.theta, ledger.updates(), self.round, self.total_rounds
+            )
+        except Exception as exc:  # a round must not stop the service (nor loop on restart)
+            self._refuse_round(ledger, reasons.INTERNAL_ERROR, _describe(exc))
+            return []
+        if stepped is None:
+            self._refuse_round(ledger, reasons.NON_FINITE_MODEL, "θ_g would not be finite")
+            return []
+        self.theta = stepped
+        devices = sorted(ledger.accepted)  # the order of ledger.updates()
+        return [devices[i] for i in self.admission.bounds.clipped]
+
+    def _refuse_round(self, ledger: RoundLedger, reason: str, detail: str) -> None:
+        """Keep θ_g and withdraw the round's updates, each counted under `reason`."""
+        devices = sorted(ledger.accepted)
+        for device in devices:
+            ledger.withdraw(device, reason)
+        self.log(
+            "round_refused",
+            round=self.round,
+            reason=reason,
+            detail=detail,
+            updates=",".join(devices),
         )
 
     def _count(self, ledger: RoundLedger) -> None:
@@ -438,6 +488,7 @@ class AggregationService:
         beta: float,
         seconds: float,
         metric: float | None,
+        clipped: list[str],
     ) -> RoundReport:
         """The figures of the round just closed (the service has moved on to the next)."""
         return RoundReport(
@@ -453,6 +504,7 @@ class AggregationService:
             totals=self.totals,
             bytes_up=ledger.bytes_up(),
             bytes_down=len(ledger.invited) * len(self.model_payload),
+            clipped=clipped,
         )
 
     def _report(self, report: RoundReport) -> None:
@@ -470,6 +522,7 @@ class AggregationService:
             late=",".join(report.late) or None,
             rejected=report.rejected or None,
             duplicates=report.duplicates or None,
+            clipped=",".join(report.clipped) or None,
             metric=report.metric,
             seconds="%.2f" % report.seconds,
         )
@@ -510,8 +563,33 @@ class AggregationService:
         self._heartbeat()
         event = self.mqtt.next_event(timeout)
         while event is not None:
-            self._handle(event)
+            self._guarded(event)
             event = self.mqtt.next_event(0)
+
+    def _guarded(self, event: Event) -> None:
+        """Handle one event; whatever it raises is logged with its reason and counted, and the
+        loop goes on: no message can stop the service."""
+        try:
+            self._handle(event)
+        except Exception as exc:  # a device may send anything; the loop must go on
+            device, leaf = self.topics.device_of(event.topic)
+            self._refuse(device, leaf or event.kind, reasons.INTERNAL_ERROR, _describe(exc))
+
+    def _refuse(self, device: str | None, what: str, reason: str, detail: str = "") -> None:
+        """Count a refused message under `reason` (added to the open round's rejections when
+        it closes) and log it, at most LOGGED_REFUSALS times per device and round."""
+        self.refused[reason] += 1
+        key = device or ""
+        self.refusals_logged[key] += 1
+        if self.refusals_logged[key] <= LOGGED_REFUSALS:
+            self.log(
+                "rejected",
+                round=self.round,
+                device=_printable(device or "-"),
+                what=what,
+                reason=reason,
+                detail=_printable(detail),
+            )
 
     def _handle(self, event: Event) -> None:
         """Dispatch one event of the broker connection."""
@@ -520,7 +598,7 @@ class AggregationService:
         elif event.kind in ("disconnected", "refused"):
             self.log("broker_" + event.kind, round=self.round, reason=event.payload.decode())
         else:
-            self._on_message(event.topic, event.payload)
+            self._on_message(event)
 
     def _on_connected(self) -> None:
         """(Re)connected: publish the model again and re-ask the devices still awaited."""
@@ -530,21 +608,38 @@ class AggregationService:
             self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
         self._send_commands(sorted(self._waiting_for()))
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        """Route a message of a device's subtree by its leaf topic; ignore anything else."""
-        device, leaf = self.topics.device_of(topic)
-        if device is None:
+    def _on_message(self, event: Event) -> None:
+        """Route a message of a device's subtree by its leaf topic; ignore anything else.
+        A device id that breaks the topic rules is refused (no command could reach it), and so
+        are retained updates and telemetry: only live ones count, and a retained one would be
+        delivered again on every (re)subscription."""
+        device, leaf = self.topics.device_of(event.topic)
+        if device is None or leaf not in ("status", "update", "telemetry"):
+            return
+        try:
+            check_name("device id", device)
+        except ValueError as exc:
+            self._refuse(device, leaf, reasons.BAD_DEVICE_ID, str(exc))
+            return
+        if event.retain and leaf != "status":
+            self._refuse(device, leaf, reasons.RETAINED)
             return
         if leaf == "status":
-            self._on_status(device, payload)
+            self._on_status(device, event.payload)
         elif leaf == "update":
-            self._on_update(device, payload)
-        elif leaf == "telemetry":
-            self._on_telemetry(device, payload)
+            self._on_update(device, event.payload)
+        else:
+            self._on_telemetry(device, event.payload)
 
     def _on_status(self, device: str, payload: bytes) -> None:
-        """Track presence; a device the open round waits for that comes back is asked again."""
-        changed = self.fleet.update(device, payload)
+        """Track presence; a device the open round waits for that comes back is asked again.
+        A status the service cannot read counts as offline."""
+        try:
+            info = read_status(payload)
+        except Rejected as exc:
+            self._refuse(device, "status", exc.reason, str(exc))
+            info = {}
+        changed = self.fleet.apply(device, info)
         if changed is None:
             return
         self.log("presence", device=device, online=changed.online)
@@ -571,26 +666,31 @@ class AggregationService:
         if accepted is None:
             self.log("duplicate", round=self.round, device=device)
             return
+        samples = accepted.update.samples
         self.log(
             "accepted",
             round=self.round,
             device=device,
             bytes=accepted.payload_bytes,
             nnz=accepted.nnz,
+            samples=samples,
+            claimed=accepted.claimed if accepted.claimed != samples else None,
         )
 
     def _log_rejected(self, device: str, reason: str, detail: str) -> None:
-        """One `rejected` log line for an update of the open round."""
-        self.log("rejected", round=self.round, device=device, reason=reason, detail=detail)
+        """One `rejected` log line for an update of the open round (at most LOGGED_REFUSALS
+        per device and round; the ledger counts them all)."""
+        self.refusals_logged[device] += 1
+        if self.refusals_logged[device] <= LOGGED_REFUSALS:
+            self.log("rejected", round=self.round, device=device, reason=reason, detail=detail)
 
     def _on_telemetry(self, device: str, payload: bytes) -> None:
-        """Keep a device's latest telemetry and record it for the rounds it answered."""
+        """Keep the numbers of a device's latest telemetry (`inbound.read_telemetry`) and
+        record them for the rounds it answered."""
         try:
-            doc = json.loads(payload)
-        except ValueError:
-            self.log("rejected", device=device, reason=reasons.BAD_TELEMETRY)
-            return
-        if not isinstance(doc, dict):
+            doc = read_telemetry(payload)
+        except Rejected as exc:
+            self._refuse(device, "telemetry", exc.reason, str(exc))
             return
         self.telemetry[device] = doc
         for ledger in (self.ledger, self.previous_ledger):
@@ -627,3 +727,14 @@ class AggregationService:
             "checkpoint": str(self.checkpoint_path()),
             "metrics": str(self.metrics_path()),
         }
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as `Type: message`, for a log line."""
+    return "%s: %s" % (type(exc).__name__, exc)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """`text` on one line and at most `limit` characters: what a device sent must not forge
+    log lines."""
+    return " ".join(text.split())[:limit]

@@ -21,6 +21,7 @@ import numpy as np
 
 from broker_service.core import fastcodec
 from broker_service.core.aggregate import SparseUpdate
+from broker_service.core.bounds import InfluenceBounds, sample_budget
 from broker_service.core.cohort import round_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.initialisation import initial_theta
@@ -57,6 +58,8 @@ class RunResult:
     seconds: float = 0.0
     per_round: list[dict] = field(default_factory=list)
     budget: list[dict] = field(default_factory=list)
+    refused_updates: int = 0
+    refused_rounds: int = 0
 
     def spent(self, rnd: int) -> dict:
         """The budget spent by the end of round `rnd`: rounds, device updates, fleet energy
@@ -90,12 +93,17 @@ def run(
     progress: Callable[[str], None] | None = None,
     tamper: Callable[[str, SparseUpdate, int], SparseUpdate] | None = None,
     board: str = DEFAULT_PROFILE,
+    bounds: InfluenceBounds | None = None,
 ) -> RunResult:
     """Meta-train with `strategy` for settings['rounds'] rounds, measuring the learning curve on
     `curve_episodes` every `eval_every` rounds, then the metric on `final_episodes`.
 
     `tamper(device, update, round)` lets an experiment replace what a device sends (poisoning).
+    Every update passes the service's influence bounds (`bounds`, by default those of the
+    settings, as the service builds them): refused when over the norm bound, samples clamped,
+    clipped, and a step that would make θ non-finite is refused.
     """
+    bounds = bounds if bounds is not None else InfluenceBounds.from_settings(settings)
     start = time.perf_counter()
     net = NumpyNet(use_case.spec)
     rounds = int(settings["rounds"]) if strategy.federated else 0
@@ -114,7 +122,16 @@ def run(
         result.budget.append(result.spent(0))
     for t in range(rounds):
         theta = _one_round(
-            strategy, net, use_case, theta, (t, rounds, seed), residuals, result, fleet, tamper
+            strategy,
+            net,
+            use_case,
+            theta,
+            (t, rounds, seed),
+            residuals,
+            result,
+            fleet,
+            tamper,
+            bounds,
         )
         if (t + 1) % every == 0 or t + 1 == rounds:
             value = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
@@ -156,14 +173,16 @@ def _curve_point(net, theta, strategy, episodes, settings, use_case) -> float:
     return float(values.mean())
 
 
-def _one_round(strategy, net, use_case, theta, when, residuals, result, fleet, tamper=None):
-    """One round: the cohort trains, the broker's traffic and the devices' energy are counted,
-    the strategy aggregates. `when` is (round, total rounds, seed)."""
+def _one_round(strategy, net, use_case, theta, when, residuals, result, fleet, tamper, bounds):
+    """One round: the cohort trains, its updates pass the service's influence bounds, the
+    broker's traffic and the devices' energy are counted, the strategy aggregates. `when` is
+    (round, total rounds, seed)."""
     t, rounds, seed = when
     cohort = round_cohort(use_case.device_ids, strategy.cohort_size(), seed, t)
     command = strategy.round_command(t, version=t)
     down = fleet.model_bytes + len(codec.encode_command(command, t, t))
     n = strategy.samples_per_update()
+    budget = sample_budget(command)
     updates = []
     spent_mj = 0.0
     for device_id in cohort:
@@ -172,7 +191,12 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, fleet, t
         sim = local_update(strategy, net, theta, xs, ys, command, residual)
         header, idx, values = fastcodec.decode(sim.payload)
         update = SparseUpdate(idx, values, header.samples)
-        updates.append(tamper(device_id, update, t) if tamper else update)
+        kept = bounds.screen(tamper(device_id, update, t) if tamper else update, theta, budget)
+        if kept is None:
+            result.refused_updates += 1
+        else:
+            bounds.remember(kept)
+            updates.append(kept)
         energy = energy_mj(sim.macs, len(sim.payload), down, fleet.board)
         result.updates += 1
         result.bytes_up += len(sim.payload)
@@ -184,7 +208,11 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, fleet, t
     result.fleet_bytes_down += len(cohort) * down + idle_bytes
     result.fleet_energy_mj += spent_mj + idle_mj
     result.per_round.append({"round": t, "cohort": len(cohort)})
-    return strategy.aggregate(theta, updates, t, rounds)
+    stepped = bounds.step(strategy, theta, updates, t, rounds)
+    if stepped is None:
+        result.refused_rounds += 1
+        return theta
+    return stepped
 
 
 def summarise(result: RunResult, use_case: UseCase) -> dict:

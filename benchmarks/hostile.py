@@ -1,0 +1,366 @@
+"""Hostile devices (issue 12): 1 of 20 and 4 of 20 of the fleet attack; what happens to the
+new-device metric, and to the service.
+
+`learning`: the simulation (`simulation.run` with the service's influence bounds) on one use
+case: every attack of `broker_service.sim.attacks` with 5 % and 20 % of the training devices
+hostile (1 and 4 of 20), against the clean run on the same seeds, with the default aggregation
+(clipped mean) on every seed, and plain mean, trimmed mean, a cohort-median clip and no bounds
+at all on the first seed. Writes benchmarks/results/hostile-<use case>.json.
+
+`sweep`: the clipped mean with clip_recent at 1, 2, 3 and 5 times the recent median norm, clean
+and under the attacks clipping is for, on every seed (how the default was chosen). Writes
+benchmarks/results/hostile-clip-<use case>.json.
+
+`service`: a real mosquitto, the service and 20 simulated agents for a session, clean, then with
+1 and 4 of them re-flashed (`HostileRunner`: 3e38 values, inflated sample counts, NaN, reversed,
+stale and scaled updates) while they also publish malformed status, telemetry and update
+messages (`BOMBS`, retained too). Records whether the service ran to the end, the rounds closed,
+what was refused and the metric. Writes benchmarks/results/hostile-service.json.
+
+    .venv/bin/python benchmarks/hostile.py learning --use-case sine [--seeds 0,1,2] [--workers 1]
+    .venv/bin/python benchmarks/hostile.py sweep --use-case sine
+    .venv/bin/python benchmarks/hostile.py service [--rounds 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker_service.core.hyperparams import settings_for  # noqa: E402
+from broker_service.core.strategies import ALGORITHMS  # noqa: E402
+from broker_service.sim.attacks import (  # noqa: E402
+    BOMBS,
+    LEARNING_ATTACKS,
+    Attacker,
+    HostileRunner,
+    WatchedBounds,
+    forged_delta,
+    hostile_devices,
+)
+from broker_service.sim.bench import episodes_for  # noqa: E402
+from broker_service.sim.simulation import run  # noqa: E402
+from broker_service.usecases.registry import load_use_case  # noqa: E402
+
+FRACTIONS = {0.05: "1 of 20", 0.2: "4 of 20"}
+AGGREGATIONS = {
+    # name: (training settings over the use case's, bounds on)
+    "clipped_mean": ({}, True),  # the default: bounds.CLIP_RECENT × the recent median norm
+    "mean": ({"clip_recent": 0.0}, True),
+    "trimmed_mean": ({"aggregation": "trimmed_mean", "clip_recent": 0.0}, True),
+    "cohort_clip": ({"clip_scale": 3.0, "clip_recent": 0.0}, True),
+    "undefended": ({"clip_recent": 0.0}, False),  # before issue 12: no bound, no clamp
+}
+DEFAULT = "clipped_mean"
+BOUND_SEEKING = ("max_norm", "drift")
+SWEEP_CLIP = (1.0, 2.0, 3.0, 5.0)
+"""The clip_recent multiples `sweep` compares (the default is bounds.CLIP_RECENT)."""
+SWEEP_ATTACKS = ("sign_flip", "max_norm", "drift")
+RESULTS = ROOT / "benchmarks" / "results"
+
+_USE_CASES: dict = {}
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal 95 % interval of the mean over the new devices."""
+    return 1.96 * float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def jobs(seeds: list[int]) -> list[tuple]:
+    """(algorithm, aggregation, attack, fraction, seed): the default everywhere, the others
+    clean on every seed and attacked on the first; no federation for reference."""
+    out = []
+    for seed in seeds:
+        out.append(("no_federation", DEFAULT, None, 0.0, seed))
+        for name in AGGREGATIONS:
+            if name != "undefended":  # clean, it is the plain mean exactly
+                out.append(("tinymetafed", name, None, 0.0, seed))
+        for name in AGGREGATIONS:
+            if name == DEFAULT or seed == seeds[0]:
+                for attack in LEARNING_ATTACKS:
+                    if name == "undefended" and attack in BOUND_SEEKING:
+                        continue  # without a bound there is nothing to aim under
+                    for fraction in FRACTIONS:
+                        out.append(("tinymetafed", name, attack, fraction, seed))
+    return out
+
+
+def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: tuple) -> dict:
+    """One simulated session (in a worker process); a job is (algorithm, aggregation, attack,
+    fraction, seed) and optionally a clip_recent to use instead of the default."""
+    algorithm, aggregation, attack, fraction, seed = job[:5]
+    key = (use_case_name, seed)
+    if key not in _USE_CASES:
+        _USE_CASES[key] = load_use_case(use_case_name, data_dir, seed=seed)
+    use_case = _USE_CASES[key]
+    extra, enabled = AGGREGATIONS[aggregation]
+    if len(job) > 5:
+        extra = dict(extra, clip_recent=job[5])
+    settings = settings_for(use_case_name, rounds=rounds, **extra)
+    settings["eval_every"] = settings["rounds"]  # the final metric only
+    curve, final = episodes_for(use_case, settings, seed)
+    bounds = WatchedBounds.from_settings(settings)
+    bounds.enabled = enabled
+    hostile = hostile_devices(use_case.device_ids, fraction, seed) if attack else []
+    tamper = Attacker(attack, hostile, seed, bounds) if attack else None
+    row = {
+        "algorithm": algorithm,
+        "aggregation": aggregation,
+        "attack": attack,
+        "fraction": fraction,
+        "hostile": len(hostile),
+        "devices": len(use_case.device_ids),
+        "seed": seed,
+        "clip_recent": settings["clip_recent"],
+    }
+    started = time.perf_counter()
+    with np.errstate(all="ignore"):
+        try:
+            result = run(
+                ALGORITHMS[algorithm](settings),
+                use_case,
+                settings,
+                seed,
+                curve,
+                final,
+                tamper=tamper,
+                bounds=bounds,
+            )
+        except Exception as exc:  # an undefended model diverges until nothing decodes
+            row.update(diverged=True, error="%s: %s" % (type(exc).__name__, str(exc)[:80]))
+            row.update(final_metric=None, ci95=None, seconds=time.perf_counter() - started)
+            return row
+    finite = bool(np.all(np.isfinite(result.final))) and bool(np.all(np.isfinite(result.theta)))
+    row.update(
+        diverged=not finite,
+        final_metric=float(result.final.mean()) if finite else None,
+        ci95=ci95(result.final) if finite else None,
+        refused_updates=result.refused_updates,
+        refused_rounds=result.refused_rounds,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return row
+
+
+def _one_blas_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def sweep_jobs(seeds: list[int]) -> list[tuple]:
+    """The clipped mean at each SWEEP_CLIP multiple, clean and under the attacks that clipping
+    is there for, on every seed."""
+    out = []
+    for seed in seeds:
+        for clip in SWEEP_CLIP:
+            out.append(("tinymetafed", DEFAULT, None, 0.0, seed, clip))
+            for attack in SWEEP_ATTACKS:
+                for fraction in FRACTIONS:
+                    out.append(("tinymetafed", DEFAULT, attack, fraction, seed, clip))
+    return out
+
+
+def learning(args) -> int:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    todo = sweep_jobs(seeds) if args.part == "sweep" else jobs(seeds)
+    name = "hostile-clip-%s.json" if args.part == "sweep" else "hostile-%s.json"
+    path = Path(args.json or RESULTS / (name % args.use_case))
+    doc = {
+        "use_case": args.use_case,
+        "metric": load_use_case(args.use_case, args.data_dir, seed=seeds[0]).metric,
+        "seeds": seeds,
+        "rounds": settings_for(args.use_case, rounds=args.rounds)["rounds"],
+        "fractions": {str(f): label for f, label in FRACTIONS.items()},
+        "aggregations": {k: v[0] for k, v in AGGREGATIONS.items()},
+        "default": DEFAULT,
+        "attacks": LEARNING_ATTACKS,
+        "rows": [],
+    }
+    started = time.time()
+    with ProcessPoolExecutor(args.workers, initializer=_one_blas_thread) as pool:
+        futures = [
+            pool.submit(run_job, args.use_case, args.data_dir, args.rounds, job) for job in todo
+        ]
+        for i, future in enumerate(futures):
+            row = future.result()
+            doc["rows"].append(row)
+            doc["seconds"] = round(time.time() - started)
+            path.write_text(json.dumps(doc, indent=1) + "\n")  # partial results survive
+            print(
+                "[%d/%d] %s %s %s %s seed %d: %s"
+                % (
+                    i + 1,
+                    len(todo),
+                    row["algorithm"],
+                    row["aggregation"],
+                    row["attack"] or "clean",
+                    row["hostile"],
+                    row["seed"],
+                    "diverged"
+                    if row["diverged"]
+                    else "%.4f ± %.4f" % (row["final_metric"], row["ci95"]),
+                ),
+                flush=True,
+            )
+    return 0
+
+
+# -- the service over a real broker --
+
+
+def service_session(port: int, state: Path, hostile: int, rounds: int, seed: int) -> dict:
+    """One session of the service with 20 simulated agents, `hostile` of them re-flashed and
+    spamming malformed messages; returns what happened."""
+    from broker_service.observe.logs import EventLog
+    from broker_service.server.config import ServiceConfig
+    from broker_service.server.service import AggregationService
+    from broker_service.sim.fleet import SimulatedFleet
+    from broker_service.usecases.sine import SineUseCase
+    from device_agent.topics import Topics
+    from tests.mqtt_helpers import run_in_background
+
+    use_case = SineUseCase()
+    fleet = SimulatedFleet("127.0.0.1", port, use_case, 20, seed=seed)
+    bad = [agent.device_id for agent in fleet.agents[:hostile]]
+    for agent in fleet.agents[:hostile]:
+        agent.round_runner = HostileRunner(use_case, agent.round_runner.net, seed)
+    cfg = ServiceConfig(
+        broker="mqtt://127.0.0.1:%d" % port,
+        use_case="sine",
+        rounds=rounds,
+        cohort=5,
+        seed=seed,
+        state_dir=str(state),
+        round_timeout=10.0,
+        wait_for_devices=30.0,
+        eval_every=rounds,
+        eval_devices=20,
+    )
+    service = AggregationService(cfg, EventLog(path=state / "service.log"))
+    spammer = Spammer(port, Topics(), bad, service.n) if hostile else None
+    fleet.start()
+    started = time.monotonic()
+    thread, summary = run_in_background(service)
+    try:
+        while thread.is_alive():
+            if spammer:
+                spammer.round()
+            thread.join(0.1)
+    finally:
+        seconds = time.monotonic() - started
+        fleet.stop()
+        if spammer:
+            spammer.close()
+    return {
+        "hostile": hostile,
+        "devices": 20,
+        "hostile_devices": bad,
+        "rounds_asked": rounds,
+        "rounds_closed": summary.get("rounds"),
+        "ran_to_the_end": summary.get("rounds") == rounds,
+        "seconds": round(seconds, 1),
+        "updates": summary.get("updates"),
+        "rejected": summary.get("rejected"),
+        "metric_initial": summary.get("metric_initial"),
+        "metric_final": summary.get("metric_final"),
+        "messages_sent_by_spammer": spammer.sent if spammer else 0,
+    }
+
+
+class Spammer:
+    """Publishes every bomb on the hostile devices' own topics, and retained ones once."""
+
+    def __init__(self, port: int, topics, devices: list[str], n: int):
+        import paho.mqtt.client as mqtt
+
+        self.topics = topics
+        self.devices = devices
+        self.sent = 0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spammer")
+        self.client.connect("127.0.0.1", port, 30)
+        self.client.loop_start()
+        huge = forged_delta({"round": 0, "version": 0}, n, range(n), [3e38] * n, 30)
+        for i, device in enumerate(devices):
+            self._send(self.topics.devices + "evil-%d/status" % i, BOMBS["status_deep"][1], True)
+            self._send(self.topics.telemetry(device), BOMBS["telemetry_deep"][1], True)
+            self._send(self.topics.update(device), huge, True)
+
+    def _send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+        self.sent += 1
+
+    def round(self) -> None:
+        """One volley: every bomb from every hostile device (status bombs under other ids, so
+        the hostile devices stay online and keep being invited)."""
+        for i, device in enumerate(self.devices):
+            for name, (leaf, payload) in BOMBS.items():
+                if leaf == "status":
+                    self._send(self.topics.devices + "evil-%d-%s/status" % (i, name), payload)
+                else:
+                    self._send(self.topics.devices + "%s/%s" % (device, leaf), payload)
+
+    def close(self) -> None:
+        for i, device in enumerate(self.devices):  # clear the retained bombs
+            for leaf in ("telemetry", "update"):
+                self._send(self.topics.devices + "%s/%s" % (device, leaf), b"", True)
+            self._send(self.topics.devices + "evil-%d/status" % i, b"", True)
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def service(args) -> int:
+    from tests.brokers import Mosquitto
+
+    sessions = []
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp)).start()
+        try:
+            for hostile in (0, 1, 4):
+                state = Path(tmp) / ("state-%d" % hostile)
+                state.mkdir()
+                row = service_session(broker.port, state, hostile, args.rounds, args.seed)
+                sessions.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "hostile_devices"}))
+        finally:
+            broker.stop()
+    doc = {"use_case": "sine", "rounds": args.rounds, "seed": args.seed, "sessions": sessions}
+    (Path(args.json) if args.json else RESULTS / "hostile-service.json").write_text(
+        json.dumps(doc, indent=1) + "\n"
+    )
+    return 0 if all(s["ran_to_the_end"] for s in sessions) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="part", required=True)
+    for part in ("learning", "sweep"):
+        one = sub.add_parser(part)
+        one.add_argument("--use-case", default="sine")
+        one.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
+        one.add_argument("--rounds", type=int)
+        one.add_argument("--seeds", default="0,1,2")
+        one.add_argument("--workers", type=int, default=1)
+        one.add_argument("--json")
+    two = sub.add_parser("service")
+    two.add_argument("--rounds", type=int, default=100)
+    two.add_argument("--seed", type=int, default=0)
+    two.add_argument("--json")
+    args = parser.parse_args()
+    return service(args) if args.part == "service" else learning(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""How far one device can move θ_g: the bounds the service puts on every update, shared with the
+simulation so the benchmarks measure what the service does.
+
+- The sample count an update claims is clamped to what its round asked for (recon + adapt
+  samples): a device's weight in the sample-weighted mean is at most an honest device's.
+- An update longer than the norm bound is refused. The bound exists from the first update:
+  ‖θ_g‖ (see aggregate.model_norm_bound) until `MIN_NORMS` updates have been accepted, then the
+  tighter of that and `NORM_FACTOR` × the median norm of the last `RECENT_NORMS` accepted ones.
+  The norms are kept in the checkpoint, so a restart does not reopen the window.
+- Every accepted update is clipped to `clip_recent` × the median norm of the accepted updates
+  (from the first round: the history then holds that round's own) before the strategy
+  aggregates (the default aggregation is this clipped mean; docs/security.md has the
+  measurements), so an update pointing anywhere moves θ_g by at most a few honest updates' worth.
+- A step that would make θ_g non-finite is refused and θ_g stays as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from broker_service.core.aggregate import (
+    SparseUpdate,
+    all_finite,
+    clamp_samples,
+    clip_update,
+    median_norm_bound,
+    model_norm_bound,
+    update_norm,
+    within_bound,
+)
+
+RECENT_NORMS = 200
+"""How many accepted update norms the history-based bounds look back on."""
+MIN_NORMS = 20
+"""Accepted updates needed before the history-based bounds apply (the model bound before)."""
+NORM_FACTOR = 100.0
+"""The refusal bound as a multiple of the recent median norm: only absurd updates are refused;
+clipping bounds the rest."""
+CLIP_RECENT = 2.0
+"""Default `clip_recent`, chosen by `benchmarks/hostile.py sweep` (docs/security.md): at 1× the
+clean sine error doubled (honest updates of large-amplitude waves are long, and clipping them to
+the median starves the meta-update); at 3× and 5× four hostile devices of 20 pushing one
+direction made sine diverge and reversed updates took Omniglot to chance; 2× costs the clean
+metric little and bounds a hostile update to twice a typical honest one."""
+
+
+def sample_budget(command: dict) -> int:
+    """The samples a round command asks a device to use (reconstruction + adaptation)."""
+    return int(command.get("recon_samples", 0)) + int(command.get("adapt_samples", 0))
+
+
+class InfluenceBounds:
+    """The norm history and the bounds derived from it; `enabled=False` turns every bound off
+    (only for benchmarks that show what the bounds prevent)."""
+
+    def __init__(
+        self,
+        max_norm: float = 0.0,
+        clip_recent: float = CLIP_RECENT,
+        floor: float = 0.0,
+        norms: Iterable[float] = (),
+        enabled: bool = True,
+    ) -> None:
+        self.max_norm = float(max_norm)
+        self.clip_recent = float(clip_recent)
+        self.floor = float(floor)
+        self.enabled = enabled
+        self.norms: deque[float] = deque(maxlen=RECENT_NORMS)
+        self.clipped: list[int] = []
+        self.restore(norms)
+
+    @classmethod
+    def from_settings(cls, settings: dict, max_norm: float = 0.0) -> InfluenceBounds:
+        """Bounds for a session's training settings: `clip_recent` (default CLIP_RECENT), and
+        the model bound's floor adapt_lr × samples a round (for a θ_g near zero)."""
+        floor = float(settings.get("adapt_lr", 0.0)) * (
+            int(settings.get("recon_samples", 0)) + int(settings.get("adapt_samples", 0))
+        )
+        return cls(max_norm, float(settings.get("clip_recent", CLIP_RECENT)), floor)
+
+    def restore(self, norms: Iterable[float]) -> None:
+        """Take over a saved history (e.g. from a checkpoint); entries that are not positive
+        finite numbers are skipped."""
+        for value in norms:
+            if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+                self.norms.append(float(value))
+
+    def to_list(self) -> list[float]:
+        """The history, oldest first (what the checkpoint keeps)."""
+        return list(self.norms)
+
+    def _has_history(self) -> bool:
+        return len(self.norms) >= MIN_NORMS
+
+    def norm_bound(self, theta: np.ndarray) -> float:
+        """The L2 norm above which an update is refused (0 when the bounds are off): the
+        configured `max_norm`, else the model bound, tightened by the history once known."""
+        if not self.enabled:
+            return 0.0
+        if self.max_norm > 0:
+            return self.max_norm
+        bound = model_norm_bound(theta, self.floor)
+        if self._has_history():
+            bound = min(bound, median_norm_bound(self.norms, NORM_FACTOR))
+        return bound
+
+    def clip_bound(self, theta: np.ndarray) -> float:
+        """The L2 norm every accepted update is clipped to before aggregation (0: no clipping):
+        `clip_recent` × the median of the norms known so far, however few (at a round's close
+        they include the round's own, so from the first round a minority cannot set it), and
+        never above the refusal bound."""
+        if not self.enabled or self.clip_recent <= 0:
+            return 0.0
+        if not self.norms:
+            return self.norm_bound(theta)
+        return min(self.norm_bound(theta), median_norm_bound(self.norms, self.clip_recent))
+
+    def screen(self, update: SparseUpdate, theta: np.ndarray, budget: int) -> SparseUpdate | None:
+        """The update as it may count (samples clamped to `budget`), or None when its norm is
+        over the bound or not finite; what the service's round ledger does with a decoded
+        update."""
+        if not self.enabled:
+            return update
+        if not within_bound(update_norm(update.values), self.norm_bound(theta)):
+            return None
+        return clamp_samples(update, budget)
+
+    def remember(self, update: SparseUpdate) -> None:
+        """Add an accepted update's norm to the history."""
+        self.norms.append(update_norm(update.values))
+
+    def clip(self, theta: np.ndarray, updates: Sequence[SparseUpdate]) -> list[SparseUpdate]:
+        """The updates clipped to the clip bound; `clipped` lists the positions of those that
+        were longer (a device clipped round after round is worth an operator's look)."""
+        bound = self.clip_bound(theta)
+        out = [clip_update(u, bound) for u in updates] if bound > 0 else list(updates)
+        self.clipped = [i for i, (u, c) in enumerate(zip(updates, out, strict=True)) if u is not c]
+        return out
+
+    def step(
+        self, strategy, theta: np.ndarray, updates: Sequence[SparseUpdate], t: int, total: int
+    ):
+        """θ_g after the strategy's meta-update with the clipped updates, or None when that
+        would not be finite (the caller keeps θ_g)."""
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+            new = np.asarray(
+                strategy.aggregate(theta, self.clip(theta, updates), t, total), dtype=np.float32
+            )
+        if self.enabled and not all_finite(new):
+            return None
+        return new

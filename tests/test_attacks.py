@@ -1,0 +1,80 @@
+"""The hostile devices of the benchmark send what they say, and the bounds treat each as the
+service does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from broker_service.core.aggregate import SparseUpdate, update_norm
+from broker_service.sim.attacks import (
+    LEARNING_ATTACKS,
+    Attacker,
+    WatchedBounds,
+    hostile_devices,
+)
+from device_agent import codec
+
+THETA = np.full(16, 0.25, dtype=np.float32)  # ‖θ‖ = 1
+
+
+def honest(values=(0.03, -0.04), samples=30) -> SparseUpdate:
+    return SparseUpdate(np.array([2, 9], dtype=np.uint32), np.array(values, np.float32), samples)
+
+
+def attacked(attack: str, rounds: int = 1) -> tuple[SparseUpdate, WatchedBounds]:
+    bounds = WatchedBounds()
+    bounds.screen(honest(), THETA, 30)  # the attacker has seen the model
+    attacker = Attacker(attack, ["evil"], 0, bounds)
+    good = honest()
+    assert attacker("good", good, 0) is good
+    for t in range(rounds):
+        sent = attacker("evil", honest((0.1 * (t + 1), 0.0)), t)
+    return sent, bounds
+
+
+def test_hostile_devices_are_a_seeded_fraction():
+    devices = ["d%03d" % i for i in range(100)]
+    assert len(hostile_devices(devices, 0.05, 0)) == 5
+    assert hostile_devices(devices, 0.2, 1) == hostile_devices(devices, 0.2, 1)
+    assert len(hostile_devices(devices[:3], 0.05, 0)) == 1
+
+
+@pytest.mark.parametrize("attack", ["huge", "nan"])
+def test_absurd_updates_are_refused(attack):
+    sent, bounds = attacked(attack)
+    assert bounds.screen(sent, THETA, 30) is None
+
+
+def test_an_inflated_claim_is_clamped():
+    sent, bounds = attacked("inflate")
+    assert sent.samples == codec.MAX_SAMPLES
+    assert bounds.screen(sent, THETA, 30).samples == 30
+    np.testing.assert_allclose(sent.values, [-0.1, 0.0])  # the update reversed
+
+
+@pytest.mark.parametrize("attack", ["max_norm", "drift"])
+def test_bound_seeking_updates_stay_just_under_the_refusal_bound(attack):
+    sent, bounds = attacked(attack)
+    assert update_norm(sent.values) == pytest.approx(0.9 * bounds.norm_bound(THETA), rel=1e-5)
+    assert bounds.screen(sent, THETA, 30) is not None
+
+
+def test_the_others():
+    assert np.allclose(attacked("sign_flip")[0].values, [-1.0, 0.0])
+    assert np.allclose(attacked("scaled")[0].values, [5.0, 0.0])
+    noise = attacked("noise")[0].values  # Gaussian, 10 × 0.1 / √2 a coordinate
+    assert 0.1 < update_norm(noise) < 10 and np.array_equal(noise, attacked("noise")[0].values)
+    stale, _ = attacked("stale", rounds=3)
+    assert np.allclose(stale.values, [0.1, 0.0])  # the first round's update, again
+    assert set(LEARNING_ATTACKS) == {
+        "sign_flip",
+        "scaled",
+        "noise",
+        "max_norm",
+        "drift",
+        "inflate",
+        "huge",
+        "nan",
+        "stale",
+    }
