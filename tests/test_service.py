@@ -19,7 +19,7 @@ from broker_service.server import checkpoint
 from broker_service.server.config import ServiceConfig
 from broker_service.server.rounds import RoundLedger
 from broker_service.server.service import AggregationService
-from broker_service.sim.bench import episodes_for
+from broker_service.core.streams import CURVE_EPISODES, named_stream
 from broker_service.sim.datafiles import write_device_samples
 from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
 from broker_service.sim.simulation import run as simulate
@@ -83,7 +83,8 @@ def test_session_with_cpython_and_micropython_agents_learns_like_the_bench(mosqu
         assert accepted >= 1, "no accepted update from the %s agent %s" % (impl, device)
     # the same settings in the learning core's simulation
     settings = settings_for("sine", rounds=10, cohort=5, eval_devices=20, **FAST)
-    curve_eps, _ = episodes_for(use_case, settings, 0)
+    # the service's own evaluation devices, so both gains are measured on the same episodes
+    curve_eps = use_case.new_device_episodes(20, named_stream(0, CURVE_EPISODES))
     use_case.device_ids = use_case.device_ids[:8] + use_case.device_ids[-2:]  # the same fleet
     sim = simulate(TinyMetaFed(settings), use_case, settings, 0, curve_eps[:20], curve_eps[:2])
     sim_gain = sim.curve[0][1] - sim.curve[-1][1]
