@@ -14,12 +14,12 @@ import pytest
 from broker_service.core.aggregate import meta_update, outer_step
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import TinyMetaFed
+from broker_service.core.streams import CURVE_EPISODES, named_stream
 from broker_service.observe.logs import EventLog
 from broker_service.server import checkpoint
 from broker_service.server.config import ServiceConfig
 from broker_service.server.rounds import RoundLedger
 from broker_service.server.service import AggregationService
-from broker_service.core.streams import CURVE_EPISODES, named_stream
 from broker_service.sim.datafiles import write_device_samples
 from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
 from broker_service.sim.simulation import run as simulate
