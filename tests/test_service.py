@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from broker_service.core.aggregate import meta_update, outer_step
+from broker_service.core.bounds import InfluenceBounds
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import TinyMetaFed
 from broker_service.core.streams import CURVE_EPISODES, named_stream
@@ -240,7 +240,11 @@ def test_a_duplicated_update_changes_the_model_once(mosquitto, tmp_path):
     ledger.invite(sorted(seen))
     for device, payload in seen.items():
         ledger.offer(device, payload)
-    expected = meta_update(theta0, ledger.updates(), outer_step(0.5, 0, 1))
+    settings = settings_for("sine", rounds=1, cohort=3)
+    bounds = InfluenceBounds.from_settings(settings)  # the service's clipped mean
+    for update in ledger.updates():
+        bounds.remember(update)
+    expected = bounds.step(TinyMetaFed(settings), theta0, ledger.updates(), 0, 1)
     final = checkpoint.load(tmp_path / "state" / "checkpoint.json").theta
     np.testing.assert_allclose(final, expected, rtol=0, atol=0)
 
