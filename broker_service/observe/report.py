@@ -112,10 +112,20 @@ def metric_name(d: Digest) -> str:
 
 
 def baselines(d: Digest, bench: dict | None) -> dict[str, list]:
-    """The bench's learning curves when the bench is of the session's use case."""
+    """The bench's learning curves, as [round, metric] pairs, when the bench is of the session's
+    use case (a curve point is a {"round", "metric", ...budget} record, or an older pair)."""
     if not bench or bench.get("use_case") not in d.tags.get("use_case", []):
         return {}
-    return {name: a.get("curve", []) for name, a in bench.get("algorithms", {}).items()}
+    return {
+        name: [_round_metric(p) for p in a.get("curve", [])]
+        for name, a in bench.get("algorithms", {}).items()
+    }
+
+
+def _round_metric(point) -> list:
+    if isinstance(point, dict):
+        return [point["round"], point["metric"]]
+    return list(point)
 
 
 def convergence_view(d: Digest, bench: dict | None) -> View:
