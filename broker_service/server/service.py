@@ -315,7 +315,9 @@ class AggregationService:
         assert self.ledger is not None and self.journal is not None
         for device, payload in self.journal.replay():
             try:
-                if self.ledger.restore(device, payload):
+                accepted = self.ledger.restore(device, payload)
+                if accepted:  # its norm counts in the bounds' history, as before the restart
+                    self.admission.bounds.remember(accepted.update)
                     self.log("replayed", round=self.round, device=device)
             except Rejected as exc:
                 self.log("replay_skipped", round=self.round, device=device, reason=exc.reason)
