@@ -32,7 +32,7 @@ from tests.mqtt_helpers import ROOT, start_agent
 from tests.test_service import FAST, service_config
 
 NODE1, NODE2, NODE3 = 0, 1, 2
-ACK_WAIT = 3.0  # s: nats-server redelivers an unacknowledged QoS 1 message after this (default 30)
+ACK_WAIT = 8.0  # s: nats-server redelivers an unacknowledged QoS 1 message after this (default 30)
 
 
 @pytest.fixture(scope="module")
