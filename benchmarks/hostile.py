@@ -11,6 +11,10 @@ at all on the first seed. Writes benchmarks/results/hostile-<use case>.json.
 and under the attacks clipping is for, on every seed (how the default was chosen). Writes
 benchmarks/results/hostile-clip-<use case>.json.
 
+`norms`: honest sessions of every use case and federated algorithm, recording each update's
+norm against ‖θ_g‖ and against the median (what the refusal bound before any history rests on).
+Writes benchmarks/results/hostile-norms.json.
+
 `service`: a real mosquitto, the service and 20 simulated agents for a session, clean, then with
 1 and 4 of them re-flashed (`HostileRunner`: 3e38 values, inflated sample counts, NaN, reversed,
 stale and scaled updates) while they also publish malformed status, telemetry and update
@@ -19,6 +23,7 @@ what was refused and the metric. Writes benchmarks/results/hostile-service.json.
 
     .venv/bin/python benchmarks/hostile.py learning --use-case sine [--seeds 0,1,2] [--workers 1]
     .venv/bin/python benchmarks/hostile.py sweep --use-case sine
+    .venv/bin/python benchmarks/hostile.py norms [--workers 1]
     .venv/bin/python benchmarks/hostile.py service [--rounds 100]
 """
 
@@ -39,6 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from broker_service.core.aggregate import update_norm  # noqa: E402
+from broker_service.core.bounds import InfluenceBounds  # noqa: E402
 from broker_service.core.hyperparams import settings_for  # noqa: E402
 from broker_service.core.strategies import ALGORITHMS  # noqa: E402
 from broker_service.sim.attacks import (  # noqa: E402
@@ -218,6 +225,63 @@ def learning(args) -> int:
     return 0
 
 
+# -- honest update norms --
+
+NORM_ALGORITHMS = ("tinymetafed", "tinyreptile", "reptile", "fedavg")
+
+
+class NormLog(InfluenceBounds):
+    """The service's bounds, recording every honest update's norm and ‖θ_g‖ as it is screened."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pairs: list[tuple[float, float]] = []
+
+    def screen(self, update, theta, budget):
+        self.pairs.append((update_norm(update.values), update_norm(theta)))
+        return super().screen(update, theta, budget)
+
+
+def norms_job(use_case_name: str, data_dir: str | None, algorithm: str) -> dict:
+    """One honest session with the default settings; the norms' summary."""
+    use_case = load_use_case(use_case_name, data_dir, seed=0)
+    settings = settings_for(use_case_name)
+    settings["eval_every"] = settings["rounds"]
+    curve, final = episodes_for(use_case, settings, 0)
+    log = NormLog.from_settings(settings)
+    run(ALGORITHMS[algorithm](settings), use_case, settings, 0, curve, final, bounds=log)
+    norms = np.array([n for n, _ in log.pairs])
+    ratios = np.array([n / t for n, t in log.pairs])
+    return {
+        "use_case": use_case_name,
+        "algorithm": algorithm,
+        "rounds": settings["rounds"],
+        "updates": len(norms),
+        "norm_median": float(np.median(norms)),
+        "norm_max": float(norms.max()),
+        "max_over_median": float(norms.max() / np.median(norms)),
+        "ratio_median": float(np.median(ratios)),
+        "ratio_p99": float(np.percentile(ratios, 99)),
+        "ratio_max": float(ratios.max()),
+    }
+
+
+def norms(args) -> int:
+    todo = [(u, a) for u in ("sine", "omniglot", "kws", "occupancy") for a in NORM_ALGORITHMS]
+    started = time.time()
+    with ProcessPoolExecutor(args.workers, initializer=_one_blas_thread) as pool:
+        futures = [pool.submit(norms_job, u, args.data_dir, a) for u, a in todo]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            print(json.dumps(rows[-1]), flush=True)
+    doc = {"seed": 0, "seconds": round(time.time() - started), "rows": rows}
+    (Path(args.json) if args.json else RESULTS / "hostile-norms.json").write_text(
+        json.dumps(doc, indent=1) + "\n"
+    )
+    return 0
+
+
 # -- the service over a real broker --
 
 
@@ -354,11 +418,17 @@ def main() -> int:
         one.add_argument("--seeds", default="0,1,2")
         one.add_argument("--workers", type=int, default=1)
         one.add_argument("--json")
+    three = sub.add_parser("norms")
+    three.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
+    three.add_argument("--workers", type=int, default=1)
+    three.add_argument("--json")
     two = sub.add_parser("service")
     two.add_argument("--rounds", type=int, default=100)
     two.add_argument("--seed", type=int, default=0)
     two.add_argument("--json")
     args = parser.parse_args()
+    if args.part == "norms":
+        return norms(args)
     return service(args) if args.part == "service" else learning(args)
 
 

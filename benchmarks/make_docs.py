@@ -409,6 +409,34 @@ def clip_sweep_table(doc) -> str:
     return "\n".join(out)
 
 
+def norms_table(doc) -> str:
+    """Honest update norms against ‖θ_g‖ and the median (what the bounds rest on)."""
+    out = [
+        "\n## Honest update norms (default settings, seed %d, %d s)\n"
+        % (doc["seed"], doc["seconds"]),
+        "| use case | algorithm | rounds | updates | ‖Δ‖ median | ‖Δ‖ max | max ÷ median | "
+        "‖Δ‖ ÷ ‖θ_g‖ median | p99 | max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        out.append(
+            "| %s | %s | %d | %d | %.4f | %.4f | %.1f | %.4f | %.4f | %.4f |"
+            % (
+                r["use_case"],
+                r["algorithm"],
+                r["rounds"],
+                r["updates"],
+                r["norm_median"],
+                r["norm_max"],
+                r["max_over_median"],
+                r["ratio_median"],
+                r["ratio_p99"],
+                r["ratio_max"],
+            )
+        )
+    return "\n".join(out)
+
+
 def hostile_service_table(doc) -> str:
     """The service over a real mosquitto with 0, 1 and 4 hostile devices of 20."""
     out = [
@@ -509,6 +537,9 @@ def main() -> int:
     service = load("hostile-service.json")
     if service:
         out.append(hostile_service_table(service))
+    norms = load("hostile-norms.json")
+    if norms:
+        out.append(norms_table(norms))
     fuzz = load("fuzz.json")
     if fuzz:
         out.append("\n## Fuzzing\n")

@@ -7,12 +7,18 @@ import numpy as np
 import pytest
 
 from broker_service.core.aggregate import SparseUpdate, update_norm
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.nn import NumpyNet
+from broker_service.core.strategies import TinyMetaFed
 from broker_service.sim.attacks import (
     LEARNING_ATTACKS,
     Attacker,
     WatchedBounds,
     hostile_devices,
 )
+from broker_service.sim.bench import episodes_for
+from broker_service.sim.simulation import initial_theta, run
+from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 
 THETA = np.full(16, 0.25, dtype=np.float32)  # ‖θ‖ = 1
@@ -78,3 +84,17 @@ def test_the_others():
         "nan",
         "stale",
     }
+
+
+def test_the_simulation_applies_the_service_bounds():
+    use_case = SineUseCase(fleet_size=10)
+    settings = settings_for("sine", rounds=4, eval_every=4, eval_devices=2, final_devices=2)
+    curve, final = episodes_for(use_case, settings, 0)
+    net = NumpyNet(use_case.spec)
+    start = initial_theta(net, 0)[: TinyMetaFed(settings).global_size(net)]
+    bounds = WatchedBounds.from_settings(settings)
+    everyone = Attacker("huge", use_case.device_ids, 0, bounds)
+    strategy = TinyMetaFed(settings)
+    result = run(strategy, use_case, settings, 0, curve, final, tamper=everyone, bounds=bounds)
+    assert result.refused_updates == result.updates == 20
+    np.testing.assert_array_equal(result.theta, start)  # nothing got through

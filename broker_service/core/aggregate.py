@@ -79,8 +79,9 @@ def clip_update(update: SparseUpdate, max_norm: float) -> SparseUpdate:
 def model_norm_bound(theta: np.ndarray, floor: float) -> float:
     """A bound on one update's norm that needs no history: ‖θ_g‖, or `floor` when θ_g is
     shorter. An honest round is a few dozen small SGD steps from θ_g and moves it by a small
-    fraction of its length (at most 0.19 ‖θ_g‖ measured over the four use cases and four
-    algorithms, docs/security.md); an update as long as θ_g itself would replace the model."""
+    fraction of its length (at most 0.21 ‖θ_g‖ measured over the four use cases and four
+    algorithms, `benchmarks/hostile.py norms`); an update as long as θ_g itself would replace the
+    model."""
     return max(update_norm(theta), float(floor))
 
 

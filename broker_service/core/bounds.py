@@ -43,9 +43,9 @@ clipping bounds the rest."""
 CLIP_RECENT = 2.0
 """Default `clip_recent`, chosen by `benchmarks/hostile.py sweep` (docs/security.md): at 1× the
 clean sine error doubled (honest updates of large-amplitude waves are long, and clipping them to
-the median starves the meta-update); at 3× and 5× four hostile devices of 20 pushing one
-direction made sine diverge and reversed updates took Omniglot to chance; 2× costs the clean
-metric little and bounds a hostile update to twice a typical honest one."""
+the median starves the meta-update); at 3× and 5×, 4 of 20 devices pushing one direction made
+sine diverge on every seed and reversed updates took Omniglot to chance on some seeds. 2× costs
+the clean metric little and bounds a hostile update to twice a typical honest one."""
 
 
 def sample_budget(command: dict) -> int:
