@@ -3,6 +3,9 @@ for an event with a deadline (tests never sleep and hope)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from array import array
 from collections.abc import Callable
@@ -12,6 +15,8 @@ from typing import TypeVar
 import numpy as np
 
 from device_agent.model import Plan, init_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
@@ -121,3 +126,16 @@ def wait_for_text(path: Path, text: str, timeout: float) -> str:
         return content if text in content else ""
 
     return wait_until(containing, timeout, "%r in %s" % (text, path.name))
+
+
+def start_serve(port, state, log, *flags, env=None) -> subprocess.Popen:
+    """`tinymetafed serve` (sine) in its own process against 127.0.0.1:port, state in `state`,
+    output appended to `log`; `flags` and `env` add to the command and the environment."""
+    cmd = [
+        sys.executable, "-m", "broker_service.cli", "serve",
+        "--broker", "mqtt://127.0.0.1:%d" % port, "--use-case", "sine",
+        "--state-dir", str(state), "--eval-devices", "2", *flags,
+    ]  # fmt: skip
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    with open(log, "a") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)

@@ -6,11 +6,9 @@ One cluster serves the module; each test has its own fleet name, so its own topi
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import subprocess
-import sys
 import time
 
 import paho.mqtt.client as mqtt
@@ -27,8 +25,8 @@ from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.topics import Topics
 from tests.brokers import NatsCluster
-from tests.helpers import wait_until
-from tests.mqtt_helpers import ROOT, start_agent
+from tests.helpers import start_serve, wait_until
+from tests.mqtt_helpers import start_agent
 from tests.test_service import FAST, service_config
 
 NODE1, NODE2, NODE3 = 0, 1, 2
@@ -217,14 +215,8 @@ def test_qos1_to_a_persistent_session_crosses_nodes(cluster):
 
 
 def _serve(port: int, state, log) -> subprocess.Popen:
-    env = {**os.environ, "TINYMETAFED_ROUNDS": "8", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable, "-m", "broker_service.cli", "serve",
-        "--broker", "mqtt://127.0.0.1:%d" % port, "--use-case", "sine", "--fleet", "restart",
-        "--cohort", "4", "--state-dir", str(state), "--eval-every", "100",
-        "--eval-devices", "2", "--round-timeout", "10",
-    ]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    flags = ("--fleet", "restart", "--cohort", "4", "--eval-every", "100", "--round-timeout", "10")
+    return start_serve(port, state, log, *flags, env={"TINYMETAFED_ROUNDS": "8"})
 
 
 def test_service_killed_on_node_2_resumes_on_node_3(cluster, tmp_path):

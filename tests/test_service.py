@@ -24,7 +24,7 @@ from broker_service.sim.datafiles import write_device_samples
 from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
 from broker_service.sim.simulation import run as simulate
 from broker_service.usecases.sine import SineUseCase
-from tests.helpers import wait_for_text, wait_until
+from tests.helpers import start_serve, wait_for_text, wait_until
 from tests.mqtt_helpers import ROOT, Driver, start_agent
 
 FAST = {"recon_samples": 20, "adapt_samples": 100, "adapt_lr": 0.02}  # learns within 10 rounds
@@ -131,28 +131,8 @@ def test_disconnect_mid_round_closes_at_deadline_with_quorum(mosquitto, tmp_path
 
 
 def _serve_process(port, tmp_path, state, log):
-    env = {**os.environ, "TINYMETAFED_ROUNDS": "10", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "broker_service.cli",
-        "serve",
-        "--broker",
-        "mqtt://127.0.0.1:%d" % port,
-        "--use-case",
-        "sine",
-        "--cohort",
-        "5",
-        "--state-dir",
-        str(state),
-        "--eval-every",
-        "100",
-        "--eval-devices",
-        "2",
-        "--round-timeout",
-        "20",
-    ]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    flags = ("--cohort", "5", "--eval-every", "100", "--round-timeout", "20")
+    return start_serve(port, state, log, *flags, env={"TINYMETAFED_ROUNDS": "10"})
 
 
 def test_sigkill_and_restart_resumes_to_the_same_model(mosquitto, tmp_path):

@@ -3,8 +3,6 @@ status and the state lock, takes over only with the lock, and finishes a session
 was killed mid-round with the model an uninterrupted session ends with."""
 
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -23,8 +21,8 @@ from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
 from device_agent.topics import Topics
 from tests.brokers import free_port
-from tests.helpers import read_text, wait_for_text, wait_until
-from tests.locks import ROOT, hold_lock_in_child, holder_pid, kill_hard
+from tests.helpers import read_text, start_serve, wait_for_text, wait_until
+from tests.locks import hold_lock_in_child, holder_pid, kill_hard
 
 
 def test_the_status_payloads_are_read_safely():
@@ -167,32 +165,8 @@ class GatedRunner(NumpyRunner):
 
 def serve(port, state, log, *extra):
     """`tinymetafed serve` in its own process: 10 sine rounds of 5 devices."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "broker_service.cli",
-        "serve",
-        "--broker",
-        "mqtt://127.0.0.1:%d" % port,
-        "--use-case",
-        "sine",
-        "--rounds",
-        "10",
-        "--cohort",
-        "5",
-        "--state-dir",
-        str(state),
-        "--eval-every",
-        "100",
-        "--eval-devices",
-        "2",
-        "--round-timeout",
-        "120",
-        *extra,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(log, "a") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    flags = ("--rounds", "10", "--cohort", "5", "--eval-every", "100", "--round-timeout", "120")
+    return start_serve(port, state, log, *flags, *extra)
 
 
 GATED_ROUND = 4

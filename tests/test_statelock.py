@@ -22,7 +22,7 @@ from broker_service.server.statelock import (
     describe,
     parse_holder,
 )
-from tests.helpers import wait_for_text, wait_until
+from tests.helpers import start_serve, wait_for_text, wait_until
 from tests.locks import ROOT, hold_lock_in_child, holder_pid, kill_hard
 
 
@@ -84,24 +84,7 @@ def test_a_filesystem_without_locks_is_a_config_error(tmp_path, monkeypatch):
 
 def serve(port, state, log, *extra):
     """`tinymetafed serve` in its own process, output appended to `log`."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "broker_service.cli",
-        "serve",
-        "--broker",
-        "mqtt://127.0.0.1:%d" % port,
-        "--use-case",
-        "sine",
-        "--state-dir",
-        str(state),
-        "--eval-devices",
-        "2",
-        *extra,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(log, "a") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return start_serve(port, state, log, *extra)
 
 
 def test_a_second_serve_on_the_same_state_refuses_and_a_killed_one_leaves_no_lock(
