@@ -92,3 +92,10 @@ def test_types_come_from_the_annotations(tmp_path):
 def test_unknown_names_are_config_errors(flags, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, flags, {})
+
+
+def test_data_dir_comes_from_the_variable_every_command_reads():
+    assert load_config(env={"TINYMETAFED_DATA": "/data/a"}).data_dir == "/data/a"
+    both = {"TINYMETAFED_DATA": "/data/a", "TINYMETAFED_DATA_DIR": "/data/b"}
+    assert load_config(env=both).data_dir == "/data/b"
+    assert load_config(flags={"data_dir": "/data/c"}, env=both).data_dir == "/data/c"

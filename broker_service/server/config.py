@@ -248,6 +248,11 @@ def _check_names(cfg: ServiceConfig) -> None:
         )
 
 
+ENV_ALIASES = {"data_dir": "TINYMETAFED_DATA"}
+"""Variables read when a setting's own is unset: every command finds the data in
+$TINYMETAFED_DATA, so `serve` does too."""
+
+
 def load_config(
     path: str | None = None, flags: dict | None = None, env: dict | None = None
 ) -> ServiceConfig:
@@ -267,8 +272,10 @@ def load_config(
         if isinstance(values.get("settings"), dict):
             check_settings(values["settings"], "config file %s [settings]" % path)
     for name in FIELD_TYPES:
-        if env_name(name) in environ:
-            values[name] = _coerce(name, environ[env_name(name)], "$" + env_name(name))
+        for var in (env_name(name), ENV_ALIASES.get(name)):
+            if var and var in environ:
+                values[name] = _coerce(name, environ[var], "$" + var)
+                break
     for name, value in (flags or {}).items():
         if name == "settings" and value:
             check_settings(value, "--set")
