@@ -3,7 +3,6 @@ middle of a round. (Deadlines use a monotonic clock, so wall-clock jumps cannot 
 
 import errno
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.sim.fleet import SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
+from tests.conftest import resolve_data_dir
 from tests.helpers import wait_for_text, wait_until
 from tests.mqtt_helpers import run_in_background, start_agent
 
@@ -145,11 +145,10 @@ def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path
         "use_case": "kws",
         "broker": {"host": "127.0.0.1", "port": mosquitto.port},
     }
-    agent = start_agent(cfg_agent, tmp_path, "micropython")
     cfg = ServiceConfig(
         broker="mqtt://127.0.0.1:%d" % mosquitto.port,
         use_case="kws",
-        data_dir=os.environ.get("TINYMETAFED_DATA"),
+        data_dir=str(resolve_data_dir()),
         rounds=1,
         cohort=1,
         quorum=1.0,
@@ -158,13 +157,10 @@ def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path
         round_timeout=60.0,
         settings={"recon_samples": 30, "adapt_samples": 60},
     )
-    if cfg.data_dir is None:
-        from tests.conftest import resolve_data_dir
-
-        cfg.data_dir = str(resolve_data_dir())
-    service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
-    thread, result = run_in_background(service)
+    agent = start_agent(cfg_agent, tmp_path, "micropython")
     try:
+        service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
+        thread, result = run_in_background(service)
         # the agent logs "training" as its ~3 s round (unix port) starts: reboot it inside it
         wait_for_text(tmp_path / "rebooter.log", "agent training", 60)
         agent.send_signal(signal.SIGKILL)
@@ -172,7 +168,7 @@ def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path
         agent = start_agent(cfg_agent, tmp_path, "micropython")  # the reboot
         thread.join(120)
     finally:
-        agent.terminate()
+        agent.kill()
         agent.wait(10)
     text = (tmp_path / "s.log").read_text()
     assert result["rounds"] == 1 and result["updates"] == 1
