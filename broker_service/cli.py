@@ -393,6 +393,7 @@ def cmd_device_enroll(args: argparse.Namespace) -> int:
         replace=args.replace,
         tls=not args.no_tls,
         ca_file=args.ca_file,
+        keys_file=Path(args.hmac_keys_file) if args.hmac_keys_file else None,
     )
     if not args.no_tls and not args.ca_file:
         print(
@@ -412,7 +413,8 @@ def cmd_device_revoke(args: argparse.Namespace) -> int:
     """Remove a device's broker credentials and ACL lines."""
     from broker_service.tools.enroll import revoke
 
-    revoke(args.device_id, Path(args.passwd_file))
+    keys_file = Path(args.hmac_keys_file) if args.hmac_keys_file else None
+    revoke(args.device_id, Path(args.passwd_file), keys_file=keys_file)
     print(
         "revoked %s in %s; restart the broker to close its connection "
         "(docker compose restart mosquitto)" % (args.device_id, args.passwd_file)
@@ -603,6 +605,12 @@ def _device_bundle_parser(sub) -> None:
     )
 
 
+HMAC_KEYS_HELP = (
+    "the service's hmac_keys_file: give the device a new HMAC key there and in its config "
+    "(revoke removes it); the service reads the file at start"
+)
+
+
 def _device_enroll_parser(sub) -> None:
     p = _command(
         sub, "enroll", cmd_device_enroll, "create a device's broker credentials and config"
@@ -618,12 +626,14 @@ def _device_enroll_parser(sub) -> None:
     p.add_argument("--fleet", default=SERVICE_DEFAULTS.fleet)
     p.add_argument("--out", help="write the board config JSON here (owner-only)")
     p.add_argument("--replace", action="store_true", help="reset an enrolled device")
+    p.add_argument("--hmac-keys-file", help=HMAC_KEYS_HELP)
 
 
 def _device_revoke_parser(sub) -> None:
     p = _command(sub, "revoke", cmd_device_revoke, "remove a device's broker credentials and ACL")
     p.add_argument("--device-id", required=True)
     p.add_argument("--passwd-file", default="deploy/mosquitto/passwd")
+    p.add_argument("--hmac-keys-file", help=HMAC_KEYS_HELP)
 
 
 def _device_parser(sub) -> None:

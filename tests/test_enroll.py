@@ -174,6 +174,27 @@ def test_revoke_removes_the_password_and_the_acl_block(tmp_path):
     assert passwd.read_text() == "" and (tmp_path / "acl").read_text() == ACL_HEADER
 
 
+def test_enroll_with_a_keys_file_gives_the_device_and_the_service_one_key(tmp_path):
+    from broker_service.server.admission import load_hmac_keys
+    from device_agent.config import make_config
+
+    passwd, keys = tmp_path / "passwd", tmp_path / "keys.json"
+    configs = {d: enroll(d, passwd, "h", keys_file=keys) for d in ("a", "b")}
+    assert keys.stat().st_mode & 0o777 == 0o600
+    served = load_hmac_keys(str(keys))
+    for device, cfg in configs.items():
+        assert make_config(cfg)["hmac_key"] == cfg["hmac_key"]
+        assert served[device] == bytes.fromhex(cfg["hmac_key"]) and len(served[device]) == 32
+    assert served["a"] != served["b"]
+    revoke("b", passwd)  # broker files only: the key stays until revoked with the keys file
+    with pytest.raises(EnrollError, match="already enrolled"):
+        enroll("b", passwd, "h", keys_file=keys)
+    revoke("b", passwd, keys_file=keys)
+    assert set(load_hmac_keys(str(keys))) == {"a"}
+    renewed = enroll("a", passwd, "h", keys_file=keys, replace=True)
+    assert load_hmac_keys(str(keys))["a"] == bytes.fromhex(renewed["hmac_key"]) != served["a"]
+
+
 def cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "broker_service.cli", "device", *args],

@@ -10,7 +10,10 @@ writes three files:
 - the ACL beside it (`acl`): one block per device naming its fleet and its own topics, so it can
   read only its fleet's model and its own commands and write only its own status, updates and
   telemetry (no `pattern` lines: they would apply to every account, whatever its fleet);
-- the board config (JSON, with the device's password), readable by its owner only.
+- the board config (JSON, with the device's password), readable by its owner only;
+- with a keys file (the service's `hmac_keys_file`), a new random HMAC key for the device, in
+  its board config (`hmac_key`) and in that file, so the device signs its updates and accepts
+  only commands the service signed for it (docs/security.md, "The device").
 
 The two broker files are 0640 (group `mosquitto` when it exists and may be set) and are
 replaced atomically under a lock. An existing user is never reset unless `replace` is given.
@@ -53,6 +56,9 @@ SECRET_FILE_MODE = 0o600
 PBKDF2_ITERATIONS = 101
 """mosquitto_passwd's default. Enrollment's passwords are 144-bit random strings, which no
 amount of stretching makes stronger; a hand-picked `--password` should be as long."""
+
+HMAC_KEY_BYTES = 32
+"""Random bytes of a device's HMAC-SHA256 key."""
 
 PASSWORD_BYTES = 18
 """Random bytes of a generated device password (24 URL-safe characters)."""
@@ -200,6 +206,22 @@ def write_board_config(path: Path, config: dict, replace: bool = False) -> None:
     _write_atomic(path, json.dumps(config, indent=1) + "\n", SECRET_FILE_MODE)
 
 
+def _read_keys(keys_file: Path) -> dict[str, str]:
+    if not keys_file.exists():
+        return {}
+    try:
+        doc = json.loads(keys_file.read_text())
+    except ValueError:
+        raise EnrollError("%s is not a JSON object of hex keys" % keys_file) from None
+    if not isinstance(doc, dict):
+        raise EnrollError("%s is not a JSON object of hex keys" % keys_file)
+    return doc
+
+
+def _write_keys(keys_file: Path, keys: dict[str, str]) -> None:
+    _write_atomic(keys_file, json.dumps(keys, indent=1, sort_keys=True) + "\n", SECRET_FILE_MODE)
+
+
 def board_config(
     device_id: str,
     password: str,
@@ -250,10 +272,11 @@ def enroll(
     replace: bool = False,
     tls: bool = True,
     ca_file: str | None = None,
+    keys_file: Path | None = None,
 ) -> dict:
-    """Create a device's broker account (password entry and ACL block) and return its board
-    config, also written to `out` when given. A device already enrolled, or an existing `out`,
-    is refused unless `replace`; reserved names always are."""
+    """Create a device's broker account (password entry and ACL block) and, with `keys_file`,
+    its HMAC key; return its board config, also written to `out` when given. A device already
+    enrolled, or an existing `out`, is refused unless `replace`; reserved names always are."""
     _refuse_reserved(device_id)
     password = password or secrets.token_urlsafe(PASSWORD_BYTES)
     config = board_config(
@@ -265,22 +288,35 @@ def enroll(
         rules, in_acl = remove_acl_block(
             _read_lines(acl_file) or ACL_HEADER.splitlines(), device_id
         )
-        if (in_passwd or in_acl) and not replace:
+        keys = _read_keys(keys_file) if keys_file is not None else {}
+        if (in_passwd or in_acl or device_id in keys) and not replace:
+            where = passwd_file if in_passwd else acl_file if in_acl else keys_file
             raise EnrollError(
-                "%s is already enrolled (%s); pass --replace to reset its password and ACL"
-                % (device_id, passwd_file if in_passwd else acl_file)
+                "%s is already enrolled (%s); pass --replace to reset its credentials"
+                % (device_id, where)
             )
+        if keys_file is not None:
+            config["hmac_key"] = secrets.token_bytes(HMAC_KEY_BYTES).hex()
+            keys[device_id] = config["hmac_key"]
         if out is not None:
             write_board_config(out, config, replace)
+        if keys_file is not None:
+            _write_keys(keys_file, keys)
         block = device_acl(device_id, config["fleet"], config["prefix"])
         _write_acl(acl_file, rules + [""] + block)
         _write_passwd(passwd_file, users + ["%s:%s" % (device_id, hash_password(password))])
     return config
 
 
-def revoke(device_id: str, passwd_file: Path, acl_file: Path | None = None) -> None:
-    """Remove a device's password entry and ACL block. The broker applies it at its next start
-    (a running broker keeps the device's open connection until then)."""
+def revoke(
+    device_id: str,
+    passwd_file: Path,
+    acl_file: Path | None = None,
+    keys_file: Path | None = None,
+) -> None:
+    """Remove a device's password entry, ACL block and (with `keys_file`) HMAC key. The broker
+    applies it at its next start (a running broker keeps the device's open connection until
+    then), the service at its next start."""
     _refuse_reserved(device_id)
     try:
         check_name("device id", device_id)
@@ -290,7 +326,11 @@ def revoke(device_id: str, passwd_file: Path, acl_file: Path | None = None) -> N
     with _locked(passwd_file):
         users, in_passwd = remove_passwd_entry(_read_lines(passwd_file), device_id)
         rules, in_acl = remove_acl_block(_read_lines(acl_file), device_id)
-        if not (in_passwd or in_acl):
+        keys = _read_keys(keys_file) if keys_file is not None else {}
+        in_keys = keys.pop(device_id, None) is not None
+        if not (in_passwd or in_acl or in_keys):
             raise EnrollError("%s is not enrolled in %s" % (device_id, passwd_file))
         _write_passwd(passwd_file, users)
         _write_acl(acl_file, rules)
+        if keys_file is not None and in_keys:
+            _write_keys(keys_file, keys)
