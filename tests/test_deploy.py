@@ -22,7 +22,13 @@ from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.tools.bundle import write_bundle
-from broker_service.tools.enroll import MONITOR_USER, SERVICE_USER, enroll, revoke
+from broker_service.tools.enroll import (
+    MONITOR_USER,
+    SERVICE_USER,
+    STANDBY_USER,
+    enroll,
+    revoke,
+)
 from device_agent import limits
 from device_agent.topics import Topics
 from tests.brokers import free_port, wait_port
@@ -399,10 +405,38 @@ def test_the_monitor_reads_only_sys_topics(broker, peers):
     assert (TOPICS.model, b"forged by the monitor") not in svc.messages
 
 
+def test_the_standby_account_reads_only_the_service_status(broker, peers):
+    standby_password = "standby-" + SERVICE_PASSWORD
+    broker.env["TINYMETAFED_STANDBY_PASSWORD"] = standby_password
+    broker.start()
+    svc = observer(broker, peers)
+    status = TOPICS.base + "/service/status"
+    svc.publish(status, b'{"state": "online"}', retain=True)
+    svc.publish(TOPICS.model, b"model", retain=True)
+    watch = peers(broker.port, STANDBY_USER, standby_password)
+    assert watch.accepted
+    watch.subscribe(TOPICS.base + "/#")  # granted only where the ACL lets it read
+    watch.subscribe(status)
+    watch.wait(lambda: status in watch.topics_seen())
+    assert watch.topics_seen() == {status}
+    watch.publish(status, b'{"state": "offline"}', retain=True)
+    svc.publish(TOPICS.command("x"), b"marker")
+    svc.wait_for(TOPICS.command("x"), b"marker")
+    assert (status, b'{"state": "offline"}') not in svc.messages
+    assert not svc.disconnects  # its own client id: the service keeps its connection
+
+
+def test_without_a_standby_password_there_is_no_standby_account(broker, peers):
+    broker.start()
+    watch = peers(broker.port, STANDBY_USER, "standby-" + SERVICE_PASSWORD)
+    assert not watch.accepted
+
+
 @pytest.mark.parametrize(
     "setup, message",
     [
         (lambda b: b.env.update(TINYMETAFED_SERVICE_PASSWORD="change-me-service"), "placeholder"),
+        (lambda b: b.env.update(TINYMETAFED_STANDBY_PASSWORD="change-me-standby"), "placeholder"),
         (lambda b: b.env.pop("TINYMETAFED_SERVICE_PASSWORD"), "is not set"),
         (lambda b: b.passwd.write_text("%s:$7$x\n" % SERVICE_USER), "reserved account"),
         (lambda b: (b.conf_dir / "acl").write_text("pattern write #\n"), "pattern lines"),

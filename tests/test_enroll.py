@@ -15,6 +15,7 @@ from broker_service.tools.enroll import (
     ACL_HEADER,
     MONITOR_USER,
     SERVICE_USER,
+    STANDBY_USER,
     EnrollError,
     add_broker_user,
     device_acl,
@@ -138,7 +139,7 @@ def test_add_broker_user_refuses_an_existing_user(tmp_path):
     assert verify("svc:" + entries(tmp_path / "p")["svc"], "two")
 
 
-@pytest.mark.parametrize("name", [SERVICE_USER, MONITOR_USER])
+@pytest.mark.parametrize("name", [SERVICE_USER, MONITOR_USER, STANDBY_USER])
 def test_reserved_accounts_are_never_enrolled_or_revoked(tmp_path, name):
     for replace in (False, True):
         with pytest.raises(EnrollError, match="reserved"):

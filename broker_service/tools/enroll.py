@@ -45,7 +45,11 @@ SERVICE_USER = "tinymetafed-service"
 MONITOR_USER = "tinymetafed-monitor"
 """The broker health check's account (read-only `$SYS`)."""
 
-RESERVED_USERS = (SERVICE_USER, MONITOR_USER)
+STANDBY_USER = "tinymetafed-standby"
+"""A standby service's watch account (read-only, the service status topics), made by the
+broker's start script when TINYMETAFED_STANDBY_PASSWORD is set."""
+
+RESERVED_USERS = (SERVICE_USER, MONITOR_USER, STANDBY_USER)
 
 BROKER_FILE_MODE = 0o640
 """Password file and ACL: owner read/write, the broker's group read, nobody else."""

@@ -5,7 +5,8 @@
 #    entries (passwd and acl beside mosquitto.conf, written by `tinymetafed device enroll`) and
 #    two accounts made from the environment at every start: the service (read/write on the
 #    fleets of TINYMETAFED_FLEETS) and the health check's monitor (read-only $SYS, with a new
-#    random password each time);
+#    random password each time); with TINYMETAFED_STANDBY_PASSWORD set, a third for a
+#    standby service's watch (read-only, its fleets' service status topics);
 #  - writes the monitor's mosquitto_sub options file, so the health check names no password;
 #  - copies the TLS certificate and key where the broker's own user can read them.
 # Paths default to the container's; the tests point them at a scratch folder.
@@ -18,6 +19,7 @@ prefix=${TINYMETAFED_PREFIX:-tinymetafed}
 fleets=${TINYMETAFED_FLEETS:-default}
 service=tinymetafed-service
 monitor=tinymetafed-monitor
+standby=tinymetafed-standby
 
 fail() {
     echo "refusing to start the broker: $*" >&2
@@ -25,6 +27,10 @@ fail() {
 }
 
 sh "$conf/../check-secrets.sh" TINYMETAFED_SERVICE_PASSWORD || exit 1
+standby_password=${TINYMETAFED_STANDBY_PASSWORD-}
+if [ -n "$standby_password" ]; then
+    sh "$conf/../check-secrets.sh" TINYMETAFED_STANDBY_PASSWORD || exit 1
+fi
 
 case $prefix in
     *[!A-Za-z0-9_./-]* | /* | */ | *//*) fail "TINYMETAFED_PREFIX '$prefix' is no topic prefix" ;;
@@ -35,7 +41,7 @@ for fleet in $fleets; do
         *[!A-Za-z0-9_.-]*) fail "fleet '$fleet' has a character outside [A-Za-z0-9_.-]" ;;
     esac
 done
-for name in $service $monitor; do
+for name in $service $monitor $standby; do
     if grep -q "^$name:" "$conf/passwd" 2> /dev/null \
         || grep -q "^user $name\$" "$conf/acl" 2> /dev/null; then
         fail "$conf/passwd or acl has an entry for the reserved account $name;" \
@@ -59,6 +65,9 @@ monitor_password=$(tr -dc 'A-Za-z0-9' < /dev/urandom | head -c 32)
 {
     printf '%s:%s\n' "$service" "$TINYMETAFED_SERVICE_PASSWORD"
     printf '%s:%s\n' "$monitor" "$monitor_password"
+    if [ -n "$standby_password" ]; then
+        printf '%s:%s\n' "$standby" "$standby_password"
+    fi
 } > "$run/passwd"
 mosquitto_passwd -U "$run/passwd"
 if [ -f "$conf/passwd" ]; then
@@ -80,6 +89,12 @@ fi
     echo "user $monitor"
     # shellcheck disable=SC2016 # the literal topic $SYS/#
     echo 'topic read $SYS/#'
+    if [ -n "$standby_password" ]; then
+        echo "user $standby"
+        for fleet in $fleets; do
+            echo "topic read $prefix/$fleet/service/status"
+        done
+    fi
 } > "$run/acl"
 
 printf -- '-u %s\n-P %s\n' "$monitor" "$monitor_password" > "$run/monitor/mosquitto_sub"
@@ -91,5 +106,5 @@ if [ "$(id -u)" = 0 ] && id mosquitto > /dev/null 2>&1; then
         chown -R mosquitto:mosquitto "$data"
     fi
 fi
-unset TINYMETAFED_SERVICE_PASSWORD monitor_password
+unset TINYMETAFED_SERVICE_PASSWORD TINYMETAFED_STANDBY_PASSWORD monitor_password standby_password
 exec mosquitto -c "$conf/mosquitto.conf"
