@@ -14,7 +14,6 @@ from broker_service.sim import bench, claims, simulation, tuning
 from broker_service.sim.clients import stored_data_update
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
-from device_agent.energy import energy_mj, profile
 
 
 def _tiny_run(strategy_cls, rounds=3, cohort=2, fleet=6):
