@@ -147,6 +147,51 @@ def summarise(results: dict, name: str, seeds: list[int]) -> dict:
     return out
 
 
+def markdown(doc: dict) -> str:
+    """The docs table: per use case and encoding the validation metric, its paired difference
+    with f32, the bytes per device update and the radio ratio against TinyReptile's."""
+    lines = [
+        "| use case | θ_g sent as | model B | metric (validation) | vs f32 (paired, CI95) "
+        "| up B | down B | radio B (MQTT) | TinyReptile radio B | ratio | goal ≥ %g× |"
+        % doc["goal_ratio"],
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in doc["use_cases"].items():
+        tr = s["tinyreptile"]["radio_bytes_per_update"]
+        for values, e in s["encodings"].items():
+            diff = (
+                "—"
+                if values == "f32"
+                else "%+.4f ± %.4f%s"
+                % (
+                    e["difference_vs_f32"],
+                    e["difference_ci95"],
+                    "" if e["within_f32_ci"] else " (outside)",
+                )
+            )
+            ratio = e["radio_ratio_vs_tinyreptile"]
+            goal = "met" if e["goal_met"] else "%.2f× short" % (doc["goal_ratio"] / ratio)
+            lines.append(
+                "| %s (%s) | %s | %d | %.4f ± %.4f | %s | %.0f | %.0f | %.0f | %.0f | %.2f× | %s |"
+                % (
+                    name,
+                    s["metric"],
+                    values,
+                    e["model_bytes"],
+                    e["metric_mean"],
+                    e["metric_ci95"],
+                    diff,
+                    e["bytes_up_per_update"],
+                    e["bytes_down_per_update"],
+                    e["radio_bytes_per_update"],
+                    tr,
+                    ratio,
+                    goal,
+                )
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the study, print a table and write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -156,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/downlink-codec.json"))
+    p.add_argument("--table", help="print the docs table of this JSON and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return 0
     names = args.use_cases.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = plan(names, seeds, args.data_dir, args.quick)
@@ -195,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(markdown(doc))
     print("wrote", args.out)
     return 0
 
