@@ -28,7 +28,8 @@ COMMON = {
     "cohort": 5,
     "top_p": 10.0,
     "values": "f16",
-    "model_values": "f32",
+    # θ_g sent as int8 with a scale: chosen on validation devices (benchmarks/downlink_codec.py)
+    "model_values": "int8",
     "error_feedback": True,
     # θ_l keeps training (at adapt_lr) during adaptation (the brief's `joint` setting)
     "joint": True,
