@@ -325,8 +325,11 @@ class UmqttTransport(Transport):
 
     def unsubscribe(self, topic):
         c = self.client
+        sock = c.sock
+        if sock is None:
+            raise OSError("not connected")
         c.pid = c.pid % 65535 + 1
-        c.sock.write(unsubscribe_packet(c.pid, topic))
+        sock.write(unsubscribe_packet(c.pid, topic))
 
     def publish(self, topic, payload, retain=False, qos=1):
         self.client.publish(topic, payload, retain, qos)
