@@ -27,7 +27,7 @@ def _tiny_run(strategy_cls, rounds=3, cohort=2, fleet=6):
 def test_only_the_cohort_receives_the_model(strategy_cls):
     use_case, strategy, result = _tiny_run(strategy_cls)
     k = strategy.cohort_size()
-    model = simulation.model_payload_bytes(len(result.theta))
+    model = simulation.model_payload_bytes(len(result.theta), strategy.model_values())
     commands = sum(len(codec.encode_command(strategy.round_command(t, t), t, t)) for t in range(3))
     assert result.updates == 3 * k and result.model_bytes == model
     assert result.bytes_down == 3 * k * model + k * commands
@@ -47,7 +47,7 @@ def test_only_the_cohort_receives_the_model(strategy_cls):
 @pytest.mark.parametrize("values", ["f16", "int8"])
 def test_a_compressed_model_shrinks_the_downlink_and_devices_train_on_what_is_sent(values):
     use_case = SineUseCase(fleet_size=6)
-    settings = settings_for("sine", rounds=3, cohort=2, eval_every=3)
+    settings = settings_for("sine", rounds=3, cohort=2, eval_every=3, model_values="f32")
     f32 = simulation.run(TinyMetaFed(settings), use_case, settings, 0, [], [])
     small = dict(settings, model_values=values)
     packed = simulation.run(TinyMetaFed(small), use_case, small, 0, [], [])
