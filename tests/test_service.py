@@ -66,10 +66,7 @@ def test_session_with_cpython_and_micropython_agents_learns_like_the_bench(mosqu
             "data": {"kind": "file", "path": samples},
         }
         procs.append(start_agent(cfg, tmp_path, impl))
-    driver = Driver(mosquitto.port, fleet="default")
     try:
-        for device in ("signed-mp", "signed-py", "forger", "unsigned"):
-            driver.wait_status(device, "online", timeout=60)  # the whole cohort is online
         cfg = service_config(mosquitto.port, tmp_path, min_updates=5, settings=FAST)
         summary = run_service(cfg, tmp_path / "service.log")
     finally:
