@@ -114,7 +114,6 @@ class Agent:
         self.fetch_start = None  # when the agent subscribed to the model topic for a command
         self.fetch_ms = FETCH_MS
         self.model_subscribed = False  # subscribed to the model topic in this session
-        self.fetches = 0  # model subscriptions made (one per model fetched on invitation)
         self.round_runner = round_runner
         self.log = logger
 
@@ -275,7 +274,6 @@ class Agent:
             return False
         if self.fetch_start is None:
             self.fetch_start = ticks_ms()
-            self.fetches += 1
             self.log("fetch", version=cmd["version"])
             self.transport.subscribe(self.topics.model)
             self.model_subscribed = True

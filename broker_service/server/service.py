@@ -5,9 +5,10 @@ Round t (model version t):
    θ_g itself stays float32 here) and pick a cohort of K online devices (seeded by
    (seed, t, attempt), so a restarted service picks the same devices);
 2. send each its round command and collect updates until all answered or the deadline passed;
-   an invited device fetches the retained model only when it does not hold version t (it says
-   which it holds in its presence and its updates); the downlink is counted as the broker sends
-   it, MQTT framing included (`mqtt.round_downlink`);
+   an invited device fetches the retained model only when it does not hold version t (its
+   birth says which version it holds; the service remembers the versions it invited it to
+   fetch); the downlink is counted as the broker sends it, MQTT framing included
+   (`mqtt.round_downlink`);
    every update is admitted (signature, round checks, norm bound) and journaled (fsync) before
    it counts (`admission.py`);
 3. with a quorum, close the round: aggregate with the strategy, add the round to the session
