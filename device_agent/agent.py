@@ -12,6 +12,10 @@ Single-threaded and allocation-conscious so it runs on a 256 KB MicroPython boar
   than the newest verified (session epoch, model version, round), and a round trains only on a
   model whose SHA-256 is the one its verified command names; without a key the agent accepts
   unsigned commands as before (docs/security.md, "The device");
+- the model is fetched on invitation only: the agent subscribes to the fleet's retained model
+  topic when a round command names a model version (and, keyed, a digest) it does not hold, and
+  unsubscribes once it holds it; a device outside the cohort, or one that already holds the
+  round's model, receives no model at all (docs/protocol.md, "Fetching the model");
 - a lost connection ends the session with an exception; device_agent.robust.RobustAgent runs the
   sessions and reconnects with back-off.
 """
@@ -28,9 +32,9 @@ from device_agent.specs import spec_for
 from device_agent.topics import Topics
 from device_agent.transport import make_transport
 
-REFETCH_MS = 5000
-"""How long a keyed agent keeps a verified command waiting for its model after asking the
-broker for the retained model again."""
+FETCH_MS = 5000
+"""How long a command waits for the model it names after the agent subscribed to the model
+topic (the broker then sends the retained model); after that the round is refused."""
 
 
 class RoundAborted(Exception):
@@ -107,8 +111,9 @@ class Agent:
         self.newest = None  # (epoch, version, round) of the newest verified command
         self.newest_digest = None  # (version, digest) the newest verified round command names
         self.pending_digest = None  # the digest the pending command names
-        self.refetch_start = None  # when the retained model was asked for again
-        self.refetch_ms = REFETCH_MS
+        self.fetch_start = None  # when the agent subscribed to the model topic for a command
+        self.fetch_ms = FETCH_MS
+        self.model_subscribed = False  # subscribed to the model topic in this session
         self.round_runner = round_runner
         self.log = logger
 
@@ -198,7 +203,7 @@ class Agent:
         self.pending = cmd
         self.pending_bytes = len(message)
         self.pending_digest = sha
-        self.refetch_start = None
+        self.fetch_start = None
         if self.in_round and cmd["round"] + 1 != self.in_round:
             self.abort_reason = reasons.ABORT_SUPERSEDED
 
@@ -247,22 +252,43 @@ class Agent:
             return
         self._train(cmd, settings)
 
-    def _awaiting_model(self, cmd):
-        """True while a keyed agent's verified command `cmd` waits for the model it names.
-
-        The first time, the agent subscribes to the model topic again, so the broker sends the
-        retained model anew (one refused as a rollback because it opened a newer service
-        session, or one that arrived after its command); it then waits up to `refetch_ms`.
-        """
-        want = self.pending_digest
-        if want is None or self.model_digest == want or self.transport is None:
+    def holds_model(self, cmd):
+        """True when the held model is the one `cmd` names: its version and, for a verified
+        command of a keyed agent, its SHA-256."""
+        h = self.model_header
+        if h is None or h.model_version != cmd["version"]:
             return False
-        if self.refetch_start is None:
-            self.refetch_start = ticks_ms()
-            self.log("refetch", version=cmd["version"])
+        return self.pending_digest is None or self.model_digest == self.pending_digest
+
+    def _awaiting_model(self, cmd):
+        """True while the pending command `cmd` waits for the model it names (fetch on invitation).
+
+        The first time, the agent subscribes to the model topic, so the broker sends the
+        retained model (a subscription made again re-sends it too: a model refused as a rollback
+        because it opened a newer service session, or one that arrived before its command); it
+        then waits up to `fetch_ms`. Once the model is held, or the wait is over, the agent
+        unsubscribes: no later model reaches it until its next invitation.
+        """
+        if self.transport is None or self.holds_model(cmd):
+            self._end_fetch()
+            return False
+        if self.fetch_start is None:
+            self.fetch_start = ticks_ms()
+            self.log("fetch", version=cmd["version"])
             self.transport.subscribe(self.topics.model)
+            self.model_subscribed = True
             return True
-        return ticks_since(self.refetch_start) < self.refetch_ms
+        if ticks_since(self.fetch_start) < self.fetch_ms:
+            return True
+        self._end_fetch()
+        return False
+
+    def _end_fetch(self):
+        """Leave the model topic after a fetch (the broker then sends this device no model)."""
+        self.fetch_start = None
+        if self.model_subscribed and self.transport is not None:
+            self.model_subscribed = False
+            self.transport.unsubscribe(self.topics.model)
 
     def _train(self, cmd, settings):
         h = self.model_header
@@ -336,8 +362,9 @@ class Agent:
         status = self.topics.status(self.device_id)
         t.connect(status, reports.offline(self.device_id))
         self.transport = t
-        t.subscribe(self.topics.model)
-        t.subscribe(self.topics.command(self.device_id))
+        self.model_subscribed = False
+        self.fetch_start = None
+        t.subscribe(self.topics.command(self.device_id))  # the model: on invitation only
         birth = reports.birth(
             self.device_id,
             self.cfg["board"],

@@ -2,7 +2,9 @@
 to its own. `Topics` names the model's and the devices' topics; `check_name` refuses ids that
 would break the tree.
 
-    <prefix>/<fleet>/model                      retained MODEL payload (the current θ_g), QoS 1
+    <prefix>/<fleet>/model                      retained MODEL payload (the current θ_g), QoS 1;
+                                                a device subscribes only to fetch it when
+                                                invited, and unsubscribes once it holds it
     <prefix>/<fleet>/service/status             the service's own retained presence (named by
                                                 broker_service.server.mqtt)
     <prefix>/<fleet>/devices/<id>/status        retained JSON presence: birth ("online" with

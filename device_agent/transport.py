@@ -46,6 +46,10 @@ class Transport:
         """Subscribe at QoS 1 (again: the broker then re-sends the topic's retained message)."""
         raise NotImplementedError
 
+    def unsubscribe(self, topic):
+        """Unsubscribe (the broker's UNSUBACK is consumed by a later poll or wait)."""
+        raise NotImplementedError
+
     def publish(self, topic, payload, retain=False, qos=1):
         """Publish; with QoS 1, returns after the PUBACK."""
         raise NotImplementedError
@@ -116,6 +120,12 @@ def remaining_length(size):
         out.append(byte | (0x80 if size else 0))
         if not size:
             return bytes(out)
+
+
+def unsubscribe_packet(pid, topic):
+    """An MQTT 3.1.1 UNSUBSCRIBE packet for one topic (umqtt.simple has none)."""
+    body = bytes((pid >> 8, pid & 0xFF)) + _field(topic)
+    return b"\xa2" + remaining_length(len(body)) + body
 
 
 def connect_packet(client_id, user, password, keepalive, will, clean=True):
@@ -224,6 +234,9 @@ class BoundedReader:
         if res == b"\xd0":  # PINGRESP
             read_exact(sock, 1)
             return None
+        if res == b"\xb0":  # UNSUBACK (umqtt.simple does not know it)
+            read_exact(sock, 3)
+            return None
         op = res[0]
         if op & 0xF0 != 0x30:
             return op
@@ -309,6 +322,14 @@ class UmqttTransport(Transport):
 
     def subscribe(self, topic):
         self.client.subscribe(topic, 1)
+
+    def unsubscribe(self, topic):
+        c = self.client
+        sock = c.sock
+        if sock is None:
+            raise OSError("not connected")
+        c.pid = c.pid % 65535 + 1
+        sock.write(unsubscribe_packet(c.pid, topic))
 
     def publish(self, topic, payload, retain=False, qos=1):
         self.client.publish(topic, payload, retain, qos)

@@ -86,6 +86,11 @@ class PahoTransport(Transport):
         self._check(rc)
         self._loop(0.0)
 
+    def unsubscribe(self, topic):
+        rc, mid = self.client.unsubscribe(topic)
+        self._check(rc)
+        self._loop(0.0)
+
     def publish(self, topic, payload, retain=False, qos=1):
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         info = self.client.publish(topic, data, qos=qos, retain=retain)

@@ -1,12 +1,14 @@
 """Real brokers for tests, started on 127.0.0.1 at free ports and stopped afterwards: mosquitto,
-and a three-node nats-server cluster speaking MQTT."""
+a three-node nats-server cluster speaking MQTT, and a byte-counting TCP proxy."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -134,3 +136,61 @@ class NatsCluster:
                     proc.kill()
                     proc.wait(5)
             self.procs[i] = None
+
+
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a broker that counts the bytes the broker sends to
+    the clients connected through it (`sent_to_clients`) and the bytes they send (`from_clients`):
+    a device's link as the broker uses it. One thread per direction of each connection."""
+
+    def __init__(self, target_port: int, port: int | None = None):
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.sent_to_clients = 0
+        self.from_clients = 0
+        self.lock = threading.Lock()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen(256)
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b, down in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, down), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, down: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    if down:
+                        self.sent_to_clients += len(data)
+                    else:
+                        self.from_clients += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def counts(self) -> tuple[int, int]:
+        """(bytes sent to the clients, bytes received from them) so far."""
+        with self.lock:
+            return self.sent_to_clients, self.from_clients
+
+    def close(self) -> None:
+        """Stop accepting (open connections end when either side closes)."""
+        self.running = False
+        self.server.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from broker_service.core import fastcodec
 from broker_service.sim.demo import find_micropython
 from device_agent import codec
 from device_agent.topics import Topics
@@ -70,8 +71,8 @@ class Driver:
             if doc["state"] == state:
                 return doc
 
-    def publish_model(self, theta, version: int) -> None:
-        payload = codec.encode(codec.KIND_MODEL, len(theta), None, list(theta), version, version)
+    def publish_model(self, theta, version: int, values: str = "f32") -> None:
+        payload = fastcodec.encode_model(theta, version, values)
         info = self.client.publish(self.topics.model, bytes(payload), qos=1, retain=True)
         info.wait_for_publish()
 

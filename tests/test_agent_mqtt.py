@@ -85,13 +85,14 @@ def test_round_over_mosquitto_micropython_equals_cpython_equals_numpy(mosquitto,
     assert rel_err(val_mp, val_np) < 1e-5
 
 
+@pytest.mark.parametrize("values", ["f32", "f16", "int8"])
 @pytest.mark.parametrize("use_case", ["sine", "omniglot", "kws", "occupancy"])
-def test_full_round_in_256k_heap_for_every_default_model(use_case, mosquitto, tmp_path):
+def test_full_round_in_256k_heap_for_every_default_model(use_case, values, mosquitto, tmp_path):
     plan = Plan(spec_for(use_case))
     theta = initial_theta(NumpyNet(plan), 1)[: plan.n_global]
     driver = Driver(mosquitto.port)
-    driver.publish_model(theta, version=5)
-    device = "mp-" + use_case
+    driver.publish_model(theta, version=5, values=values)  # θ_g as the service may send it
+    device = "mp-%s-%s" % (use_case, values)
     proc = start_agent(
         agent_config(device, mosquitto.port, use_case=use_case),
         tmp_path,
@@ -155,26 +156,33 @@ def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
     assert "disconnected" in log and log.count("agent connected") >= 2
 
 
-def test_newer_model_aborts_the_round_and_garbage_is_rejected(mosquitto, tmp_path):
+def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(mosquitto, tmp_path):
     plan = Plan(spec_for("kws"))
     theta = initial_theta(NumpyNet(plan), 1)[: plan.n_global]
     driver = Driver(mosquitto.port)
-    driver.publish_model(theta, version=1)
-    device = "mp-abort"
+    device = "mp-fetch"
     proc = start_agent(
         agent_config(device, mosquitto.port, use_case="kws"), tmp_path, "micropython", rounds=1
     )
+    log = tmp_path / (device + ".log")
     try:
         driver.wait_status(device, "online")
-        # hostile input first: it must be rejected, counted, and change nothing
+        # not invited: retained models (even garbage) are not sent to the device at all
+        driver.publish_model(theta, version=1)
         driver.client.publish(driver.topics.command(device), b"TM\x01garbage", qos=1)
+        wait_for_text(log, "agent rejected", 30)  # the garbage command
         driver.client.publish(driver.topics.model, b"\x00" * 64, qos=1, retain=True)
+        # invited: it subscribes, gets the garbage, refuses it, and waits for the right model
         driver.command(device, {"round": 0, "version": 1, "recon_samples": 40, "adapt_samples": 60})
-        wait_for_text(tmp_path / (device + ".log"), "agent training", 60)
-        driver.publish_model(theta, version=2)  # arrives mid-round
-        aborted = json.loads(driver.get(device, "telemetry"))
-        assert aborted["aborted"] == "newer_model" and aborted["round"] == 0
+        wait_for_text(log, "reason=bad_magic", 30)
+        driver.publish_model(theta, version=1)
+        wait_for_text(log, "agent training", 60)
+        # the device left the model topic: a newer model mid-round does not reach it; the next
+        # round's command supersedes the round, and the device fetches that round's model
+        driver.publish_model(theta, version=2)
         driver.command(device, {"round": 1, "version": 2, "recon_samples": 5, "adapt_samples": 5})
+        aborted = json.loads(driver.get(device, "telemetry"))
+        assert aborted["aborted"] == "superseded" and aborted["round"] == 0
         header, _, _ = codec.decode(driver.get(device, "update"))
         done = json.loads(driver.get(device, "telemetry"))
         finish(proc)
@@ -184,5 +192,7 @@ def test_newer_model_aborts_the_round_and_garbage_is_rejected(mosquitto, tmp_pat
         driver.close()
     assert header.round == 1 and header.model_version == 2
     assert done["rejected"] == {"command:truncated": 1, "model:bad_magic": 1}
-    log = (tmp_path / (device + ".log")).read_text()
-    assert "agent rejected" in log and "agent aborted" in log
+    text = log.read_text()
+    assert text.count("agent fetch ") == 2  # one subscription per invitation
+    models = [line for line in text.splitlines() if line.startswith("agent model ")]
+    assert [m.split("version=")[1].split()[0] for m in models] == ["1", "2"]

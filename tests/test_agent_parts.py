@@ -78,7 +78,8 @@ def test_wrapper_reconnects_after_transport_errors_and_finishes_the_round():
     births = [json.loads(p) for p in published(broker, "status")[:2]]
     assert [b["state"] for b in births] == ["online", "online"]
     assert [b["model_version"] for b in births] == [-1, sc.VERSION]  # the model was kept
-    subscribed = [sc.TOPICS.model, sc.TOPICS.command(sc.DEVICE)]
+    # only the command topic: the model is fetched on invitation (it was held here)
+    subscribed = [sc.TOPICS.command(sc.DEVICE)]
     assert all(t.subscriptions == subscribed for t in broker.transports[2:])
     (update,) = published(broker, "update")
     header, idx, _ = codec.decode(update)
@@ -217,7 +218,12 @@ def test_refusals_are_counted_logged_and_a_stale_round_is_reported():
     agent.on_message(sc.TOPICS.model, bytes(64))
     agent.on_message(sc.TOPICS.model, model(5))
     agent.on_message(*sc.command_message())  # version 2, and no model is held
-    agent.run_pending()
+    agent.fetch_ms = 0
+    agent.run_pending()  # subscribes to the model topic to fetch the model...
+    transport = broker.transports[0]
+    assert transport.subscriptions == [sc.TOPICS.command(sc.DEVICE), sc.TOPICS.model]
+    agent.run_pending()  # ...which never comes: it unsubscribes and reports a stale round
+    assert transport.subscriptions == [sc.TOPICS.command(sc.DEVICE)]
     assert agent.rejected == {
         "command:truncated": 1,
         "model:bad_magic": 1,

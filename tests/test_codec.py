@@ -2,6 +2,7 @@
 
 import struct
 import zlib
+from array import array
 
 import numpy as np
 import pytest
@@ -221,3 +222,21 @@ def test_fast_decoder_agrees_with_the_agent_decoder(vec, value_enc, index_enc, f
     _, got_idx, got = fastcodec.decode(data)
     assert list(got_idx) == list(want_idx)
     np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+
+
+@pytest.mark.parametrize("values", ["f32", "f16", "int8"])
+def test_a_compressed_model_decodes_the_same_on_the_agent_and_the_server(values):
+    from broker_service.core import fastcodec
+
+    theta = np.random.default_rng(3).normal(0, 0.7, 1153).astype(np.float32)
+    payload = fastcodec.encode_model(theta, 4, values)
+    size = codec.HEADER_SIZE + codec.value_section_size(len(theta), codec.value_encoding(values))
+    assert len(payload) == size
+    h = codec.decode_header(payload)
+    params = array("f", bytes(4 * len(theta)))
+    codec.decode_values(payload, h, codec.HEADER_SIZE, params, 0)  # as the agent loads θ_g
+    sent = fastcodec.model_values(payload)
+    np.testing.assert_array_equal(np.asarray(params, dtype=np.float32), sent)
+    # the error of what is sent: none for f32, half a step of the encoding otherwise
+    step = {"f32": 0.0, "f16": 2.0**-10 * np.abs(theta), "int8": np.abs(theta).max() / 127}
+    assert np.all(np.abs(sent - theta) <= step[values] * 0.5 + 1e-7)

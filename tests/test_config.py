@@ -68,6 +68,7 @@ def test_the_service_settings_are_those_its_strategies_send_and_read():
     read_elsewhere = {"outer_lr", "aggregation", "clip_norm", "clip_scale", "trim"}
     read_elsewhere |= {"clip_recent"}  # the service's influence bounds (core/bounds.py)
     read_elsewhere |= {"eval_epochs", "eval_head_epochs"}  # the few-shot evaluation
+    read_elsewhere |= {"model_values"}  # the encoding of the MODEL it publishes
     assert service_settings() == sent | read_elsewhere
     cfg = load_config(None, {"settings": {"top_p": 5, "clip_scale": 3.0}}, {})
     assert cfg.settings == {"top_p": 5, "clip_scale": 3.0}

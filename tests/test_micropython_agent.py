@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from broker_service.core import fastcodec
 from broker_service.core.device_round import simulate_round
 from broker_service.core.nn import NumpyNet
 from device_agent import codec
@@ -82,6 +83,10 @@ def test_codec_decisions_are_identical_under_micropython_exe():
                     index_enc,
                 )
             )
+    theta = np.linspace(-2.5, 3.0, 50).astype(np.float32)
+    first = len(cases)
+    for values in ("f32", "f16", "int8"):  # θ_g as the service sends it (model_values)
+        cases.append(fastcodec.encode_model(theta, 7, values))
     cases += [
         codec.encode_command({"round": 3, "cancel": True}, 1, 3),
         b"",
@@ -106,6 +111,12 @@ def test_codec_decisions_are_identical_under_micropython_exe():
         )
     assert outs[0] == outs[1]
     assert outs[0].count("rejected") == 8 and "bad_indices" in outs[0]
+    # the models decode to what the server's decoder says the devices train on
+    lines = outs[0].splitlines()
+    for values, line in zip(("f32", "f16", "int8"), lines[first : first + 3], strict=True):
+        want = fastcodec.model_values(fastcodec.encode_model(theta, 7, values))
+        hexes = ["%08x" % b for b in want.view(np.uint32)]
+        assert line == "ok 50 50 %s %s" % (list(range(50)), hexes)
 
 
 def test_sessions_and_reconnects_are_identical_under_micropython_exe():

@@ -272,7 +272,10 @@ def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
             "broker": {"host": "127.0.0.1", "port": mosquitto.port},
         }
         procs.append(start_agent(cfg, tmp_path, impl))
+    driver = Driver(mosquitto.port, fleet="default")
     try:
+        for device in ("signed-mp", "signed-py", "forger", "unsigned"):
+            driver.wait_status(device, "online", timeout=60)  # the whole cohort is online
         cfg = service_config(
             mosquitto.port,
             tmp_path,
@@ -285,6 +288,7 @@ def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
         )
         summary = run_service(cfg, tmp_path / "service.log")
     finally:
+        driver.close()
         for p in procs:
             p.terminate()
             p.wait(10)

@@ -86,3 +86,16 @@ def _values(buf: bytes, h: codec.Header, pos: int) -> np.ndarray:
         raise CodecError(reasons.BAD_VALUES, "int8 scale %r" % scale)
     q = np.frombuffer(buf, dtype=np.int8, count=h.k, offset=pos + 4)
     return (q.astype(np.float64) * scale).astype(np.float32)
+
+
+def encode_model(theta: np.ndarray, version: int, values: str = "f32") -> bytes:
+    """The dense MODEL payload of θ (version and round `version`) with its values encoded as
+    `values` (f32, f16 or int8 with a scale): the agent's own encoder, so both sides agree."""
+    enc = codec.value_encoding(values)
+    flat = np.asarray(theta, dtype=np.float32).tolist()
+    return bytes(codec.encode(codec.KIND_MODEL, len(flat), None, flat, version, version, 0, enc))
+
+
+def model_values(payload: bytes) -> np.ndarray:
+    """θ as a device decodes it from a MODEL payload (float32; what it trains on)."""
+    return decode(payload)[2]

@@ -7,7 +7,9 @@ recon_samples / adapt_samples (streamed per device round; algorithms without a s
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
 broker_service.sim.clients), outer_lr (β_0), top_p, values (upload value encoding),
-error_feedback, joint, local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every,
+model_values (the encoding of θ_g sent to the devices: f32, f16 or int8 with a scale;
+TinyReptile always sends f32), error_feedback, joint, local_init, inner_epochs / inner_batch
+(Reptile and FedAvg), eval_every,
 eval_devices (learning curve, validation devices), final_devices (final figures, test devices),
 eval_epochs / eval_head_epochs (few-shot adaptation on new devices: one online pass by default,
 see fewshot.py), and quick (overrides for `--quick`).
@@ -26,6 +28,8 @@ COMMON = {
     "cohort": 5,
     "top_p": 10.0,
     "values": "f16",
+    # θ_g sent as int8 with a scale: chosen on validation devices (benchmarks/downlink_codec.py)
+    "model_values": "int8",
     "error_feedback": True,
     # θ_l keeps training (at adapt_lr) during adaptation (the brief's `joint` setting)
     "joint": True,

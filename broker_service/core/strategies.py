@@ -66,6 +66,11 @@ class Strategy:
             "seed": t,
         }
 
+    def model_values(self) -> str:
+        """The value encoding of the MODEL payload that carries θ (`model_values`: f32, f16 or
+        int8 with a scale); the server keeps θ in float32 whatever is sent."""
+        return str(self.settings.get("model_values", "f32"))
+
     def outer_step(self, t: int, total_rounds: int) -> float:
         """β_t of round t: Reptile's linearly decaying step from `outer_lr`."""
         return decaying_step(float(self.settings["outer_lr"]), t, total_rounds)
@@ -106,6 +111,9 @@ class TinyReptile(Strategy):
         command = super().round_command(t, version)
         command.update(top_p=100.0, values="f32", error_feedback=False)
         return command
+
+    def model_values(self) -> str:
+        return "f32"
 
 
 class Reptile(Strategy):

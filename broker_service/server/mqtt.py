@@ -21,12 +21,37 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_service.server.config import ServiceConfig
+from device_agent.energy import mqtt_publish_bytes
 from device_agent.topics import Topics
 
 ONLINE = b'{"state": "online"}'
 """The service's retained status while it is connected."""
 OFFLINE = b'{"state": "offline"}'
 """The service's retained status after it stopped, and its last will."""
+
+
+PUBACK_BYTES = 4
+"""An MQTT 3.1.1 PUBACK (the broker's answer to a device's QoS 1 publish)."""
+SUBACK_BYTES = 5
+"""An MQTT 3.1.1 SUBACK for one topic."""
+UNSUBACK_BYTES = 4
+"""An MQTT 3.1.1 UNSUBACK."""
+
+
+def publish_size(topic: str, payload_len: int, qos: int = 1) -> int:
+    """The bytes of the PUBLISH packet that carries `payload_len` bytes on `topic`."""
+    return mqtt_publish_bytes(payload_len, len(topic.encode()), qos)
+
+
+def round_downlink(topics: Topics, device: str, command_len: int, model_len: int | None) -> int:
+    """What the broker sends an invited device for its round command, framing included: the
+    command's PUBLISH and, when the device fetches the model (`model_len` not None), the SUBACK,
+    the retained model's PUBLISH and the UNSUBACK of its fetch. (The PUBACK of its update is
+    counted when the update arrives.)"""
+    size = publish_size(topics.command(device), command_len)
+    if model_len is not None:
+        size += SUBACK_BYTES + publish_size(topics.model, model_len) + UNSUBACK_BYTES
+    return size
 
 
 def service_status_topic(topics: Topics) -> str:

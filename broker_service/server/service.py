@@ -1,9 +1,14 @@
 """The aggregation service: rounds over a real MQTT broker, durable and idempotent.
 
 Round t (model version t):
-1. publish θ_g (retained MODEL payload) and pick a cohort of K online devices (seeded by
+1. publish θ_g (retained MODEL payload, its values encoded as the `model_values` setting asks;
+   θ_g itself stays float32 here) and pick a cohort of K online devices (seeded by
    (seed, t, attempt), so a restarted service picks the same devices);
 2. send each its round command and collect updates until all answered or the deadline passed;
+   an invited device fetches the retained model only when it does not hold version t (its
+   birth says which version it holds; the service remembers the versions it invited it to
+   fetch); the downlink is counted as the broker sends it, MQTT framing included
+   (`mqtt.round_downlink`);
    every update is admitted (signature, round checks, norm bound) and journaled (fsync) before
    it counts (`admission.py`);
 3. with a quorum, close the round: aggregate with the strategy, add the round to the session
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from broker_service.core import fastcodec
 from broker_service.core.bounds import InfluenceBounds, sample_budget
 from broker_service.core.cohort import round_cohort, sample_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
@@ -47,7 +53,7 @@ from broker_service.server.admission import Admission, load_hmac_keys
 from broker_service.server.config import ConfigError, ServiceConfig
 from broker_service.server.inbound import read_status, read_telemetry
 from broker_service.server.journal import Journal
-from broker_service.server.mqtt import Event, ServiceMqtt
+from broker_service.server.mqtt import PUBACK_BYTES, Event, ServiceMqtt, round_downlink
 from broker_service.server.presence import FleetView
 from broker_service.server.rounds import Rejected, RoundLedger
 from broker_service.server.signing import downlink_signer
@@ -128,6 +134,13 @@ class AggregationService:
             cfg.use_case, rounds=cfg.rounds, cohort=cfg.cohort, **cfg.settings
         )
         self.strategy = ALGORITHMS[cfg.algorithm](self.settings)
+        try:
+            codec.value_encoding(self.strategy.model_values())
+        except codec.CodecError:
+            raise ConfigError(
+                "model_values must be one of %s, not %r"
+                % (", ".join(codec.VALUE_NAMES), self.strategy.model_values())
+            ) from None
         self.net = NumpyNet(self.use_case.spec)
         self.n = self.strategy.global_size(self.net)
         self.total_rounds = int(self.settings["rounds"])
@@ -151,6 +164,8 @@ class AggregationService:
         self.previous_ledger: RoundLedger | None = None
         self.journal: Journal | None = None
         self.model_payload = b""
+        self.held: dict[str, int] = {}  # the model version each device holds, as far as known
+        self.round_down = 0  # bytes the broker sends the devices for the open round
         self.metric_initial: float | None = None
         self.metric_last: float | None = None
         self.sink = metrics_sink(cfg, self.log)
@@ -278,11 +293,10 @@ class AggregationService:
         self.log("fleet", online=len(self.fleet.online()))
 
     def _publish_model(self) -> None:
-        """Publish θ_g as the retained MODEL payload of the current round."""
-        self.model_payload = bytes(
-            codec.encode(
-                codec.KIND_MODEL, self.n, None, self.theta.tolist(), self.round, self.round
-            )
+        """Publish θ_g as the retained MODEL payload of the current round, its values encoded
+        as the strategy asks (`model_values`)."""
+        self.model_payload = fastcodec.encode_model(
+            self.theta, self.round, self.strategy.model_values()
         )
         assert self.mqtt is not None
         self.mqtt.publish(self.topics.model, self.model_payload, qos=1, retain=True)
@@ -303,6 +317,7 @@ class AggregationService:
         of this round already accepted."""
         t = self.round
         self._publish_model()
+        self.round_down = 0
         self.previous_ledger = self.ledger
         budget = sample_budget(self.strategy.round_command(t, version=t))
         self.ledger = RoundLedger(t, t, self.n, self.cfg.max_payload, max_samples=budget)
@@ -375,7 +390,8 @@ class AggregationService:
 
     def _send_commands(self, devices: Iterable[str]) -> None:
         """Send the round command to each device (signed for a device with a key), and count the
-        bytes each one downloads."""
+        bytes the broker sends it: the command, and the model when the device does not hold
+        this version (it then subscribes, gets the retained model, and unsubscribes)."""
         assert self.mqtt is not None
         command = self.strategy.round_command(self.round, version=self.round)
         for device in devices:
@@ -383,7 +399,18 @@ class AggregationService:
                 device, command, self.round, self.round, self.model_payload
             )
             self.mqtt.publish(self.topics.command(device), payload, qos=1)
-            self.totals.bytes_down += len(payload) + len(self.model_payload)
+            fetch = self.held.get(device) != self.round
+            self.held[device] = self.round
+            self._count_down(
+                round_downlink(
+                    self.topics, device, len(payload), len(self.model_payload) if fetch else None
+                )
+            )
+
+    def _count_down(self, size: int) -> None:
+        """Add `size` bytes the broker sends a device to the round's and the session's downlink."""
+        self.round_down += size
+        self.totals.bytes_down += size
 
     def _collect(self, deadline: float) -> None:
         """Handle broker events until every invited device answered or `deadline` passed."""
@@ -505,7 +532,7 @@ class AggregationService:
             metric=metric,
             totals=self.totals,
             bytes_up=ledger.bytes_up(),
-            bytes_down=len(ledger.invited) * len(self.model_payload),
+            bytes_down=self.round_down,
             clipped=clipped,
         )
 
@@ -641,6 +668,9 @@ class AggregationService:
         except Rejected as exc:
             self._refuse(device, "status", exc.reason, str(exc))
             info = {}
+        held = info.get("model_version")
+        if isinstance(held, int) and info.get("state") == "online":
+            self.held[device] = held  # what its birth says it holds (it kept it across sessions)
         changed = self.fleet.apply(device, info)
         if changed is None:
             return
@@ -657,6 +687,7 @@ class AggregationService:
             self.log("rejected", device=device, reason=reasons.NO_OPEN_ROUND)
             return
         assert self.journal is not None
+        self._count_down(PUBACK_BYTES)  # the broker acknowledges every QoS 1 update
         try:
             accepted = self.admission.admit(ledger, self.journal, device, message)
         except Rejected as exc:

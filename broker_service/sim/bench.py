@@ -415,6 +415,7 @@ def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
             "updates",
             "bytes_up_per_update",
             "bytes_down_per_update",
+            "radio_bytes_per_update",
             "energy_mj_per_update",
             "macs_per_update",
             "model_bytes",

@@ -124,6 +124,17 @@ def criteria(doc: dict) -> dict:
                     tmf["bytes_down_per_update"],
                     tr["bytes_down_per_update"],
                 ),
+                *(
+                    [
+                        _cost_comparison(
+                            "radio bytes (MQTT, up + down) per device update",
+                            tmf["radio_bytes_per_update"],
+                            tr["radio_bytes_per_update"],
+                        )
+                    ]
+                    if "radio_bytes_per_update" in tmf and "radio_bytes_per_update" in tr
+                    else []
+                ),
                 _cost_comparison("fleet bytes, equal rounds", fleet_bytes(tmf), fleet_bytes(tr)),
                 _cost_comparison(
                     "fleet bytes, equal device updates", fleet_bytes(tmf), fleet_bytes(tr_u)

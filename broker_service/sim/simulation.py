@@ -4,11 +4,13 @@ Every algorithm sees the same devices, cohorts (for the same K), samples and new
 episodes for a given seed. Bytes are the lengths of the real encoded payloads; device compute is
 counted in multiply-accumulates and turned into energy with a board profile.
 
-Fleet costs count what the broker really sends: the model is a retained message on the fleet's
-topic (docs/protocol.md), so every online device of the fleet receives every round's model,
-not only the cohort; each cohort device also receives its command and sends its update. A
-device outside the cohort spends `energy_mj(0, 0, model_bytes, board)` a round receiving the
-model. Every device of the use case's training fleet is counted as online.
+Fleet costs count what the broker really sends: a device fetches the retained model only when
+it is invited and does not hold the round's version (docs/protocol.md), so only the cohort
+receives a model; each cohort device receives its command and the model and sends its update.
+The model's values are encoded as the strategy's `model_values` asks (f32, f16, int8), and the
+devices train on θ_g as they decode it; the server keeps θ_g in float32. `radio_bytes` counts
+what crosses a device's radio link as MQTT packets: the update's PUBLISH, and what the broker
+sends (command, SUBACK, model, UNSUBACK, the update's PUBACK; `server.mqtt.round_downlink`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import Strategy
 from broker_service.core.streams import device_stream
+from broker_service.server.mqtt import PUBACK_BYTES, publish_size, round_downlink
 from broker_service.sim.clients import local_update
 from broker_service.usecases.base import Episode, UseCase
 from device_agent import codec
 from device_agent.energy import DEFAULT_PROFILE, energy_mj, profile
+from device_agent.topics import Topics
+
+TOPICS = Topics()
+"""The default topic tree: the topic lengths of the MQTT framing counted in `radio_bytes`."""
 
 
 @dataclass
@@ -39,8 +46,9 @@ class RunResult:
     """Everything measured while meta-training one algorithm.
 
     `bytes_up` / `bytes_down` / `macs` / `device_energy_mj` are the cohort devices' (per device
-    update); `fleet_bytes_down` and `fleet_energy_mj` add every non-cohort online device's copy
-    of the model. `budget[i]` is the cost spent when `curve[i]` was measured.
+    update; payload bytes), `radio_bytes` their MQTT packets both ways; only the cohort receives
+    a model, so `fleet_bytes_down` and `fleet_energy_mj` are the cohort's totals.
+    `budget[i]` is the cost spent when `curve[i]` was measured.
     """
 
     algorithm: str
@@ -50,6 +58,7 @@ class RunResult:
     updates: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    radio_bytes: int = 0
     macs: int = 0
     device_energy_mj: float = 0.0
     fleet_bytes_down: int = 0
@@ -78,9 +87,10 @@ def device_rng(seed: int, t: int, device_id: str) -> np.random.Generator:
     return device_stream(seed, t, device_id)
 
 
-def model_payload_bytes(n: int) -> int:
-    """Length of the MODEL payload of a θ of n float32 values (dense: independent of values)."""
-    return len(codec.encode(codec.KIND_MODEL, n, None, [0.0] * n, 0, 0))
+def model_payload_bytes(n: int, values: str = "f32") -> int:
+    """Length of the dense MODEL payload of n values encoded as `values` (f32, f16, int8):
+    independent of the values themselves."""
+    return len(fastcodec.encode_model(np.zeros(n, dtype=np.float32), 0, values))
 
 
 def run(
@@ -109,8 +119,9 @@ def run(
     rounds = int(settings["rounds"]) if strategy.federated else 0
     theta = initial_theta(net, seed)[: strategy.global_size(net)]
     result = RunResult(strategy.name, theta, [], np.array([]))
-    result.model_bytes = model_payload_bytes(len(theta)) if strategy.federated else 0
-    fleet = Fleet(use_case.device_ids, result.model_bytes, profile(board))
+    values = strategy.model_values()
+    result.model_bytes = model_payload_bytes(len(theta), values) if strategy.federated else 0
+    board_profile = profile(board)
     residuals: dict[str, np.ndarray] = {}
     every = max(1, int(settings["eval_every"]))
     first = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
@@ -129,7 +140,7 @@ def run(
             (t, rounds, seed),
             residuals,
             result,
-            fleet,
+            board_profile,
             tamper,
             bounds,
         )
@@ -150,22 +161,6 @@ def run(
     return result
 
 
-class Fleet:
-    """The online fleet's side of a round: who receives the retained model, and what the devices
-    outside the cohort spend receiving it."""
-
-    def __init__(self, device_ids: list[str], model_bytes: int, board: dict):
-        self.size = len(device_ids)
-        self.model_bytes = model_bytes
-        self.board = board
-        self.idle_mj = energy_mj(0, 0, model_bytes, board) if model_bytes else 0.0
-
-    def idle(self, cohort: int) -> tuple[int, float]:
-        """(bytes, mJ) received by the online devices outside a cohort of `cohort` devices."""
-        others = max(0, self.size - cohort)
-        return others * self.model_bytes, others * self.idle_mj
-
-
 def _curve_point(net, theta, strategy, episodes, settings, use_case) -> float:
     if not episodes:
         return float("nan")
@@ -173,14 +168,17 @@ def _curve_point(net, theta, strategy, episodes, settings, use_case) -> float:
     return float(values.mean())
 
 
-def _one_round(strategy, net, use_case, theta, when, residuals, result, fleet, tamper, bounds):
-    """One round: the cohort trains, its updates pass the service's influence bounds, the
-    broker's traffic and the devices' energy are counted, the strategy aggregates. `when` is
-    (round, total rounds, seed)."""
+def _one_round(strategy, net, use_case, theta, when, residuals, result, board, tamper, bounds):
+    """One round: the cohort fetches the model and trains on θ_g as sent, its updates pass the
+    service's influence bounds, the broker's traffic and the devices' energy are counted, the
+    strategy aggregates into the float32 θ_g. `when` is (round, total rounds, seed)."""
     t, rounds, seed = when
     cohort = round_cohort(use_case.device_ids, strategy.cohort_size(), seed, t)
     command = strategy.round_command(t, version=t)
-    down = fleet.model_bytes + len(codec.encode_command(command, t, t))
+    model = fastcodec.encode_model(theta, t, strategy.model_values())
+    sent = fastcodec.model_values(model)
+    command_len = len(codec.encode_command(command, t, t))
+    down = len(model) + command_len
     n = strategy.samples_per_update()
     budget = sample_budget(command)
     updates = []
@@ -188,7 +186,7 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, fleet, t
     for device_id in cohort:
         xs, ys = use_case.stream(device_id, n, device_rng(seed, t, device_id))
         residual = residuals.setdefault(device_id, np.zeros(len(theta), dtype=np.float32))
-        sim = local_update(strategy, net, theta, xs, ys, command, residual)
+        sim = local_update(strategy, net, sent, xs, ys, command, residual)
         header, idx, values = fastcodec.decode(sim.payload)
         update = SparseUpdate(idx, values, header.samples)
         kept = bounds.screen(tamper(device_id, update, t) if tamper else update, theta, budget)
@@ -197,22 +195,29 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, fleet, t
         else:
             bounds.remember(kept)
             updates.append(kept)
-        energy = energy_mj(sim.macs, len(sim.payload), down, fleet.board)
+        energy = energy_mj(sim.macs, len(sim.payload), down, board)
         result.updates += 1
         result.bytes_up += len(sim.payload)
         result.bytes_down += down
+        result.radio_bytes += radio_bytes(device_id, len(sim.payload), command_len, len(model))
         result.macs += sim.macs
         spent_mj += energy
-    idle_bytes, idle_mj = fleet.idle(len(cohort))
     result.device_energy_mj += spent_mj
-    result.fleet_bytes_down += len(cohort) * down + idle_bytes
-    result.fleet_energy_mj += spent_mj + idle_mj
+    result.fleet_bytes_down += len(cohort) * down
+    result.fleet_energy_mj += spent_mj
     result.per_round.append({"round": t, "cohort": len(cohort)})
     stepped = bounds.step(strategy, theta, updates, t, rounds)
     if stepped is None:
         result.refused_rounds += 1
         return theta
     return stepped
+
+
+def radio_bytes(device: str, update_len: int, command_len: int, model_len: int) -> int:
+    """The MQTT bytes of one device update on the device's link: its update's PUBLISH up, and
+    down the command, the model's fetch (SUBACK, PUBLISH, UNSUBACK) and the update's PUBACK."""
+    up = publish_size(TOPICS.update(device), update_len)
+    return up + round_downlink(TOPICS, device, command_len, model_len) + PUBACK_BYTES
 
 
 def summarise(result: RunResult, use_case: UseCase) -> dict:
@@ -229,6 +234,7 @@ def summarise(result: RunResult, use_case: UseCase) -> dict:
         "updates": result.updates,
         "bytes_up_per_update": result.bytes_up / n,
         "bytes_down_per_update": result.bytes_down / n,
+        "radio_bytes_per_update": result.radio_bytes / n,
         "energy_mj_per_update": result.device_energy_mj / n,
         "macs_per_update": result.macs // n,
         "model_bytes": result.model_bytes,

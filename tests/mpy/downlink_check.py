@@ -166,7 +166,7 @@ def forged_commands():
 def forged_model():
     """A model the broker forged (right version, other values): never trained on."""
     p = Probe()
-    p.agent.refetch_ms = 0
+    p.agent.fetch_ms = 0
     genuine = model_payload(p.n, 1)
     forged = model_payload(p.n, 1, scale=3.0)
     p.model(forged)  # held until a command names a model
@@ -194,8 +194,8 @@ def new_session():
     command arrives, then fetched again and trained on."""
     p = Probe()
     old = model_payload(p.n, 5)
+    fresh = model_payload(p.n, 0, scale=2.0)  # made first: a round leaves the heap fragmented
     p.model(old).command(command_payload(5, 5, old))
-    fresh = model_payload(p.n, 0, scale=2.0)
     p.model(fresh)  # refused: older than version 5 of the running session
     p.command(command_payload(0, 0, fresh, epoch=EPOCH + 1))  # subscribes to the model again
     p.model(fresh)  # the broker re-sends the retained model

@@ -40,6 +40,7 @@ class FakeTransport:
         self.lose = plan.get("lose", False)
         self.will = None
         self.subscriptions = []
+        self.history = []  # ("sub" or "unsub", topic), in order
         self.connected = False
         self.closed = False
 
@@ -52,6 +53,12 @@ class FakeTransport:
     def subscribe(self, topic):
         self._check()
         self.subscriptions.append(topic)
+        self.history.append(("sub", topic))
+
+    def unsubscribe(self, topic):
+        self._check()
+        self.subscriptions.remove(topic)
+        self.history.append(("unsub", topic))
 
     def publish(self, topic, payload, retain=False, qos=1):
         self._check()

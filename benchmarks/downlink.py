@@ -1,0 +1,198 @@
+"""Downlink at the broker: what mosquitto sends the devices per round, against the service's own
+accounting (bytes_down, MQTT framing included) and against cohort × model.
+
+A simulated fleet of N devices (real agents, paho transport, numpy rounds) connects to mosquitto
+through a byte-counting TCP proxy (tests.brokers.CountingProxy), so every byte the broker sends a
+device is counted; the service connects to mosquitto directly. Devices fetch the model only when
+invited (docs/protocol.md), so per round the devices should receive about cohort × (model +
+command + a few MQTT acknowledgements), not N × model. The broker's own `$SYS/broker/bytes/sent`
+(all its clients: devices, service and this script's monitor) is read at the start and the end.
+Run once per `model_values` encoding.
+
+    .venv/bin/python benchmarks/downlink.py [--devices 21] [--cohort 5] [--rounds 20]
+        [--values f32,f16,int8] [--json benchmarks/results/downlink.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker_service.observe.logs import EventLog  # noqa: E402
+from broker_service.server.config import ServiceConfig  # noqa: E402
+from broker_service.server.service import AggregationService  # noqa: E402
+from broker_service.sim.fleet import SimulatedFleet  # noqa: E402
+from broker_service.usecases.sine import SineUseCase  # noqa: E402
+from device_agent.topics import Topics  # noqa: E402
+from tests.brokers import CountingProxy, Mosquitto  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
+
+TOLERANCE = 0.05
+"""The service's downlink accounting must be within 5 % of what the broker sent the devices."""
+
+
+class SysMonitor:
+    """A client on the broker itself that keeps the latest `$SYS/broker/bytes/sent` and counts
+    the devices' births."""
+
+    def __init__(self, port: int, fleet: str):
+        self.sent: int | None = None
+        self.online: set[str] = set()
+        self.topics = Topics(fleet=fleet)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="downlink-monitor")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(
+            [("$SYS/broker/bytes/sent", 0), (self.topics.devices + "+/status", 1)]
+        )
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic.startswith("$SYS"):
+            self.sent = int(msg.payload)
+        elif b'"online"' in msg.payload:
+            self.online.add(msg.topic)
+
+    def fresh_sent(self, timeout: float = 5.0) -> int:
+        """The next `$SYS/broker/bytes/sent` the broker publishes (every second)."""
+        self.sent = None
+        wait_until(lambda: self.sent is not None, timeout, "$SYS/broker/bytes/sent")
+        assert self.sent is not None
+        return self.sent
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -> dict:
+    """One session of `rounds` rounds with `model_values` = `values`; per round the bytes the
+    broker sent the devices (proxy) and the service's bytes_down."""
+    broker = Mosquitto(folder, extra="sys_interval 1\n").start()
+    proxy = CountingProxy(broker.port)
+    fleet_name = "down-" + values
+    monitor = SysMonitor(broker.port, fleet_name)
+    use_case = SineUseCase(fleet_size=devices)
+    fleet = SimulatedFleet("127.0.0.1", proxy.port, use_case, devices, fleet=fleet_name).start()
+    per_round: list[dict] = []
+    try:
+        wait_until(lambda: len(monitor.online) == devices, 60, "every device's birth")
+        time.sleep(1.0)  # the births' acknowledgements are through
+        cfg = ServiceConfig(
+            broker="mqtt://127.0.0.1:%d" % broker.port,
+            fleet=fleet_name,
+            use_case="sine",
+            rounds=rounds,
+            cohort=cohort,
+            quorum=1.0,
+            round_timeout=60.0,
+            eval_every=10_000,
+            eval_devices=1,
+            state_dir=str(folder / ("state-" + values)),
+            wait_for_devices=30.0,
+            settings={"model_values": values},
+        )
+        service = AggregationService(cfg, EventLog(quiet=True))
+        sys_start = monitor.fresh_sent()
+        last = [proxy.counts()[0]]
+
+        def progress(report) -> None:
+            now = proxy.counts()[0]
+            per_round.append(
+                {
+                    "round": report.round,
+                    "participants": len(report.participants),
+                    "broker_to_devices": now - last[0],
+                    "service_bytes_down": report.bytes_down,
+                }
+            )
+            last[0] = now
+
+        service.progress = progress
+        done = threading.Event()
+        summary: dict = {}
+
+        def run() -> None:
+            summary.update(service.run())
+            done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        wait_until(done.is_set, 60 + rounds * 30, "the session's end")
+        time.sleep(1.5)  # a $SYS period after the last message
+        sys_end = monitor.fresh_sent()
+        model_bytes = len(service.model_payload)
+    finally:
+        fleet.stop()
+        monitor.close()
+        proxy.close()
+        broker.stop()
+    measured = sum(r["broker_to_devices"] for r in per_round)
+    counted = sum(r["service_bytes_down"] for r in per_round)
+    return {
+        "values": values,
+        "devices": devices,
+        "cohort": cohort,
+        "rounds": len(per_round),
+        "updates": summary.get("updates"),
+        "model_payload_bytes": model_bytes,
+        "broker_to_devices_bytes": measured,
+        "service_bytes_down": counted,
+        "service_vs_broker": counted / measured if measured else None,
+        "within_tolerance": bool(measured and abs(counted / measured - 1) <= TOLERANCE),
+        "broker_to_devices_per_round": measured / max(1, len(per_round)),
+        "cohort_times_model_per_round": cohort * model_bytes,
+        "every_device_times_model_per_round": devices * model_bytes,
+        "sys_bytes_sent_all_clients": sys_end - sys_start,
+        "per_round": per_round,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure each encoding, print a table, write the JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--devices", type=int, default=21)
+    p.add_argument("--cohort", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--values", default="f32,f16,int8")
+    p.add_argument("--json", default=str(ROOT / "benchmarks/results/downlink.json"))
+    args = p.parse_args(argv)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for values in args.values.split(","):
+            folder = Path(tmp) / values
+            folder.mkdir()
+            runs.append(measure(args.devices, args.cohort, args.rounds, values, folder))
+            r = runs[-1]
+            print(
+                "%-4s model %5d B | broker→devices %7.0f B/round (cohort×model %6d, every "
+                "device×model %6d) | service counts %.3f of it | $SYS all clients %d B"
+                % (
+                    values,
+                    r["model_payload_bytes"],
+                    r["broker_to_devices_per_round"],
+                    r["cohort_times_model_per_round"],
+                    r["every_device_times_model_per_round"],
+                    r["service_vs_broker"],
+                    r["sys_bytes_sent_all_clients"],
+                ),
+                flush=True,
+            )
+    doc = {"tolerance": TOLERANCE, "runs": runs}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    print("wrote", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
