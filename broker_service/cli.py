@@ -90,6 +90,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.workers,
         verbose=not args.quiet,
         tuned_dir=args.tuned_dir,
+        ablations=args.ablations,
     )
     for doc in docs:
         if len(docs) > 1:
@@ -463,6 +464,11 @@ def _bench_parser(sub) -> None:
         help="folder of tuned-<use case>.json (default benchmarks/results; 'none': defaults)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-round progress")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also run TinyMetaFed without error feedback and with stale residuals decayed/reset",
+    )
 
 
 def _evaluate_parser(sub) -> None:

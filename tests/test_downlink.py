@@ -126,7 +126,7 @@ def test_a_cancel_must_be_signed_but_names_no_model():
 def test_nan_from_a_cpython_json_parser_is_refused():
     """CPython's json reads NaN and Infinity; the range checks refuse them (a MicroPython parser
     refuses the text itself)."""
-    for field in ("top_p", "recon_lr", "adapt_lr"):
+    for field in ("top_p", "recon_lr", "adapt_lr", "residual_decay"):
         for value in (math.nan, math.inf, -math.inf):
             with pytest.raises(validate.Refused) as info:
                 validate.check_settings({"round": 0, "version": 0, field: value})

@@ -7,7 +7,8 @@ recon_samples / adapt_samples (streamed per device round; algorithms without a s
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
 broker_service.sim.clients), outer_lr (β_0), top_p, values (upload value encoding),
-error_feedback, joint, local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every,
+error_feedback / residual_decay / residual_max_away (the error-feedback residual and its
+staleness, see device_agent.round.residual_weight), joint, local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every,
 eval_devices (learning curve, validation devices), final_devices (final figures, test devices),
 eval_epochs / eval_head_epochs (few-shot adaptation on new devices: one online pass by default,
 see fewshot.py), and quick (overrides for `--quick`).
@@ -27,6 +28,10 @@ COMMON = {
     "top_p": 10.0,
     "values": "f16",
     "error_feedback": True,
+    # the residual is multiplied by residual_decay for every round the device was away, and
+    # dropped once it was away residual_max_away rounds or more (0: never); 1.0 and 0 keep it whole
+    "residual_decay": 1.0,
+    "residual_max_away": 0,
     # θ_l keeps training (at adapt_lr) during adaptation (the brief's `joint` setting)
     "joint": True,
     "local_init": "zeros",
