@@ -100,8 +100,7 @@ def table(rows: list[dict]) -> str:
                 "%+.4f ± %.4f" % (paired["difference"], paired["ci95"]) if paired else "–",
                 "%d" % r["updates"],
                 "–" if r["to_target_updates"] is None else "%d" % r["to_target_updates"],
-                "%s / %s"
-                % (_stale(r, "rounds_away", "mean"), _stale(r, "rounds_away", "median")),
+                "%s / %s" % (_stale(r, "rounds_away", "mean"), _stale(r, "rounds_away", "median")),
                 "%s / %s"
                 % (
                     _stale(r, "residual_to_delta", "mean"),

@@ -8,10 +8,11 @@ same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
 broker_service.sim.clients), outer_lr (β_0), top_p, values (upload value encoding),
 error_feedback / residual_decay / residual_max_away (the error-feedback residual and its
-staleness, see device_agent.round.residual_weight), joint, local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every,
-eval_devices (learning curve, validation devices), final_devices (final figures, test devices),
-eval_epochs / eval_head_epochs (few-shot adaptation on new devices: one online pass by default,
-see fewshot.py), and quick (overrides for `--quick`).
+staleness, see device_agent.round.residual_weight), joint, local_init, inner_epochs /
+inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning curve, validation
+devices), final_devices (final figures, test devices), eval_epochs / eval_head_epochs (few-shot
+adaptation on new devices: one online pass by default, see fewshot.py), and quick (overrides
+for `--quick`).
 
 `TUNED` are the keys chosen per algorithm on validation devices (benchmarks/tune.py); the values
 here are only the starting point before tuning (and what the service runs with). Everything
