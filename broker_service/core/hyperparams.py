@@ -11,8 +11,9 @@ error_feedback / residual_decay / residual_max_away (the error-feedback residual
 staleness, see device_agent.round.residual_weight), joint, local_init, inner_epochs /
 inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning curve, validation
 devices), final_devices (final figures, test devices), eval_epochs / eval_head_epochs (few-shot
-adaptation on new devices: one online pass by default, see fewshot.py), and quick (overrides
-for `--quick`).
+adaptation on new devices: one online pass by default, see fewshot.py), rotations (omniglot's
+rotation augmentation of the meta-training classes, off by default) and quick (overrides for
+`--quick`).
 
 `TUNED` are the keys chosen per algorithm on validation devices (benchmarks/tune.py); the values
 here are only the starting point before tuning (and what the service runs with). Everything
@@ -78,6 +79,8 @@ USE_CASE_SETTINGS = {
         "eval_every": 10,
         "eval_devices": 20,
         "final_devices": 60,
+        # meta-training classes augmented by rotations of 90/180/270 degrees (usecases/omniglot)
+        "rotations": False,
         "quick": {"rounds": 12, "eval_devices": 4, "final_devices": 10, "eval_every": 6},
     },
     "kws": {

@@ -36,8 +36,8 @@ from broker_service.core.fewshot import (
     summarise_units,
     unit_metrics,
 )
+from broker_service.core.hyperparams import COMMON, TUNED, USE_CASE_SETTINGS, settings_for
 from broker_service.core.hyperparams import MULTIPASS as MULTIPASS_PASSES
-from broker_service.core.hyperparams import TUNED, settings_for
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import ALGORITHMS
 from broker_service.core.streams import CURVE_EPISODES, FINAL_EPISODES, named_stream
@@ -123,16 +123,34 @@ class Job:
     verbose: bool = False
 
 
+def check_overrides(overrides: dict) -> None:
+    """ValueError for a bench override that is not a known protocol setting: a key of no use
+    case's settings, or a tuned key (those come from the tuned files)."""
+    known = set(COMMON).union(*(set(own) for own in USE_CASE_SETTINGS.values())) - {"quick"}
+    for key in sorted(overrides):
+        if key in TUNED:
+            raise ValueError("%s is tuned per algorithm (benchmarks/tune.py), not set" % key)
+        if key not in known:
+            raise ValueError("unknown setting %r; known: %s" % (key, ", ".join(sorted(known))))
+
+
+def use_case_options(name: str, settings: dict) -> tuple:
+    """The settings that are options of the use case's constructor (its OPTIONS), as a
+    hashable tuple of (key, value) for cached_use_case."""
+    return tuple((k, settings[k]) for k in use_case_class(name).OPTIONS if k in settings)
+
+
 @functools.lru_cache(maxsize=4)
-def cached_use_case(name: str, data_dir: str | None, seed: int, fold: int):
-    """A worker's use case, loaded once per (name, seed, fold)."""
+def cached_use_case(name: str, data_dir: str | None, seed: int, fold: int, options: tuple = ()):
+    """A worker's use case, loaded once per (name, seed, fold, options)."""
     extra = {"fold": fold} if use_case_class(name).FOLDS > 1 else {}
-    return load_use_case(name, data_dir, seed=seed, **extra)
+    return load_use_case(name, data_dir, seed=seed, **extra, **dict(options))
 
 
 def run_job(job: Job) -> tuple[tuple, dict]:
     """Meta-train one entry, then measure it on the test devices; returns (key, summary)."""
-    use_case = cached_use_case(job.use_case, job.data_dir, job.seed, job.fold)
+    options = use_case_options(job.use_case, job.settings)
+    use_case = cached_use_case(job.use_case, job.data_dir, job.seed, job.fold, options)
     curve_eps, _ = episodes_for(use_case, job.settings, job.seed)
     strategy = ALGORITHMS[job.entry.algorithm](job.settings)
     progress = None
@@ -284,16 +302,18 @@ def run_benches(
     tuned_dir: str | None = None,
     board: str = DEFAULT_PROFILE,
     ablations: bool = False,
+    overrides: dict | None = None,
 ) -> list[dict]:
     """Run the benchmark of several use cases and seeds in one pool; one document per use case.
 
     `tuned_dir` is the folder of the tuned-<use case>.json files (default benchmarks/results;
-    "none" runs the untuned defaults); `ablations` adds TinyMetaFed's ABLATIONS."""
+    "none" runs the untuned defaults); `ablations` adds TinyMetaFed's ABLATIONS; `overrides`
+    replaces protocol settings (check_overrides) for every algorithm."""
     start = time.perf_counter()
     names = algorithms or ORDER
     plans = {}
     for name in use_case_names:
-        settings = settings_for(name, quick=quick, rounds=rounds)
+        settings = settings_for(name, quick=quick, rounds=rounds, **(overrides or {}))
         tuned = None if tuned_dir == "none" else tuning.load_tuned(name, tuned_dir)
         jobs = plan_jobs(
             name, data_dir, seeds, settings, tuned, names, checkpoint_dir, verbose, ablations
@@ -305,7 +325,7 @@ def run_benches(
     seconds = round(time.perf_counter() - start, 2)
     docs = []
     for name, (settings, tuned, jobs) in plans.items():
-        use_case = cached_use_case(name, data_dir, seeds[0], 0)
+        use_case = cached_use_case(name, data_dir, seeds[0], 0, use_case_options(name, settings))
         mine = {key: results[key] for key in results if key[0] == name}
         docs.append(
             bench_document(use_case, seeds, settings, tuned, jobs, mine, quick, seconds, board)
@@ -422,8 +442,10 @@ def _tuned_summary(tuned: dict | None, jobs: list[Job]) -> dict:
 def _split_summaries(use_case, jobs: list[Job]) -> list[dict]:
     folds = sorted({job.fold for job in jobs})
     seed = jobs[0].seed
+    options = use_case_options(use_case.name, jobs[0].settings)
     return [
-        cached_use_case(use_case.name, jobs[0].data_dir, seed, f).split_summary() for f in folds
+        cached_use_case(use_case.name, jobs[0].data_dir, seed, f, options).split_summary()
+        for f in folds
     ]
 
 
