@@ -3,7 +3,9 @@ budgets, paired comparisons over units, verdicts, and the tuning search on valid
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from broker_service.sim.clients import stored_data_update
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.energy import energy_mj, profile
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tiny_run(strategy_cls, rounds=3, cohort=2, fleet=6):
@@ -120,6 +124,35 @@ def test_stale_residuals_are_reset_or_decayed_in_the_simulation():
     first_stale = next(i for i, (a, _, _) in enumerate(whole.staleness) if a >= 1)
     a, r, _ = decayed.staleness[first_stale]
     assert r == pytest.approx(0.5**a * whole.staleness[first_stale][1], rel=1e-5)
+
+
+def test_ablation_document_pairs_each_variant_with_tinymetafed():
+    """A short bench with --ablations: every variant's rows, paired over the same test tasks,
+    at TinyMetaFed's device updates; staleness only where error feedback is on."""
+    (doc,) = bench.run_benches(
+        ["sine"],
+        None,
+        [0],
+        rounds=6,
+        quick=True,
+        algorithms=["tinymetafed"],
+        workers=1,
+        verbose=False,
+        ablations=True,
+    )
+    algos = doc["algorithms"]
+    assert set(doc["ablations"]) == {e.name for e in bench.ABLATIONS}
+    for a in doc["ablations"].values():
+        assert a["updates"] == a["baseline_updates"] == algos["tinymetafed"]["updates"]
+        assert a["paired_vs_tinymetafed"]["units"] == algos["tinymetafed"]["units"]
+    assert "staleness" in algos["tinymetafed"] and "staleness" not in algos["tinymetafed_no_ef"]
+    spec = importlib.util.spec_from_file_location("ablation_ef", ROOT / "benchmarks/ablation_ef.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.ablation_rows(doc)
+    assert [r["entry"] for r in rows] == ["tinymetafed"] + [e.name for e in bench.ABLATIONS]
+    assert len(module.table(rows).splitlines()) == 2 + len(rows)
 
 
 def test_tuned_settings_reach_each_job():
