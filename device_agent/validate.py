@@ -130,8 +130,8 @@ def check_settings(cmd):
     Booleans are JSON booleans; sample counts integers in [0, MAX_ROUND_SAMPLES]; learning rates
     numbers in (0, MAX_LEARNING_RATE]; top_p in (0, 100]; residual_decay in [0, 1]; round,
     version, seed, epoch and residual_max_away integers in [0, MAX_U32]; values and local_init
-    one of the known names. A NaN or an infinity
-    fails every range. Unknown fields are ignored (a newer service may send more).
+    one of the known names. A NaN or an infinity fails every range. Unknown fields are ignored
+    (a newer service may send more).
     """
     for key in FLAGS:
         if key in cmd and not isinstance(cmd[key], bool):
