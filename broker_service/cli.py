@@ -79,6 +79,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if len(use_cases) > 1 and args.json:
         raise ConfigError("--json takes one use case; use --json-dir with --use-case all")
     seeds = _seed_list(args.seeds) if args.seeds else [args.seed]
+    overrides = dict(_parse_setting(text) for text in args.set or [])
+    try:
+        bench.check_overrides(overrides)
+    except ValueError as exc:
+        raise ConfigError("--set: %s" % exc) from None
     docs = bench.run_benches(
         use_cases,
         _data_dir(args),
@@ -90,6 +95,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.workers,
         verbose=not args.quiet,
         tuned_dir=args.tuned_dir,
+        ablations=args.ablations,
+        overrides=overrides,
     )
     for doc in docs:
         if len(docs) > 1:
@@ -465,6 +472,17 @@ def _bench_parser(sub) -> None:
         help="folder of tuned-<use case>.json (default benchmarks/results; 'none': defaults)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-round progress")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also run TinyMetaFed without error feedback and with stale residuals decayed/reset",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a protocol setting for every algorithm (e.g. --set rotations=true)",
+    )
 
 
 def _evaluate_parser(sub) -> None:

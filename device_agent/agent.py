@@ -90,6 +90,7 @@ class Agent:
         self.net = Network(self.plan)
         self.params = array("f", bytes(4 * self.plan.n_params))
         self.residual = None
+        self.residual_round = None  # the round that last updated the residual
         self.source = source
         self.transport_factory = transport_factory
         self.transport = None
@@ -298,6 +299,7 @@ class Agent:
         if settings["error_feedback"]:
             if self.residual is None or len(self.residual) != h.n:
                 self.residual = array("f", bytes(4 * h.n))
+                self.residual_round = None
             residual = self.residual
         samples = _RoundSamples(self, self.source)
         self.in_round = cmd["round"] + 1
@@ -309,7 +311,11 @@ class Agent:
             if self.round_runner is not None:
                 result = self.round_runner(self, cmd)
             else:
-                result = run_round(self.net, self.params, samples, cmd, residual)
+                result = run_round(
+                    self.net, self.params, samples, cmd, residual, self.residual_round
+                )
+            if residual is not None:
+                self.residual_round = cmd["round"]
         except RoundAborted as exc:
             self.log("aborted", round=cmd["round"], reason=exc.args[0])
             self._telemetry(reports.round_status(cmd, "aborted", exc.args[0]))

@@ -3,7 +3,8 @@
 a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen.
 b. Adaptation: `adapt_samples` SGD steps on θ_g, and on θ_l too when `joint` (the default;
    with it off θ_l stays frozen).
-c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled; keep the Top-P% entries.
+c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled (aged by the rounds the device
+   was away, see residual_weight); keep the Top-P% entries.
 d. Encode the sparse update (the DELTA payload) for the server.
 
 With split off (TinyReptile), θ_g is every parameter and there is no reconstruction.
@@ -26,6 +27,8 @@ DEFAULTS = {
     "top_p": 10.0,
     "values": "f16",
     "error_feedback": True,
+    "residual_decay": 1.0,
+    "residual_max_away": 0,
     "local_init": "zeros",
     "seed": 0,
 }
@@ -131,13 +134,30 @@ def adapt_global(net, params, samples, settings, count, result):
     return used
 
 
-def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None):
-    """Turn origin[:n_global] (a copy of θ_g) into Δ (+ residual) in place; returns (indices,
-    values). `scratch` (n_global floats or more) spares Top-P% an allocation."""
+def residual_weight(settings, last_round):
+    """How much of the kept error-feedback residual a round adds back (its staleness).
+
+    `last_round` is the round of the device's last finished round with error feedback (None:
+    none yet). With `away` the rounds missed since, the weight is `residual_decay` ** away, and 0
+    (a reset) when `residual_max_away` > 0 and away >= it, or when the round numbers went back
+    (a new session: the residual belongs to another model). A device in every round has away 0.
+    """
+    if last_round is None:
+        return 1.0
+    away = int(settings.get("round", 0)) - int(last_round) - 1
+    limit = int(settings["residual_max_away"])
+    if away < 0 or (limit > 0 and away >= limit):
+        return 0.0
+    return float(settings["residual_decay"]) ** away
+
+
+def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None, weight=1.0):
+    """Turn origin[:n_global] (a copy of θ_g) into Δ (+ weight × residual) in place; returns
+    (indices, values). `scratch` (n_global floats or more) spares Top-P% an allocation."""
     for i in range(n_global):
         origin[i] = params[i] - origin[i]
         if residual is not None:
-            origin[i] += residual[i]
+            origin[i] += weight * residual[i]
     k = top_k_count(n_global, percent)
     idx = select_top_k(origin, k, scratch, n_global)
     values = array("f", bytes(4 * k))
@@ -155,11 +175,12 @@ def update_residual(residual, delta, payload, n_global):
         residual[idx[j]] = delta[idx[j]] - sent[j]
 
 
-def run_round(net, params, samples, command, residual=None):
+def run_round(net, params, samples, command, residual=None, last_round=None):
     """Run one full device round; `params` holds θ_g on entry (θ_l is overwritten).
 
     `samples` yields (x, y) pairs, each used once; `residual` is this device's error-feedback
-    memory of len(θ_g) floats (kept between rounds by the caller) or None. Returns a
+    memory of len(θ_g) floats (kept between rounds by the caller) or None, and `last_round` the
+    round that last updated it (None: never), which ages it (residual_weight). Returns a
     RoundResult whose payload is the encoded DELTA.
     """
     s = round_settings(command)
@@ -179,8 +200,9 @@ def run_round(net, params, samples, command, residual=None):
     result.samples = recon + adapted
     result.macs = round_macs(plan, s, recon, adapted)
     use_residual = residual if s["error_feedback"] else None
+    weight = residual_weight(s, last_round)
     idx, values = sparse_delta(
-        params, origin, n_global, float(s["top_p"]), use_residual, net.magnitudes
+        params, origin, n_global, float(s["top_p"]), use_residual, net.magnitudes, weight
     )
     result.payload = codec.encode(
         codec.KIND_DELTA,

@@ -25,8 +25,11 @@ COUNTS = ("recon_samples", "adapt_samples")
 RATES = ("recon_lr", "adapt_lr")
 """Command fields that are learning rates: numbers in (0, limits.MAX_LEARNING_RATE]."""
 
-IDS = ("round", "version", "seed", "epoch")
+IDS = ("round", "version", "seed", "epoch", "residual_max_away")
 """Command fields that are unsigned 32-bit integers."""
+
+FRACTIONS = ("residual_decay",)
+"""Command fields that are numbers in [0, 1]."""
 
 CHOICES = (("values", codec.VALUE_NAMES), ("local_init", LOCAL_INITS))
 """Command fields that name one of a few known strings."""
@@ -125,9 +128,10 @@ def check_settings(cmd):
     """Refuse (BAD_SETTING) a command whose known fields have the wrong type or range.
 
     Booleans are JSON booleans; sample counts integers in [0, MAX_ROUND_SAMPLES]; learning rates
-    numbers in (0, MAX_LEARNING_RATE]; top_p in (0, 100]; round, version, seed and epoch
-    integers in [0, MAX_U32]; values and local_init one of the known names. A NaN or an infinity
-    fails every range. Unknown fields are ignored (a newer service may send more).
+    numbers in (0, MAX_LEARNING_RATE]; top_p in (0, 100]; residual_decay in [0, 1]; round,
+    version, seed, epoch and residual_max_away integers in [0, MAX_U32]; values and local_init
+    one of the known names. A NaN or an infinity fails every range. Unknown fields are ignored
+    (a newer service may send more).
     """
     for key in FLAGS:
         if key in cmd and not isinstance(cmd[key], bool):
@@ -143,6 +147,10 @@ def check_settings(cmd):
     value = cmd.get("top_p", 100)
     if not (_is_number(value) and 0 < value <= 100):
         raise _setting("top_p", value)
+    for key in FRACTIONS:
+        value = cmd.get(key, 1)
+        if not (_is_number(value) and 0 <= value <= 1):
+            raise _setting(key, value)
     for key in IDS:
         value = cmd.get(key, 0)
         if not (_is_int(value) and 0 <= value <= limits.MAX_U32):

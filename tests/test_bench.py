@@ -3,17 +3,22 @@ budgets, paired comparisons over units, verdicts, and the tuning search on valid
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from broker_service.core.cohort import round_cohort
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import Reptile, TinyMetaFed, TinyReptile
 from broker_service.sim import bench, claims, simulation, tuning
 from broker_service.sim.clients import stored_data_update
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tiny_run(strategy_cls, rounds=3, cohort=2, fleet=6):
@@ -72,6 +77,101 @@ def test_tinyreptile_gets_an_equal_update_run_of_k_times_the_rounds():
     assert by_name[(1, "tinyreptile")].settings["rounds"] == rounds
     assert len(jobs) == 2 * (len(bench.ORDER) + 1)
     assert [e.name for e in bench.entries(["tinyreptile"], 1)] == ["tinyreptile"]
+
+
+def test_ablations_run_tinymetafed_variants_at_its_rounds_and_cohort():
+    settings = settings_for("sine", quick=True)
+    plain = bench.plan_jobs("sine", None, [0], settings, None, ["tinymetafed"])
+    jobs = bench.plan_jobs("sine", None, [0], settings, None, ["tinymetafed"], ablations=True)
+    assert [j.entry.name for j in plain] == ["tinymetafed"]
+    by_name = {j.entry.name: j for j in jobs}
+    assert set(by_name) == {"tinymetafed"} | {e.name for e in bench.ABLATIONS}
+    for entry in bench.ABLATIONS:
+        own = by_name[entry.name].settings
+        assert entry.algorithm == "tinymetafed"
+        assert {k: own[k] for k, _ in entry.overrides} == dict(entry.overrides)
+        assert {k: v for k, v in own.items() if k not in dict(entry.overrides)} == {
+            k: v for k, v in settings.items() if k not in dict(entry.overrides)
+        }
+    assert by_name["tinymetafed_no_ef"].settings["error_feedback"] is False
+    assert bench.entries(["tinyreptile"], 5, ablations=True)[0].name == "tinyreptile"
+
+
+def test_bench_overrides_must_be_known_untuned_settings():
+    bench.check_overrides({"rotations": True, "top_p": 5.0})
+    for bad in ({"adapt_lr": 0.1}, {"rotation": True}, {"quick": {}}):
+        with pytest.raises(ValueError):
+            bench.check_overrides(bad)
+
+
+def _staleness_run(**overrides):
+    use_case = SineUseCase(fleet_size=3)
+    settings = settings_for("sine", rounds=8, cohort=2, eval_every=8, **overrides)
+    strategy = TinyMetaFed(settings)
+    return strategy, simulation.run(strategy, use_case, settings, 0, [], [])
+
+
+def test_staleness_counts_the_rounds_each_device_was_away():
+    """Every error-feedback update records the rounds its device missed (-1 the first time),
+    as the cohorts say; the summary pools them."""
+    strategy, result = _staleness_run()
+    last: dict[str, int] = {}
+    expected = []
+    for t in range(8):
+        for device in round_cohort(SineUseCase(fleet_size=3).device_ids, 2, 0, t):
+            expected.append(t - last[device] - 1 if device in last else -1)
+            last[device] = t
+    assert [a for a, _, _ in result.staleness] == expected
+    assert all(d > 0 for _, _, d in result.staleness)
+    assert all(r == 0 for a, r, _ in result.staleness if a < 0)
+    summary = simulation.summarise(result, SineUseCase(fleet_size=3))["staleness"]
+    away = [a for a in expected if a >= 0]
+    assert summary["updates"] == 16
+    assert summary["rounds_away"]["mean"] == pytest.approx(np.mean(away))
+    assert summary["first_participations"] == pytest.approx(3 / 16)
+    _, off = _staleness_run(error_feedback=False)
+    assert off.staleness == [] and "staleness" not in simulation.summarise(off, SineUseCase(3))
+
+
+def test_stale_residuals_are_reset_or_decayed_in_the_simulation():
+    _, whole = _staleness_run()
+    _, reset = _staleness_run(residual_max_away=1)
+    _, decayed = _staleness_run(residual_decay=0.5)
+    assert any(a >= 1 for a, _, _ in whole.staleness) and any(a == 0 for a, _, _ in whole.staleness)
+    for a, r, _ in reset.staleness:
+        assert (r == 0) if a != 0 else (r > 0)
+    first_stale = next(i for i, (a, _, _) in enumerate(whole.staleness) if a >= 1)
+    a, r, _ = decayed.staleness[first_stale]
+    assert r == pytest.approx(0.5**a * whole.staleness[first_stale][1], rel=1e-5)
+
+
+def test_ablation_document_pairs_each_variant_with_tinymetafed():
+    """A short bench with --ablations: every variant's rows, paired over the same test tasks,
+    at TinyMetaFed's device updates; staleness only where error feedback is on."""
+    (doc,) = bench.run_benches(
+        ["sine"],
+        None,
+        [0],
+        rounds=6,
+        quick=True,
+        algorithms=["tinymetafed"],
+        workers=1,
+        verbose=False,
+        ablations=True,
+    )
+    algos = doc["algorithms"]
+    assert set(doc["ablations"]) == {e.name for e in bench.ABLATIONS}
+    for a in doc["ablations"].values():
+        assert a["updates"] == a["baseline_updates"] == algos["tinymetafed"]["updates"]
+        assert a["paired_vs_tinymetafed"]["units"] == algos["tinymetafed"]["units"]
+    assert "staleness" in algos["tinymetafed"] and "staleness" not in algos["tinymetafed_no_ef"]
+    spec = importlib.util.spec_from_file_location("ablation_ef", ROOT / "benchmarks/ablation_ef.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.ablation_rows(doc)
+    assert [r["entry"] for r in rows] == ["tinymetafed"] + [e.name for e in bench.ABLATIONS]
+    assert len(module.table(rows).splitlines()) == 2 + len(rows)
 
 
 def test_tuned_settings_reach_each_job():

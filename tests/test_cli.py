@@ -192,6 +192,8 @@ BAD_ARGUMENTS = [
     ("bench", ["--use-case", "sine", "--algorithms", "tinymetafed,fedsgd"], "unknown fedsgd"),
     ("bench", ["--use-case", "sine", "--seeds", "zero"], "--seeds: 'zero'"),
     ("bench", ["--use-case", "all", "--json", "{tmp}/b.json"], "use --json-dir"),
+    ("bench", ["--use-case", "sine", "--set", "adapt_lr=0.1"], "adapt_lr is tuned"),
+    ("bench", ["--use-case", "sine", "--set", "rotation=true"], "unknown setting 'rotation'"),
     ("evaluate", ["--checkpoint", "{tmp}/missing.json"], "missing.json does not exist"),
     ("report", ["--metrics", "{tmp}/missing.lp"], "missing.lp: No such file"),
     ("status", ["--broker", "http://x"], "mqtt://host:port"),

@@ -127,7 +127,7 @@ def test_a_cancel_must_be_signed_but_names_no_model():
 def test_nan_from_a_cpython_json_parser_is_refused():
     """CPython's json reads NaN and Infinity; the range checks refuse them (a MicroPython parser
     refuses the text itself)."""
-    for field in ("top_p", "recon_lr", "adapt_lr"):
+    for field in ("top_p", "recon_lr", "adapt_lr", "residual_decay"):
         for value in (math.nan, math.inf, -math.inf):
             with pytest.raises(validate.Refused) as info:
                 validate.check_settings({"round": 0, "version": 0, field: value})
@@ -304,3 +304,23 @@ def test_the_bundle_carries_the_brokers_ca(tmp_path):
     write_bundle(tmp_path / "board2", config)
     written = json.loads((tmp_path / "board2" / "config.json").read_text())
     assert written["broker"]["ca_file"] == "on-board.der"
+
+
+def test_the_agent_ages_its_residual_by_the_rounds_it_missed():
+    """Rounds 1 and 4 on one model: with residual_max_away=2 the residual of round 1 is dropped
+    (round 4's upload is that of a device that kept none), without it the residual is sent.
+    P = 5 % leaves some of the probe model's non-zero Δ unsent."""
+    model = dc.model_payload(dc.Probe().n, 1)
+
+    def round_four(first, fourth):
+        p = dc.Probe().model(model)
+        p.command(dc.command_payload(1, 1, model, fields=dict(first, top_p=5.0)))
+        p.command(dc.command_payload(1, 4, model, fields=dict(fourth, top_p=5.0)))
+        assert p.agent.rounds_done == 2 and p.agent.rejected == {}
+        return p.updates()[-1], p.agent.residual_round
+
+    kept, last = round_four({}, {})
+    dropped, _ = round_four({}, {"residual_max_away": 2})
+    never, _ = round_four({"error_feedback": False}, {})
+    assert last == 4
+    assert dropped == never != kept

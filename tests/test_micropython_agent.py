@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "tests/mpy/round_once.py"
 
 
-def run(cmd: list[str]) -> tuple[bytes, list[int]]:
+def run(cmd: list[str]) -> tuple[bytes, list[int], bytes]:
+    """(first payload, its macs/samples/nnz, the payload of a later round with a stale
+    residual) printed by the script."""
     out = subprocess.run(
         cmd,
         cwd=ROOT,
@@ -28,12 +30,12 @@ def run(cmd: list[str]) -> tuple[bytes, list[int]]:
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout.split("\n")
-    return bytes.fromhex(out[0]), [int(v) for v in out[1].split()]
+    return bytes.fromhex(out[0]), [int(v) for v in out[1].split()], bytes.fromhex(out[2])
 
 
 def test_round_under_micropython_matches_cpython_and_numpy():
-    mp_payload, mp_stats = run([micropython_exe(), "-X", "heapsize=256K", SCRIPT])
-    py_payload, py_stats = run([sys.executable, SCRIPT])
+    mp_payload, mp_stats, mp_stale = run([micropython_exe(), "-X", "heapsize=256K", SCRIPT])
+    py_payload, py_stats, py_stale = run([sys.executable, SCRIPT])
     assert mp_stats == py_stats
     _, mp_idx, mp_val = codec.decode(mp_payload)
     _, py_idx, py_val = codec.decode(py_payload)
@@ -50,17 +52,20 @@ def test_round_under_micropython_matches_cpython_and_numpy():
     theta = np.zeros(plan.n_params, dtype=np.float32)
     init_params(plan, theta, 5)
     xs, ys = zip(*[(np.array(x, dtype=np.float32), y) for x, y in mod.samples(14)], strict=True)
+    residual = np.zeros(plan.n_global, dtype=np.float32)
     twin = simulate_round(
-        NumpyNet(plan),
-        theta[: plan.n_global],
-        np.stack(xs),
-        np.array(ys),
-        mod.command,
-        np.zeros(plan.n_global, dtype=np.float32),
+        NumpyNet(plan), theta[: plan.n_global], np.stack(xs), np.array(ys), mod.command, residual
     )
     _, np_idx, np_val = codec.decode(twin.payload)
     assert list(np_idx) == list(mp_idx)
     assert rel_err(mp_val, np_val) < 1e-5
+    stale = simulate_round(
+        NumpyNet(plan), theta[: plan.n_global], np.stack(xs), np.array(ys), mod.stale, residual, 1
+    )
+    for payload in (mp_stale, py_stale):
+        _, idx, val = codec.decode(payload)
+        assert list(idx) == list(codec.decode(stale.payload)[1])
+        assert rel_err(val, codec.decode(stale.payload)[2]) < 1e-5
 
 
 def test_codec_decisions_are_identical_under_micropython_exe():

@@ -21,6 +21,7 @@ from device_agent.round import (
     global_size,
     head_index,
     init_local,
+    residual_weight,
     round_macs,
     round_settings,
 )
@@ -30,7 +31,8 @@ from device_agent.topk import top_k_count
 @dataclass
 class DeviceRoundResult:
     """A device round computed on the server: the encoded DELTA payload plus what the device
-    would have measured doing it (the fields of the agent's RoundResult)."""
+    would have measured doing it (the fields of the agent's RoundResult), and for the staleness
+    figures the L2 norms of the (aged) residual added back and of Δ before it."""
 
     payload: bytes
     samples: int
@@ -40,6 +42,8 @@ class DeviceRoundResult:
     adapt_loss: float = 0.0
     adapt_loss_first: float = 0.0
     adapt_loss_last: float = 0.0
+    residual_norm: float = 0.0
+    delta_norm: float = 0.0
 
 
 def top_k_indices(delta: np.ndarray, k: int) -> np.ndarray:
@@ -104,8 +108,12 @@ def simulate_round(
     ys: np.ndarray,
     command: dict,
     residual: np.ndarray | None = None,
+    last_round: int | None = None,
 ) -> DeviceRoundResult:
-    """Run one TinyMetaFed/TinyReptile device round on the samples (xs, ys), in order, once each."""
+    """Run one TinyMetaFed/TinyReptile device round on the samples (xs, ys), in order, once each.
+
+    `residual` (updated in place) and `last_round`, the round that last updated it, are the
+    device's error-feedback memory, as device_agent.round.run_round takes them."""
     s = round_settings(command)
     plan = net.plan
     split = effective_split(plan, s["split"])
@@ -125,8 +133,12 @@ def simulate_round(
         net, params, xs[recon:end], ys[recon:end], s["adapt_lr"], first, last
     )
     delta = params[:n_g] - origin
+    delta_norm = float(np.linalg.norm(delta))
+    residual_norm = 0.0
     if s["error_feedback"] and residual is not None:
-        delta = delta + residual
+        aged = np.float32(residual_weight(s, last_round)) * residual
+        residual_norm = float(np.linalg.norm(aged))
+        delta = delta + aged
     idx = top_k_indices(delta, top_k_count(n_g, float(s["top_p"])))
     payload = codec.encode(
         codec.KIND_DELTA,
@@ -151,4 +163,6 @@ def simulate_round(
         mean,
         first_loss,
         last_loss,
+        residual_norm,
+        delta_norm,
     )

@@ -8,11 +8,13 @@ same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
 broker_service.sim.clients), outer_lr (β_0), top_p, values (upload value encoding),
 model_values (the encoding of θ_g sent to the devices: f32, f16 or int8 with a scale;
-TinyReptile always sends f32), error_feedback, joint, local_init, inner_epochs / inner_batch
-(Reptile and FedAvg), eval_every,
-eval_devices (learning curve, validation devices), final_devices (final figures, test devices),
-eval_epochs / eval_head_epochs (few-shot adaptation on new devices: one online pass by default,
-see fewshot.py), and quick (overrides for `--quick`).
+TinyReptile always sends f32), error_feedback / residual_decay / residual_max_away (the
+error-feedback residual and its staleness, see device_agent.round.residual_weight), joint,
+local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning
+curve, validation devices), final_devices (final figures, test devices), eval_epochs /
+eval_head_epochs (few-shot adaptation on new devices: one online pass by default, see
+fewshot.py), rotations (omniglot's rotation augmentation of the meta-training classes, off by
+default) and quick (overrides for `--quick`).
 
 `TUNED` are the keys chosen per algorithm on validation devices (benchmarks/tune.py); the values
 here are only the starting point before tuning (and what the service runs with). Everything
@@ -31,6 +33,10 @@ COMMON = {
     # θ_g sent as int8 with a scale: chosen on validation devices (benchmarks/downlink_codec.py)
     "model_values": "int8",
     "error_feedback": True,
+    # the residual is multiplied by residual_decay for every round the device was away, and
+    # dropped once it was away residual_max_away rounds or more (0: never); 1.0 and 0 keep it whole
+    "residual_decay": 1.0,
+    "residual_max_away": 0,
     # θ_l keeps training (at adapt_lr) during adaptation (the brief's `joint` setting)
     "joint": True,
     "local_init": "zeros",
@@ -76,6 +82,8 @@ USE_CASE_SETTINGS = {
         "eval_every": 10,
         "eval_devices": 20,
         "final_devices": 60,
+        # meta-training classes augmented by rotations of 90/180/270 degrees (usecases/omniglot)
+        "rotations": False,
         "quick": {"rounds": 12, "eval_devices": 4, "final_devices": 10, "eval_every": 6},
     },
     "kws": {

@@ -62,6 +62,8 @@ class Strategy:
             "top_p": s["top_p"],
             "values": s["values"],
             "error_feedback": s["error_feedback"],
+            "residual_decay": s["residual_decay"],
+            "residual_max_away": s["residual_max_away"],
             "local_init": s["local_init"],
             "seed": t,
         }

@@ -162,6 +162,7 @@ NOT_SERVICE_SETTINGS = {
     "inner_epochs": "the bench's simulated Reptile/FedAvg devices",
     "inner_batch": "the bench's simulated Reptile/FedAvg devices",
     "quick": "the bench's --quick",
+    "rotations": "the bench's simulated omniglot training devices (data augmentation)",
 }
 
 

@@ -36,15 +36,15 @@ from broker_service.core.fewshot import (
     summarise_units,
     unit_metrics,
 )
+from broker_service.core.hyperparams import COMMON, TUNED, USE_CASE_SETTINGS, settings_for
 from broker_service.core.hyperparams import MULTIPASS as MULTIPASS_PASSES
-from broker_service.core.hyperparams import TUNED, settings_for
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import ALGORITHMS
 from broker_service.core.streams import CURVE_EPISODES, FINAL_EPISODES, named_stream
 from broker_service.observe.tables import bench_rows, cost_rows, markdown_table, text_table
 from broker_service.server import checkpoint
 from broker_service.sim import simulation, tuning
-from broker_service.sim.claims import EQUAL_UPDATES, claim_lines, criteria
+from broker_service.sim.claims import EQUAL_UPDATES, claim_lines, criteria, paired_difference
 from broker_service.usecases.base import TEST, VALIDATION
 from broker_service.usecases.registry import USE_CASES, load_use_case, use_case_class
 from device_agent.energy import DEFAULT_PROFILE
@@ -65,20 +65,35 @@ COUNTS = (
 
 @dataclass(frozen=True)
 class Entry:
-    """One run of the bench: an algorithm, and how many times the use case's rounds it gets."""
+    """One run of the bench: an algorithm, how many times the use case's rounds it gets, and
+    settings it changes over the tuned ones (an ablation)."""
 
     name: str
     algorithm: str
     rounds_factor: int = 1
+    overrides: tuple = ()
 
 
-def entries(names: list[str], cohort: int) -> list[Entry]:
-    """The runs for the chosen algorithms: TinyReptile also at K times the rounds (K > 1)."""
+ABLATIONS = (
+    Entry("tinymetafed_no_ef", "tinymetafed", overrides=(("error_feedback", False),)),
+    Entry("tinymetafed_ef_decay", "tinymetafed", overrides=(("residual_decay", 0.9),)),
+    Entry("tinymetafed_ef_reset", "tinymetafed", overrides=(("residual_max_away", 10),)),
+)
+"""TinyMetaFed's error-feedback ablations (`--ablations`): off; the residual decayed by 0.9 a
+round away; the residual dropped after 10 or more rounds away. Same rounds and cohort as
+TinyMetaFed, so equal rounds are equal device updates; the rates are TinyMetaFed's tuned ones."""
+
+
+def entries(names: list[str], cohort: int, ablations: bool = False) -> list[Entry]:
+    """The runs for the chosen algorithms: TinyReptile also at K times the rounds (K > 1), and
+    with `ablations` TinyMetaFed's error-feedback variants (ABLATIONS) too."""
     out = []
     for name in names:
         out.append(Entry(name, name))
         if name == "tinyreptile" and cohort > 1:
             out.append(Entry(EQUAL_UPDATES, name, cohort))
+        if name == "tinymetafed" and ablations:
+            out.extend(ABLATIONS)
     return out
 
 
@@ -108,16 +123,34 @@ class Job:
     verbose: bool = False
 
 
+def check_overrides(overrides: dict) -> None:
+    """ValueError for a bench override that is not a known protocol setting: a key of no use
+    case's settings, or a tuned key (those come from the tuned files)."""
+    known = set(COMMON).union(*(set(own) for own in USE_CASE_SETTINGS.values())) - {"quick"}
+    for key in sorted(overrides):
+        if key in TUNED:
+            raise ValueError("%s is tuned per algorithm (benchmarks/tune.py), not set" % key)
+        if key not in known:
+            raise ValueError("unknown setting %r; known: %s" % (key, ", ".join(sorted(known))))
+
+
+def use_case_options(name: str, settings: dict) -> tuple:
+    """The settings that are options of the use case's constructor (its OPTIONS), as a
+    hashable tuple of (key, value) for cached_use_case."""
+    return tuple((k, settings[k]) for k in use_case_class(name).OPTIONS if k in settings)
+
+
 @functools.lru_cache(maxsize=4)
-def cached_use_case(name: str, data_dir: str | None, seed: int, fold: int):
-    """A worker's use case, loaded once per (name, seed, fold)."""
+def cached_use_case(name: str, data_dir: str | None, seed: int, fold: int, options: tuple = ()):
+    """A worker's use case, loaded once per (name, seed, fold, options)."""
     extra = {"fold": fold} if use_case_class(name).FOLDS > 1 else {}
-    return load_use_case(name, data_dir, seed=seed, **extra)
+    return load_use_case(name, data_dir, seed=seed, **extra, **dict(options))
 
 
 def run_job(job: Job) -> tuple[tuple, dict]:
     """Meta-train one entry, then measure it on the test devices; returns (key, summary)."""
-    use_case = cached_use_case(job.use_case, job.data_dir, job.seed, job.fold)
+    options = use_case_options(job.use_case, job.settings)
+    use_case = cached_use_case(job.use_case, job.data_dir, job.seed, job.fold, options)
     curve_eps, _ = episodes_for(use_case, job.settings, job.seed)
     strategy = ALGORITHMS[job.entry.algorithm](job.settings)
     progress = None
@@ -193,15 +226,18 @@ def plan_jobs(
     names: list[str],
     checkpoint_dir: str | None = None,
     verbose: bool = False,
+    ablations: bool = False,
 ) -> list[Job]:
-    """Every (seed, fold, entry) job of one use case, each with its tuned settings."""
+    """Every (seed, fold, entry) job of one use case, each with its tuned settings (and an
+    ablation's overrides over them)."""
     folds = use_case_class(use_case_name).FOLDS
     several = len(seeds) > 1 or folds > 1
     jobs = []
     for seed in seeds:
         for fold in range(folds):
-            for entry in entries(names, int(settings["cohort"])):
+            for entry in entries(names, int(settings["cohort"]), ablations):
                 own = dict(settings, **tuning.tuned_overrides(tuned, entry.algorithm, fold))
+                own.update(entry.overrides)
                 own["rounds"] = int(settings["rounds"]) * entry.rounds_factor
                 ckpt = None
                 if checkpoint_dir:
@@ -265,18 +301,23 @@ def run_benches(
     verbose: bool = True,
     tuned_dir: str | None = None,
     board: str = DEFAULT_PROFILE,
+    ablations: bool = False,
+    overrides: dict | None = None,
 ) -> list[dict]:
     """Run the benchmark of several use cases and seeds in one pool; one document per use case.
 
     `tuned_dir` is the folder of the tuned-<use case>.json files (default benchmarks/results;
-    "none" runs the untuned defaults)."""
+    "none" runs the untuned defaults); `ablations` adds TinyMetaFed's ABLATIONS; `overrides`
+    replaces protocol settings (check_overrides) for every algorithm."""
     start = time.perf_counter()
     names = algorithms or ORDER
     plans = {}
     for name in use_case_names:
-        settings = settings_for(name, quick=quick, rounds=rounds)
+        settings = settings_for(name, quick=quick, rounds=rounds, **(overrides or {}))
         tuned = None if tuned_dir == "none" else tuning.load_tuned(name, tuned_dir)
-        jobs = plan_jobs(name, data_dir, seeds, settings, tuned, names, checkpoint_dir, verbose)
+        jobs = plan_jobs(
+            name, data_dir, seeds, settings, tuned, names, checkpoint_dir, verbose, ablations
+        )
         plans[name] = (settings, tuned, jobs)
     all_jobs = [job for _, _, jobs in plans.values() for job in jobs]
     workers = workers or min(len(all_jobs), os.cpu_count() or 1)
@@ -284,7 +325,7 @@ def run_benches(
     seconds = round(time.perf_counter() - start, 2)
     docs = []
     for name, (settings, tuned, jobs) in plans.items():
-        use_case = cached_use_case(name, data_dir, seeds[0], 0)
+        use_case = cached_use_case(name, data_dir, seeds[0], 0, use_case_options(name, settings))
         mine = {key: results[key] for key in results if key[0] == name}
         docs.append(
             bench_document(use_case, seeds, settings, tuned, jobs, mine, quick, seconds, board)
@@ -345,12 +386,35 @@ def bench_document(use_case, seeds, settings, tuned, jobs, results, quick, secon
         "algorithms": algos,
     }
     doc["criteria"] = criteria(doc)
+    ablated = ablation_summary(doc, jobs)
+    if ablated:
+        doc["ablations"] = ablated
     if len(seeds) > 1:
         doc["per_seed_verdicts"] = {
             str(seed): {k: c["verdict"] for k, c in _seed_criteria(doc, use_case, seed, results)}
             for seed in seeds
         }
     return doc
+
+
+def ablation_summary(doc: dict, jobs: list[Job]) -> dict:
+    """Each ablation run against TinyMetaFed's (same rounds, cohort, seeds and test devices):
+    its overrides, the online test metric of both, and the paired difference over units."""
+    out = {}
+    base = doc["algorithms"].get("tinymetafed")
+    for entry in dict.fromkeys(job.entry for job in jobs):
+        if not entry.overrides or base is None:
+            continue
+        mine = doc["algorithms"][entry.name]
+        out[entry.name] = {
+            "overrides": dict(entry.overrides),
+            "metric": mine["final_metric"],
+            "baseline": base["final_metric"],
+            "paired_vs_tinymetafed": paired_difference(doc, entry.name, "tinymetafed"),
+            "updates": mine["updates"],
+            "baseline_updates": base["updates"],
+        }
+    return out
 
 
 def _seed_criteria(doc: dict, use_case, seed: int, results: dict):
@@ -378,8 +442,10 @@ def _tuned_summary(tuned: dict | None, jobs: list[Job]) -> dict:
 def _split_summaries(use_case, jobs: list[Job]) -> list[dict]:
     folds = sorted({job.fold for job in jobs})
     seed = jobs[0].seed
+    options = use_case_options(use_case.name, jobs[0].settings)
     return [
-        cached_use_case(use_case.name, jobs[0].data_dir, seed, f).split_summary() for f in folds
+        cached_use_case(use_case.name, jobs[0].data_dir, seed, f, options).split_summary()
+        for f in folds
     ]
 
 
@@ -450,6 +516,20 @@ def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
         }
     )
     out["rounds_to_target"] = out["to_target"]["round"] if out["to_target"] else None
+    if all("staleness" in r for r in runs):
+        out["staleness"] = _mean_tree([r["staleness"] for r in runs])
+    return out
+
+
+def _mean_tree(docs: list[dict]) -> dict:
+    """The mean over runs of every number of same-shaped nested dicts (None where undefined)."""
+    out: dict = {}
+    for key, value in docs[0].items():
+        if isinstance(value, dict):
+            out[key] = _mean_tree([d[key] for d in docs])
+        else:
+            defined = [d[key] for d in docs if d[key] is not None]
+            out[key] = float(np.mean(defined)) if defined else None
     return out
 
 

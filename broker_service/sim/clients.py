@@ -30,11 +30,13 @@ def local_update(
     ys: np.ndarray,
     command: dict,
     residual: np.ndarray | None = None,
+    last_round: int | None = None,
 ) -> DeviceRoundResult:
-    """One device's round under `strategy` on its samples (xs, ys) and the round command."""
+    """One device's round under `strategy` on its samples (xs, ys) and the round command;
+    `residual` and `last_round` are the device's error-feedback memory (simulate_round)."""
     if strategy.stored_data:
         return stored_data_update(net, theta, xs, ys, command, strategy.settings)
-    return simulate_round(net, theta, xs, ys, command, residual)
+    return simulate_round(net, theta, xs, ys, command, residual, last_round)
 
 
 def stored_data_update(

@@ -32,6 +32,7 @@ class NumpyRunner:
         self.net = net
         self.seed = seed
         self.residual: np.ndarray | None = None
+        self.last_round: int | None = None
 
     def __call__(self, agent: Agent, command: dict):
         settings = round_settings(command)
@@ -45,7 +46,11 @@ class NumpyRunner:
         xs, ys = self.use_case.stream(agent.device_id, count, rng)
         if self.residual is None or len(self.residual) != n:
             self.residual = np.zeros(n, dtype=np.float32)
-        return simulate_round(self.net, theta, xs, ys, command, self.residual)
+            self.last_round = None
+        result = simulate_round(self.net, theta, xs, ys, command, self.residual, self.last_round)
+        if settings["error_feedback"]:
+            self.last_round = int(command["round"])
+        return result
 
 
 class SimulatedFleet:

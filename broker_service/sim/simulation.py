@@ -69,6 +69,9 @@ class RunResult:
     budget: list[dict] = field(default_factory=list)
     refused_updates: int = 0
     refused_rounds: int = 0
+    staleness: list[tuple[int, float, float]] = field(default_factory=list)
+    """Per error-feedback update: (rounds away since the device's previous one, -1 for its
+    first; L2 norm of the aged residual it added back; L2 norm of Δ before it)."""
 
     def spent(self, rnd: int) -> dict:
         """The budget spent by the end of round `rnd`: rounds, device updates, fleet energy
@@ -122,7 +125,7 @@ def run(
     values = strategy.model_values()
     result.model_bytes = model_payload_bytes(len(theta), values) if strategy.federated else 0
     board_profile = profile(board)
-    residuals: dict[str, np.ndarray] = {}
+    residuals: dict[str, Residual] = {}
     every = max(1, int(settings["eval_every"]))
     first = _curve_point(net, theta, strategy, curve_episodes, settings, use_case)
     if not strategy.federated:
@@ -168,6 +171,15 @@ def _curve_point(net, theta, strategy, episodes, settings, use_case) -> float:
     return float(values.mean())
 
 
+@dataclass
+class Residual:
+    """One simulated device's error-feedback memory: the residual and the round that last
+    updated it (None: never), as the agent keeps them."""
+
+    values: np.ndarray
+    last_round: int | None = None
+
+
 def _one_round(strategy, net, use_case, theta, when, residuals, result, board, tamper, bounds):
     """One round: the cohort fetches the model and trains on θ_g as sent, its updates pass the
     service's influence bounds, the broker's traffic and the devices' energy are counted, the
@@ -185,8 +197,12 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
     spent_mj = 0.0
     for device_id in cohort:
         xs, ys = use_case.stream(device_id, n, device_rng(seed, t, device_id))
-        residual = residuals.setdefault(device_id, np.zeros(len(theta), dtype=np.float32))
-        sim = local_update(strategy, net, sent, xs, ys, command, residual)
+        memory = residuals.setdefault(device_id, Residual(np.zeros(len(theta), np.float32)))
+        sim = local_update(strategy, net, sent, xs, ys, command, memory.values, memory.last_round)
+        if command.get("error_feedback") and not strategy.stored_data:
+            away = -1 if memory.last_round is None else t - memory.last_round - 1
+            result.staleness.append((away, sim.residual_norm, sim.delta_norm))
+            memory.last_round = t
         header, idx, values = fastcodec.decode(sim.payload)
         update = SparseUpdate(idx, values, header.samples)
         kept = bounds.screen(tamper(device_id, update, t) if tamper else update, theta, budget)
@@ -245,6 +261,31 @@ def summarise(result: RunResult, use_case: UseCase) -> dict:
         "curve": points,
         "to_target": first_at_target(points, use_case.target, use_case.higher_is_better),
         "seconds": round(result.seconds, 2),
+        **({"staleness": staleness_summary(result.staleness)} if result.staleness else {}),
+    }
+
+
+def staleness_summary(records: list[tuple[int, float, float]]) -> dict:
+    """How stale the error-feedback residuals were, over a run's updates: rounds away before an
+    update (first participations apart), the share of first participations, and the ratio of
+    the residual added back to Δ (L2 norms; mean, median and 90th percentile over updates)."""
+    away = np.array([a for a, _, _ in records if a >= 0], dtype=np.float64)
+    ratio = np.array([r / d for a, r, d in records if a >= 0 and d > 0], dtype=np.float64)
+
+    def spread(values: np.ndarray) -> dict:
+        if not len(values):
+            return {"mean": None, "median": None, "p90": None}
+        return {
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+            "p90": float(np.percentile(values, 90)),
+        }
+
+    return {
+        "updates": len(records),
+        "first_participations": float(sum(a < 0 for a, _, _ in records) / len(records)),
+        "rounds_away": spread(away),
+        "residual_to_delta": spread(ratio),
     }
 
 

@@ -125,12 +125,13 @@ def tuning_job(job: tuple) -> tuple[tuple, float, float]:
     from broker_service.core.strategies import ALGORITHMS
     from broker_service.core.streams import FINAL_EPISODES, named_stream
     from broker_service.sim import simulation
-    from broker_service.sim.bench import cached_use_case
+    from broker_service.sim.bench import cached_use_case, use_case_options
     from broker_service.usecases.base import VALIDATION
 
     name, data_dir, fold, algorithm, index, settings = job
     start = time.perf_counter()
-    use_case = cached_use_case(name, data_dir, TUNING_SEED, fold)
+    options = use_case_options(name, settings)
+    use_case = cached_use_case(name, data_dir, TUNING_SEED, fold, options)
     strategy = ALGORITHMS[algorithm](settings)
     result = simulation.run(strategy, use_case, settings, TUNING_SEED, [], [])
     episodes = use_case.new_device_episodes(

@@ -74,10 +74,12 @@ class UseCase:
     `FOLDS` > 1 means the devices are split in turn (cross-validation): the constructor takes
     `fold` in range(FOLDS), and every unit is a test unit in exactly one fold. `unit` names what
     an episode's unit is; `eval_shots` lists the shot counts the final figures are given for
-    (None: the default).
+    (None: the default). `OPTIONS` names the constructor's keyword options that are training
+    settings too (broker_service.core.hyperparams), which the bench passes from its settings.
     """
 
     FOLDS = 1
+    OPTIONS = ()
 
     name: str
     metric: str  # "mse" or "accuracy"
