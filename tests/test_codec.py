@@ -221,3 +221,44 @@ def test_fast_decoder_agrees_with_the_agent_decoder(vec, value_enc, index_enc, f
     _, got_idx, got = fastcodec.decode(data)
     assert list(got_idx) == list(want_idx)
     np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+
+
+def test_the_fast_decoders_float16_table_is_the_conversion_bit_for_bit():
+    from broker_service.core import fastcodec
+
+    codes = np.arange(1 << 16, dtype=np.uint16)
+    want = codes.view(np.float16).astype(np.float32).view(np.uint32)
+    np.testing.assert_array_equal(fastcodec.F16_TABLE.view(np.uint32), want)
+
+
+def test_the_one_byte_varint_path_agrees_and_refuses_an_index_past_n():
+    """Indices whose gaps are all below 128 take the fast decoder's single cumulative sum; the
+    result and the refusal of an index >= n are those of the agent's decoder."""
+    from broker_service.core import fastcodec
+
+    idx = list(range(3, 1200, 7))
+    buf = bytearray(codec.encode(codec.KIND_DELTA, 5000, idx, [0.5] * len(idx), 1, 2, 3))
+    assert buf[5] == codec.INDEX_VARINT  # the index encoding byte
+    _, got_idx, got = fastcodec.decode(bytes(buf))
+    assert got_idx.tolist() == idx and got.tolist() == [0.5] * len(idx)
+    struct.pack_into("<I", buf, 16, idx[-1])  # n := the last index: it is now out of range
+    _recrc(buf)
+    with pytest.raises(codec.CodecError) as slow:
+        codec.decode(bytes(buf))
+    with pytest.raises(codec.CodecError) as fast:
+        fastcodec.decode(bytes(buf))
+    assert fast.value.reason == slow.value.reason == reasons.BAD_INDICES
+
+
+def test_the_fast_decoder_reads_many_float16_values_as_the_agent_does():
+    from broker_service.core import fastcodec
+
+    rng = np.random.default_rng(3)
+    n = 4 * fastcodec.TABLE_FROM
+    idx = sorted(rng.choice(n, size=fastcodec.TABLE_FROM + 7, replace=False).tolist())
+    values = (rng.standard_normal(len(idx)) * 100).tolist()
+    data = bytes(codec.encode(codec.KIND_DELTA, n, idx, values, 1, 2, 3, codec.VALUE_F16))
+    _, want_idx, want = codec.decode(data)
+    _, got_idx, got = fastcodec.decode(data)
+    assert got_idx.tolist() == list(want_idx)
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))

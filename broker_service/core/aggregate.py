@@ -30,15 +30,31 @@ def sparse_weighted_mean(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
 
     Weights are the devices' sample counts (all-zero counts fall back to equal weights).
     """
-    total = np.zeros(n, dtype=np.float64)
-    weights = np.array([u.samples for u in updates], dtype=np.float64)
     if len(updates) == 0:
-        return total.astype(np.float32)
+        return np.zeros(n, dtype=np.float32)
+    weights = np.array([u.samples for u in updates], dtype=np.float64)
     if weights.sum() <= 0:
         weights = np.ones(len(updates))
-    for w, u in zip(weights, updates, strict=True):
-        total[np.asarray(u.indices, dtype=np.int64)] += w * np.asarray(u.values)  # unique
-    return (total / weights.sum()).astype(np.float32)
+    return (weighted_scatter_sum(n, updates, weights) / weights.sum()).astype(np.float32)
+
+
+def weighted_scatter_sum(
+    n: int, updates: Sequence[SparseUpdate], weights: np.ndarray
+) -> np.ndarray:
+    """Σ_i w_i Δ_i as a dense float64 vector of length n, in one scatter-add over the updates'
+    concatenated indices (np.bincount), not a Python step per update. Each coordinate sums its
+    terms in update order from 0.0, as a loop of `total[idx] += w * values` would, so the
+    result is the same bit for bit (indices are unique within an update, as decoded).
+    Raises ValueError for an index outside [0, n)."""
+    if len(updates) == 0:
+        return np.zeros(n, dtype=np.float64)
+    index = np.concatenate([np.asarray(u.indices, dtype=np.int64) for u in updates])
+    values = np.concatenate([np.asarray(u.values, dtype=np.float64) for u in updates])
+    counts = np.fromiter((len(u.values) for u in updates), dtype=np.int64, count=len(updates))
+    values *= np.repeat(np.asarray(weights, dtype=np.float64), counts)
+    if len(index) and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ValueError("an update index is outside [0, %d)" % n)
+    return np.bincount(index, weights=values, minlength=n)
 
 
 def meta_update(theta: np.ndarray, updates: Sequence[SparseUpdate], beta: float) -> np.ndarray:

@@ -1,6 +1,12 @@
 """The server's vectorised decoder for DELTA and MODEL payloads: the same checks and the same
 results as device_agent.codec.decode (parity-tested, rejection reasons included), with numpy
-instead of per-byte Python loops, so one service can take updates from thousands of devices."""
+instead of per-byte Python loops, so one service can take updates from thousands of devices.
+
+Two fast paths give the same results as the general code: a VARINT index section whose gaps are
+all below 128 (one byte each, the usual case at P = 10 %) is a single cumulative sum, and float16
+values are read through a table of all 65,536 codes (the table is `astype(float32)` of every
+code, so a lookup equals the conversion bit for bit).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,26 @@ import numpy as np
 from device_agent import codec, limits, reasons
 from device_agent.codec import CodecError
 
+F16_TABLE = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+"""float16 code -> float32 value, for every code."""
+TABLE_FROM = 1024
+"""Values from which the table is faster than numpy's conversion (measured on x86-64)."""
+_steps = np.arange(0, dtype=np.int64)
+
+
+def _arange(k: int) -> np.ndarray:
+    """0..k-1 (int64), a read-only view of a cached array."""
+    global _steps
+    if len(_steps) < k:
+        _steps = np.arange(max(k, 2 * len(_steps)), dtype=np.int64)
+        _steps.flags.writeable = False
+    return _steps[:k]
+
 
 def _crc_ok(buf: bytes, h: codec.Header) -> bool:
-    crc = zlib.crc32(buf[: codec.CRC_OFFSET])
-    return zlib.crc32(buf[codec.HEADER_SIZE :], crc) == h.crc
+    view = memoryview(buf)  # no copy of the body
+    crc = zlib.crc32(view[: codec.CRC_OFFSET])
+    return zlib.crc32(view[codec.HEADER_SIZE :], crc) == h.crc
 
 
 def decode_header(buf: bytes, max_size: int = limits.MAX_PAYLOAD) -> codec.Header:
@@ -24,6 +46,12 @@ def decode_header(buf: bytes, max_size: int = limits.MAX_PAYLOAD) -> codec.Heade
 
 
 def _varint_indices(section: np.ndarray, h: codec.Header) -> np.ndarray:
+    if len(section) == h.k and (h.k == 0 or int(section.max()) < 128):
+        idx = np.cumsum(section, dtype=np.int64)  # k one-byte gaps: idx_j = Σ gaps + j
+        idx += _arange(h.k)
+        if h.k and idx[-1] >= h.n:
+            raise CodecError(reasons.BAD_INDICES, "index %d >= n=%d" % (idx[-1], h.n))
+        return idx
     ends = np.flatnonzero(section < 128)
     if len(ends) != h.k or (len(ends) and ends[-1] != len(section) - 1):
         if len(ends) < h.k or (len(ends) and ends[min(h.k, len(ends)) - 1] >= len(section)):
@@ -79,6 +107,8 @@ def decode(
 def _values(buf: bytes, h: codec.Header, pos: int) -> np.ndarray:
     if h.value_enc == codec.VALUE_F32:
         return np.frombuffer(buf, dtype="<f4", count=h.k, offset=pos).astype(np.float32)
+    if h.value_enc == codec.VALUE_F16 and h.k >= TABLE_FROM:
+        return F16_TABLE.take(np.frombuffer(buf, dtype="<u2", count=h.k, offset=pos))
     if h.value_enc == codec.VALUE_F16:
         return np.frombuffer(buf, dtype="<f2", count=h.k, offset=pos).astype(np.float32)
     (scale,) = struct.unpack_from("<f", buf, pos)

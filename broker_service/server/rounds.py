@@ -75,6 +75,13 @@ class RoundLedger:
         """Invited devices that have not answered yet (a refused answer counts as one)."""
         return self.invited - set(self.accepted) - set(self.refused)
 
+    def has_waiting(self) -> bool:
+        """True when `waiting_for()` is not empty, without building the set while fewer
+        devices answered than were invited (both answers are subsets of the invited)."""
+        if len(self.accepted) + len(self.refused) < len(self.invited):
+            return True
+        return bool(self.waiting_for())
+
     def restore(self, device: str, payload: bytes) -> Accepted | None:
         """Re-offer an update journaled before a restart: its device was invited then."""
         self.invited.add(device)
