@@ -114,6 +114,7 @@ def run_fleet(devices: int, rounds_wanted: int) -> dict:
             rounds=rounds_wanted,
             cohort=devices,
             quorum=0.99,
+            min_updates=int(0.99 * devices),  # also: start once 99 % of the fleet is known
             round_timeout=120.0,
             eval_every=10_000,
             eval_devices=1,

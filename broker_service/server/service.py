@@ -46,7 +46,7 @@ from broker_service.observe.recorder import Recorder
 from broker_service.server import checkpoint
 from broker_service.server.admission import Admission, load_hmac_keys
 from broker_service.server.config import ConfigError, ServiceConfig
-from broker_service.server.inbound import read_status, read_telemetry
+from broker_service.server.inbound import kept_telemetry, read_status, read_telemetry
 from broker_service.server.journal import Journal
 from broker_service.server.mqtt import Event, ServiceMqtt
 from broker_service.server.presence import FleetView
@@ -717,7 +717,7 @@ class AggregationService:
         except Rejected as exc:
             self._refuse(device, "telemetry", exc.reason, str(exc))
             return
-        self.telemetry[device] = doc
+        self.telemetry[device] = kept_telemetry(doc)  # what closing a round reads
         for ledger in (self.ledger, self.previous_ledger):
             if (
                 ledger is not None
