@@ -262,3 +262,51 @@ def test_the_fast_decoder_reads_many_float16_values_as_the_agent_does():
     _, got_idx, got = fastcodec.decode(data)
     assert got_idx.tolist() == list(want_idx)
     np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+
+
+@st.composite
+def update_batches(draw):
+    """Payloads as a batch of devices might send them: mostly float16 with small gaps (the
+    batched shape), some other encodings, some corrupted (bytes flipped, n shrunk below an
+    index, non-finite float16 codes), each with a valid CRC or not."""
+    out = []
+    for _ in range(draw(st.integers(1, 12))):
+        n, idx, values = draw(sparse_vectors())
+        value_enc = draw(st.sampled_from([codec.VALUE_F16] * 3 + [codec.VALUE_F32]))
+        index_enc = draw(st.sampled_from([codec.INDEX_VARINT] * 3 + [codec.INDEX_AUTO]))
+        buf = bytearray(
+            codec.encode(codec.KIND_DELTA, n, idx, values, 1, 2, 3, value_enc, index_enc)
+        )
+        k = len(idx)
+        corruption = draw(st.sampled_from(["none", "none", "n", "nan", "flip"]))
+        if corruption == "n":
+            struct.pack_into("<I", buf, 16, idx[-1])  # the last index is now out of range
+        elif corruption == "nan" and value_enc == codec.VALUE_F16:
+            at = len(buf) - 2 * draw(st.integers(1, k))
+            struct.pack_into("<H", buf, at, draw(st.sampled_from([0x7C00, 0xFC00, 0x7E00])))
+        elif corruption == "flip":
+            buf[draw(st.integers(0, len(buf) - 1))] = draw(st.integers(0, 255))
+        if corruption != "flip" or draw(st.booleans()):
+            _recrc(buf)
+        out.append(bytes(buf))
+    return out
+
+
+@settings(max_examples=300, deadline=None)  # batches of up to 12 payloads; no timing here
+@given(update_batches())
+def test_batch_decoding_equals_decoding_each_payload(payloads):
+    """decode_many gives, for every payload, what decode gives: the same indices and values
+    bit for bit, or the same refusal with the same reason and detail."""
+    from broker_service.core import fastcodec
+
+    for buf, got in zip(payloads, fastcodec.decode_many(payloads), strict=True):
+        try:
+            h, want_idx, want = fastcodec.decode(buf)
+        except codec.CodecError as err:
+            assert isinstance(got, codec.CodecError)
+            assert (got.reason, str(got)) == (err.reason, str(err))
+            continue
+        assert not isinstance(got, codec.CodecError), got
+        assert got[0].round == h.round and got[0].n == h.n
+        assert got[1].tolist() == want_idx.tolist()
+        np.testing.assert_array_equal(got[2].view(np.uint32), want.view(np.uint32))

@@ -5,8 +5,9 @@ the norm bound and the sample clamp (`RoundLedger.offer`, with the bound of
 `core.bounds.InfluenceBounds`), then the journal, so that an accepted update survives a crash.
 Every refusal is recorded in the round's ledger here; the service only logs the outcome.
 
-`admit_many` admits the updates that arrived together: each is checked in arrival order exactly
-as `admit` would (its norm joins the bounds' history before the next one is checked), and the
+`admit_many` admits the updates that arrived together: they are decoded in one batch
+(`fastcodec.decode_many`), then each is checked in arrival order exactly as `admit` would (its
+norm joins the bounds' history before the next one is checked), and the
 accepted ones are journaled with one fsync (group commit) before `admit_many` returns. Until
 then nothing reads the ledger (the service is one loop), so none counts before it is durable;
 when the fsync fails every acceptance of the batch is withdrawn and the history restored.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from broker_service.core import fastcodec
 from broker_service.core.bounds import InfluenceBounds
 from broker_service.server.config import ConfigError
 from broker_service.server.journal import Journal
@@ -76,11 +78,20 @@ class Admission:
         outcomes: list[Accepted | Exception | None] = []
         records: list[tuple[str, bytes]] = []
         history = self.bounds.to_list()
+        payloads: list[bytes | Rejected] = []
         for device, message in messages:
             try:
-                payload = self.authenticate(device, message)
+                payloads.append(self.authenticate(device, message))
+            except Rejected as exc:
+                payloads.append(exc)
+        authentic = [p for p in payloads if isinstance(p, bytes)]
+        decoded = iter(fastcodec.decode_many(authentic, ledger.max_payload))  # in one batch
+        for (device, _), payload in zip(messages, payloads, strict=True):
+            try:
+                if isinstance(payload, Rejected):
+                    raise payload
                 ledger.max_norm = self.bounds.norm_bound(self.theta)
-                accepted = ledger.offer(device, payload)
+                accepted = ledger.offer(device, payload, next(decoded))
             except Rejected as exc:
                 ledger.reject(device, exc.reason)
                 outcomes.append(exc)
