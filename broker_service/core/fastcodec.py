@@ -134,7 +134,7 @@ def decode_many(payloads: list[bytes], max_size: int = limits.MAX_PAYLOAD) -> li
     """`decode` of each payload, in order: its (header, indices, values) or the CodecError it
     raises. DELTA payloads with one-byte VARINT gaps and float16 values are decoded together:
     one cumulative sum, one table lookup and one finiteness check over their concatenated
-    sections; each result is a view of the shared arrays."""
+    sections; each result owns its arrays (a kept update never holds a batch in memory)."""
     out: list[Decoded | CodecError | None] = [None] * len(payloads)
     group: list[tuple[int, codec.Header]] = []
     for i, buf in enumerate(payloads):
@@ -203,4 +203,4 @@ def _decode_group(payloads: list[bytes], group: list[tuple[int, codec.Header]], 
                 reasons.BAD_VALUES, "non-finite value at entry %d" % (first_bad[g] - s)
             )
         else:
-            out[i] = (h, idx[s:e], values[s:e])
+            out[i] = (h, idx[s:e].copy(), values[s:e].copy())  # a kept update holds no batch
