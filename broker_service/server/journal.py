@@ -12,6 +12,7 @@ acceptance order. A torn last record (crash mid-write) is ignored on replay.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Sequence
@@ -31,7 +32,8 @@ class Journal:
 
     def append_many(self, records: Sequence[tuple[str, bytes]]) -> None:
         """Durably append accepted updates (device, payload) in order: one write, one fsync.
-        When it raises (OSError), none of them may count; a torn tail is ignored on replay."""
+        When it raises (OSError), none of them may count: the file is cut back to its length
+        before the write (when the disk allows it), so a restart does not replay them either."""
         if not records:
             return
         parts: list[bytes] = []
@@ -40,9 +42,15 @@ class Journal:
             parts.append(struct.pack("<H", len(name)) + name + struct.pack("<I", len(payload)))
             parts.append(payload)
         with open(self.path, "ab") as f:
-            f.write(b"".join(parts))
-            f.flush()
-            os.fsync(f.fileno())
+            start = f.tell()
+            try:
+                f.write(b"".join(parts))
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(start)
+                raise
 
     def replay(self) -> list[tuple[str, bytes]]:
         """The complete records, in order."""
