@@ -1,9 +1,12 @@
 """Scale: the service's memory per known device, measured directly with tracemalloc on the
-structures that grow with the fleet (the FleetView of retained statuses, holding each device's
-birth document, and the last telemetry document kept per device), at several fleet sizes.
+structures that grow with the fleet (the FleetView entry built from each device's birth status,
+and the numbers kept from each device's last telemetry), filled the way the service fills them
+(`inbound.read_status` / `read_telemetry`, `presence.kept_status`, `inbound.kept_telemetry`), at
+several fleet sizes; then, for the smaller sizes, the same structures over 100 rounds in which
+every device sends a telemetry document and a tenth of the fleet goes offline and back.
 Prints a table and writes JSON; docs/scale.md extrapolates it to 100k devices.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 1000 10000 100000]
+    .venv/bin/python benchmarks/scale.py [--sizes 1000 10000 100000] [--rounds 100]
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from broker_service.server.inbound import kept_telemetry, read_telemetry  # noqa: E402
 from broker_service.server.presence import FleetView  # noqa: E402
 from device_agent import reports  # noqa: E402
 from device_agent.model import Plan  # noqa: E402
 from device_agent.specs import sine_spec  # noqa: E402
 
 
-def device_messages(i: int, plan: Plan) -> tuple[str, bytes, dict]:
+def device_messages(i: int, plan: Plan, round_no: int = 12) -> tuple[str, bytes, bytes]:
     """A device id, its birth (as the agent publishes it from an ESP32) and a telemetry document
     shaped like the agent's round_done (numbers of the same types)."""
     device = "dev-%06d" % i
     birth = reports.birth(device, "esp32", "sine", plan, 12).encode()
     doc = {
-        "round": 12,
-        "version": 12,
+        "round": round_no,
+        "version": round_no,
         "compute_ms": 412 + i % 97,
         "samples": 20,
         "macs": 81920,
@@ -46,12 +50,11 @@ def device_messages(i: int, plan: Plan) -> tuple[str, bytes, dict]:
         "energy_mj": 3.21 + i * 1e-6,
         "rejected": {},
     }
-    telemetry = json.loads(reports.telemetry(device, doc))
-    return device, birth, telemetry
+    return device, birth, reports.telemetry(device, doc).encode()
 
 
 def per_device_bytes(n: int) -> dict:
-    """Bytes allocated by a FleetView and a telemetry dict that know `n` devices, per device."""
+    """Bytes allocated by a FleetView and the kept telemetry that know `n` devices, per device."""
     plan = Plan(sine_spec())
     messages = [device_messages(i, plan) for i in range(n)]
     gc.collect()
@@ -62,8 +65,8 @@ def per_device_bytes(n: int) -> dict:
         view.update(device, birth)
     presence = tracemalloc.get_traced_memory()[0] - base
     telemetry: dict[str, dict] = {}
-    for device, _, doc in messages:
-        telemetry[device] = json.loads(json.dumps(doc))  # a fresh copy, as the service parses it
+    for device, _, payload in messages:
+        telemetry[device] = kept_telemetry(read_telemetry(payload))  # as the service keeps it
     both = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     assert len(view.online()) == n
@@ -76,9 +79,48 @@ def per_device_bytes(n: int) -> dict:
     }
 
 
+def over_rounds(n: int, rounds: int) -> dict:
+    """The same structures' bytes per device after each of `rounds` rounds: every device sends a
+    telemetry document of the round, and a tenth of the fleet goes offline and comes back."""
+    plan = Plan(sine_spec())
+    births, templates = [], []
+    for i in range(n):
+        device, birth, payload = device_messages(i, plan, 0)
+        births.append((device, birth))
+        prefix = b'{"round": 0, "version": 0, '
+        assert payload.startswith(prefix)
+        templates.append(payload[len(prefix) :])  # the document after its round and version
+    offline = json.dumps({"state": "offline"}).encode()
+    view = FleetView()
+    telemetry: dict[str, dict] = {}
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for device, birth in births:
+        view.update(device, birth)
+    per_round = []
+    for r in range(rounds):
+        for i in range(r % 10, n, 10):
+            view.update(births[i][0], offline)
+            view.update(births[i][0], births[i][1])
+        head = b'{"round": %d, "version": %d, ' % (r, r)
+        for (device, _), rest in zip(births, templates, strict=True):
+            telemetry[device] = kept_telemetry(read_telemetry(head + rest))
+        gc.collect()
+        per_round.append((tracemalloc.get_traced_memory()[0] - base) / n)
+    tracemalloc.stop()
+    return {
+        "devices": n,
+        "rounds": rounds,
+        "bytes_per_device_after_each_round": per_round,
+        "growth_bytes_per_device_round_2_to_last": per_round[-1] - per_round[1],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/scale.json"))
     args = parser.parse_args()
     rows = [per_device_bytes(n) for n in args.sizes]
@@ -94,7 +136,15 @@ def main() -> int:
                 r["total_bytes_per_device"],
             )
         )
-    Path(args.json).write_text(json.dumps({"memory_per_known_device": rows}, indent=1) + "\n")
+    flat = [over_rounds(n, args.rounds) for n in args.sizes if n <= 10_000]
+    for f in flat:
+        per = f["bytes_per_device_after_each_round"]
+        print(
+            "%7d devices, %d rounds: %.0f B/device after round 1, %.0f after the last (max %.0f)"
+            % (f["devices"], f["rounds"], per[0], per[-1], max(per))
+        )
+    doc = {"memory_per_known_device": rows, "memory_over_rounds": flat}
+    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
 

@@ -33,7 +33,7 @@ def open_round(*invited: str) -> RoundLedger:
 class FullDisk(Journal):
     """A journal whose disk is full."""
 
-    def append(self, device: str, payload: bytes) -> None:
+    def append_many(self, records) -> None:
         raise OSError(28, "No space left on device")
 
 
@@ -109,3 +109,68 @@ def test_load_hmac_keys(tmp_path):
     path.write_text(json.dumps({"a": "not hex"}))
     with pytest.raises(ConfigError):
         load_hmac_keys(str(path))
+
+
+def test_a_batch_is_checked_in_order_and_journaled_together(tmp_path):
+    admission, ledger = Admission(None), open_round("a", "b", "c", "d")
+    journal = Journal(tmp_path, 1)
+    batch = [("a", delta()), ("b", delta()[:-1]), ("a", delta()), ("x", delta()), ("c", delta())]
+    outcomes = admission.admit_many(ledger, journal, batch)
+    assert outcomes[0] is not None and outcomes[4] is not None and outcomes[2] is None
+    assert [o.reason for o in (outcomes[1], outcomes[3])] == [
+        reasons.BAD_LENGTHS,
+        reasons.NOT_IN_COHORT,
+    ]
+    assert [d for d, _ in journal.replay()] == ["a", "c"]
+    assert set(ledger.accepted) == {"a", "c"} and ledger.duplicates == 1
+    assert len(admission.bounds.norms) == 2 and ledger.waiting_for() == {"d"}
+
+
+def test_a_batch_that_cannot_be_journaled_counts_none_of_its_updates(tmp_path):
+    admission, ledger = Admission(None), open_round("a", "b", "c")
+    admission.bounds.restore([0.5])
+    outcomes = admission.admit_many(
+        ledger, FullDisk(tmp_path, 1), [("a", delta()), ("b", delta()[:-1]), ("c", delta())]
+    )
+    assert isinstance(outcomes[0], OSError) and isinstance(outcomes[2], OSError)
+    assert outcomes[1].reason == reasons.BAD_LENGTHS
+    assert not ledger.accepted and ledger.rejected[reasons.STORAGE_ERROR] == 2
+    assert admission.bounds.to_list() == [0.5] and ledger.waiting_for() == {"a", "c"}
+
+
+CRASH_AFTER_BATCH = """
+import os, signal, sys
+from pathlib import Path
+from broker_service.server.admission import Admission
+from broker_service.server.journal import Journal
+from tests.test_admission import delta, open_round
+devices = ["d%d" % i for i in range(40)]
+ledger = open_round(*devices)
+outcomes = Admission(None).admit_many(
+    ledger, Journal(Path(sys.argv[1]), 1), [(d, delta()) for d in devices]
+)
+print(sum(o is not None for o in outcomes), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_batch_counted_before_a_crash_is_replayed_after_it(tmp_path):
+    """Group commit: every update of a batch that admit_many accepted survives a SIGKILL right
+    after it returned, and a restarted round counts each of them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_BATCH, str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == -9 and done.stdout.split() == ["40"], done.stderr
+    ledger = RoundLedger(1, 1, N)
+    records = Journal(tmp_path, 1).replay()
+    assert [ledger.restore(d, p) is not None for d, p in records] == [True] * 40
+    assert sorted(ledger.accepted) == sorted("d%d" % i for i in range(40))

@@ -8,6 +8,7 @@ from broker_service.core.aggregate import (
     meta_update,
     outer_step,
     sparse_weighted_mean,
+    weighted_scatter_sum,
 )
 from broker_service.core.cohort import sample_cohort
 
@@ -38,6 +39,34 @@ def test_zero_weights_fall_back_to_equal_weights_and_empty_cohort_changes_nothin
     assert sparse_weighted_mean(1, ups)[0] == pytest.approx(3.0)
     theta = np.ones(3, dtype=np.float32)
     np.testing.assert_array_equal(meta_update(theta, [], 0.5), theta)
+
+
+def test_the_vectorised_scatter_add_equals_a_loop_over_updates_bit_for_bit():
+    """One bincount over the concatenated indices gives exactly what adding the updates one by
+    one gives (each coordinate sums its terms in the same order)."""
+    rng = np.random.default_rng(7)
+    n = 2000
+    ups = []
+    for _ in range(60):
+        k = int(rng.integers(0, n // 3))
+        idx = np.sort(rng.choice(n, size=k, replace=False))
+        values = (rng.standard_normal(k) * 10.0 ** rng.integers(-6, 3)).astype(np.float32)
+        ups.append(SparseUpdate(idx, values, int(rng.integers(0, 40))))
+    weights = np.array([u.samples for u in ups], dtype=np.float64)
+    loop = np.zeros(n, dtype=np.float64)
+    for w, u in zip(weights, ups, strict=True):
+        loop[u.indices] += w * np.asarray(u.values)
+    np.testing.assert_array_equal(weighted_scatter_sum(n, ups, weights), loop)
+    np.testing.assert_array_equal(
+        sparse_weighted_mean(n, ups), (loop / weights.sum()).astype(np.float32)
+    )
+
+
+def test_the_scatter_add_refuses_an_index_outside_the_model():
+    up = SparseUpdate(np.array([0, 5]), np.array([1.0, 1.0], dtype=np.float32), 1)
+    with pytest.raises(ValueError):
+        weighted_scatter_sum(5, [up], np.ones(1))
+    assert weighted_scatter_sum(3, [], np.ones(0)).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_outer_step_decays_linearly_to_zero():

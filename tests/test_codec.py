@@ -240,3 +240,92 @@ def test_a_compressed_model_decodes_the_same_on_the_agent_and_the_server(values)
     # the error of what is sent: none for f32, half a step of the encoding otherwise
     step = {"f32": 0.0, "f16": 2.0**-10 * np.abs(theta), "int8": np.abs(theta).max() / 127}
     assert np.all(np.abs(sent - theta) <= step[values] * 0.5 + 1e-7)
+
+
+def test_the_fast_decoders_float16_table_is_the_conversion_bit_for_bit():
+    from broker_service.core import fastcodec
+
+    codes = np.arange(1 << 16, dtype=np.uint16)
+    want = codes.view(np.float16).astype(np.float32).view(np.uint32)
+    np.testing.assert_array_equal(fastcodec.F16_TABLE.view(np.uint32), want)
+
+
+def test_the_one_byte_varint_path_agrees_and_refuses_an_index_past_n():
+    """Indices whose gaps are all below 128 take the fast decoder's single cumulative sum; the
+    result and the refusal of an index >= n are those of the agent's decoder."""
+    from broker_service.core import fastcodec
+
+    idx = list(range(3, 1200, 7))
+    buf = bytearray(codec.encode(codec.KIND_DELTA, 5000, idx, [0.5] * len(idx), 1, 2, 3))
+    assert buf[5] == codec.INDEX_VARINT  # the index encoding byte
+    _, got_idx, got = fastcodec.decode(bytes(buf))
+    assert got_idx.tolist() == idx and got.tolist() == [0.5] * len(idx)
+    struct.pack_into("<I", buf, 16, idx[-1])  # n := the last index: it is now out of range
+    _recrc(buf)
+    with pytest.raises(codec.CodecError) as slow:
+        codec.decode(bytes(buf))
+    with pytest.raises(codec.CodecError) as fast:
+        fastcodec.decode(bytes(buf))
+    assert fast.value.reason == slow.value.reason == reasons.BAD_INDICES
+
+
+def test_the_fast_decoder_reads_many_float16_values_as_the_agent_does():
+    from broker_service.core import fastcodec
+
+    rng = np.random.default_rng(3)
+    n = 4 * fastcodec.TABLE_FROM
+    idx = sorted(rng.choice(n, size=fastcodec.TABLE_FROM + 7, replace=False).tolist())
+    values = (rng.standard_normal(len(idx)) * 100).tolist()
+    data = bytes(codec.encode(codec.KIND_DELTA, n, idx, values, 1, 2, 3, codec.VALUE_F16))
+    _, want_idx, want = codec.decode(data)
+    _, got_idx, got = fastcodec.decode(data)
+    assert got_idx.tolist() == list(want_idx)
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+
+
+@st.composite
+def update_batches(draw):
+    """Payloads as a batch of devices might send them: mostly float16 with small gaps (the
+    batched shape), some other encodings, some corrupted (bytes flipped, n shrunk below an
+    index, non-finite float16 codes), each with a valid CRC or not."""
+    out = []
+    for _ in range(draw(st.integers(1, 12))):
+        n, idx, values = draw(sparse_vectors())
+        value_enc = draw(st.sampled_from([codec.VALUE_F16] * 3 + [codec.VALUE_F32]))
+        index_enc = draw(st.sampled_from([codec.INDEX_VARINT] * 3 + [codec.INDEX_AUTO]))
+        buf = bytearray(
+            codec.encode(codec.KIND_DELTA, n, idx, values, 1, 2, 3, value_enc, index_enc)
+        )
+        k = len(idx)
+        corruption = draw(st.sampled_from(["none", "none", "n", "nan", "flip"]))
+        if corruption == "n":
+            struct.pack_into("<I", buf, 16, idx[-1])  # the last index is now out of range
+        elif corruption == "nan" and value_enc == codec.VALUE_F16:
+            at = len(buf) - 2 * draw(st.integers(1, k))
+            struct.pack_into("<H", buf, at, draw(st.sampled_from([0x7C00, 0xFC00, 0x7E00])))
+        elif corruption == "flip":
+            buf[draw(st.integers(0, len(buf) - 1))] = draw(st.integers(0, 255))
+        if corruption != "flip" or draw(st.booleans()):
+            _recrc(buf)
+        out.append(bytes(buf))
+    return out
+
+
+@settings(max_examples=300, deadline=None)  # batches of up to 12 payloads; no timing here
+@given(update_batches())
+def test_batch_decoding_equals_decoding_each_payload(payloads):
+    """decode_many gives, for every payload, what decode gives: the same indices and values
+    bit for bit, or the same refusal with the same reason and detail."""
+    from broker_service.core import fastcodec
+
+    for buf, got in zip(payloads, fastcodec.decode_many(payloads), strict=True):
+        try:
+            h, want_idx, want = fastcodec.decode(buf)
+        except codec.CodecError as err:
+            assert isinstance(got, codec.CodecError)
+            assert (got.reason, str(got)) == (err.reason, str(err))
+            continue
+        assert not isinstance(got, codec.CodecError), got
+        assert got[0].round == h.round and got[0].n == h.n
+        assert got[1].tolist() == want_idx.tolist()
+        np.testing.assert_array_equal(got[2].view(np.uint32), want.view(np.uint32))

@@ -14,6 +14,7 @@ import pytest
 from broker_service.observe.logs import EventLog
 from broker_service.server import checkpoint
 from broker_service.server.config import ServiceConfig
+from broker_service.server.journal import Journal
 from broker_service.server.service import AggregationService
 from broker_service.sim.fleet import SimulatedFleet
 from broker_service.usecases.sine import SineUseCase
@@ -174,3 +175,18 @@ def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path
     assert result["rounds"] == 1 and result["updates"] == 1
     assert "device=rebooter online=False" in text and text.count("device=rebooter online=True") == 2
     assert json.loads(json.dumps(result))["rejected"] == {}
+
+
+def test_a_batch_the_full_disk_cannot_hold_leaves_nothing_to_replay(tmp_path):
+    """Group commit on a full disk: the journal is cut back to its last durable batch, so a
+    restart replays none of the updates whose batch failed (none of them counted)."""
+    with small_disk(tmp_path / "disk") as disk:
+        journal = Journal(disk, 3)
+        journal.append_many([("a", b"\x01" * 100), ("b", b"\x02" * 100)])
+        big = [("d%d" % i, bytes(4096)) for i in range(200)]  # 800 KB > the 512 KB disk
+        with pytest.raises(OSError) as caught:
+            journal.append_many(big)
+        assert caught.value.errno == errno.ENOSPC
+        assert journal.replay() == [("a", b"\x01" * 100), ("b", b"\x02" * 100)]
+        journal.append_many([("c", b"\x03")])  # the disk has room again for a small batch
+        assert [d for d, _ in journal.replay()] == ["a", "b", "c"]

@@ -205,3 +205,24 @@ def test_whatever_a_handler_raises_is_counted_and_the_loop_goes_on(tmp_path):
     service._guarded(message)
     assert service.refused == {reasons.INTERNAL_ERROR: 2}
     assert "reason=internal_error" in (tmp_path / "s.log").read_text()
+
+
+def test_updates_admitted_together_are_each_counted_when_admission_raises(tmp_path):
+    """The updates queued for one group commit are admitted after the events that carried
+    them; whatever admission raises is counted once per update and the loop goes on."""
+    from broker_service.server.journal import Journal
+
+    service = AggregationService(config(1, tmp_path), EventLog(path=tmp_path / "s.log"))
+    service.ledger = RoundLedger(0, 0, service.n)
+    service.journal = Journal(tmp_path / "journal", 0)
+
+    def broken(ledger, journal, messages):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    service.admission.admit_many = broken
+    for device in ("d1", "d2", "d3"):
+        service._guarded(Event("message", TOPICS.update(device), b"\x00"))
+    assert len(service.arrived) == 3 and not service.refused  # queued, not yet admitted
+    service._admit_arrived()
+    assert service.arrived == [] and service.refused == {reasons.INTERNAL_ERROR: 3}
+    assert not service.ledger.accepted and Journal(tmp_path / "journal", 0).replay() == []

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from broker_service.server.inbound import (
+    TELEMETRY_KEPT,
     json_depth,
+    kept_telemetry,
     read_json_object,
     read_status,
     read_telemetry,
@@ -95,3 +97,21 @@ def test_fleet_view_counts_an_unreadable_status_as_offline():
     assert fleet.update("d1", b'{"state": "online"}').online
     assert fleet.update("d1", b"[" * 100_000).online is False
     assert fleet.online() == []
+
+
+def test_a_device_entry_keeps_only_the_status_fields_used():
+    """The FleetView keeps state, model version and free heap of a birth, not the document."""
+    view = FleetView()
+    birth = {"state": "online", "model_version": 3, "free_heap": 90_000, "board": "esp32"}
+    birth.update({"extra_%d" % i: "x" * 20 for i in range(10)})
+    changed = view.update("d1", json.dumps(birth).encode())
+    assert changed is not None and changed.online
+    assert view.devices["d1"].info == {"state": "online", "model_version": 3, "free_heap": 90_000}
+    assert view.update("d1", b"") is not None and view.devices["d1"].info == {}
+    assert view.online() == []
+
+
+def test_the_kept_telemetry_is_what_closing_a_round_reads():
+    doc = read_telemetry(json.dumps({"round": 4, "loss_after": 0.25, "energy_mj": 1.5}).encode())
+    assert kept_telemetry(doc) == {"round": 4, "loss_after": 0.25, "energy_mj": 1.5}
+    assert set(kept_telemetry(read_telemetry(b'{"round": 4, "nnz": 9}'))) <= set(TELEMETRY_KEPT)

@@ -115,3 +115,14 @@ def test_quorum_counts_against_the_last_cohort():
     assert not ledger.quorum_met(0.6, 1)
     ledger.offer("c", delta())
     assert ledger.quorum_met(0.6, 1) and not ledger.quorum_met(0.6, 4)
+
+
+def test_has_waiting_agrees_with_waiting_for():
+    ledger = ledger_of("a", "b", "c")
+    assert ledger.has_waiting()
+    ledger.offer("a", delta())
+    ledger.reject("a", reasons.BAD_CHECKSUM)  # answered and refused: counted in both
+    ledger.reject("b", reasons.BAD_CHECKSUM)
+    assert ledger.has_waiting() and ledger.waiting_for() == {"c"}
+    ledger.offer("c", delta())
+    assert not ledger.has_waiting() and ledger.waiting_for() == set()

@@ -162,6 +162,7 @@ def test_status_shows_a_running_service_and_its_fleet(tmp_path):
         hostile.loop_start()
         hostile.publish(service.topics.update(use_case.device_ids[0]), b"\x00" * 40, qos=1)
         wait_until(lambda: service.totals.rejected, 60, "the hostile update's rejection")
+        hostile_reasons = dict(service.totals.rejected)
         counted = service.round
         wait_until(lambda: service.round > counted + 1, 60, "a round after the rejection")
         hostile.loop_stop()
@@ -170,7 +171,9 @@ def test_status_shows_a_running_service_and_its_fleet(tmp_path):
         assert s["state"] == "online" and (s["use_case"], s["algorithm"]) == ("sine", "tinymetafed")
         assert counted + 1 < s["round"] <= service.round and s["rounds"] == 400
         assert s["metric"]["name"] == "mse" and s["metric"]["ci95"] > 0
-        assert sum(s["totals"]["rejected"].values()) == 1 and s["totals"]["updates"] > 0
+        # the hostile update, and on a loaded machine perhaps an honest one that came too late
+        assert sum(hostile_reasons.values()) == 1 and s["totals"]["updates"] > 0
+        assert all(s["totals"]["rejected"].get(r, 0) >= n for r, n in hostile_reasons.items())
         assert (snap["online"], snap["offline"]) == (4, 0)
         assert [d["device"] for d in snap["devices"]] == use_case.device_ids[:4]
         assert all(d["board"] for d in snap["devices"])

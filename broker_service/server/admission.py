@@ -4,16 +4,25 @@ In order: the HMAC signature when updates are signed (`hmac_keys_file`), the rou
 the norm bound and the sample clamp (`RoundLedger.offer`, with the bound of
 `core.bounds.InfluenceBounds`), then the journal, so that an accepted update survives a crash.
 Every refusal is recorded in the round's ledger here; the service only logs the outcome.
+
+`admit_many` admits the updates that arrived together: they are decoded in one batch
+(`fastcodec.decode_many`), then each is checked in arrival order exactly as `admit` would (its
+norm joins the bounds' history before the next one is checked), and the
+accepted ones are journaled with one fsync (group commit) before `admit_many` returns. Until
+then nothing reads the ledger (the service is one loop), so none counts before it is durable;
+when the fsync fails every acceptance of the batch is withdrawn and the history restored.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from broker_service.core import fastcodec
 from broker_service.core.bounds import InfluenceBounds
 from broker_service.server.config import ConfigError
 from broker_service.server.journal import Journal
@@ -53,22 +62,58 @@ class Admission:
         when it could not be journaled (the acceptance is withdrawn and counted as a
         storage error; the device may send it again).
         """
+        (outcome,) = self.admit_many(ledger, journal, [(device, message)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def admit_many(
+        self, ledger: RoundLedger, journal: Journal, messages: Sequence[tuple[str, bytes]]
+    ) -> list[Accepted | Exception | None]:
+        """`admit` for each (device, message) in arrival order, journaled with one fsync; one
+        outcome per message: the Accepted update, None for a duplicate, or the exception `admit`
+        would raise (Rejected, recorded with `ledger.reject`; OSError when the batch could not
+        be journaled, each acceptance withdrawn as a storage error; anything else unexpected,
+        for the caller to count, the ledger unchanged by it)."""
+        outcomes: list[Accepted | Exception | None] = []
+        records: list[tuple[str, bytes]] = []
+        history = self.bounds.to_list()
+        payloads: list[bytes | Rejected] = []
+        for device, message in messages:
+            try:
+                payloads.append(self.authenticate(device, message))
+            except Rejected as exc:
+                payloads.append(exc)
+        authentic = [p for p in payloads if isinstance(p, bytes)]
+        decoded = iter(fastcodec.decode_many(authentic, ledger.max_payload))  # in one batch
+        for (device, _), payload in zip(messages, payloads, strict=True):
+            try:
+                if isinstance(payload, Rejected):
+                    raise payload
+                ledger.max_norm = self.bounds.norm_bound(self.theta)
+                accepted = ledger.offer(device, payload, next(decoded))
+            except Rejected as exc:
+                ledger.reject(device, exc.reason)
+                outcomes.append(exc)
+                continue
+            except Exception as exc:  # counted by the caller; the batch goes on
+                outcomes.append(exc)
+                continue
+            outcomes.append(accepted)
+            if accepted is not None:
+                records.append((device, payload))
+                self.bounds.remember(accepted.update)
+        if not records:
+            return outcomes
         try:
-            payload = self.authenticate(device, message)
-            ledger.max_norm = self.bounds.norm_bound(self.theta)
-            accepted = ledger.offer(device, payload)
-        except Rejected as exc:
-            ledger.reject(device, exc.reason)
-            raise
-        if accepted is None:
-            return None
-        try:
-            journal.append(device, payload)
-        except OSError:
-            ledger.withdraw(device, reasons.STORAGE_ERROR)
-            raise
-        self.bounds.remember(accepted.update)
-        return accepted
+            journal.append_many(records)
+        except OSError as exc:
+            for device, _ in records:
+                ledger.withdraw(device, reasons.STORAGE_ERROR)
+            self.bounds.norms.clear()
+            self.bounds.restore(history)
+            return [exc if isinstance(o, Accepted) else o for o in outcomes]
+        return outcomes
 
     def authenticate(self, device: str, message: bytes) -> bytes:
         """The payload of a signed message from `device`; raises Rejected when it is not."""

@@ -140,3 +140,13 @@ def read_telemetry(payload: bytes) -> dict:
         if value is not None:
             clean[key] = value
     return clean
+
+
+TELEMETRY_KEPT = ("round", "energy_mj", "loss_after")
+"""The numbers of a device's latest telemetry the service keeps once recorded: its round's
+energy and loss are counted when the round closes."""
+
+
+def kept_telemetry(doc: dict) -> dict:
+    """The TELEMETRY_KEPT numbers of a document read by `read_telemetry`."""
+    return {key: doc[key] for key in TELEMETRY_KEPT if key in doc}

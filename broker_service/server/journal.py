@@ -1,14 +1,21 @@
 """The accepted-update journal: every update accepted for the open round is appended and
 fsynced before it counts, so a crash loses no accepted work; a restart replays it.
 
+Group commit: the updates that arrived together are written in one write and made durable by one
+fsync (`append_many`), which is what lets one service keep up with its broker (an fsync costs a
+few hundred microseconds here, far more than checking an update). The service counts none of
+them before `append_many` returned.
+
 File format: records of (u16 device-id length, device id, u32 payload length, payload), in
 acceptance order. A torn last record (crash mid-write) is ignored on replay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -21,12 +28,29 @@ class Journal:
 
     def append(self, device: str, payload: bytes) -> None:
         """Durably append one accepted update."""
-        name = device.encode()
-        record = struct.pack("<H", len(name)) + name + struct.pack("<I", len(payload)) + payload
+        self.append_many([(device, payload)])
+
+    def append_many(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """Durably append accepted updates (device, payload) in order: one write, one fsync.
+        When it raises (OSError), none of them may count: the file is cut back to its length
+        before the write (when the disk allows it), so a restart does not replay them either."""
+        if not records:
+            return
+        parts: list[bytes] = []
+        for device, payload in records:
+            name = device.encode()
+            parts.append(struct.pack("<H", len(name)) + name + struct.pack("<I", len(payload)))
+            parts.append(payload)
         with open(self.path, "ab") as f:
-            f.write(record)
-            f.flush()
-            os.fsync(f.fileno())
+            start = f.tell()
+            try:
+                f.write(b"".join(parts))
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(start)
+                raise
 
     def replay(self) -> list[tuple[str, bytes]]:
         """The complete records, in order."""

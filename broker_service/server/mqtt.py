@@ -104,7 +104,7 @@ class ServiceMqtt:
         self, cfg: ServiceConfig, topics: Topics, client_id: str = "tinymetafed-service"
     ) -> None:
         self.topics = topics
-        self.events: queue.Queue[Event] = queue.Queue()
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # C queue: cheap per message
         self.client = new_client(cfg, client_id, cfg.username, cfg.password)
         self.client.will_set(self.service_status(), OFFLINE, qos=1, retain=True)
         self.client.reconnect_delay_set(0.2, 5.0)

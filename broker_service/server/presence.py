@@ -1,17 +1,36 @@
-"""The service's live view of the fleet, built from the devices' retained status messages."""
+"""The service's live view of the fleet, built from the devices' retained status messages.
+
+Memory grows with the fleet, so a device's entry keeps only the status fields the service uses
+(`KEPT_STATUS`), not the whole birth document (benchmarks/scale.py measures the bytes per known
+device).
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
 from broker_service.server.inbound import read_status
 from broker_service.server.rounds import Rejected
 
+KEPT_STATUS = ("state", "model_version", "free_heap")
+"""The fields of a status document a device's entry keeps (presence, the model it holds, the
+heap recorded on a change)."""
 
-@dataclass
+
+def kept_status(info: dict) -> dict:
+    """The KEPT_STATUS fields of a status document already read (`inbound.read_status`); the
+    state string is interned, so thousands of devices share one "online"."""
+    kept = {key: info[key] for key in KEPT_STATUS if key in info}
+    if isinstance(kept.get("state"), str):
+        kept["state"] = sys.intern(kept["state"])
+    return kept
+
+
+@dataclass(slots=True)
 class DeviceState:
-    """What a device last said about itself."""
+    """What a device last said about itself (the KEPT_STATUS fields of its status)."""
 
     device: str
     online: bool
@@ -42,7 +61,7 @@ class FleetView:
         when presence changed, else None. Online only when its state says "online"."""
         online = info.get("state") == "online"
         old = self.devices.get(device)
-        state = DeviceState(device, online, info, time.time())
+        state = DeviceState(device, online, kept_status(info), time.time())
         self.devices[device] = state
         if old is None or old.online != online:
             return state

@@ -75,20 +75,37 @@ class RoundLedger:
         """Invited devices that have not answered yet (a refused answer counts as one)."""
         return self.invited - set(self.accepted) - set(self.refused)
 
+    def has_waiting(self) -> bool:
+        """True when `waiting_for()` is not empty, without building the set while fewer
+        devices answered than were invited (both answers are subsets of the invited)."""
+        if len(self.accepted) + len(self.refused) < len(self.invited):
+            return True
+        return bool(self.waiting_for())
+
     def restore(self, device: str, payload: bytes) -> Accepted | None:
         """Re-offer an update journaled before a restart: its device was invited then."""
         self.invited.add(device)
         return self.offer(device, payload)
 
-    def offer(self, device: str, payload: bytes) -> Accepted | None:
+    def offer(
+        self,
+        device: str,
+        payload: bytes,
+        decoded: fastcodec.Decoded | codec.CodecError | None = None,
+    ) -> Accepted | None:
         """Validate an update; returns it when newly accepted, None for a duplicate.
+        `decoded` is what `fastcodec.decode_many` gave for `payload` (decoded here when None).
 
         Raises Rejected with the reason otherwise. Never changes state on a rejection.
         """
         if self.closed:
             raise Rejected(reasons.LATE, "round %d is closed" % self.round)
         try:
-            h, idx, values = fastcodec.decode(payload, self.max_payload)
+            if decoded is None:
+                decoded = fastcodec.decode(payload, self.max_payload)
+            if isinstance(decoded, codec.CodecError):
+                raise decoded
+            h, idx, values = decoded
         except codec.CodecError as exc:
             raise Rejected(exc.reason, str(exc)) from None
         self._check(device, h, values)

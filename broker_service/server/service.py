@@ -10,7 +10,8 @@ Round t (model version t):
    fetch); the downlink is counted as the broker sends it, MQTT framing included
    (`mqtt.round_downlink`);
    every update is admitted (signature, round checks, norm bound) and journaled (fsync) before
-   it counts (`admission.py`);
+   it counts (`admission.py`); the updates that arrived together are admitted together, with
+   one fsync (group commit);
 3. with a quorum, close the round: aggregate with the strategy, add the round to the session
    totals, write the checkpoint atomically, drop the journal, evaluate when due, report; without
    one, invite a fresh cohort (up to `max_attempts`, then keep trying);
@@ -51,7 +52,7 @@ from broker_service.observe.recorder import Recorder
 from broker_service.server import checkpoint
 from broker_service.server.admission import Admission, load_hmac_keys
 from broker_service.server.config import ConfigError, ServiceConfig
-from broker_service.server.inbound import read_status, read_telemetry
+from broker_service.server.inbound import kept_telemetry, read_status, read_telemetry
 from broker_service.server.journal import Journal
 from broker_service.server.mqtt import PUBACK_BYTES, Event, ServiceMqtt, round_downlink
 from broker_service.server.presence import FleetView
@@ -64,6 +65,8 @@ from device_agent import codec, reasons
 from device_agent.energy import energy_mj, profile
 from device_agent.topics import Topics, check_name
 
+UPDATE_BATCH = 1024
+"""Updates admitted together at most (journaled with one fsync, `admission.admit_many`)."""
 LOGGED_REFUSALS = 5
 """Refused messages logged per device and round (all are counted): a device that floods the
 service with bad messages cannot flood its log."""
@@ -151,6 +154,7 @@ class AggregationService:
         self.telemetry: dict[str, dict] = {}
         self.refused: Counter[str] = Counter()
         self.refusals_logged: Counter[str] = Counter()
+        self.arrived: list[tuple[str, bytes]] = []  # updates read, not yet admitted
         self.episodes = self.use_case.new_device_episodes(
             cfg.eval_devices, named_stream(cfg.seed, CURVE_EPISODES)
         )
@@ -415,7 +419,7 @@ class AggregationService:
     def _collect(self, deadline: float) -> None:
         """Handle broker events until every invited device answered or `deadline` passed."""
         assert self.ledger is not None
-        while self.ledger.waiting_for() and not self.stop.is_set():
+        while self.ledger.has_waiting() and not self.stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -564,14 +568,16 @@ class AggregationService:
         """The devices' energy for the round: as reported in their telemetry, else estimated
         from the bytes exchanged with the default board profile."""
         total = 0.0
+        estimates: dict[int, float] = {}  # by update size: the same estimate for the same bytes
         for device in ledger.accepted:
             doc = self.telemetry.get(device, {})
             if doc.get("round") == ledger.round and isinstance(doc.get("energy_mj"), float):
                 total += doc["energy_mj"]
             else:
-                total += energy_mj(
-                    0, ledger.accepted[device].payload_bytes, len(self.model_payload), profile()
-                )
+                size = ledger.accepted[device].payload_bytes
+                if size not in estimates:
+                    estimates[size] = energy_mj(0, size, len(self.model_payload), profile())
+                total += estimates[size]
         return total
 
     # -- events --
@@ -592,8 +598,13 @@ class AggregationService:
         self._heartbeat()
         event = self.mqtt.next_event(timeout)
         while event is not None:
+            if event.kind != "message" or not event.topic.endswith("/update"):
+                self._admit_arrived()  # what arrived before this event counts before it
             self._guarded(event)
+            if len(self.arrived) >= UPDATE_BATCH:
+                self._admit_arrived()
             event = self.mqtt.next_event(0)
+        self._admit_arrived()
 
     def _guarded(self, event: Event) -> None:
         """Handle one event; whatever it raises is logged with its reason and counted, and the
@@ -680,35 +691,47 @@ class AggregationService:
             self._send_commands([device])  # back after a reboot: ask again now
 
     def _on_update(self, device: str, message: bytes) -> None:
-        """Admit a device's update into the open round and log the outcome."""
+        """Queue a device's update; `_admit_arrived` admits the queued ones together."""
+        self.arrived.append((device, message))
+
+    def _admit_arrived(self) -> None:
+        """Admit the queued updates into the open round (journaled with one fsync) and log each
+        outcome; none counts before they are durable."""
+        arrived, self.arrived = self.arrived, []
+        if not arrived:
+            return
         ledger = self.ledger
         if ledger is None:
-            self.totals.rejected[reasons.NO_OPEN_ROUND] += 1
-            self.log("rejected", device=device, reason=reasons.NO_OPEN_ROUND)
+            for device, _ in arrived:
+                self.totals.rejected[reasons.NO_OPEN_ROUND] += 1
+                self.log("rejected", device=device, reason=reasons.NO_OPEN_ROUND)
             return
         assert self.journal is not None
         self._count_down(PUBACK_BYTES)  # the broker acknowledges every QoS 1 update
         try:
-            accepted = self.admission.admit(ledger, self.journal, device, message)
-        except Rejected as exc:
-            self._log_rejected(device, exc.reason, str(exc))
-            return
-        except OSError as exc:  # the journal could not store it (e.g. disk full)
-            self._log_rejected(device, reasons.STORAGE_ERROR, str(exc))
-            return
-        if accepted is None:
-            self.log("duplicate", round=self.round, device=device)
-            return
-        samples = accepted.update.samples
-        self.log(
-            "accepted",
-            round=self.round,
-            device=device,
-            bytes=accepted.payload_bytes,
-            nnz=accepted.nnz,
-            samples=samples,
-            claimed=accepted.claimed if accepted.claimed != samples else None,
-        )
+            outcomes = self.admission.admit_many(ledger, self.journal, arrived)
+        except Exception as exc:  # no message can stop the service
+            outcomes = [exc] * len(arrived)
+        for (device, _), outcome in zip(arrived, outcomes, strict=True):
+            if isinstance(outcome, Rejected):
+                self._log_rejected(device, outcome.reason, str(outcome))
+            elif isinstance(outcome, OSError):  # the journal could not store it (disk full)
+                self._log_rejected(device, reasons.STORAGE_ERROR, str(outcome))
+            elif isinstance(outcome, Exception):
+                self._refuse(device, "update", reasons.INTERNAL_ERROR, _describe(outcome))
+            elif outcome is None:
+                self.log("duplicate", round=self.round, device=device)
+            else:
+                samples = outcome.update.samples
+                self.log(
+                    "accepted",
+                    round=self.round,
+                    device=device,
+                    bytes=outcome.payload_bytes,
+                    nnz=outcome.nnz,
+                    samples=samples,
+                    claimed=outcome.claimed if outcome.claimed != samples else None,
+                )
 
     def _log_rejected(self, device: str, reason: str, detail: str) -> None:
         """One `rejected` log line for an update of the open round (at most LOGGED_REFUSALS
@@ -725,7 +748,7 @@ class AggregationService:
         except Rejected as exc:
             self._refuse(device, "telemetry", exc.reason, str(exc))
             return
-        self.telemetry[device] = doc
+        self.telemetry[device] = kept_telemetry(doc)  # what closing a round reads
         for ledger in (self.ledger, self.previous_ledger):
             if (
                 ledger is not None

@@ -62,6 +62,8 @@ class DownlinkSigner:
         self.epoch = epoch
         self._model: bytes = b""
         self._digest = ""
+        self._plain_key: tuple | None = None
+        self._plain = b""
 
     def model_digest(self, model_payload: bytes) -> str:
         """The hex SHA-256 of a MODEL payload (kept for the last payload seen)."""
@@ -75,8 +77,12 @@ class DownlinkSigner:
     ) -> bytes:
         """The COMMAND payload for `device`, followed by its tag when the device has a key."""
         key = self.keys.get(device)
-        if key is None:
-            return bytes(codec.encode_command(command, version, round_no))
+        if key is None:  # the same bytes for every such device: encoded once a round
+            plain = (json.dumps(command, sort_keys=True), version, round_no)
+            if plain != self._plain_key:
+                self._plain_key = plain
+                self._plain = bytes(codec.encode_command(command, version, round_no))
+            return self._plain
         signed = dict(command)
         signed[EPOCH_KEY] = self.epoch
         if not command.get("cancel"):
