@@ -235,8 +235,8 @@ def _write_values(buf, pos, value_enc, values):
 
 
 def encode_command(command, model_version=0, round_no=0):
-    """Encode a round command (a JSON-able dict) as a COMMAND payload."""
-    body = json.dumps(command).encode()
+    """Encode a round command (a JSON-able dict) as a COMMAND payload (compact JSON)."""
+    body = json.dumps(command, separators=(",", ":")).encode()
     buf = bytearray(HEADER_SIZE + len(body))
     buf[HEADER_SIZE:] = body
     _finish(buf, KIND_COMMAND, 0, 0, 0, model_version, round_no, 0, 0)

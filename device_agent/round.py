@@ -10,6 +10,7 @@ d. Encode the sparse update (the DELTA payload) for the server.
 With split off (TinyReptile), θ_g is every parameter and there is no reconstruction.
 """
 
+import gc
 from array import array
 
 from device_agent import codec
@@ -167,9 +168,12 @@ def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None,
 
 
 def update_residual(residual, delta, payload, n_global):
-    """Error feedback: residual ← what the server will not see of Δ (unsent and rounding)."""
+    """Error feedback: residual ← what the server will not see of Δ (unsent and rounding).
+    Decoding the payload back needs two blocks of its size: the round's garbage is collected
+    first, so that a fragmented heap on a small board still has them."""
     for i in range(n_global):
         residual[i] = delta[i]
+    gc.collect()
     _, idx, sent = codec.decode(payload)
     for j in range(len(idx)):
         residual[idx[j]] = delta[idx[j]] - sent[j]

@@ -283,3 +283,22 @@ def test_round_telemetry():
     assert reports.round_done(cmd, result, 12, None, 500, "esp32", {})["loss_before"] == 1.5
     text = reports.telemetry("d-1", reports.round_status(cmd, "aborted", reasons.ABORT_CANCELLED))
     assert json.loads(text) == {"round": 3, "version": 4, "aborted": "cancelled", "device": "d-1"}
+
+
+def test_a_command_on_the_wire_carries_only_what_differs_from_the_defaults():
+    from broker_service.core.hyperparams import settings_for
+    from broker_service.core.strategies import ALGORITHMS, wire_command
+    from device_agent.round import DEFAULTS, round_settings
+
+    for name, strategy_cls in ALGORITHMS.items():
+        strategy = strategy_cls(settings_for("sine", top_p=7.5, joint=False))
+        full = strategy.round_command(12, version=12)
+        sent = wire_command(full)
+        assert round_settings(sent) == round_settings(full), name
+        assert all(k not in sent or sent[k] != DEFAULTS[k] for k in DEFAULTS if k != "seed")
+        assert sent["round"] == 12 and sent["seed"] == 12 and sent["joint"] is False
+        payload = codec.encode_command(sent, 12, 12)
+        assert validate.check_command(bytes(payload)) == sent
+    # equal only with the same JSON type: 10 is not the default 10.0, 1 is not True
+    assert wire_command({"top_p": 10, "split": 1}) == {"top_p": 10, "split": 1}
+    assert wire_command({"top_p": 10.0, "split": True}) == {}

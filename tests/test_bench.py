@@ -12,7 +12,7 @@ import pytest
 
 from broker_service.core.cohort import round_cohort
 from broker_service.core.hyperparams import settings_for
-from broker_service.core.strategies import Reptile, TinyMetaFed, TinyReptile
+from broker_service.core.strategies import Reptile, TinyMetaFed, TinyReptile, wire_command
 from broker_service.sim import bench, claims, simulation, tuning
 from broker_service.sim.clients import stored_data_update
 from broker_service.usecases.sine import SineUseCase
@@ -33,7 +33,8 @@ def test_only_the_cohort_receives_the_model(strategy_cls):
     use_case, strategy, result = _tiny_run(strategy_cls)
     k = strategy.cohort_size()
     model = simulation.model_payload_bytes(len(result.theta), strategy.model_values())
-    commands = sum(len(codec.encode_command(strategy.round_command(t, t), t, t)) for t in range(3))
+    sent = [wire_command(strategy.round_command(t, t)) for t in range(3)]
+    commands = sum(len(codec.encode_command(c, t, t)) for t, c in enumerate(sent))
     assert result.updates == 3 * k and result.model_bytes == model
     assert result.bytes_down == 3 * k * model + k * commands
     assert result.fleet_bytes_down == result.bytes_down  # no device outside the cohort

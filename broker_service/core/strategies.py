@@ -19,7 +19,7 @@ import numpy as np
 from broker_service.core.aggregate import SparseUpdate, meta_update, robust_aggregate
 from broker_service.core.aggregate import outer_step as decaying_step
 from broker_service.core.nn import NumpyNet
-from device_agent.round import global_size
+from device_agent.round import DEFAULTS, global_size
 
 
 class Strategy:
@@ -146,3 +146,19 @@ class NoFederation(Strategy):
 
 
 ALGORITHMS = {cls.name: cls for cls in (TinyMetaFed, TinyReptile, Reptile, FedAvg, NoFederation)}
+
+
+def wire_command(command: dict) -> dict:
+    """`command` without the settings equal to the agent's DEFAULTS, which its round_settings
+    fills back in: the bytes every invited device receives each round. A value counts as equal
+    only with the same JSON type (1 is not 1.0 is not True)."""
+    out = {}
+    for key, value in command.items():
+        default = DEFAULTS.get(key, _NO_DEFAULT)
+        if type(value) is type(default) and value == default:
+            continue
+        out[key] = value
+    return out
+
+
+_NO_DEFAULT = object()

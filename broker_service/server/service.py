@@ -44,7 +44,7 @@ from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
-from broker_service.core.strategies import ALGORITHMS
+from broker_service.core.strategies import ALGORITHMS, wire_command
 from broker_service.core.streams import CURVE_EPISODES, named_stream
 from broker_service.observe.logs import EventLog
 from broker_service.observe.metrics import Fanout, InfluxSink, LineFileSink, Sink
@@ -397,7 +397,7 @@ class AggregationService:
         bytes the broker sends it: the command, and the model when the device does not hold
         this version (it then subscribes, gets the retained model, and unsubscribes)."""
         assert self.mqtt is not None
-        command = self.strategy.round_command(self.round, version=self.round)
+        command = wire_command(self.strategy.round_command(self.round, version=self.round))
         for device in devices:
             payload = self.signer.command(
                 device, command, self.round, self.round, self.model_payload

@@ -28,7 +28,7 @@ from broker_service.core.cohort import round_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
-from broker_service.core.strategies import Strategy
+from broker_service.core.strategies import Strategy, wire_command
 from broker_service.core.streams import device_stream
 from broker_service.server.mqtt import PUBACK_BYTES, publish_size, round_downlink
 from broker_service.sim.clients import local_update
@@ -189,7 +189,7 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
     command = strategy.round_command(t, version=t)
     model = fastcodec.encode_model(theta, t, strategy.model_values())
     sent = fastcodec.model_values(model)
-    command_len = len(codec.encode_command(command, t, t))
+    command_len = len(codec.encode_command(wire_command(command), t, t))
     down = len(model) + command_len
     n = strategy.samples_per_update()
     budget = sample_budget(command)
