@@ -56,8 +56,8 @@ CONFIGS: dict[str, tuple[dict, tuple[float, float] | None]] = {
 """Each configuration: its settings over the bench's, and the box its β₀ is searched in (None:
 the tuned β₀ of tuned-<use case>.json, whose box stops at 1). Momentum's effective step is
 β₀ / (1 − μ); Adam's and Yogi's is about β₀ per coordinate, whatever the delta's scale."""
-STAGE_ONE = 6
-STAGE_TWO = 3
+STAGE_ONE = 5
+STAGE_TWO = 2
 REFINE_FACTOR = tuning.REFINE_FACTOR
 ALGORITHM = "tinymetafed"
 
@@ -261,6 +261,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true", help="the bench's --quick budget")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/ablation-outer.json"))
+    parser.add_argument(
+        "--reuse-search",
+        action="store_true",
+        help="take the step sizes from the search an earlier run saved beside --out",
+    )
     args = parser.parse_args()
     names = args.use_cases.split(",")
     configs = args.configs.split(",")
@@ -269,7 +274,17 @@ def main() -> int:
         parser.error("unknown configs %s; known: %s" % (unknown, ",".join(CONFIGS)))
     seeds = [int(s) for s in args.seeds.split(",")]
     start = time.perf_counter()
-    searched = search(names, configs, args.data_dir, args.quick, args.workers)
+    saved = Path(args.out).with_suffix(".search.json")
+    if args.reuse_search and saved.is_file():
+        searched = json.loads(saved.read_text())
+        searched = {
+            n: {c: {int(f): v for f, v in b.items()} for c, b in by.items()}
+            for n, by in searched.items()
+        }
+        print("search read from %s" % saved)
+    else:
+        searched = search(names, configs, args.data_dir, args.quick, args.workers)
+        saved.write_text(json.dumps(searched, indent=1) + "\n")
     search_seconds = time.perf_counter() - start
     results, plans = measure(
         names, configs, seeds, args.data_dir, args.quick, args.workers, searched

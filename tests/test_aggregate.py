@@ -1,4 +1,5 @@
-"""Server maths: sparse weighted and coverage-aware means, linearly decaying outer step, meta-update, cohorts."""
+"""Server maths: sparse weighted and coverage-aware means, linearly decaying outer step,
+meta-update, cohorts."""
 
 import numpy as np
 import pytest
