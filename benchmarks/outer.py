@@ -56,8 +56,10 @@ CONFIGS: dict[str, tuple[dict, tuple[float, float] | None]] = {
 """Each configuration: its settings over the bench's, and the box its β₀ is searched in (None:
 the tuned β₀ of tuned-<use case>.json, whose box stops at 1). Momentum's effective step is
 β₀ / (1 − μ); Adam's and Yogi's is about β₀ per coordinate, whatever the delta's scale."""
-STAGE_ONE = 5
+STAGE_ONE = 4
 STAGE_TWO = 2
+SEARCH_FOLDS = 1
+"""Folds searched (a cross-validated use case's later folds take fold 0's choice)."""
 REFINE_FACTOR = tuning.REFINE_FACTOR
 ALGORITHM = "tinymetafed"
 
@@ -92,7 +94,7 @@ def search(names: list[str], configs: list[str], data_dir, quick: bool, workers:
         for name in names
         for config in configs
         if (box := CONFIGS[config][1]) is not None
-        for fold in range(use_case_class(name).FOLDS)
+        for fold in range(min(SEARCH_FOLDS, use_case_class(name).FOLDS))
     }
     for stage in (1, 2):
         if stage == 2:
@@ -168,7 +170,9 @@ def measure(names, configs, seeds, data_dir, quick, workers, searched) -> tuple[
                 for config in configs:
                     settings = base_settings(name, quick, fold, config)
                     if config in searched.get(name, {}):
-                        settings["outer_lr"] = searched[name][config][fold]["chosen"]["outer_lr"]
+                        by_fold = searched[name][config]
+                        chosen = by_fold.get(fold, by_fold[min(by_fold)])["chosen"]
+                        settings["outer_lr"] = chosen["outer_lr"]
                     entry = bench.Entry(config, ALGORITHM)
                     jobs.append(bench.Job(name, data_dir, seed, fold, entry, settings))
         plans[name] = (settings_for(name, quick=quick), jobs)
@@ -299,7 +303,8 @@ def main() -> int:
             "design": "outer_lr only (the other rates from tuned-<use case>.json); stage 1: "
             "%d points of a log-scale Latin hypercube over the box, stage 2: %d points in a box "
             "%g times narrower each side around the stage-1 best; validation devices, tuning "
-            "seed %d" % (STAGE_ONE, STAGE_TWO, REFINE_FACTOR, tuning.TUNING_SEED),
+            "seed %d; folds searched: %d (later folds take fold 0's choice)"
+            % (STAGE_ONE, STAGE_TWO, REFINE_FACTOR, tuning.TUNING_SEED, SEARCH_FOLDS),
             "boxes": {c: CONFIGS[c][1] for c in configs},
             "seconds": round(search_seconds, 1),
         },
