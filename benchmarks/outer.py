@@ -56,8 +56,8 @@ CONFIGS: dict[str, tuple[dict, tuple[float, float] | None]] = {
 """Each configuration: its settings over the bench's, and the box its β₀ is searched in (None:
 the tuned β₀ of tuned-<use case>.json, whose box stops at 1). Momentum's effective step is
 β₀ / (1 − μ); Adam's and Yogi's is about β₀ per coordinate, whatever the delta's scale."""
-STAGE_ONE = 4
-STAGE_TWO = 2
+STAGE_ONE = 3
+STAGE_TWO = 1
 SEARCH_FOLDS = 1
 """Folds searched (a cross-validated use case's later folds take fold 0's choice)."""
 REFINE_FACTOR = tuning.REFINE_FACTOR
@@ -258,7 +258,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--use-cases", default="sine,omniglot,kws,occupancy")
+    parser.add_argument("--use-cases", default="occupancy,omniglot,sine,kws")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
@@ -277,22 +277,8 @@ def main() -> int:
     if unknown:
         parser.error("unknown configs %s; known: %s" % (unknown, ",".join(CONFIGS)))
     seeds = [int(s) for s in args.seeds.split(",")]
-    start = time.perf_counter()
     saved = Path(args.out).with_suffix(".search.json")
-    if args.reuse_search and saved.is_file():
-        searched = json.loads(saved.read_text())
-        searched = {
-            n: {c: {int(f): v for f, v in b.items()} for c, b in by.items()}
-            for n, by in searched.items()
-        }
-        print("search read from %s" % saved)
-    else:
-        searched = search(names, configs, args.data_dir, args.quick, args.workers)
-        saved.write_text(json.dumps(searched, indent=1) + "\n")
-    search_seconds = time.perf_counter() - start
-    results, plans = measure(
-        names, configs, seeds, args.data_dir, args.quick, args.workers, searched
-    )
+    earlier = json.loads(saved.read_text()) if args.reuse_search and saved.is_file() else {}
     doc = {
         "what": "TinyMetaFed with each server outer step (benchmarks/outer.py); every "
         "configuration at the same rounds, device updates, bytes and fleet energy",
@@ -306,19 +292,35 @@ def main() -> int:
             "seed %d; folds searched: %d (later folds take fold 0's choice)"
             % (STAGE_ONE, STAGE_TWO, REFINE_FACTOR, tuning.TUNING_SEED, SEARCH_FOLDS),
             "boxes": {c: CONFIGS[c][1] for c in configs},
-            "seconds": round(search_seconds, 1),
         },
         "configs": {c: CONFIGS[c][0] for c in configs},
-        "seconds": round(time.perf_counter() - start, 1),
-        "use_cases": {
-            name: use_case_document(
-                name, configs, seeds, args.data_dir, results, plans[name], searched
-            )
-            for name in names
-        },
+        "seconds": 0.0,
+        "use_cases": {},
     }
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print("wrote %s (%.0f s)" % (args.out, doc["seconds"]))
+    for name in names:  # one use case at a time, written as soon as it is measured
+        start = time.perf_counter()
+        if name in earlier:
+            searched = {
+                name: {c: {int(f): v for f, v in b.items()} for c, b in earlier[name].items()}
+            }
+            print("%s: search read from %s" % (name, saved))
+        else:
+            searched = search([name], configs, args.data_dir, args.quick, args.workers)
+            earlier.update(searched)
+            saved.write_text(json.dumps(earlier, indent=1) + "\n")
+        search_seconds = time.perf_counter() - start
+        results, plans = measure(
+            [name], configs, seeds, args.data_dir, args.quick, args.workers, searched
+        )
+        part = use_case_document(
+            name, configs, seeds, args.data_dir, results, plans[name], searched
+        )
+        part["seconds"] = round(time.perf_counter() - start, 1)
+        part["search_seconds"] = round(search_seconds, 1)
+        doc["use_cases"][name] = part
+        doc["seconds"] = round(doc["seconds"] + part["seconds"], 1)
+        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+        print("wrote %s with %s (%.0f s)" % (args.out, name, part["seconds"]), flush=True)
     for name, part in doc["use_cases"].items():
         for config, c in part["configs"].items():
             vs = c.get("vs_" + BASELINE, {}).get(ONLINE)
