@@ -473,13 +473,18 @@ OUTER_NAMES = {
     "adam": "server Adam, plain mean",
     "yogi": "server Yogi, plain mean",
 }
+"""How the ablation's configurations (benchmarks/outer.py CONFIGS) are named in the tables."""
 
 
 def outer_tables(doc) -> str:
     """The ablation of the server's outer step (benchmarks/outer.py), one table a use case."""
     out = [
-        "\n## The server's outer step (TinyMetaFed, test devices, seeds %s, %.0f s)\n"
-        % (",".join(str(s) for s in doc["seeds"]), doc["seconds"]),
+        "\n## The server's outer step: %s (TinyMetaFed, test devices, seeds %s, %.0f s)\n"
+        % (
+            ", ".join(doc["configs"]),
+            ",".join(str(s) for s in doc["seeds"]),
+            doc["seconds"],
+        ),
         "Every row spends the same rounds and device updates, and the same fleet energy and bytes "
         "up to the compressed indices' lengths (largest spread given per use case). β₀ was "
         "searched on validation devices: %s. Δ is the paired difference to the first row over "
@@ -503,7 +508,7 @@ def outer_tables(doc) -> str:
         )
         out.append(
             "| server step | β₀ (per fold) | online | Δ online | seed sd | multi-pass | "
-            "Δ multi-pass | rounds to target |"
+            "Δ multi-pass | rounds to target (validation curve) |"
         )
         out.append("|---|---|---|---|---|---|---|---|")
         for config, c in part["configs"].items():
@@ -591,9 +596,10 @@ def main() -> int:
                 rss[-1] / 1e6,
             )
         )
-    outer = load("ablation-outer.json")
-    if outer:
-        out.append(outer_tables(outer))
+    for name in ("ablation-outer.json", "ablation-outer-yogi.json"):
+        outer = load(name)
+        if outer:
+            out.append(outer_tables(outer))
     for use_case in ("sine", "omniglot", "occupancy"):
         hostile = load("hostile-%s.json" % use_case)
         if hostile:

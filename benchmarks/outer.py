@@ -287,7 +287,7 @@ def main() -> int:
         "workers": args.workers,
         "search": {
             "design": "outer_lr only (the other rates from tuned-<use case>.json); stage 1: "
-            "%d points of a log-scale Latin hypercube over the box, stage 2: %d points in a box "
+            "%d points of a log-scale Latin hypercube over the box, stage 2: %d more in a box "
             "%g times narrower each side around the stage-1 best; validation devices, tuning "
             "seed %d; folds searched: %d (later folds take fold 0's choice)"
             % (STAGE_ONE, STAGE_TWO, REFINE_FACTOR, tuning.TUNING_SEED, SEARCH_FOLDS),
