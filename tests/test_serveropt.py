@@ -141,6 +141,7 @@ def test_a_restart_through_the_checkpoint_continues_with_the_same_moments(tmp_pa
     momentum = TinyMetaFed(dict(settings, server_optimiser="momentum"))
     assert not momentum.restore_server_state(back.server_state, 40)
     assert not second.restore_server_state(back.server_state, 41)
+    assert not second.restore_server_state(dict(back.server_state, step="3"), 40)
     assert second.server.step == 0
 
 

@@ -115,10 +115,13 @@ class Strategy:
 
     def restore_server_state(self, doc: dict, n: int) -> bool:
         """Take over a checkpoint's optimiser state (`server_state()`'s form) for a θ of length
-        n; False (and a fresh state) when it is of another optimiser, length or not finite."""
+        n; False (and a fresh state) when it is of another optimiser or length, not finite, or
+        without a step count."""
         arrays = {k: v for k, v in doc.items() if isinstance(v, np.ndarray)}
-        state = ServerState(int(doc.get("step", 0)), arrays)
-        if doc.get("optimiser") != self.optimiser.name or not state_fits(self.optimiser, state, n):
+        step = doc.get("step")
+        state = ServerState(step if isinstance(step, int) and step >= 0 else 0, arrays)
+        kept = isinstance(step, int) and doc.get("optimiser") == self.optimiser.name
+        if not kept or not state_fits(self.optimiser, state, n):
             self.server = initial_state(self.optimiser, n)
             return False
         self.server = state
