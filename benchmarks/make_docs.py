@@ -472,6 +472,7 @@ OUTER_NAMES = {
     "momentum": "server momentum (μ = 0.9), plain mean",
     "adam": "server Adam, plain mean",
     "yogi": "server Yogi, plain mean",
+    "coverage_adam": "server Adam, coverage-aware mean",
 }
 """How the ablation's configurations (benchmarks/outer.py CONFIGS) are named in the tables."""
 
@@ -596,7 +597,7 @@ def main() -> int:
                 rss[-1] / 1e6,
             )
         )
-    for name in ("ablation-outer.json", "ablation-outer-yogi.json"):
+    for name in ("ablation-outer.json", "ablation-outer-yogi.json", "ablation-outer-both.json"):
         outer = load(name)
         if outer:
             out.append(outer_tables(outer))

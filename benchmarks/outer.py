@@ -52,6 +52,7 @@ CONFIGS: dict[str, tuple[dict, tuple[float, float] | None]] = {
     "momentum": ({"server_optimiser": "momentum"}, (0.01, 3.0)),
     "adam": ({"server_optimiser": "adam"}, (1e-3, 0.3)),
     "yogi": ({"server_optimiser": "yogi"}, (1e-3, 0.3)),
+    "coverage_adam": ({"coverage_mean": True, "server_optimiser": "adam"}, (1e-3, 0.3)),
 }
 """Each configuration: its settings over the bench's, and the box its β₀ is searched in (None:
 the tuned β₀ of tuned-<use case>.json, whose box stops at 1). Momentum's effective step is
