@@ -1,4 +1,5 @@
-"""Server maths: sparse weighted mean, linearly decaying outer step, meta-update, cohorts."""
+"""Server maths: sparse weighted and coverage-aware means, linearly decaying outer step,
+meta-update, cohorts."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ from broker_service.core.aggregate import (
     SparseUpdate,
     meta_update,
     outer_step,
+    robust_aggregate,
+    sparse_coverage_mean,
     sparse_weighted_mean,
     weighted_scatter_sum,
 )
@@ -122,3 +125,34 @@ def test_unknown_aggregation_is_an_error():
 
     with pytest.raises(ValueError, match="unknown aggregation"):
         robust_aggregate(3, [], "mode")
+
+
+def test_coverage_mean_averages_each_coordinate_over_the_devices_that_sent_it():
+    a = SparseUpdate(np.array([0, 2]), np.array([1.0, 4.0], dtype=np.float32), 10)
+    b = SparseUpdate(np.array([2, 3]), np.array([2.0, -3.0], dtype=np.float32), 30)
+    agg = sparse_coverage_mean(5, [a, b])
+    # coordinate 2 is sent by both (weighted 10:30); 0 and 3 by one each; 1 and 4 by none
+    np.testing.assert_allclose(agg, [1.0, 0.0, (10 * 4 + 30 * 2) / 40, -3.0, 0.0], rtol=1e-6)
+    # the plain mean shrinks the coordinates one device sent by that device's share
+    plain = sparse_weighted_mean(5, [a, b])
+    assert plain[0] == pytest.approx(agg[0] * 10 / 40)
+    assert plain[3] == pytest.approx(agg[3] * 30 / 40)
+
+
+def test_coverage_mean_of_dense_updates_is_the_plain_mean_and_empty_is_zero():
+    rng = np.random.default_rng(4)
+    ups = [
+        SparseUpdate(np.arange(30), rng.standard_normal(30).astype(np.float32), w)
+        for w in (3, 1, 0)
+    ]
+    np.testing.assert_allclose(sparse_coverage_mean(30, ups), sparse_weighted_mean(30, ups))
+    zero = [SparseUpdate(np.array([1]), np.array([2.0]), 0), SparseUpdate(np.array([1]), [4.0], 0)]
+    assert sparse_coverage_mean(3, zero)[1] == pytest.approx(3.0)  # equal weights fallback
+    np.testing.assert_array_equal(sparse_coverage_mean(4, []), np.zeros(4, dtype=np.float32))
+
+
+def test_robust_aggregate_clips_before_the_coverage_mean():
+    a = SparseUpdate(np.array([0]), np.array([10.0], dtype=np.float32), 1)
+    b = SparseUpdate(np.array([1]), np.array([1.0], dtype=np.float32), 1)
+    agg = robust_aggregate(2, [a, b], "mean", clip_norm=2.0, coverage=True)
+    np.testing.assert_allclose(agg, [2.0, 1.0])

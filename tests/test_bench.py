@@ -283,6 +283,15 @@ def test_candidates_are_a_latin_hypercube_in_the_log_box():
     assert tuning.score(np.array([2.0, 4.0]), False) == -3.0
 
 
+def test_box_candidates_use_every_log_slice_of_their_own_box_once():
+    box = {"outer_lr": (1e-3, 0.3)}
+    points = tuning.box_candidates(box, 5, 51)
+    assert points == tuning.box_candidates(box, 5, 51) != tuning.box_candidates(box, 5, 53)
+    lo, hi = (math.log(v) for v in box["outer_lr"])
+    slots = [int(5 * (math.log(p["outer_lr"]) - lo) / (hi - lo)) for p in points]
+    assert sorted(slots) == list(range(5)) and all(set(p) == {"outer_lr"} for p in points)
+
+
 def test_tuning_never_draws_test_devices(monkeypatch):
     asked = []
     original = SineUseCase.new_device_episodes

@@ -69,6 +69,9 @@ def test_the_service_settings_are_those_its_strategies_send_and_read():
     read_elsewhere |= {"clip_recent"}  # the service's influence bounds (core/bounds.py)
     read_elsewhere |= {"eval_epochs", "eval_head_epochs"}  # the few-shot evaluation
     read_elsewhere |= {"model_values"}  # the encoding of the MODEL it publishes
+    # the server's outer step (core/serveropt.py, core/aggregate.py)
+    read_elsewhere |= {"coverage_mean", "server_optimiser", "server_beta1", "server_beta2"}
+    read_elsewhere |= {"server_eps"}
     assert service_settings() == sent | read_elsewhere
     cfg = load_config(None, {"settings": {"top_p": 5, "clip_scale": 3.0}}, {})
     assert cfg.settings == {"top_p": 5, "clip_scale": 3.0}

@@ -25,6 +25,12 @@ def outer_step(beta0: float, t: int, total_rounds: int) -> float:
     return beta0 * max(0.0, 1.0 - t / total_rounds)
 
 
+def _weights(updates: Sequence[SparseUpdate]) -> np.ndarray:
+    """The devices' sample counts as weights (all-zero counts fall back to equal weights)."""
+    weights = np.array([u.samples for u in updates], dtype=np.float64)
+    return weights if weights.sum() > 0 else np.ones(len(updates))
+
+
 def sparse_weighted_mean(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
     """Σ_i w_i Δ_i / Σ_i w_i over dense length n; coordinates a device did not send count as 0.
 
@@ -32,9 +38,7 @@ def sparse_weighted_mean(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
     """
     if len(updates) == 0:
         return np.zeros(n, dtype=np.float32)
-    weights = np.array([u.samples for u in updates], dtype=np.float64)
-    if weights.sum() <= 0:
-        weights = np.ones(len(updates))
+    weights = _weights(updates)
     return (weighted_scatter_sum(n, updates, weights) / weights.sum()).astype(np.float32)
 
 
@@ -70,6 +74,24 @@ def weighted_scatter_sum(
         np.add.at(total, index, values)
         first = last
     return total
+
+
+def sparse_coverage_mean(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
+    """Each coordinate's sample-weighted mean over the devices that sent it:
+    Σ_i w_i Δ_ij / Σ_{i sent j} w_i, and 0 where no device sent it.
+
+    With Top-P% uploads most coordinates are sent by one device of the cohort, so
+    `sparse_weighted_mean` shrinks them by about the cohort's size; this mean does not. With
+    dense updates the two are the same."""
+    if len(updates) == 0:
+        return np.zeros(n, dtype=np.float32)
+    weights = _weights(updates)
+    total = weighted_scatter_sum(n, updates, weights)
+    ones = [SparseUpdate(u.indices, np.ones(len(u.values)), u.samples) for u in updates]
+    cover = weighted_scatter_sum(n, ones, weights)
+    sent = cover > 0
+    total[sent] /= cover[sent]
+    return total.astype(np.float32)
 
 
 def meta_update(theta: np.ndarray, updates: Sequence[SparseUpdate], beta: float) -> np.ndarray:
@@ -161,16 +183,18 @@ def robust_aggregate(
     clip_norm: float = 0.0,
     trim: float = 0.2,
     clip_scale: float = 0.0,
+    coverage: bool = False,
 ) -> np.ndarray:
     """Agg({Δ_i}) with optional norm clipping — to a fixed `clip_norm`, or to `clip_scale` ×
-    the median norm of this cohort's updates — then 'mean' (sample-weighted), 'trimmed_mean'
-    or 'median'."""
+    the median norm of this cohort's updates — then 'mean' (sample-weighted; with `coverage`,
+    each coordinate over the devices that sent it, `sparse_coverage_mean`), 'trimmed_mean' or
+    'median'."""
     if clip_scale > 0 and updates:
         clip_norm = clip_scale * float(np.median([np.linalg.norm(u.values) for u in updates]))
     if clip_norm > 0:
         updates = [clip_update(u, clip_norm) for u in updates]
     if method == "mean":
-        return sparse_weighted_mean(n, updates)
+        return sparse_coverage_mean(n, updates) if coverage else sparse_weighted_mean(n, updates)
     if method == "trimmed_mean":
         return trimmed_mean(n, updates, trim)
     if method == "median":

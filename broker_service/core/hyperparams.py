@@ -3,6 +3,9 @@
 Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
 aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py), clip_recent
 (every update clipped to this multiple of the recent median update norm, see bounds.py),
+coverage_mean (the mean of each coordinate over the devices that sent it, see aggregate.py),
+server_optimiser / server_beta1 / server_beta2 / server_eps (how the aggregated delta moves θ_g:
+sgd, momentum, adam or yogi, see serveropt.py; outer_lr is their step size),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
@@ -56,6 +59,12 @@ COMMON = {
     "trim": 0.2,
     # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
     "clip_recent": 2.0,
+    # the server's outer step (core/serveropt.py, docs/algorithm.md)
+    "coverage_mean": False,
+    "server_optimiser": "sgd",
+    "server_beta1": 0.9,
+    "server_beta2": 0.99,
+    "server_eps": 1e-3,
 }
 
 # each use case's own settings, over COMMON; "quick" holds its `--quick` overrides

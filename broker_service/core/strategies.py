@@ -4,7 +4,8 @@
 - `global_size(net)`, `round_command(t, version)`, `samples_per_update()`: what a device is sent
   and how many samples it uses;
 - `aggregate(theta, updates, t, total)`: the new θ from the cohort's decoded deltas, with
-  `outer_step(t, total)` as the step size.
+  `outer_step(t, total)` as the step size of the server optimiser (core.serveropt), whose state
+  (`server_state()` / `restore_server_state()`) the service keeps in its checkpoint.
 
 What a device does with its samples is not here: real devices run device_agent.round, and the
 simulation picks its simulated client by the plain attribute `stored_data`
@@ -16,9 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.core.aggregate import SparseUpdate, meta_update, robust_aggregate
+from broker_service.core.aggregate import SparseUpdate, all_finite, robust_aggregate
 from broker_service.core.aggregate import outer_step as decaying_step
 from broker_service.core.nn import NumpyNet
+from broker_service.core.serveropt import (
+    ServerOptimiser,
+    ServerState,
+    initial_state,
+    server_update,
+    state_fits,
+)
 from device_agent.round import DEFAULTS, global_size
 
 
@@ -34,6 +42,10 @@ class Strategy:
 
     def __init__(self, settings: dict):
         self.settings = settings
+        self.optimiser = ServerOptimiser.from_settings(settings)
+        self.server = ServerState()
+        if settings.get("coverage_mean") and settings.get("aggregation", "mean") != "mean":
+            raise ValueError("coverage_mean applies to aggregation 'mean' only")
 
     def cohort_size(self) -> int:
         """Devices asked to train each round."""
@@ -80,18 +92,47 @@ class Strategy:
     def aggregate(
         self, theta: np.ndarray, updates: list[SparseUpdate], t: int, total_rounds: int
     ) -> np.ndarray:
-        """θ moved by β_t towards the cohort's aggregated delta (sample-weighted mean, or the
-        robust aggregation the settings ask for)."""
-        beta = self.outer_step(t, total_rounds)
-        method = self.settings.get("aggregation", "mean")
-        clip = float(self.settings.get("clip_norm", 0.0))
-        scale = float(self.settings.get("clip_scale", 0.0))
-        if method == "mean" and clip <= 0 and scale <= 0:
-            return meta_update(theta, updates, beta)
+        """θ moved by the server optimiser with step β_t along the cohort's aggregated delta
+        (the sample-weighted mean — over the devices that sent each coordinate with
+        `coverage_mean` — or the robust aggregation the settings ask for). The optimiser's state
+        advances only when the new θ is finite (a refused step leaves it as it was)."""
+        s = self.settings
         agg = robust_aggregate(
-            len(theta), updates, method, clip, float(self.settings.get("trim", 0.2)), scale
+            len(theta),
+            updates,
+            s.get("aggregation", "mean"),
+            float(s.get("clip_norm", 0.0)),
+            float(s.get("trim", 0.2)),
+            float(s.get("clip_scale", 0.0)),
+            bool(s.get("coverage_mean", False)),
         )
-        return (theta + np.float32(beta) * agg).astype(np.float32)
+        beta = self.outer_step(t, total_rounds)
+        new, state = server_update(theta, agg, beta, self.optimiser, self.server)
+        if all_finite(new):
+            self.server = state
+        return new
+
+    def server_state(self) -> dict:
+        """The server optimiser's state for the checkpoint: its name, steps and moments."""
+        return {
+            "optimiser": self.optimiser.name,
+            "step": self.server.step,
+            **(self.server.arrays or {}),
+        }
+
+    def restore_server_state(self, doc: dict, n: int) -> bool:
+        """Take over a checkpoint's optimiser state (`server_state()`'s form) for a θ of length
+        n; False (and a fresh state) when it is of another optimiser or length, not finite, or
+        without a step count."""
+        arrays = {k: v for k, v in doc.items() if isinstance(v, np.ndarray)}
+        step = doc.get("step")
+        state = ServerState(step if isinstance(step, int) and step >= 0 else 0, arrays)
+        kept = isinstance(step, int) and doc.get("optimiser") == self.optimiser.name
+        if not kept or not state_fits(self.optimiser, state, n):
+            self.server = initial_state(self.optimiser, n)
+            return False
+        self.server = state
+        return True
 
 
 class TinyMetaFed(Strategy):

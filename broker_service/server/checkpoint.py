@@ -3,7 +3,9 @@
 The service resumes from it and `tinymetafed evaluate` / `export` read it. θ_g is stored as
 base64 little-endian float32 with its CRC-32, so a damaged file is detected, never half-loaded;
 a θ_g with a non-finite entry is refused on load (no device could use it), so a poisoned model
-cannot be resumed and served again.
+cannot be resumed and served again. The server optimiser's state (`server_state`: its name, step
+count and moment arrays, core/serveropt.py) is kept the same way, so a restart continues with the
+same moments; a checkpoint without it (written before it existed) loads with an empty one.
 """
 
 from __future__ import annotations
@@ -38,13 +40,57 @@ class Checkpoint:
     settings: dict[str, Any] = field(default_factory=dict)
     split: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    server_state: dict[str, Any] = field(default_factory=dict)
+    """Scalars as they are, numpy arrays stored as float32 with their CRC-32."""
+
+
+def _encode_f32(values: np.ndarray) -> dict[str, Any]:
+    """A float32 array as {"len", "crc32", "f32_b64"} (little-endian, base64)."""
+    raw = np.asarray(values, dtype="<f4").tobytes()
+    return {"len": len(values), "crc32": zlib.crc32(raw), "f32_b64": base64.b64encode(raw).decode()}
+
+
+def _decode_f32(text: Any, length: Any, crc: Any, path: str | Path, what: str) -> np.ndarray:
+    """The float32 array `_encode_f32` stored; CheckpointError when it is missing, damaged or
+    not finite."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+        expected = 4 * int(length)
+    except (TypeError, ValueError):
+        raise CheckpointError("%s: %s is missing or not base64" % (path, what)) from None
+    if len(raw) != expected or zlib.crc32(raw) != crc:
+        raise CheckpointError("%s: %s is damaged (length or CRC mismatch)" % (path, what))
+    values = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        raise CheckpointError("%s: %s has non-finite entries" % (path, what))
+    return values
+
+
+def _encode_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: {"array": _encode_f32(v)} if isinstance(v, np.ndarray) else v for k, v in state.items()
+    }
+
+
+def _decode_state(doc: Any, path: str | Path) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise CheckpointError("%s: server_state is not a table" % path)
+    out = {}
+    for key, value in doc.items():
+        if isinstance(value, dict) and isinstance(value.get("array"), dict):
+            a = value["array"]
+            what = "server_state %s" % key
+            out[key] = _decode_f32(a.get("f32_b64"), a.get("len"), a.get("crc32"), path, what)
+        else:
+            out[key] = value
+    return out
 
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
     """Write the checkpoint atomically: temp file in the same folder, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = np.asarray(ckpt.theta, dtype="<f4").tobytes()
+    theta = _encode_f32(ckpt.theta)
     doc = {
         "format": FORMAT,
         "use_case": ckpt.use_case,
@@ -53,10 +99,11 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         "split": ckpt.split,
         "spec": ckpt.spec,
         "settings": ckpt.settings,
-        "theta_len": len(ckpt.theta),
-        "theta_crc32": zlib.crc32(raw),
-        "theta_f32_b64": base64.b64encode(raw).decode(),
+        "theta_len": theta["len"],
+        "theta_crc32": theta["crc32"],
+        "theta_f32_b64": theta["f32_b64"],
         "extra": ckpt.extra,
+        "server_state": _encode_state(ckpt.server_state),
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -89,15 +136,9 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError("checkpoint %s is not readable JSON: %s" % (path, exc)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError("%s is not a %s file" % (path, FORMAT))
-    try:
-        raw = base64.b64decode(doc["theta_f32_b64"], validate=True)
-    except (KeyError, ValueError):
-        raise CheckpointError("%s: theta is missing or not base64" % path) from None
-    if len(raw) != 4 * int(doc["theta_len"]) or zlib.crc32(raw) != doc["theta_crc32"]:
-        raise CheckpointError("%s: theta is damaged (length or CRC mismatch)" % path)
-    theta = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    if not np.all(np.isfinite(theta)):
-        raise CheckpointError("%s: theta has non-finite entries" % path)
+    theta = _decode_f32(
+        doc.get("theta_f32_b64"), doc.get("theta_len"), doc.get("theta_crc32"), path, "theta"
+    )
     return Checkpoint(
         spec=doc["spec"],
         theta=theta,
@@ -107,4 +148,5 @@ def load(path: str | Path) -> Checkpoint:
         settings=doc.get("settings", {}),
         split=bool(doc.get("split", True)),
         extra=doc.get("extra", {}),
+        server_state=_decode_state(doc.get("server_state", {}), path),
     )

@@ -23,7 +23,8 @@ Devices are untrusted (brief section 2b). Every broker event is handled inside i
 it raises is logged with its reason and counted, and the loop goes on. Status and telemetry are
 read by `inbound` (size, nesting and numbers checked before use); retained updates and telemetry
 are ignored; one device's weight, update norm and step are bounded by `core.bounds`, whose norm
-history is kept in the checkpoint; a round that would make θ_g non-finite is refused.
+history is kept in the checkpoint (as is the server optimiser's state, core.serveropt); a round
+that would make θ_g non-finite is refused.
 """
 
 from __future__ import annotations
@@ -196,6 +197,13 @@ class AggregationService:
         self._check_resumable(ckpt, path)
         self.totals = Totals.from_dict(ckpt.extra.get("totals", {}))
         self.admission.bounds.restore(ckpt.extra.get("recent_norms", []))
+        kept = self.strategy.restore_server_state(ckpt.server_state, self.n)
+        if not kept and self.strategy.optimiser.moments:
+            self.log(
+                "server_state_reset",
+                optimiser=self.strategy.optimiser.name,
+                held=str(ckpt.server_state.get("optimiser")),
+            )
         self.log("resumed", round=ckpt.round, checkpoint=str(path))
         return ckpt.theta, ckpt.round
 
@@ -238,6 +246,7 @@ class AggregationService:
                 "totals": self.totals.to_dict(),
                 "recent_norms": self.admission.bounds.to_list(),
             },
+            server_state=self.strategy.server_state(),
         )
         checkpoint.save(self.checkpoint_path(), ckpt)
 

@@ -197,6 +197,7 @@ def _save_checkpoint(job: Job, use_case, result, strategy) -> None:
         settings=job.settings,
         split=strategy.split,
         extra={"seed": job.seed, "fold": job.fold, "preprocessing": use_case.preprocessing},
+        server_state=strategy.server_state(),
     )
     checkpoint.save(Path(job.checkpoint or ""), ckpt)
 

@@ -65,6 +65,12 @@ def refinements(
     return [dict(best, **point) for point in points]
 
 
+def box_candidates(box: dict[str, tuple[float, float]], n: int, salt: int) -> list[dict]:
+    """n Latin-hypercube points in the log of `box` (the same design as `candidates`, for a
+    search over other keys, e.g. one server optimiser's step size); `salt` picks the draw."""
+    return _hypercube(box, n, np.random.default_rng([SEARCH_SEED, salt]))
+
+
 def _hypercube(box: dict, n: int, rng: np.random.Generator) -> list[dict[str, float]]:
     points: list[dict[str, float]] = [{} for _ in range(n)]
     for key, bounds in box.items():
