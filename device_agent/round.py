@@ -1,6 +1,8 @@
 """One device round of TinyMetaFed (brief section 2, step 3), batch size 1, samples used once.
 
-a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen.
+a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen;
+   or, with `head_init` "closed_form", θ_l fitted from one pass over those samples
+   (device_agent.heads: class prototypes, or ridge regression of the outputs).
 b. Adaptation: `adapt_samples` SGD steps on θ_g, and on θ_l too when `joint` (the default;
    with it off θ_l stays frozen).
 c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled; keep the Top-P% entries.
@@ -11,7 +13,7 @@ With split off (TinyReptile), θ_g is every parameter and there is no reconstruc
 
 from array import array
 
-from device_agent import codec
+from device_agent import codec, heads
 from device_agent.model import init_layer
 from device_agent.rng import XorShift32
 from device_agent.topk import select_top_k, top_k_count
@@ -27,6 +29,8 @@ DEFAULTS = {
     "values": "f16",
     "error_feedback": True,
     "local_init": "zeros",
+    "head_init": "sgd",
+    "head_ridge": 1.0,
     "seed": 0,
 }
 
@@ -92,12 +96,20 @@ class RoundResult:
         self.nnz = 0
 
 
+def closed_form_head(plan, settings):
+    """Whether a round with these settings fits θ_l by the closed form (device_agent.heads)."""
+    return settings.get("head_init") == "closed_form" and heads.closed_form_applies(plan)
+
+
 def reconstruct_local(net, params, samples, settings, count):
-    """Re-initialise θ_l and fit it on `count` samples with θ_g frozen; returns the mean loss."""
+    """Re-initialise θ_l and fit it on `count` samples with θ_g frozen (SGD steps, or the
+    closed form); returns the mean loss (with the closed form: under the fresh θ_l)."""
     plan = net.plan
     if not plan.local_layers:
         return 0.0
     init_local(plan, params, settings["seed"], settings["local_init"])
+    if closed_form_head(plan, settings):
+        return heads.fit_head(net, params, samples, count, settings["head_ridge"])[1]
     if count <= 0:
         return 0.0
     first = head_index(plan)
@@ -201,7 +213,9 @@ def run_round(net, params, samples, command, residual=None):
 def round_macs(plan, settings, recon, adapted):
     """Multiply-accumulates of a round: cheap head-only steps, then full adaptation steps."""
     total = 0
-    if recon:
+    if recon and closed_form_head(plan, settings):
+        total += heads.fit_macs(plan, recon)
+    elif recon:
         total += recon * plan.train_step_macs(head_index(plan))
     first, last = adapt_layers(plan, settings)
     total += adapted * plan.train_step_macs(first, last)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.core.device_round import full_params, reconstruct_steps, sgd_steps
+from broker_service.core.device_round import full_params, reconstruct, sgd_steps
 from broker_service.core.nn import NumpyNet
 from broker_service.usecases.base import Episode
 from device_agent.round import DEFAULTS, effective_split, init_local
@@ -110,24 +110,22 @@ def adapt(
         local_init = settings.get("local_init", DEFAULTS["local_init"])
         init_local(plan, params, settings.get("seed", NEW_DEVICE_SEED), local_init)
     order = np.random.default_rng(NEW_DEVICE_SEED)
-    for epoch in range(epochs):
-        perm = order.permutation(n)
-        xs, ys = support_x[perm], support_y[perm]
-        head = min(n, max(0, head_steps - epoch * n))
-        if head:
-            reconstruct_steps(net, params, xs[:head], ys[:head], settings["recon_lr"])
-        if head_only and head < n:
-            break
-        if head < n:
-            sgd_steps(
-                net,
-                params,
-                xs[head:],
-                ys[head:],
-                settings["adapt_lr"],
-                plan.param_layers[0],
-                head_lr=settings["recon_lr"],
-            )
+    perms = [order.permutation(n) for _ in range(epochs)]
+    stream = np.concatenate(perms) if perms else np.zeros(0, dtype=np.int64)
+    head, rest = stream[:head_steps], stream[head_steps:]
+    if split:
+        reconstruct(net, params, support_x[head], support_y[head], dict(DEFAULTS, **settings))
+    if head_only or not len(rest):
+        return params
+    sgd_steps(
+        net,
+        params,
+        support_x[rest],
+        support_y[rest],
+        settings["adapt_lr"],
+        plan.param_layers[0],
+        head_lr=settings["recon_lr"],
+    )
     return params
 
 

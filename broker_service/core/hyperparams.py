@@ -7,7 +7,8 @@ recon_samples / adapt_samples (streamed per device round; algorithms without a s
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
 broker_service.sim.clients), outer_lr (β_0), top_p, values (upload value encoding),
-error_feedback, joint, local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every,
+error_feedback, joint, local_init, head_init / head_ridge (how θ_l is rebuilt, device_agent.heads),
+inner_epochs / inner_batch (Reptile and FedAvg), eval_every,
 eval_devices (learning curve, validation devices), final_devices (final figures, test devices),
 eval_epochs / eval_head_epochs (few-shot adaptation on new devices: one online pass by default,
 see fewshot.py), and quick (overrides for `--quick`).
@@ -30,6 +31,9 @@ COMMON = {
     # θ_l keeps training (at adapt_lr) during adaptation (the brief's `joint` setting)
     "joint": True,
     "local_init": "zeros",
+    # how θ_l is rebuilt: "sgd" steps, or "closed_form" (device_agent.heads); λ of the ridge head
+    "head_init": "sgd",
+    "head_ridge": 1.0,
     "outer_lr": 1.0,
     "inner_epochs": 5,
     "inner_batch": 10,

@@ -19,7 +19,7 @@ import numpy as np
 from broker_service.core.aggregate import SparseUpdate, meta_update, robust_aggregate
 from broker_service.core.aggregate import outer_step as decaying_step
 from broker_service.core.nn import NumpyNet
-from device_agent.round import global_size
+from device_agent.round import DEFAULTS, global_size
 
 
 class Strategy:
@@ -63,6 +63,8 @@ class Strategy:
             "values": s["values"],
             "error_feedback": s["error_feedback"],
             "local_init": s["local_init"],
+            "head_init": s.get("head_init", DEFAULTS["head_init"]),
+            "head_ridge": s.get("head_ridge", DEFAULTS["head_ridge"]),
             "seed": t,
         }
 
