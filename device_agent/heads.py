@@ -1,6 +1,7 @@
 """Closed-form heads: θ_l fitted in one pass over the reconstruction samples, without SGD.
 
-A round's `head_init` says how θ_l is rebuilt on the first `recon_samples` streamed samples:
+A round's `head_init` (device_agent.round.HEAD_INITS) says how θ_l is rebuilt on the first
+`recon_samples` streamed samples:
 - "sgd": a fresh θ_l (`local_init`), then one batch-1 SGD step per sample (θ_g frozen);
 - "closed_form": one forward pass per sample feeds running statistics of the head's input
   features h (the penultimate activations), and θ_l is set from them at the end:
@@ -21,12 +22,8 @@ Pure Python on flat arrays (MicroPython first); broker_service.core.heads is the
 """
 
 import math
-from array import array
 
 from device_agent import limits
-
-HEAD_INITS = ("sgd", "closed_form")
-"""How a round rebuilds θ_l (`head_init`): SGD steps, or the closed-form fit above."""
 
 
 def closed_form_applies(plan):
@@ -166,11 +163,6 @@ def _solve_ridge(stats, params, layer, ridge):
         for k in range(n_in):
             params[layer.w_off + o * n_in + k] = stats[z + k]
         params[layer.b_off + o] = stats[z + n_in]
-
-
-def new_scratch(size):
-    """A float buffer of `size` zeros (the one allocation a Network makes for its head)."""
-    return array("f", bytes(4 * size))
 
 
 def fit_macs(plan, count):

@@ -13,7 +13,7 @@ With split off (TinyReptile), θ_g is every parameter and there is no reconstruc
 
 from array import array
 
-from device_agent import codec, heads
+from device_agent import codec
 from device_agent.model import init_layer
 from device_agent.rng import XorShift32
 from device_agent.topk import select_top_k, top_k_count
@@ -36,6 +36,10 @@ DEFAULTS = {
 
 LOCAL_INITS = ("zeros", "glorot")
 """How a round may re-initialise θ_l (`local_init`): zeros, or Glorot-uniform from the seed."""
+
+HEAD_INITS = ("sgd", "closed_form")
+"""How a round rebuilds θ_l (`head_init`): SGD steps, or the closed-form fit of
+device_agent.heads (imported only by a round that asks for it, which spares a small heap)."""
 
 
 def round_settings(command):
@@ -98,7 +102,11 @@ class RoundResult:
 
 def closed_form_head(plan, settings):
     """Whether a round with these settings fits θ_l by the closed form (device_agent.heads)."""
-    return settings.get("head_init") == "closed_form" and heads.closed_form_applies(plan)
+    if settings.get("head_init") != "closed_form":
+        return False
+    from device_agent import heads
+
+    return heads.closed_form_applies(plan)
 
 
 def reconstruct_local(net, params, samples, settings, count):
@@ -109,6 +117,8 @@ def reconstruct_local(net, params, samples, settings, count):
         return 0.0
     init_local(plan, params, settings["seed"], settings["local_init"])
     if closed_form_head(plan, settings):
+        from device_agent import heads
+
         return heads.fit_head(net, params, samples, count, settings["head_ridge"])[1]
     if count <= 0:
         return 0.0
@@ -214,6 +224,8 @@ def round_macs(plan, settings, recon, adapted):
     """Multiply-accumulates of a round: cheap head-only steps, then full adaptation steps."""
     total = 0
     if recon and closed_form_head(plan, settings):
+        from device_agent import heads
+
         total += heads.fit_macs(plan, recon)
     elif recon:
         total += recon * plan.train_step_macs(head_index(plan))

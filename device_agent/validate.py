@@ -11,8 +11,7 @@ it trains on must have the SHA-256 digest that the verified command names (docs/
 """
 
 from device_agent import auth, codec, limits, reasons
-from device_agent.heads import HEAD_INITS
-from device_agent.round import LOCAL_INITS, global_size
+from device_agent.round import HEAD_INITS, LOCAL_INITS, global_size
 
 COMMAND_KEYS = ("round", "version")
 """The integer fields every command carries."""

@@ -14,7 +14,7 @@ from broker_service.core.nn import NumpyNet
 from device_agent import codec, heads, limits, reasons, validate
 from device_agent.model import Plan
 from device_agent.network import Network
-from device_agent.round import run_round
+from device_agent.round import HEAD_INITS, run_round
 from device_agent.specs import spec_for
 from tests.helpers import LAYER_SPECS, fresh_params, rel_err
 
@@ -191,7 +191,7 @@ def test_head_settings_out_of_range_are_refused(field, value):
 
 
 def test_head_settings_in_range_are_accepted():
-    for init in heads.HEAD_INITS:
+    for init in HEAD_INITS:
         validate.check_settings({"round": 0, "version": 0, "head_init": init, "head_ridge": 2.5})
 
 
