@@ -24,6 +24,7 @@ Pure Python on flat arrays (MicroPython first); broker_service.core.heads is the
 import math
 
 from device_agent import limits
+from device_agent.compat import micropython
 
 
 def closed_form_applies(plan):
@@ -84,6 +85,7 @@ def fit_head(net, params, samples, count, ridge):
     return used, (total / used if used else 0.0)
 
 
+@micropython.native
 def _add_prototype(sums, feats, label, n_in, n_out):
     """Row c of `sums` (n_in + 1 floats) accumulates class c's features, then its count."""
     if label < 0 or label >= n_out:
@@ -94,6 +96,7 @@ def _add_prototype(sums, feats, label, n_in, n_out):
     sums[row + n_in] += 1.0
 
 
+@micropython.native
 def _set_prototypes(sums, params, layer):
     n_in, n_out = layer.size_in(), layer.out_shape[0]
     w_off, b_off = layer.w_off, layer.b_off
@@ -114,6 +117,7 @@ def _set_prototypes(sums, params, layer):
             params[b_off + c] = lowest if lowest is not None else 0.0
 
 
+@micropython.native
 def _add_gram(stats, feats, target, n_in, n_out):
     """Upper triangle of Σ h̃ h̃ᵀ in stats[: m·m] and Σ h̃ yᵀ in the next m·n_out (h̃ = [h, 1])."""
     m = n_in + 1
@@ -130,6 +134,7 @@ def _add_gram(stats, feats, target, n_in, n_out):
             stats[rhs + a * n_out + o] += ha * target[o]
 
 
+@micropython.native
 def _solve_ridge(stats, params, layer, ridge):
     """(G + ridge·I) w_o = r_o for every output o by Cholesky: G's upper triangle holds the
     matrix, L is written into its lower triangle (diagonal included); pivots are kept ≥ ridge,
