@@ -128,13 +128,10 @@ def step_sizes(plan, command):
 
 
 def _command(recon, adapt, head_init):
-    return {
-        "recon_samples": recon,
-        "adapt_samples": adapt,
-        "top_p": 10.0,
-        "values": "f16",
-        "head_init": head_init,
-    }
+    command = {"recon_samples": recon, "adapt_samples": adapt, "top_p": 10.0, "values": "f16"}
+    if head_init != "sgd":
+        command["head_init"] = head_init
+    return command
 
 
 def _live_heap_peak(net, plan, command):

@@ -11,6 +11,7 @@ from broker_service.core import fewshot
 from broker_service.core.device_round import fit_head, full_params, simulate_round
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.nn import NumpyNet
+from broker_service.core.strategies import TinyMetaFed
 from device_agent import codec, heads, limits, reasons, validate
 from device_agent.model import Plan
 from device_agent.network import Network
@@ -215,3 +216,11 @@ def test_new_devices_fit_the_head_in_closed_form_on_the_head_samples():
     assert not np.array_equal(full, only_head)
     sgd = fewshot.adapt(net, theta, True, xs, ys, dict(s, head_init="sgd"), head_only=True)
     assert not np.array_equal(sgd[plan.n_global :], only_head[plan.n_global :])
+
+
+def test_the_service_sends_the_head_fields_only_for_a_closed_form_head():
+    s = settings_for("sine")
+    assert "head_init" not in TinyMetaFed(s).round_command(1, 1)
+    command = TinyMetaFed(dict(s, head_init="closed_form", head_ridge=2.0)).round_command(1, 1)
+    assert command["head_init"] == "closed_form" and command["head_ridge"] == 2.0
+    validate.check_settings(command)

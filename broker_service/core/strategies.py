@@ -48,9 +48,11 @@ class Strategy:
         return int(self.settings["recon_samples"]) + int(self.settings["adapt_samples"])
 
     def round_command(self, t: int, version: int) -> dict:
-        """The round command for round t (see device_agent.round.DEFAULTS for the keys)."""
+        """The round command for round t (see device_agent.round.DEFAULTS for the keys). The
+        head's fields are sent only for a closed-form head (a device's default is the SGD
+        head), which keeps the default command as short as before."""
         s = self.settings
-        return {
+        command = {
             "round": t,
             "version": version,
             "split": self.split,
@@ -63,10 +65,13 @@ class Strategy:
             "values": s["values"],
             "error_feedback": s["error_feedback"],
             "local_init": s["local_init"],
-            "head_init": s.get("head_init", DEFAULTS["head_init"]),
-            "head_ridge": s.get("head_ridge", DEFAULTS["head_ridge"]),
             "seed": t,
         }
+        head_init = s.get("head_init", DEFAULTS["head_init"])
+        if head_init != DEFAULTS["head_init"]:
+            command["head_init"] = head_init
+            command["head_ridge"] = s.get("head_ridge", DEFAULTS["head_ridge"])
+        return command
 
     def outer_step(self, t: int, total_rounds: int) -> float:
         """β_t of round t: Reptile's linearly decaying step from `outer_lr`."""
