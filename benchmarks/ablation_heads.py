@@ -10,6 +10,10 @@ energy and MACs of an update. Writes benchmarks/results/ablation-heads.json.
 
     .venv/bin/python benchmarks/ablation_heads.py [--use-cases sine,omniglot,kws,occupancy]
         [--seeds 0,1,2] [--data-dir D] [--workers 2] [--quick] [--out FILE]
+        [--ridges 0.1,10 --out benchmarks/results/ablation-heads-ridge.json]
+
+With --ridges, the rows are instead the closed-form head (joint) at each λ = head_ridge given,
+beside the SGD head (joint) and no federation: the sweep of λ on validation devices.
 """
 
 from __future__ import annotations
@@ -40,7 +44,19 @@ VARIANTS = {
 BASELINE = "no_federation"
 
 
-def plan(names: list[str], data_dir: str | None, seeds: list[int], quick: bool) -> dict:
+def ridge_variants(ridges: list[float]) -> dict:
+    """The rows of a λ sweep: the SGD head and the closed-form head at each λ (joint on)."""
+    rows = {"sgd_joint": VARIANTS["sgd_joint"]}
+    for ridge in ridges:
+        rows["closed_form_joint_ridge_%g" % ridge] = dict(
+            VARIANTS["closed_form_joint"], head_ridge=ridge
+        )
+    return rows
+
+
+def plan(
+    names: list[str], data_dir: str | None, seeds: list[int], quick: bool, variants: dict
+) -> dict:
     """{use case: (settings, jobs)}: every variant of TinyMetaFed and no federation."""
     plans = {}
     for name in names:
@@ -53,7 +69,7 @@ def plan(names: list[str], data_dir: str | None, seeds: list[int], quick: bool) 
             if job.entry.name == BASELINE:
                 jobs.append(job)
                 continue
-            for variant, over in VARIANTS.items():
+            for variant, over in variants.items():
                 entry = bench.Entry(variant, "tinymetafed")
                 jobs.append(
                     dataclasses.replace(job, entry=entry, settings=dict(job.settings, **over))
@@ -62,11 +78,13 @@ def plan(names: list[str], data_dir: str | None, seeds: list[int], quick: bool) 
     return plans
 
 
-def summary(use_case, seeds: list[int], jobs: list, results: dict, settings: dict) -> dict:
+def summary(
+    use_case, seeds: list[int], jobs: list, results: dict, settings: dict, variants: dict
+) -> dict:
     """Each row's figures and its error ratio to no federation (test devices, online)."""
     folds = sorted({job.fold for job in jobs})
     rows = {}
-    for name in [*VARIANTS, BASELINE]:
+    for name in [*variants, BASELINE]:
         entry = bench.combine_entry(use_case, seeds, folds, name, results, settings)
         rows[name] = {
             "validation_metric": entry["curve"][-1]["metric"],
@@ -105,13 +123,17 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true", help="the bench's --quick budget")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/ablation-heads.json"))
+    parser.add_argument("--ridges", help="comma-separated λ values: a sweep instead")
     args = parser.parse_args()
+    variants = VARIANTS
+    if args.ridges:
+        variants = ridge_variants([float(r) for r in args.ridges.split(",")])
     names = args.use_cases.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     start = time.perf_counter()
-    plans = plan(names, args.data_dir, seeds, args.quick)
+    plans = plan(names, args.data_dir, seeds, args.quick, variants)
     jobs = [job for _, jobs in plans.values() for job in jobs]
-    print("%d runs: %s x %s x seeds %s" % (len(jobs), names, [*VARIANTS, BASELINE], seeds))
+    print("%d runs: %s x %s x seeds %s" % (len(jobs), names, [*variants, BASELINE], seeds))
     results = bench.run_jobs(jobs, args.workers, verbose=True)
     doc = {
         "what": "TinyMetaFed's head reconstruction: SGD steps or closed form, θ_l joint or frozen",
@@ -123,7 +145,7 @@ def main() -> int:
     for name, (settings, jobs_of) in plans.items():
         use_case = bench.cached_use_case(name, args.data_dir, seeds[0], 0)
         mine = {k: v for k, v in results.items() if k[0] == name}
-        rows = summary(use_case, seeds, jobs_of, mine, settings)
+        rows = summary(use_case, seeds, jobs_of, mine, settings, variants)
         doc["use_cases"][name] = {
             "metric": use_case.metric,
             "folds": use_case_class(name).FOLDS,

@@ -219,8 +219,8 @@ def test_new_devices_fit_the_head_in_closed_form_on_the_head_samples():
 
 
 def test_the_service_sends_the_head_fields_only_for_a_closed_form_head():
-    s = settings_for("sine")
-    assert "head_init" not in TinyMetaFed(s).round_command(1, 1)
+    s = settings_for("occupancy")
+    assert s["head_init"] == "sgd" and "head_init" not in TinyMetaFed(s).round_command(1, 1)
     command = TinyMetaFed(dict(s, head_init="closed_form", head_ridge=2.0)).round_command(1, 1)
     assert command["head_init"] == "closed_form" and command["head_ridge"] == 2.0
     validate.check_settings(command)

@@ -64,6 +64,9 @@ USE_CASE_SETTINGS = {
         "eval_every": 50,
         # a third of the 10-point support set for the head, as a round's 10 of 30 samples
         "eval_head_epochs": 0.3,
+        # the ridge head, λ = 1: best on validation devices of the heads and λ measured
+        # (benchmarks/ablation_heads.py; docs/benchmarks.md, "Closed-form heads")
+        "head_init": "closed_form",
         "quick": {"rounds": 60, "eval_devices": 8, "final_devices": 20, "eval_every": 20},
     },
     "omniglot": {
