@@ -40,12 +40,14 @@ def load(name: str):
 def device_table(doc) -> str:
     lines = [
         "| use case | params | MACs/sample | step ms (native) | step ms (plain) | native "
-        "speed-up | step ms (CPython) | peak heap B | payload B |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "speed-up | step ms (CPython) | peak heap B | payload B | closed-form head: step ms "
+        "(× SGD head's), peak heap B |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["results"]:
+        closed = r.get("closed_form")
         lines.append(
-            "| %s | %d | %d | %.2f | %.2f | %.2fx | %.2f | %d | %d |"
+            "| %s | %d | %d | %.2f | %.2f | %.2fx | %.2f | %d | %d | %s |"
             % (
                 r["use_case"],
                 r["params"],
@@ -56,8 +58,42 @@ def device_table(doc) -> str:
                 r["step_ms_cpython"],
                 r["peak_heap_bytes"],
                 r["payload_bytes"],
+                "%.2f (×%.2f), %d"
+                % (closed["step_ms"], closed["step_ratio"], closed["peak_heap_bytes"])
+                if closed
+                else "–",
             )
         )
+    return "\n".join(lines)
+
+
+def heads_table(doc) -> str:
+    """The head ablation (ablation-heads.json): every variant's validation and test figures."""
+    lines = [
+        "\n## Closed-form heads: ablation (seeds %s, tuned settings of the SGD head, %.0f s)\n"
+        % (", ".join(str(s) for s in doc["seeds"]), doc["seconds"]),
+        "| use case | θ_l rebuilt by, adaptation | validation metric | test metric (online) "
+        "| test (multi-pass) | error / no federation's | mJ per update | fleet mJ to target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, case in doc["use_cases"].items():
+        for variant, row in case["rows"].items():
+            target = row["to_target"]
+            lines.append(
+                "| %s (%s) | %s | %.4f | %.4f ± %.4f | %.4f | %s | %.1f | %s |"
+                % (
+                    name,
+                    case["metric"],
+                    variant.replace("_", " "),
+                    row["validation_metric"],
+                    row["test_online"],
+                    row["test_online_ci95"],
+                    row["test_multipass"],
+                    "%.3f" % row["error_ratio_to_no_federation"],
+                    row["energy_mj_per_update"],
+                    "%.0f" % target["fleet_energy_mj"] if target else "not reached",
+                )
+            )
     return "\n".join(lines)
 
 
@@ -608,6 +644,16 @@ def main() -> int:
             % (device["runtime"], device["repeat"])
         )
         out.append(device_table(device))
+    heads = load("ablation-heads.json")
+    if heads:
+        out.append(heads_table(heads))
+    device_heads = load("device-bench-heads.json")
+    if device_heads:
+        out.append(
+            "\n## Closed-form heads under MicroPython (%s, best of %d, on a loaded host)\n"
+            % (device_heads["runtime"], device_heads["repeat"])
+        )
+        out.append(device_table(device_heads))
     bound = load("payload-bound.json")
     if bound:
         out.append("\n## Payload size against the information-theoretic bound (P = 10 %)\n")

@@ -1,6 +1,8 @@
 """One device round of TinyMetaFed (brief section 2, step 3), batch size 1, samples used once.
 
-a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen.
+a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen;
+   or, with `head_init` "closed_form", θ_l fitted from one pass over those samples
+   (device_agent.heads: class prototypes, or ridge regression of the outputs).
 b. Adaptation: `adapt_samples` SGD steps on θ_g, and on θ_l too when `joint` (the default;
    with it off θ_l stays frozen).
 c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled (aged by the rounds the device
@@ -10,7 +12,6 @@ d. Encode the sparse update (the DELTA payload) for the server.
 With split off (TinyReptile), θ_g is every parameter and there is no reconstruction.
 """
 
-import gc
 from array import array
 
 from device_agent import codec
@@ -31,11 +32,17 @@ DEFAULTS = {
     "residual_decay": 1.0,
     "residual_max_away": 0,
     "local_init": "zeros",
+    "head_init": "sgd",
+    "head_ridge": 1.0,
     "seed": 0,
 }
 
 LOCAL_INITS = ("zeros", "glorot")
 """How a round may re-initialise θ_l (`local_init`): zeros, or Glorot-uniform from the seed."""
+
+HEAD_INITS = ("sgd", "closed_form")
+"""How a round rebuilds θ_l (`head_init`): SGD steps, or the closed-form fit of
+device_agent.heads (imported only by a round that asks for it, which spares a small heap)."""
 
 
 def round_settings(command):
@@ -96,12 +103,26 @@ class RoundResult:
         self.nnz = 0
 
 
+def closed_form_head(plan, settings):
+    """Whether a round with these settings fits θ_l by the closed form (device_agent.heads)."""
+    if settings.get("head_init") != "closed_form":
+        return False
+    from device_agent import heads
+
+    return heads.closed_form_applies(plan)
+
+
 def reconstruct_local(net, params, samples, settings, count):
-    """Re-initialise θ_l and fit it on `count` samples with θ_g frozen; returns the mean loss."""
+    """Re-initialise θ_l and fit it on `count` samples with θ_g frozen (SGD steps, or the
+    closed form); returns the mean loss (with the closed form: under the fresh θ_l)."""
     plan = net.plan
     if not plan.local_layers:
         return 0.0
     init_local(plan, params, settings["seed"], settings["local_init"])
+    if closed_form_head(plan, settings):
+        from device_agent import heads
+
+        return heads.fit_head(net, params, samples, count, settings["head_ridge"])[1]
     if count <= 0:
         return 0.0
     first = head_index(plan)
@@ -167,16 +188,17 @@ def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None,
     return idx, values
 
 
-def update_residual(residual, delta, payload, n_global):
+def update_residual(residual, delta, idx, values, payload, n_global):
     """Error feedback: residual ← what the server will not see of Δ (unsent and rounding).
-    Decoding the payload back needs two blocks of its size: the round's garbage is collected
-    first, so that a fragmented heap on a small board still has them."""
+    The values as sent are read back from the payload into `values` (the round's k selected
+    values, no longer needed once encoded): no new block on a fragmented heap."""
     for i in range(n_global):
         residual[i] = delta[i]
-    gc.collect()
-    _, idx, sent = codec.decode(payload)
+    h = codec.decode_header(payload)
+    pos = codec.HEADER_SIZE + h.body_len - codec.value_section_size(h.k, h.value_enc)
+    codec.decode_values(payload, h, pos, values, 0)
     for j in range(len(idx)):
-        residual[idx[j]] = delta[idx[j]] - sent[j]
+        residual[idx[j]] = delta[idx[j]] - values[j]
 
 
 def run_round(net, params, samples, command, residual=None, last_round=None):
@@ -220,14 +242,18 @@ def run_round(net, params, samples, command, residual=None, last_round=None):
     )
     result.nnz = len(idx)
     if use_residual is not None:
-        update_residual(use_residual, origin, result.payload, n_global)
+        update_residual(use_residual, origin, idx, values, result.payload, n_global)
     return result
 
 
 def round_macs(plan, settings, recon, adapted):
     """Multiply-accumulates of a round: cheap head-only steps, then full adaptation steps."""
     total = 0
-    if recon:
+    if recon and closed_form_head(plan, settings):
+        from device_agent import heads
+
+        total += heads.fit_macs(plan, recon)
+    elif recon:
         total += recon * plan.train_step_macs(head_index(plan))
     first, last = adapt_layers(plan, settings)
     total += adapted * plan.train_step_macs(first, last)

@@ -11,7 +11,7 @@ it trains on must have the SHA-256 digest that the verified command names (docs/
 """
 
 from device_agent import auth, codec, limits, reasons
-from device_agent.round import LOCAL_INITS, global_size
+from device_agent.round import HEAD_INITS, LOCAL_INITS, global_size
 
 COMMAND_KEYS = ("round", "version")
 """The integer fields every command carries."""
@@ -31,7 +31,11 @@ IDS = ("round", "version", "seed", "epoch", "residual_max_away")
 FRACTIONS = ("residual_decay",)
 """Command fields that are numbers in [0, 1]."""
 
-CHOICES = (("values", codec.VALUE_NAMES), ("local_init", LOCAL_INITS))
+CHOICES = (
+    ("values", codec.VALUE_NAMES),
+    ("local_init", LOCAL_INITS),
+    ("head_init", HEAD_INITS),
+)
 """Command fields that name one of a few known strings."""
 
 DIGEST_KEY = "model_sha256"
@@ -128,10 +132,10 @@ def check_settings(cmd):
     """Refuse (BAD_SETTING) a command whose known fields have the wrong type or range.
 
     Booleans are JSON booleans; sample counts integers in [0, MAX_ROUND_SAMPLES]; learning rates
-    numbers in (0, MAX_LEARNING_RATE]; top_p in (0, 100]; residual_decay in [0, 1]; round,
-    version, seed, epoch and residual_max_away integers in [0, MAX_U32]; values and local_init
-    one of the known names. A NaN or an infinity fails every range. Unknown fields are ignored
-    (a newer service may send more).
+    numbers in (0, MAX_LEARNING_RATE]; head_ridge in (0, MAX_HEAD_RIDGE]; top_p in (0, 100];
+    residual_decay in [0, 1]; round, version, seed, epoch and residual_max_away integers in
+    [0, MAX_U32]; values, local_init and head_init one of the known names. A NaN or an infinity
+    fails every range. Unknown fields are ignored (a newer service may send more).
     """
     for key in FLAGS:
         if key in cmd and not isinstance(cmd[key], bool):
@@ -144,6 +148,9 @@ def check_settings(cmd):
         value = cmd.get(key, 1)
         if not (_is_number(value) and 0 < value <= limits.MAX_LEARNING_RATE):
             raise _setting(key, value)
+    value = cmd.get("head_ridge", 1)
+    if not (_is_number(value) and 0 < value <= limits.MAX_HEAD_RIDGE):
+        raise _setting("head_ridge", value)
     value = cmd.get("top_p", 100)
     if not (_is_number(value) and 0 < value <= 100):
         raise _setting("top_p", value)

@@ -18,10 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "tests/mpy/round_once.py"
 
 
-def run(cmd: list[str]) -> tuple[bytes, list[int], bytes]:
-    """(first payload, its macs/samples/nnz, the payload of a later round with a stale
-    residual) printed by the script."""
-    out = subprocess.run(
+def _lines(cmd: list[str]) -> list[str]:
+    return subprocess.run(
         cmd,
         cwd=ROOT,
         check=True,
@@ -30,6 +28,12 @@ def run(cmd: list[str]) -> tuple[bytes, list[int], bytes]:
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout.split("\n")
+
+
+def run(cmd: list[str]) -> tuple[bytes, list[int], bytes]:
+    """(first payload, its macs/samples/nnz, the payload of a later round with a stale
+    residual) printed by the script."""
+    out = _lines(cmd)
     return bytes.fromhex(out[0]), [int(v) for v in out[1].split()], bytes.fromhex(out[2])
 
 
@@ -146,3 +150,41 @@ def test_sessions_and_reconnects_are_identical_under_micropython_exe():
     assert "reconnect sleeps [500, 1000, 500]" in outs[0]
     assert "lost events connected model training disconnected connected training round" in outs[0]
     assert outs[0].count(" update 0 2 ") == 2
+
+
+HEAD_SCRIPT = "tests/mpy/head_once.py"
+
+
+def test_closed_form_heads_under_micropython_match_cpython_and_numpy():
+    """Prototype (CNN, softmax) and ridge (MLP, mse) heads: the same payloads under MicroPython
+    in a 256 KB heap as under CPython, and as the numpy twin's."""
+    mp = _lines([micropython_exe(), "-X", "heapsize=256K", HEAD_SCRIPT])
+    py = _lines([sys.executable, HEAD_SCRIPT])
+    sys.path.insert(0, str(ROOT))
+    import importlib
+
+    from device_agent.model import Plan, init_params
+
+    mod = importlib.import_module("tests.mpy.head_once")
+    for i, (_, spec, samples) in enumerate(mod.CASES):
+        mp_payload, py_payload = bytes.fromhex(mp[2 * i]), bytes.fromhex(py[2 * i])
+        assert mp[2 * i + 1].split()[0] == py[2 * i + 1].split()[0]
+        assert float(mp[2 * i + 1].split()[1]) == float(py[2 * i + 1].split()[1])
+        _, mp_idx, mp_val = codec.decode(mp_payload)
+        _, py_idx, py_val = codec.decode(py_payload)
+        assert list(mp_idx) == list(py_idx) and rel_err(mp_val, py_val) < 1e-6
+        plan = Plan(spec)
+        theta = np.zeros(plan.n_params, dtype=np.float32)
+        init_params(plan, theta, 5)
+        pairs = [(np.array(x, dtype=np.float32), y) for x, y in samples(16)]
+        twin = simulate_round(
+            NumpyNet(plan),
+            theta[: plan.n_global],
+            np.stack([x for x, _ in pairs]),
+            np.array([y for _, y in pairs]),
+            mod.COMMAND,
+        )
+        assert twin.macs == int(mp[2 * i + 1].split()[0])
+        _, np_idx, np_val = codec.decode(twin.payload)
+        assert list(np_idx) == list(mp_idx)
+        assert rel_err(mp_val, np_val) < 1e-5

@@ -6,7 +6,9 @@ and with the split on draws a fresh θ_l as a device does in a round of seed 0. 
 0 per device), batch-1 SGD on every sample:
 - with the split on, the first `eval_head_epochs` passes' worth of steps (round(eval_head_epochs
   · support size), so 0.5 is the first half of a single pass) are head-only steps at `recon_lr`
-  (θ_g frozen: the device round's reconstruction steps);
+  (θ_g frozen: the device round's reconstruction steps), or, with `head_init` closed_form, the
+  closed-form fit of θ_l on those same samples (device_agent.heads; a sample seen in several
+  head passes counts once per pass);
 - every other step trains all parameters, the head at `recon_lr` and the layers below it at
   `adapt_lr`.
 The metric is measured on the query samples.
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.core.device_round import full_params, reconstruct_steps, sgd_steps
+from broker_service.core.device_round import full_params, reconstruct, sgd_steps
 from broker_service.core.nn import NumpyNet
 from broker_service.usecases.base import Episode
 from device_agent.round import DEFAULTS, effective_split, init_local
@@ -110,24 +112,22 @@ def adapt(
         local_init = settings.get("local_init", DEFAULTS["local_init"])
         init_local(plan, params, settings.get("seed", NEW_DEVICE_SEED), local_init)
     order = np.random.default_rng(NEW_DEVICE_SEED)
-    for epoch in range(epochs):
-        perm = order.permutation(n)
-        xs, ys = support_x[perm], support_y[perm]
-        head = min(n, max(0, head_steps - epoch * n))
-        if head:
-            reconstruct_steps(net, params, xs[:head], ys[:head], settings["recon_lr"])
-        if head_only and head < n:
-            break
-        if head < n:
-            sgd_steps(
-                net,
-                params,
-                xs[head:],
-                ys[head:],
-                settings["adapt_lr"],
-                plan.param_layers[0],
-                head_lr=settings["recon_lr"],
-            )
+    perms = [order.permutation(n) for _ in range(epochs)]
+    stream = np.concatenate(perms) if perms else np.zeros(0, dtype=np.int64)
+    head, rest = stream[:head_steps], stream[head_steps:]
+    if split:
+        reconstruct(net, params, support_x[head], support_y[head], dict(DEFAULTS, **settings))
+    if head_only or not len(rest):
+        return params
+    sgd_steps(
+        net,
+        params,
+        support_x[rest],
+        support_y[rest],
+        settings["adapt_lr"],
+        plan.param_layers[0],
+        head_lr=settings["recon_lr"],
+    )
     return params
 
 

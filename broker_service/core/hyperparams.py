@@ -13,11 +13,11 @@ broker_service.sim.clients), outer_lr (β_0), top_p, values (upload value encodi
 model_values (the encoding of θ_g sent to the devices: f32, f16 or int8 with a scale;
 TinyReptile always sends f32), error_feedback / residual_decay / residual_max_away (the
 error-feedback residual and its staleness, see device_agent.round.residual_weight), joint,
-local_init, inner_epochs / inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning
-curve, validation devices), final_devices (final figures, test devices), eval_epochs /
-eval_head_epochs (few-shot adaptation on new devices: one online pass by default, see
-fewshot.py), rotations (omniglot's rotation augmentation of the meta-training classes, off by
-default) and quick (overrides for `--quick`).
+local_init, head_init / head_ridge (how θ_l is rebuilt, device_agent.heads), inner_epochs /
+inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning curve, validation devices),
+final_devices (final figures, test devices), eval_epochs / eval_head_epochs (few-shot adaptation
+on new devices: one online pass by default, see fewshot.py), rotations (omniglot's rotation
+augmentation of the meta-training classes, off by default) and quick (overrides for `--quick`).
 
 `TUNED` are the keys chosen per algorithm on validation devices (benchmarks/tune.py); the values
 here are only the starting point before tuning (and what the service runs with). Everything
@@ -43,6 +43,9 @@ COMMON = {
     # θ_l keeps training (at adapt_lr) during adaptation (the brief's `joint` setting)
     "joint": True,
     "local_init": "zeros",
+    # how θ_l is rebuilt: "sgd" steps, or "closed_form" (device_agent.heads); λ of the ridge head
+    "head_init": "sgd",
+    "head_ridge": 1.0,
     "outer_lr": 1.0,
     "inner_epochs": 5,
     "inner_batch": 10,

@@ -60,9 +60,11 @@ class Strategy:
         return int(self.settings["recon_samples"]) + int(self.settings["adapt_samples"])
 
     def round_command(self, t: int, version: int) -> dict:
-        """The round command for round t (see device_agent.round.DEFAULTS for the keys)."""
+        """The round command for round t (see device_agent.round.DEFAULTS for the keys). The
+        head's fields are sent only for a closed-form head (a device's default is the SGD
+        head), which keeps the default command as short as before."""
         s = self.settings
-        return {
+        command = {
             "round": t,
             "version": version,
             "split": self.split,
@@ -79,6 +81,10 @@ class Strategy:
             "local_init": s["local_init"],
             "seed": t,
         }
+        # sent only when not the agent's default (wire_command), like every setting
+        command["head_init"] = s.get("head_init", DEFAULTS["head_init"])
+        command["head_ridge"] = s.get("head_ridge", DEFAULTS["head_ridge"])
+        return command
 
     def model_values(self) -> str:
         """The value encoding of the MODEL payload that carries θ (`model_values`: f32, f16 or
