@@ -86,6 +86,9 @@ def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosqu
         first = AggregationService(config(mosquitto.port, tmp_path, rounds=2), EventLog(quiet=True))
         summary = first.run()
         again = AggregationService(config(mosquitto.port, tmp_path, rounds=4), EventLog(quiet=True))
+        trusted = (first.admission.bounds.trust, again.admission.bounds.trust)
+        assert trusted[1].trust == trusted[0].trust and len(trusted[1].trust) == 3  # kept
+        np.testing.assert_array_equal(trusted[1].momentum, trusted[0].momentum)
         resumed = again.run()
     finally:
         fleet.stop()
@@ -142,6 +145,7 @@ def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosqui
     assert summary["rejected"][reasons.BAD_VALUES] >= 1  # the NaN update, round 2
     assert "event=accepted round=1 device=%s" % name in log  # the inflated claim
     assert "samples=30 claimed=%d" % codec.MAX_SAMPLES in log  # weighed as an honest device
+    assert "reason=norm_bound detail=" in log and "norm_bound: " not in log  # said once
     saved = checkpoint.load(tmp_path / "state" / "checkpoint.json")
     assert np.all(np.isfinite(saved.theta)) and len(saved.extra["recent_norms"]) >= 20
     later = ["event=accepted round=%d device=%s " % (r, name) for r in (3, 4, 5)]
