@@ -120,6 +120,8 @@ def jobs(seeds: list[int]) -> list[tuple]:
                 for attack in LEARNING_ATTACKS:
                     if name == "undefended" and attack in BOUND_SEEKING:
                         continue  # without a bound there is nothing to aim under
+                    if name != DEFAULT and attack == "reenroll":
+                        continue  # sign_flip under other ids: without trust ids do not count
                     for fraction in FRACTIONS:
                         out.append(("tinymetafed", name, attack, fraction, seed))
     return out

@@ -3,6 +3,7 @@
 Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
 aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py), clip_recent
 (every update clipped to this multiple of the recent median update norm, see bounds.py),
+trust_rate / trust_full / trust_momentum (device trust, see trust.py),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
@@ -46,6 +47,10 @@ COMMON = {
     "trim": 0.2,
     # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
     "clip_recent": 2.0,
+    # each clipped update weighed by its device's trust (core/trust.py; rate 0 turns it off)
+    "trust_rate": 0.02,
+    "trust_full": 0.05,
+    "trust_momentum": 0.02,
 }
 
 # each use case's own settings, over COMMON; "quick" holds its `--quick` overrides

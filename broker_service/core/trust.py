@@ -1,21 +1,19 @@
 """Per-device trust: how far each device's updates agree with the direction the model is
 moving, remembered across rounds, and the weight that gives its update (brief section 2b;
-docs/security.md).
+docs/security.md, "Device trust").
 
 In Reptile an honest update points, on average, towards the meta-step. The service keeps the
-*server momentum* m, an exponential moving average (rate `MOMENTUM`) of the aggregated steps it
-took. Each round, a device's *agreement* is the cosine, on the coordinates it sent, between its
-(clipped) update and m. Measured over sine and Omniglot sessions with 4 of 20 devices reversing
-their updates, honest agreements averaged +0.09 and +0.23, reversed ones −0.08 and −0.25 (a
-round's agreement with the leave-one-out mean of the others' updates told them apart far less:
-−0.02 against −0.09 on sine). A device's trust is an exponential moving average (rate `rate`) of
-its agreements from `PRIOR` (no evidence) at its first update; the round's own agreement is in
-it before the weight is taken, so a reversed update from a device never seen (a fresh id) is
-judged in its first round. The weight is clip(1 + trust / `full`, 0, 1): a device whose trust
-is not negative counts fully, one whose trust is −`full` or lower does not count. Only
-disagreement costs weight: honest devices of unusual tasks agree little with the momentum, and
-weighing them down by how little they agree biased the model (sine's clean error rose from
-about 1.0 to 1.5–2.5 when the weight was clip(trust / 0.02, 0, 1)).
+*server momentum* m, an exponential moving average (rate `momentum_rate`) of the mean of the
+updates it aggregated. Each round, a device's *agreement* is the cosine, on the coordinates it
+sent, between its (clipped) update and m. A device's trust is an exponential moving average
+(rate `rate`) of its agreements from `PRIOR` (no evidence) at its first update; the round's own
+agreement is in it before the weight is taken. The weight is clip(1 + trust / `full`, 0, 1): a
+device whose trust is not negative counts fully, one whose trust is −`full` or lower does not
+count. Only disagreement costs weight: honest devices of unusual tasks agree little with m.
+
+A slow `rate` matters: with faster ones, 4 of 20 reversing devices turned m round early on, the
+honest devices then disagreed with it and lost their weight, and the model was captured
+(`benchmarks/hostile.py trust-sweep`, docs/benchmarks.md).
 
 State: m (one vector of θ_g's length) and one float and one round number per device, at most
 `MAX_DEVICES` devices (the least recently seen is forgotten first); all of it is kept in the
@@ -32,10 +30,10 @@ import numpy as np
 
 from broker_service.core.aggregate import SparseUpdate
 
-RATE = 0.1
+RATE = 0.02
 """Default EMA rate of the trust: the weight of the newest agreement (chosen by
 `benchmarks/hostile.py trust-sweep` on validation devices; docs/security.md)."""
-FULL = 0.02
+FULL = 0.05
 """Default distrust at which a device stops counting (same sweep)."""
 MOMENTUM = 0.02
 """EMA rate of the server momentum, the direction agreements are measured against."""
