@@ -253,7 +253,13 @@ def learning(args) -> int:
         "attacks": LEARNING_ATTACKS,
         "rows": [],
     }
-    started = time.time()
+    before = 0
+    if args.append and path.exists():  # more seeds of the same code and settings
+        old = json.loads(path.read_text())
+        doc["rows"] = old["rows"]
+        doc["seeds"] = sorted(set(old["seeds"]) | set(seeds))
+        before = old.get("seconds", 0)
+    started = time.time() - before
     with ProcessPoolExecutor(args.workers, initializer=_one_blas_thread) as pool:
         futures = [
             pool.submit(run_job, args.use_case, args.data_dir, args.rounds, job) for job in todo
@@ -549,6 +555,7 @@ def main() -> int:
         one = sub.add_parser(part)
         one.add_argument("--only", help="only these aggregations (comma-separated)")
         one.add_argument("--attacks", help="run only these attacks (comma-separated; clean: none)")
+        one.add_argument("--append", action="store_true", help="add the rows to the file's")
         one.add_argument("--use-case", default="sine")
         one.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
         one.add_argument("--rounds", type=int)
