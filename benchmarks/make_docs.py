@@ -361,22 +361,29 @@ def hostile_tables(doc) -> str:
                     if not row["diverged"]
                     else "diverged ✗"
                 )
-            out.append("| %s | %s (%s) | %s |" % (attack, label, hostile, " | ".join(cells)))
-    seed = seeds[0]
-    out.append("\nEvery aggregation under attack, seed %d:\n" % seed)
-    out.append("| attack | hostile | " + " | ".join(names.values()) + " |")
-    out.append("|---|---|" + "---|" * len(names))
-    out.append(
-        "| none | – | %s |"
-        % " | ".join(
-            _metric(find("tinymetafed", "mean" if n == "undefended" else n, None, 0.0, seed))
-            for n in names
+            if hostile is not None:  # attacks not run are left out
+                out.append("| %s | %s (%s) | %s |" % (attack, label, hostile, " | ".join(cells)))
+    for seed in seeds:
+        others = [r for r in rows if r["seed"] == seed and r["aggregation"] != doc["default"]]
+        if seed != seeds[0] and not any(r["algorithm"] == "tinymetafed" for r in others):
+            continue
+        out.append("\nEvery aggregation under attack, seed %d:\n" % seed)
+        out.append("| attack | hostile | " + " | ".join(names.values()) + " |")
+        out.append("|---|---|" + "---|" * len(names))
+        out.append(
+            "| none | – | %s |"
+            % " | ".join(
+                _metric(find("tinymetafed", "mean" if n == "undefended" else n, None, 0.0, seed))
+                for n in names
+            )
         )
-    )
-    for attack in doc["attacks"]:
-        for fraction, label in doc["fractions"].items():
-            cells = [_metric(find("tinymetafed", n, attack, float(fraction), seed)) for n in names]
-            out.append("| %s | %s | %s |" % (attack, label, " | ".join(cells)))
+        for attack in doc["attacks"]:
+            for fraction, label in doc["fractions"].items():
+                cells = [
+                    _metric(find("tinymetafed", n, attack, float(fraction), seed)) for n in names
+                ]
+                if any(c != "–" for c in cells):
+                    out.append("| %s | %s | %s |" % (attack, label, " | ".join(cells)))
     return "\n".join(out)
 
 
