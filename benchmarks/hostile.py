@@ -342,7 +342,7 @@ def agreement_job(use_case_name, data_dir, rounds, attack, fraction, seed) -> di
         seed,
         curve,
         final,
-        tamper,
+        tamper=tamper,
         bounds=log,
     )
     row = {"use_case": use_case_name, "attack": attack, "fraction": fraction, "seed": seed}
