@@ -295,11 +295,7 @@ def hostile_tables(doc) -> str:
     rows = doc["rows"]
     seeds = doc["seeds"]
     present = {r["aggregation"] for r in rows if r["algorithm"] == "tinymetafed"}
-    names = {
-        n: label + (" (default)" if n == doc["default"] else "")
-        for n, label in AGGREGATION_NAMES.items()
-        if n in present
-    }
+    names = {n: label for n, label in AGGREGATION_NAMES.items() if n in present}
 
     def find(algorithm, aggregation, attack, fraction, seed):
         for r in rows:
@@ -336,36 +332,42 @@ def hostile_tables(doc) -> str:
         if name != "undefended":
             cells = [_metric(find("tinymetafed", name, None, 0.0, s)) for s in seeds]
             out.append("| %s | %s |" % (label, " | ".join(cells)))
-    out.append(
-        "\nThe default under attack, against its clean run on the same seed (%d training "
-        "devices; ✓: not worse than the clean run by more than its CI95 for 1 of 20, by more "
-        "than twice it for 4 of 20):\n" % first["devices"]
-    )
-    out.append("| attack | hostile | " + " | ".join("seed %d" % s for s in seeds) + " |")
-    out.append("|---|---|" + "---|" * len(seeds))
-    for attack in doc["attacks"]:
-        for fraction, label in doc["fractions"].items():
-            cells = []
-            hostile = None
-            for seed in seeds:
-                clean = find("tinymetafed", doc["default"], None, 0.0, seed)
-                row = find("tinymetafed", doc["default"], attack, float(fraction), seed)
-                if row is None or clean is None:
-                    cells.append("–")
-                    continue
-                hostile = row["hostile"]
-                harm = hostile_harm(doc, row, clean)
-                allowed = clean["ci95"] * (1 if float(fraction) < 0.1 else 2)
-                cells.append(
-                    "%s (%+.4f %s)" % (_metric(row), harm, "✓" if harm <= allowed else "✗")
-                    if not row["diverged"]
-                    else "diverged ✗"
-                )
-            if hostile is not None:  # attacks not run are left out
-                out.append("| %s | %s (%s) | %s |" % (attack, label, hostile, " | ".join(cells)))
+    for aggregation, name in names.items():
+        attacked = [r for r in rows if r["aggregation"] == aggregation and r["attack"]]
+        if len({r["seed"] for r in attacked}) < 2 and len(seeds) > 1:
+            continue  # on one seed only: in the seed's table below
+        out.append(
+            "\n%s under attack, against its clean run on the same seed (%d training devices; "
+            "✓: not worse than the clean run by more than its CI95 for 1 of 20, by more than "
+            "twice it for 4 of 20):\n" % (name[0].upper() + name[1:], first["devices"])
+        )
+        out.append("| attack | hostile | " + " | ".join("seed %d" % s for s in seeds) + " |")
+        out.append("|---|---|" + "---|" * len(seeds))
+        for attack in doc["attacks"]:
+            for fraction, label in doc["fractions"].items():
+                cells = []
+                hostile = None
+                for seed in seeds:
+                    clean = find("tinymetafed", aggregation, None, 0.0, seed)
+                    row = find("tinymetafed", aggregation, attack, float(fraction), seed)
+                    if row is None or clean is None:
+                        cells.append("–")
+                        continue
+                    hostile = row["hostile"]
+                    harm = hostile_harm(doc, row, clean)
+                    allowed = clean["ci95"] * (1 if float(fraction) < 0.1 else 2)
+                    cells.append(
+                        "%s (%+.4f %s)" % (_metric(row), harm, "✓" if harm <= allowed else "✗")
+                        if not row["diverged"]
+                        else "diverged ✗"
+                    )
+                if hostile is not None:  # attacks not run are left out
+                    out.append(
+                        "| %s | %s (%s) | %s |" % (attack, label, hostile, " | ".join(cells))
+                    )
     for seed in seeds:
-        others = [r for r in rows if r["seed"] == seed and r["aggregation"] != doc["default"]]
-        if seed != seeds[0] and not any(r["algorithm"] == "tinymetafed" for r in others):
+        kinds = {r["aggregation"] for r in rows if r["seed"] == seed and r["attack"]}
+        if len(kinds) < 2:
             continue
         out.append("\nEvery aggregation under attack, seed %d:\n" % seed)
         out.append("| attack | hostile | " + " | ".join(names.values()) + " |")
@@ -430,7 +432,7 @@ def trust_sweep_table(doc) -> str:
     names = {float(f): label for f, label in doc["fractions"].items()}
 
     def setting(r):
-        if r["aggregation"] != doc["default"]:
+        if not r.get("trust_rate"):
             return "clipped mean, no trust"
         return "rate %g, full %g" % (r["trust_rate"], r["trust_full"])
 

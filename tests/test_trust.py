@@ -95,14 +95,14 @@ def test_nothing_is_kept_until_the_step_is_committed_and_off_means_weight_one():
 
 
 def test_without_momentum_or_with_another_models_momentum_every_device_counts():
-    trust = DeviceTrust()
+    trust = DeviceTrust(rate=0.02)
     assert trust.weigh(["x", "y"], [sparse([0], [1.0]), sparse([1], [-1.0])], 0) == [1.0, 1.0]
     trust.momentum = np.ones(2, dtype=np.float32)  # shorter than the updates' model
     assert trust.weigh(["x"], [sparse([5], [-1.0])], 1) == [1.0]
 
 
 def test_the_state_is_bounded_and_survives_a_checkpoint(tmp_path):
-    trust = DeviceTrust(max_devices=3)
+    trust = DeviceTrust(rate=0.02, max_devices=3)
     trust.momentum = np.linspace(-1, 1, N).astype(np.float32)
     trust.trust = {"a": (0.1, 1), "b": (-0.4, 2), "c": (0.0, 3)}
     trust.pending = {"d": (0.2, 4)}
@@ -157,4 +157,4 @@ def test_from_settings_reads_the_trust_settings():
         settings_for("sine", trust_rate=0.3, trust_full=0.2, trust_momentum=0.05)
     )
     assert (bounds.trust.rate, bounds.trust.full, bounds.trust.momentum_rate) == (0.3, 0.2, 0.05)
-    assert not InfluenceBounds.from_settings(settings_for("sine", trust_rate=0.0)).trust.enabled
+    assert not InfluenceBounds.from_settings(settings_for("sine")).trust.enabled  # off by default

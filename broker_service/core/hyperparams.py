@@ -47,8 +47,9 @@ COMMON = {
     "trim": 0.2,
     # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
     "clip_recent": 2.0,
-    # each clipped update weighed by its device's trust (core/trust.py; rate 0 turns it off)
-    "trust_rate": 0.02,
+    # > 0: each clipped update weighed by its device's trust (core/trust.py; 0.02 when on; off
+    # by default, docs/security.md "Device trust")
+    "trust_rate": 0.0,
     "trust_full": 0.05,
     "trust_momentum": 0.02,
 }
