@@ -11,9 +11,9 @@ simulation so the benchmarks measure what the service does.
   (from the first round: the history then holds that round's own) before the strategy
   aggregates (the default aggregation is this clipped mean; docs/security.md has the
   measurements), so an update pointing anywhere moves θ_g by at most a few honest updates' worth.
-- Each clipped update is then weighed by its device's trust (core.trust: how far its updates
-  agree with the others', remembered across rounds and kept in the checkpoint); a device that
-  persistently disagrees stops counting.
+- With `trust_rate` > 0 (off by default), each clipped update is then weighed by its device's
+  trust (core.trust: how far its updates agree with the server momentum, remembered across
+  rounds and kept in the checkpoint); a device that persistently disagrees stops counting.
 - A step that would make θ_g non-finite is refused and θ_g stays as it was.
 """
 
