@@ -399,7 +399,8 @@ def clip_sweep_table(doc) -> str:
     )
     names = {float(f): label for f, label in doc["fractions"].items()}
     out = [
-        "\n## Choosing the clip multiple: %s (%s, mean over seeds %s)\n"
+        "\n## Choosing the clip multiple: %s (%s, mean over seeds %s; measured with the code "
+        "and settings of its time, not re-run since)\n"
         % (doc["use_case"], doc["metric"], ", ".join(map(str, doc["seeds"]))),
         "| clip_recent | "
         + " | ".join("clean" if a is None else "%s %s" % (a, names[f]) for a, f in columns)
