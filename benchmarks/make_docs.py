@@ -297,6 +297,11 @@ def hostile_tables(doc) -> str:
     present = {r["aggregation"] for r in rows if r["algorithm"] == "tinymetafed"}
     names = {n: label for n, label in AGGREGATION_NAMES.items() if n in present}
 
+    def no_federation(seed):
+        return next(
+            (r for r in rows if r["algorithm"] == "no_federation" and r["seed"] == seed), None
+        )
+
     def find(algorithm, aggregation, attack, fraction, seed):
         for r in rows:
             if (r["algorithm"], r["aggregation"], r["attack"], r["fraction"], r["seed"]) == (
@@ -323,11 +328,7 @@ def hostile_tables(doc) -> str:
         "| aggregation | " + " | ".join("seed %d" % s for s in seeds) + " |",
         "|---|" + "---|" * len(seeds),
     ]
-    out.append(
-        "| no federation | "
-        + " | ".join(_metric(find("no_federation", doc["default"], None, 0.0, s)) for s in seeds)
-        + " |"
-    )
+    out.append("| no federation | " + " | ".join(_metric(no_federation(s)) for s in seeds) + " |")
     for name, label in names.items():
         if name != "undefended":
             cells = [_metric(find("tinymetafed", name, None, 0.0, s)) for s in seeds]
