@@ -4,8 +4,22 @@ new-device metric, and to the service.
 `learning`: the simulation (`simulation.run` with the service's influence bounds) on one use
 case: every attack of `broker_service.sim.attacks` with 5 % and 20 % of the training devices
 hostile (1 and 4 of 20), against the clean run on the same seeds, with the default aggregation
-(clipped mean) on every seed, and plain mean, trimmed mean, a cohort-median clip and no bounds
-at all on the first seed. Writes benchmarks/results/hostile-<use case>.json.
+(the clipped mean) and the clipped mean weighed by device trust (`trusted`, trust_rate 0.02) on
+every seed, and plain mean, trimmed mean, a cohort-median clip and no bounds at all on the first
+seed.
+`--only clipped_mean,trusted,no_federation` and `--attacks none,sign_flip,...` run a part of
+that (`none`: the clean run). Rows hold the metric on the test devices (`final_metric`) and on
+the validation devices (`validation_metric`). Writes benchmarks/results/hostile-<use case>.json.
+
+`trust-sweep`: the clipped mean weighed by device trust at several (trust_rate, trust_full)
+pairs and the clipped mean without trust, clean and under 4 of 20 reversed updates (how the
+trust settings were chosen: on the validation devices). Writes
+benchmarks/results/hostile-trust-<use case>.json.
+
+`agreement`: one session of the clipped mean without trust, 4 of 20 devices reversing their
+updates, recording every update's agreement with the server momentum (what trust is built
+from), for honest and hostile devices. Writes
+benchmarks/results/hostile-agreement-<use case>.json.
 
 `sweep`: the clipped mean with clip_recent at 1, 2, 3 and 5 times the recent median norm, clean
 and under the attacks clipping is for, on every seed (how the default was chosen). Writes
@@ -23,6 +37,8 @@ what was refused and the metric. Writes benchmarks/results/hostile-service.json.
 
     .venv/bin/python benchmarks/hostile.py learning --use-case sine [--seeds 0,1,2] [--workers 1]
     .venv/bin/python benchmarks/hostile.py sweep --use-case sine
+    .venv/bin/python benchmarks/hostile.py trust-sweep --use-case sine --rounds 1500 --seeds 0
+    .venv/bin/python benchmarks/hostile.py agreement --use-case sine --rounds 1500
     .venv/bin/python benchmarks/hostile.py norms [--workers 1]
     .venv/bin/python benchmarks/hostile.py service [--rounds 100]
 """
@@ -44,10 +60,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.core.aggregate import update_norm  # noqa: E402
+from broker_service.core.aggregate import sparse_weighted_mean, update_norm  # noqa: E402
 from broker_service.core.bounds import InfluenceBounds  # noqa: E402
 from broker_service.core.hyperparams import settings_for  # noqa: E402
 from broker_service.core.strategies import ALGORITHMS  # noqa: E402
+from broker_service.core.trust import MOMENTUM, agreement, next_momentum  # noqa: E402
 from broker_service.sim.attacks import (  # noqa: E402
     BOMBS,
     LEARNING_ATTACKS,
@@ -62,19 +79,27 @@ from broker_service.sim.simulation import run  # noqa: E402
 from broker_service.usecases.registry import load_use_case  # noqa: E402
 
 FRACTIONS = {0.05: "1 of 20", 0.2: "4 of 20"}
+OFF = {"trust_rate": 0.0}
 AGGREGATIONS = {
     # name: (training settings over the use case's, bounds on)
-    "clipped_mean": ({}, True),  # the default: bounds.CLIP_RECENT × the recent median norm
-    "mean": ({"clip_recent": 0.0}, True),
-    "trimmed_mean": ({"aggregation": "trimmed_mean", "clip_recent": 0.0}, True),
-    "cohort_clip": ({"clip_scale": 3.0, "clip_recent": 0.0}, True),
-    "undefended": ({"clip_recent": 0.0}, False),  # before issue 12: no bound, no clamp
+    "trusted": ({"trust_rate": 0.02}, True),  # the clipped mean, weighed by device trust
+    "clipped_mean": (OFF, True),  # the default: bounds.CLIP_RECENT × the recent median norm
+    "mean": ({"clip_recent": 0.0, **OFF}, True),
+    "trimmed_mean": ({"aggregation": "trimmed_mean", "clip_recent": 0.0, **OFF}, True),
+    "cohort_clip": ({"clip_scale": 3.0, "clip_recent": 0.0, **OFF}, True),
+    "undefended": ({"clip_recent": 0.0, **OFF}, False),  # before issue 12: no bound, no clamp
 }
 DEFAULT = "clipped_mean"
+TRUSTED = "trusted"
 BOUND_SEEKING = ("max_norm", "drift")
 SWEEP_CLIP = (1.0, 2.0, 3.0, 5.0)
 """The clip_recent multiples `sweep` compares (the default is bounds.CLIP_RECENT)."""
 SWEEP_ATTACKS = ("sign_flip", "max_norm", "drift")
+SWEEP_TRUST = ((0.02, 0.05), (0.1, 0.05), (0.5, 0.1))
+"""The (trust_rate, trust_full) pairs `trust-sweep` compares (the first is what `trusted`
+uses), chosen by the metric on the validation devices."""
+TRUST_ATTACKS = ((None, 0.0), ("sign_flip", 0.2))
+"""Clean, and the attacks the clipped mean did not hold, that `trust-sweep` runs."""
 RESULTS = ROOT / "benchmarks" / "results"
 
 _USE_CASES: dict = {}
@@ -95,10 +120,12 @@ def jobs(seeds: list[int]) -> list[tuple]:
             if name != "undefended":  # clean, it is the plain mean exactly
                 out.append(("tinymetafed", name, None, 0.0, seed))
         for name in AGGREGATIONS:
-            if name == DEFAULT or seed == seeds[0]:
+            if name in (DEFAULT, TRUSTED) or seed == seeds[0]:
                 for attack in LEARNING_ATTACKS:
                     if name == "undefended" and attack in BOUND_SEEKING:
                         continue  # without a bound there is nothing to aim under
+                    if name != TRUSTED and attack == "reenroll":
+                        continue  # sign_flip under other ids: without trust ids do not count
                     for fraction in FRACTIONS:
                         out.append(("tinymetafed", name, attack, fraction, seed))
     return out
@@ -106,7 +133,9 @@ def jobs(seeds: list[int]) -> list[tuple]:
 
 def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: tuple) -> dict:
     """One simulated session (in a worker process); a job is (algorithm, aggregation, attack,
-    fraction, seed) and optionally a clip_recent to use instead of the default."""
+    fraction, seed) and optionally settings to use over the aggregation's (a clip_recent, or a
+    dict). The row has the metric on the test devices (`final_metric`) and on the validation
+    devices (`validation_metric`, what settings are chosen by)."""
     algorithm, aggregation, attack, fraction, seed = job[:5]
     key = (use_case_name, seed)
     if key not in _USE_CASES:
@@ -114,7 +143,8 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
     use_case = _USE_CASES[key]
     extra, enabled = AGGREGATIONS[aggregation]
     if len(job) > 5:
-        extra = dict(extra, clip_recent=job[5])
+        over = job[5] if isinstance(job[5], dict) else {"clip_recent": job[5]}
+        extra = dict(extra, **over)
     settings = settings_for(use_case_name, rounds=rounds, **extra)
     settings["eval_every"] = settings["rounds"]  # the final metric only
     curve, final = episodes_for(use_case, settings, seed)
@@ -131,6 +161,8 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
         "devices": len(use_case.device_ids),
         "seed": seed,
         "clip_recent": settings["clip_recent"],
+        "trust_rate": bounds.trust.rate,
+        "trust_full": bounds.trust.full,
     }
     started = time.perf_counter()
     with np.errstate(all="ignore"):
@@ -150,12 +182,15 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
             row.update(final_metric=None, ci95=None, seconds=time.perf_counter() - started)
             return row
     finite = bool(np.all(np.isfinite(result.final))) and bool(np.all(np.isfinite(result.theta)))
+    validation = result.curve[-1][1] if result.curve else float("nan")
     row.update(
         diverged=not finite,
         final_metric=float(result.final.mean()) if finite else None,
         ci95=ci95(result.final) if finite else None,
+        validation_metric=float(validation) if finite and math.isfinite(validation) else None,
         refused_updates=result.refused_updates,
         refused_rounds=result.refused_rounds,
+        downweighted=result.downweighted,
         seconds=round(time.perf_counter() - started, 2),
     )
     return row
@@ -180,11 +215,37 @@ def sweep_jobs(seeds: list[int]) -> list[tuple]:
     return out
 
 
+def trust_jobs(seeds: list[int]) -> list[tuple]:
+    """The clipped mean with trust at each SWEEP_TRUST pair, clean and under TRUST_ATTACKS, and
+    without trust beside them."""
+    out = []
+    for seed in seeds:
+        for attack, fraction in TRUST_ATTACKS:
+            out.append(("tinymetafed", "clipped_mean", attack, fraction, seed))
+            for rate, full in SWEEP_TRUST:
+                over = {"trust_rate": rate, "trust_full": full}
+                out.append(("tinymetafed", TRUSTED, attack, fraction, seed, over))
+    return out
+
+
+NAMES = {"sweep": "hostile-clip-%s.json", "trust-sweep": "hostile-trust-%s.json"}
+
+
 def learning(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
-    todo = sweep_jobs(seeds) if args.part == "sweep" else jobs(seeds)
-    name = "hostile-clip-%s.json" if args.part == "sweep" else "hostile-%s.json"
-    path = Path(args.json or RESULTS / (name % args.use_case))
+    todo = {"sweep": sweep_jobs, "trust-sweep": trust_jobs}.get(args.part, jobs)(seeds)
+    only = set(args.only.split(",")) if args.only else None
+
+    def selected(algorithm: str, aggregation: str) -> bool:
+        if only is None:
+            return True
+        return algorithm in only if algorithm != "tinymetafed" else aggregation in only
+
+    todo = [job for job in todo if selected(job[0], job[1])]
+    if args.attacks:
+        wanted = set(args.attacks.split(","))
+        todo = [job for job in todo if (job[2] or "none") in wanted]
+    path = Path(args.json or RESULTS / (NAMES.get(args.part, "hostile-%s.json") % args.use_case))
     doc = {
         "use_case": args.use_case,
         "metric": load_use_case(args.use_case, args.data_dir, seed=seeds[0]).metric,
@@ -196,7 +257,13 @@ def learning(args) -> int:
         "attacks": LEARNING_ATTACKS,
         "rows": [],
     }
-    started = time.time()
+    before = 0
+    if args.append and path.exists():  # more seeds of the same code and settings
+        old = json.loads(path.read_text())
+        doc["rows"] = old["rows"]
+        doc["seeds"] = sorted(set(old["seeds"]) | set(seeds))
+        before = old.get("seconds", 0)
+    started = time.time() - before
     with ProcessPoolExecutor(args.workers, initializer=_one_blas_thread) as pool:
         futures = [
             pool.submit(run_job, args.use_case, args.data_dir, args.rounds, job) for job in todo
@@ -222,6 +289,84 @@ def learning(args) -> int:
                 ),
                 flush=True,
             )
+    return 0
+
+
+# -- agreement with the server momentum --
+
+
+class AgreementLog(WatchedBounds):
+    """The service's bounds with trust off, recording each update's agreement with the server
+    momentum (core.trust, as trust would see it) by device."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.momentum: np.ndarray | None = None
+        self.agreements: dict[str, list[float]] = {}
+
+    def weigh(self, devices, updates, t):
+        if devices is None:
+            return list(updates)
+        for device, update in zip(devices, updates, strict=True):
+            found = agreement(update, self.momentum)
+            if found is not None:
+                self.agreements.setdefault(device, []).append(found)
+        n = self.theta.shape[0] if self.theta is not None else 0
+        self.momentum = next_momentum(self.momentum, sparse_weighted_mean(n, updates), MOMENTUM)
+        return list(updates)
+
+
+def _spread(values) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    return {
+        "count": int(len(values)),
+        "mean": float(values.mean()),
+        "sd": float(values.std()),
+        "p5": float(np.percentile(values, 5)),
+        "median": float(np.median(values)),
+        "p95": float(np.percentile(values, 95)),
+        "below_zero": float((values < 0).mean()),
+    }
+
+
+def agreement_job(use_case_name, data_dir, rounds, attack, fraction, seed) -> dict:
+    """One session with the clipped mean (trust off) under `attack`: the agreements of honest
+    and hostile updates, per update and per device (the mean of its updates)."""
+    use_case = load_use_case(use_case_name, data_dir, seed=seed)
+    settings = settings_for(use_case_name, rounds=rounds, trust_rate=0.0)
+    settings["eval_every"] = settings["rounds"]
+    curve, final = episodes_for(use_case, settings, seed)
+    log = AgreementLog.from_settings(settings)
+    hostile = hostile_devices(use_case.device_ids, fraction, seed)
+    tamper = Attacker(attack, hostile, seed, log)
+    run(
+        ALGORITHMS["tinymetafed"](settings),
+        use_case,
+        settings,
+        seed,
+        curve,
+        final,
+        tamper=tamper,
+        bounds=log,
+    )
+    row = {"use_case": use_case_name, "attack": attack, "fraction": fraction, "seed": seed}
+    for name, members in (("honest", False), ("hostile", True)):
+        per = [v for d, v in log.agreements.items() if (d in hostile) == members]
+        row[name + "_updates"] = _spread([a for v in per for a in v])
+        row[name + "_devices"] = _spread([np.mean(v) for v in per])
+    return row
+
+
+def agreements(args) -> int:
+    row = agreement_job(args.use_case, args.data_dir, args.rounds, "sign_flip", 0.2, 0)
+    print(json.dumps(row), flush=True)
+    doc = {
+        "momentum": MOMENTUM,
+        "rounds": settings_for(args.use_case, rounds=args.rounds)["rounds"],
+        **row,
+    }
+    path = RESULTS / ("hostile-agreement-%s.json" % args.use_case)
+    (Path(args.json) if args.json else path).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
 
@@ -410,14 +555,22 @@ def service(args) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="part", required=True)
-    for part in ("learning", "sweep"):
+    for part in ("learning", "sweep", "trust-sweep"):
         one = sub.add_parser(part)
+        one.add_argument("--only", help="only these aggregations (comma-separated)")
+        one.add_argument("--attacks", help="run only these attacks (comma-separated; clean: none)")
+        one.add_argument("--append", action="store_true", help="add the rows to the file's")
         one.add_argument("--use-case", default="sine")
         one.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
         one.add_argument("--rounds", type=int)
         one.add_argument("--seeds", default="0,1,2")
         one.add_argument("--workers", type=int, default=1)
         one.add_argument("--json")
+    agree = sub.add_parser("agreement")
+    agree.add_argument("--use-case", default="sine")
+    agree.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
+    agree.add_argument("--rounds", type=int)
+    agree.add_argument("--json")
     three = sub.add_parser("norms")
     three.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
     three.add_argument("--workers", type=int, default=1)
@@ -429,6 +582,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.part == "norms":
         return norms(args)
+    if args.part == "agreement":
+        return agreements(args)
     return service(args) if args.part == "service" else learning(args)
 
 

@@ -295,7 +295,8 @@ def curve_figure(doc: dict) -> str:
 
 
 AGGREGATION_NAMES = {
-    "clipped_mean": "clipped mean (default)",
+    "trusted": "clipped mean + trust",
+    "clipped_mean": "clipped mean",
     "mean": "mean",
     "trimmed_mean": "trimmed mean",
     "cohort_clip": "cohort-median clip",
@@ -329,6 +330,13 @@ def hostile_tables(doc) -> str:
     on every seed against its clean run, and every aggregation under attack on the first seed."""
     rows = doc["rows"]
     seeds = doc["seeds"]
+    present = {r["aggregation"] for r in rows if r["algorithm"] == "tinymetafed"}
+    names = {n: label for n, label in AGGREGATION_NAMES.items() if n in present}
+
+    def no_federation(seed):
+        return next(
+            (r for r in rows if r["algorithm"] == "no_federation" and r["seed"] == seed), None
+        )
 
     def find(algorithm, aggregation, attack, fraction, seed):
         for r in rows:
@@ -356,59 +364,65 @@ def hostile_tables(doc) -> str:
         "| aggregation | " + " | ".join("seed %d" % s for s in seeds) + " |",
         "|---|" + "---|" * len(seeds),
     ]
-    out.append(
-        "| no federation | "
-        + " | ".join(_metric(find("no_federation", doc["default"], None, 0.0, s)) for s in seeds)
-        + " |"
-    )
-    for name, label in AGGREGATION_NAMES.items():
+    out.append("| no federation | " + " | ".join(_metric(no_federation(s)) for s in seeds) + " |")
+    for name, label in names.items():
         if name != "undefended":
             cells = [_metric(find("tinymetafed", name, None, 0.0, s)) for s in seeds]
             out.append("| %s | %s |" % (label, " | ".join(cells)))
-    out.append(
-        "\nThe default under attack, against its clean run on the same seed (%d training "
-        "devices; ✓: not worse than the clean run by more than its CI95 for 1 of 20, by more "
-        "than twice it for 4 of 20):\n" % first["devices"]
-    )
-    out.append("| attack | hostile | " + " | ".join("seed %d" % s for s in seeds) + " |")
-    out.append("|---|---|" + "---|" * len(seeds))
-    for attack in doc["attacks"]:
-        for fraction, label in doc["fractions"].items():
-            cells = []
-            hostile = None
-            for seed in seeds:
-                clean = find("tinymetafed", doc["default"], None, 0.0, seed)
-                row = find("tinymetafed", doc["default"], attack, float(fraction), seed)
-                if row is None or clean is None:
-                    cells.append("–")
-                    continue
-                hostile = row["hostile"]
-                harm = hostile_harm(doc, row, clean)
-                allowed = clean["ci95"] * (1 if float(fraction) < 0.1 else 2)
-                cells.append(
-                    "%s (%+.4f %s)" % (_metric(row), harm, "✓" if harm <= allowed else "✗")
-                    if not row["diverged"]
-                    else "diverged ✗"
-                )
-            out.append("| %s | %s (%s) | %s |" % (attack, label, hostile, " | ".join(cells)))
-    seed = seeds[0]
-    out.append("\nEvery aggregation under attack, seed %d:\n" % seed)
-    out.append("| attack | hostile | " + " | ".join(AGGREGATION_NAMES.values()) + " |")
-    out.append("|---|---|" + "---|" * len(AGGREGATION_NAMES))
-    out.append(
-        "| none | – | %s |"
-        % " | ".join(
-            _metric(find("tinymetafed", "mean" if n == "undefended" else n, None, 0.0, seed))
-            for n in AGGREGATION_NAMES
+    for aggregation, name in names.items():
+        attacked = [r for r in rows if r["aggregation"] == aggregation and r["attack"]]
+        if len({r["seed"] for r in attacked}) < 2 and len(seeds) > 1:
+            continue  # on one seed only: in the seed's table below
+        out.append(
+            "\n%s under attack, against its clean run on the same seed (%d training devices; "
+            "✓: not worse than the clean run by more than its CI95 for 1 of 20, by more than "
+            "twice it for 4 of 20):\n" % (name[0].upper() + name[1:], first["devices"])
         )
-    )
-    for attack in doc["attacks"]:
-        for fraction, label in doc["fractions"].items():
-            cells = [
-                _metric(find("tinymetafed", n, attack, float(fraction), seed))
-                for n in AGGREGATION_NAMES
-            ]
-            out.append("| %s | %s | %s |" % (attack, label, " | ".join(cells)))
+        out.append("| attack | hostile | " + " | ".join("seed %d" % s for s in seeds) + " |")
+        out.append("|---|---|" + "---|" * len(seeds))
+        for attack in doc["attacks"]:
+            for fraction, label in doc["fractions"].items():
+                cells = []
+                hostile = None
+                for seed in seeds:
+                    clean = find("tinymetafed", aggregation, None, 0.0, seed)
+                    row = find("tinymetafed", aggregation, attack, float(fraction), seed)
+                    if row is None or clean is None:
+                        cells.append("–")
+                        continue
+                    hostile = row["hostile"]
+                    harm = hostile_harm(doc, row, clean)
+                    allowed = clean["ci95"] * (1 if float(fraction) < 0.1 else 2)
+                    cells.append(
+                        "%s (%+.4f %s)" % (_metric(row), harm, "✓" if harm <= allowed else "✗")
+                        if not row["diverged"]
+                        else "diverged ✗"
+                    )
+                if hostile is not None:  # attacks not run are left out
+                    out.append(
+                        "| %s | %s (%s) | %s |" % (attack, label, hostile, " | ".join(cells))
+                    )
+    for seed in seeds:
+        kinds = {r["aggregation"] for r in rows if r["seed"] == seed and r["attack"]}
+        if len(kinds) < 2:
+            continue
+        out.append("\nEvery aggregation under attack, seed %d:\n" % seed)
+        out.append("| attack | hostile | " + " | ".join(names.values()) + " |")
+        out.append("|---|---|" + "---|" * len(names))
+        out.append(
+            "| none | – | %s |"
+            % " | ".join(
+                _metric(find("tinymetafed", "mean" if n == "undefended" else n, None, 0.0, seed))
+                for n in names
+            )
+        )
+        for attack in doc["attacks"]:
+            for fraction, label in doc["fractions"].items():
+                cells = [
+                    _metric(find("tinymetafed", n, attack, float(fraction), seed)) for n in names
+                ]
+                if any(c != "–" for c in cells):
+                    out.append("| %s | %s | %s |" % (attack, label, " | ".join(cells)))
     return "\n".join(out)
 
 
@@ -422,7 +436,8 @@ def clip_sweep_table(doc) -> str:
     )
     names = {float(f): label for f, label in doc["fractions"].items()}
     out = [
-        "\n## Choosing the clip multiple: %s (%s, mean over seeds %s)\n"
+        "\n## Choosing the clip multiple: %s (%s, mean over seeds %s; measured with the code "
+        "and settings of its time, not re-run since)\n"
         % (doc["use_case"], doc["metric"], ", ".join(map(str, doc["seeds"]))),
         "| clip_recent | "
         + " | ".join("clean" if a is None else "%s %s" % (a, names[f]) for a, f in columns)
@@ -442,6 +457,79 @@ def clip_sweep_table(doc) -> str:
             cell = _short(float(np.mean(values))) if values else "–"
             cells.append(cell + (" (%d diverged)" % diverged if diverged else ""))
         out.append("| %g | %s |" % (clip, " | ".join(cells)))
+    return "\n".join(out)
+
+
+def trust_sweep_table(doc) -> str:
+    """The trust settings compared on the validation devices (and the test devices beside)."""
+    rows = doc["rows"]
+    columns = sorted(
+        {(r["attack"], r["fraction"]) for r in rows},
+        key=lambda c: (c[0] is not None, c[0] or "", c[1]),
+    )
+    names = {float(f): label for f, label in doc["fractions"].items()}
+
+    def setting(r):
+        if not r.get("trust_rate"):
+            return "clipped mean, no trust"
+        return "rate %g, full %g" % (r["trust_rate"], r["trust_full"])
+
+    settings = list(dict.fromkeys(setting(r) for r in rows))
+    out = [
+        "\n## Choosing the trust settings: %s (%s, seeds %s; validation devices, test devices "
+        "in brackets)\n" % (doc["use_case"], doc["metric"], ", ".join(map(str, doc["seeds"]))),
+        "| trust | "
+        + " | ".join("clean" if a is None else "%s %s" % (a, names[f]) for a, f in columns)
+        + " | down-weighted updates |",
+        "|---|" + "---|" * (len(columns) + 1),
+    ]
+    for name in settings:
+        cells = []
+        weighed = []
+        for attack, fraction in columns:
+            found = [
+                r
+                for r in rows
+                if setting(r) == name and r["attack"] == attack and r["fraction"] == fraction
+            ]
+            if not found or any(r["diverged"] for r in found):
+                cells.append("diverged" if found else "–")
+                continue
+            val = np.mean([r["validation_metric"] for r in found])
+            test = np.mean([r["final_metric"] for r in found])
+            cells.append("%s (%s)" % (_short(float(val)), _short(float(test))))
+            weighed.extend(r.get("downweighted", 0) for r in found)
+        out.append("| %s | %s | %s |" % (name, " | ".join(cells), sum(weighed)))
+    return "\n".join(out)
+
+
+def agreement_table(docs) -> str:
+    """Agreement with the server momentum, honest against reversed devices."""
+    out = [
+        "\n## Agreement with the server momentum (clipped mean, 4 of 20 reversing, seed 0)\n",
+        "| use case | rounds | devices | per update: mean ± sd | below 0 | per device (mean of "
+        "its updates): mean ± sd | p5 | p95 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for doc in docs:
+        for name in ("honest", "hostile"):
+            u, d = doc[name + "_updates"], doc[name + "_devices"]
+            out.append(
+                "| %s | %d | %s (%d) | %+.3f ± %.3f | %.0f %% | %+.3f ± %.3f | %+.3f | %+.3f |"
+                % (
+                    doc["use_case"],
+                    doc["rounds"],
+                    name,
+                    d["count"],
+                    u["mean"],
+                    u["sd"],
+                    100 * u["below_zero"],
+                    d["mean"],
+                    d["sd"],
+                    d["p5"],
+                    d["p95"],
+                )
+            )
     return "\n".join(out)
 
 
@@ -726,6 +814,15 @@ def main() -> int:
         sweep = load("hostile-clip-%s.json" % use_case)
         if sweep:
             out.append(clip_sweep_table(sweep))
+    for use_case in ("sine", "omniglot"):
+        trust = load("hostile-trust-%s.json" % use_case)
+        if trust:
+            out.append(trust_sweep_table(trust))
+    agreeing = [
+        d for d in (load("hostile-agreement-%s.json" % u) for u in ("sine", "omniglot")) if d
+    ]
+    if agreeing:
+        out.append(agreement_table(agreeing))
     service = load("hostile-service.json")
     if service:
         out.append(hostile_service_table(service))

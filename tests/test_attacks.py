@@ -83,7 +83,21 @@ def test_the_others():
         "huge",
         "nan",
         "stale",
+        "alternate",
+        "reenroll",
     }
+
+
+def test_an_alternating_device_reverses_every_other_turn_and_a_reenrolling_one_changes_id():
+    bounds = WatchedBounds()
+    alternate = Attacker("alternate", ["evil"], 0, bounds)
+    sent = [alternate("evil", honest(), t).values[0] for t in range(4)]
+    assert np.allclose(sent, [0.03, -0.3, 0.03, -0.3])
+    assert alternate.identity("evil", 3) == "evil"
+    again = Attacker("reenroll", ["evil"], 0, bounds)
+    assert np.allclose(again("evil", honest(), 0).values, [-0.3, 0.4])
+    assert [again.identity("evil", t) for t in (0, 1)] == ["evil~0", "evil~1"]
+    assert again.identity("good", 1) == "good"
 
 
 def test_the_simulation_applies_the_service_bounds():

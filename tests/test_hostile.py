@@ -83,9 +83,17 @@ def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosqu
         raw.send(TOPICS.devices + leaf, payload, retain=True)
     fleet = SimulatedFleet("127.0.0.1", mosquitto.port, SineUseCase(fleet_size=3), 3).start()
     try:
-        first = AggregationService(config(mosquitto.port, tmp_path, rounds=2), EventLog(quiet=True))
+        trust = {"trust_rate": 0.02}  # on, so that there is trust to keep
+        first = AggregationService(
+            config(mosquitto.port, tmp_path, rounds=2, settings=trust), EventLog(quiet=True)
+        )
         summary = first.run()
-        again = AggregationService(config(mosquitto.port, tmp_path, rounds=4), EventLog(quiet=True))
+        again = AggregationService(
+            config(mosquitto.port, tmp_path, rounds=4, settings=trust), EventLog(quiet=True)
+        )
+        trusted = (first.admission.bounds.trust, again.admission.bounds.trust)
+        assert trusted[1].trust == trusted[0].trust and len(trusted[1].trust) == 3  # kept
+        np.testing.assert_array_equal(trusted[1].momentum, trusted[0].momentum)
         resumed = again.run()
     finally:
         fleet.stop()
@@ -142,6 +150,7 @@ def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosqui
     assert summary["rejected"][reasons.BAD_VALUES] >= 1  # the NaN update, round 2
     assert "event=accepted round=1 device=%s" % name in log  # the inflated claim
     assert "samples=30 claimed=%d" % codec.MAX_SAMPLES in log  # weighed as an honest device
+    assert "reason=norm_bound detail=" in log and "norm_bound: " not in log  # said once
     saved = checkpoint.load(tmp_path / "state" / "checkpoint.json")
     assert np.all(np.isfinite(saved.theta)) and len(saved.extra["recent_norms"]) >= 20
     later = ["event=accepted round=%d device=%s " % (r, name) for r in (3, 4, 5)]

@@ -221,10 +221,10 @@ def test_a_duplicated_update_changes_the_model_once(mosquitto, tmp_path):
     for device, payload in seen.items():
         ledger.offer(device, payload)
     settings = settings_for("sine", rounds=1, cohort=3)
-    bounds = InfluenceBounds.from_settings(settings)  # the service's clipped mean
+    bounds = InfluenceBounds.from_settings(settings)  # the service's clipped mean, with trust
     for update in ledger.updates():
         bounds.remember(update)
-    expected = bounds.step(TinyMetaFed(settings), theta0, ledger.updates(), 0, 1)
+    expected = bounds.step(TinyMetaFed(settings), theta0, ledger.updates(), 0, 1, sorted(seen))
     final = checkpoint.load(tmp_path / "state" / "checkpoint.json").theta
     np.testing.assert_allclose(final, expected, rtol=0, atol=0)
 

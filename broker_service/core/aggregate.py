@@ -11,11 +11,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SparseUpdate:
-    """A decoded device update: Δ at `indices` (ascending) with weight `samples`."""
+    """A decoded device update: Δ at `indices` (ascending) with weight `samples` × `weight`
+    (`weight` < 1 for a device the service trusts less, core.trust)."""
 
     indices: np.ndarray
     values: np.ndarray
     samples: int
+    weight: float = 1.0
 
 
 def outer_step(beta0: float, t: int, total_rounds: int) -> float:
@@ -26,15 +28,17 @@ def outer_step(beta0: float, t: int, total_rounds: int) -> float:
 
 
 def _weights(updates: Sequence[SparseUpdate]) -> np.ndarray:
-    """The devices' sample counts as weights (all-zero counts fall back to equal weights)."""
-    weights = np.array([u.samples for u in updates], dtype=np.float64)
+    """The devices' sample counts times their trust weights (all-zero weights fall back to equal
+    weights)."""
+    weights = np.array([u.samples * u.weight for u in updates], dtype=np.float64)
     return weights if weights.sum() > 0 else np.ones(len(updates))
 
 
 def sparse_weighted_mean(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
     """Σ_i w_i Δ_i / Σ_i w_i over dense length n; coordinates a device did not send count as 0.
 
-    Weights are the devices' sample counts (all-zero counts fall back to equal weights).
+    Weights are the devices' sample counts times their trust weights (all-zero weights fall
+    back to equal weights).
     """
     if len(updates) == 0:
         return np.zeros(n, dtype=np.float32)
@@ -117,7 +121,7 @@ def clamp_samples(update: SparseUpdate, budget: int) -> SparseUpdate:
     claimed count is the device's word, the budget is the service's."""
     if update.samples <= budget:
         return update
-    return SparseUpdate(update.indices, update.values, max(0, int(budget)))
+    return SparseUpdate(update.indices, update.values, max(0, int(budget)), update.weight)
 
 
 def clip_update(update: SparseUpdate, max_norm: float) -> SparseUpdate:
@@ -126,7 +130,7 @@ def clip_update(update: SparseUpdate, max_norm: float) -> SparseUpdate:
     if max_norm <= 0 or norm <= max_norm:
         return update
     scaled = np.asarray(update.values, dtype=np.float64) * (max_norm / norm)
-    return SparseUpdate(update.indices, scaled.astype(np.float32), update.samples)
+    return SparseUpdate(update.indices, scaled.astype(np.float32), update.samples, update.weight)
 
 
 def model_norm_bound(theta: np.ndarray, floor: float) -> float:

@@ -11,6 +11,9 @@ simulation so the benchmarks measure what the service does.
   (from the first round: the history then holds that round's own) before the strategy
   aggregates (the default aggregation is this clipped mean; docs/security.md has the
   measurements), so an update pointing anywhere moves θ_g by at most a few honest updates' worth.
+- With `trust_rate` > 0 (off by default), each clipped update is then weighed by its device's
+  trust (core.trust: how far its updates agree with the server momentum, remembered across
+  rounds and kept in the checkpoint); a device that persistently disagrees stops counting.
 - A step that would make θ_g non-finite is refused and θ_g stays as it was.
 """
 
@@ -29,9 +32,11 @@ from broker_service.core.aggregate import (
     clip_update,
     median_norm_bound,
     model_norm_bound,
+    sparse_weighted_mean,
     update_norm,
     within_bound,
 )
+from broker_service.core.trust import FULL, MOMENTUM, RATE, DeviceTrust, weighted
 
 RECENT_NORMS = 200
 """How many accepted update norms the history-based bounds look back on."""
@@ -64,6 +69,7 @@ class InfluenceBounds:
         floor: float = 0.0,
         norms: Iterable[float] = (),
         enabled: bool = True,
+        trust: DeviceTrust | None = None,
     ) -> None:
         self.max_norm = float(max_norm)
         self.clip_recent = float(clip_recent)
@@ -71,16 +77,23 @@ class InfluenceBounds:
         self.enabled = enabled
         self.norms: deque[float] = deque(maxlen=RECENT_NORMS)
         self.clipped: list[int] = []
+        self.trust = trust if trust is not None else DeviceTrust()
         self.restore(norms)
 
     @classmethod
     def from_settings(cls, settings: dict, max_norm: float = 0.0) -> InfluenceBounds:
-        """Bounds for a session's training settings: `clip_recent` (default CLIP_RECENT), and
-        the model bound's floor adapt_lr × samples a round (for a θ_g near zero)."""
+        """Bounds for a session's training settings: `clip_recent` (default CLIP_RECENT), the
+        model bound's floor adapt_lr × samples a round (for a θ_g near zero), and device trust
+        at `trust_rate` / `trust_full` (trust.RATE / trust.FULL; a rate of 0 turns it off)."""
         floor = float(settings.get("adapt_lr", 0.0)) * (
             int(settings.get("recon_samples", 0)) + int(settings.get("adapt_samples", 0))
         )
-        return cls(max_norm, float(settings.get("clip_recent", CLIP_RECENT)), floor)
+        trust = DeviceTrust(
+            float(settings.get("trust_rate", RATE)),
+            float(settings.get("trust_full", FULL)),
+            float(settings.get("trust_momentum", MOMENTUM)),
+        )
+        return cls(max_norm, float(settings.get("clip_recent", CLIP_RECENT)), floor, trust=trust)
 
     def restore(self, norms: Iterable[float]) -> None:
         """Take over a saved history (e.g. from a checkpoint); entries that are not positive
@@ -141,15 +154,35 @@ class InfluenceBounds:
         self.clipped = [i for i, (u, c) in enumerate(zip(updates, out, strict=True)) if u is not c]
         return out
 
+    def weigh(
+        self, devices: Sequence[str] | None, updates: Sequence[SparseUpdate], t: int
+    ) -> list[SparseUpdate]:
+        """The (clipped) updates weighed by their devices' trust with this round's agreement
+        in it; devices of weight 0 are left out. Unchanged without device ids or with trust
+        off (`trust.downweighted` then empty)."""
+        if not self.enabled or devices is None or not self.trust.enabled:
+            self.trust.downweighted = []
+            self.trust.pending = {}
+            return list(updates)
+        return weighted(updates, self.trust.weigh(devices, updates, t))
+
     def step(
-        self, strategy, theta: np.ndarray, updates: Sequence[SparseUpdate], t: int, total: int
+        self,
+        strategy,
+        theta: np.ndarray,
+        updates: Sequence[SparseUpdate],
+        t: int,
+        total: int,
+        devices: Sequence[str] | None = None,
     ):
-        """θ_g after the strategy's meta-update with the clipped updates, or None when that
-        would not be finite (the caller keeps θ_g)."""
+        """θ_g after the strategy's meta-update with the clipped updates weighed by the trust
+        of `devices` (the updates' senders, in order), or None when that would not be finite
+        (the caller keeps θ_g)."""
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
-            new = np.asarray(
-                strategy.aggregate(theta, self.clip(theta, updates), t, total), dtype=np.float32
-            )
+            kept = self.weigh(devices, self.clip(theta, updates), t)
+            new = np.asarray(strategy.aggregate(theta, kept, t, total), dtype=np.float32)
         if self.enabled and not all_finite(new):
             return None
+        if devices is not None and self.enabled:
+            self.trust.commit(sparse_weighted_mean(len(theta), kept))
         return new

@@ -117,6 +117,7 @@ class Recorder:
             "attempts": report.attempts,
             "rejected": sum(report.rejected.values()),
             "clipped": len(report.clipped),
+            "downweighted": len(report.downweighted),
             "bytes_up": report.bytes_up,
             "bytes_down": report.bytes_down,
             "bytes_up_total": t.bytes_up,

@@ -27,11 +27,13 @@ device may still answer this one) or one the service failed to store (not the de
 
 class Rejected(Exception):
     """A message the service refuses (an update the round refuses, a status or telemetry
-    document it cannot use); `reason` is a short machine-readable cause."""
+    document it cannot use); `reason` is a short machine-readable cause, `detail` what was
+    wrong (without the reason, so a log line names the reason once)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
+        self.detail = detail
 
 
 @dataclass

@@ -113,6 +113,7 @@ class RoundReport:
     bytes_down: int
     loss: float | None = None
     clipped: list[str] = field(default_factory=list)
+    downweighted: list[str] = field(default_factory=list)
 
 
 class AggregationService:
@@ -204,6 +205,7 @@ class AggregationService:
                 optimiser=self.strategy.optimiser.name,
                 held=str(ckpt.server_state.get("optimiser")),
             )
+        self.admission.bounds.trust.restore(ckpt.extra.get("trust", {}))
         self.log("resumed", round=ckpt.round, checkpoint=str(path))
         return ckpt.theta, ckpt.round
 
@@ -245,6 +247,7 @@ class AggregationService:
                 "preprocessing": self.use_case.preprocessing,
                 "totals": self.totals.to_dict(),
                 "recent_norms": self.admission.bounds.to_list(),
+                "trust": self.admission.bounds.trust.to_dict(),
             },
             server_state=self.strategy.server_state(),
         )
@@ -449,7 +452,7 @@ class AggregationService:
         assert ledger is not None
         late = ledger.close()
         beta = self.strategy.outer_step(self.round, self.total_rounds)
-        clipped = self._aggregate(ledger)
+        clipped, downweighted = self._aggregate(ledger)
         ledger.rejected.update(self.refused)  # status, telemetry and other refused messages
         self.refused.clear()
         self.refusals_logged.clear()
@@ -458,30 +461,37 @@ class AggregationService:
         self._persist()
         metric = self._evaluate_if_due()
         report = self._round_report(ledger, late, beta, time.monotonic() - start, metric, clipped)
+        report.downweighted = downweighted
         self._report(report)
         if self.round == self.total_rounds:
             self._publish_model()
         if self.progress:
             self.progress(report)
 
-    def _aggregate(self, ledger: RoundLedger) -> list[str]:
-        """θ_g ← the strategy's meta-update with the round's accepted updates, clipped
-        (`core.bounds`); returns the devices whose update was clipped. A step that would make
-        θ_g non-finite, or that fails, is refused: θ_g stays, the round's updates are withdrawn
-        and counted, and the session goes on."""
+    def _aggregate(self, ledger: RoundLedger) -> tuple[list[str], list[str]]:
+        """θ_g ← the strategy's meta-update with the round's accepted updates, clipped and
+        weighed by their devices' trust (`core.bounds`, `core.trust`); returns the devices whose
+        update was clipped and those whose update counted with a weight below 1. A step that
+        would make θ_g non-finite, or that fails, is refused: θ_g stays, the round's updates
+        are withdrawn and counted, the devices' trust is left as it was, and the session goes
+        on."""
+        bounds = self.admission.bounds
+        devices = sorted(ledger.accepted)  # the order of ledger.updates()
         try:
-            stepped = self.admission.bounds.step(
-                self.strategy, self.theta, ledger.updates(), self.round, self.total_rounds
+            stepped = bounds.step(
+                self.strategy, self.theta, ledger.updates(), self.round, self.total_rounds, devices
             )
         except Exception as exc:  # a round must not stop the service (nor loop on restart)
             self._refuse_round(ledger, reasons.INTERNAL_ERROR, _describe(exc))
-            return []
+            return [], []
         if stepped is None:
             self._refuse_round(ledger, reasons.NON_FINITE_MODEL, "θ_g would not be finite")
-            return []
+            return [], []
         self.theta = stepped
-        devices = sorted(ledger.accepted)  # the order of ledger.updates()
-        return [devices[i] for i in self.admission.bounds.clipped]
+        return (
+            [devices[i] for i in bounds.clipped],
+            [devices[i] for i in bounds.trust.downweighted],
+        )
 
     def _refuse_round(self, ledger: RoundLedger, reason: str, detail: str) -> None:
         """Keep θ_g and withdraw the round's updates, each counted under `reason`."""
@@ -565,6 +575,7 @@ class AggregationService:
             rejected=report.rejected or None,
             duplicates=report.duplicates or None,
             clipped=",".join(report.clipped) or None,
+            downweighted=",".join(report.downweighted) or None,
             metric=report.metric,
             seconds="%.2f" % report.seconds,
         )
@@ -686,7 +697,7 @@ class AggregationService:
         try:
             info = read_status(payload)
         except Rejected as exc:
-            self._refuse(device, "status", exc.reason, str(exc))
+            self._refuse(device, "status", exc.reason, exc.detail)
             info = {}
         held = info.get("model_version")
         if isinstance(held, int) and info.get("state") == "online":
@@ -723,7 +734,7 @@ class AggregationService:
             outcomes = [exc] * len(arrived)
         for (device, _), outcome in zip(arrived, outcomes, strict=True):
             if isinstance(outcome, Rejected):
-                self._log_rejected(device, outcome.reason, str(outcome))
+                self._log_rejected(device, outcome.reason, outcome.detail)
             elif isinstance(outcome, OSError):  # the journal could not store it (disk full)
                 self._log_rejected(device, reasons.STORAGE_ERROR, str(outcome))
             elif isinstance(outcome, Exception):
@@ -755,7 +766,7 @@ class AggregationService:
         try:
             doc = read_telemetry(payload)
         except Rejected as exc:
-            self._refuse(device, "telemetry", exc.reason, str(exc))
+            self._refuse(device, "telemetry", exc.reason, exc.detail)
             return
         self.telemetry[device] = kept_telemetry(doc)  # what closing a round reads
         for ledger in (self.ledger, self.previous_ledger):

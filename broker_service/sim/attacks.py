@@ -33,6 +33,8 @@ LEARNING_ATTACKS = {
     "huge": "every value 3e38",
     "nan": "NaN and infinite values",
     "stale": "the device's first update replayed in every later round",
+    "alternate": "the update reversed ×10 in every other round it is invited to, honest between",
+    "reenroll": "the update reversed ×10, sent under a fresh device id every round",
 }
 """What each learning attack sends instead of the device's update."""
 
@@ -68,15 +70,26 @@ class Attacker:
         self.seed = seed
         self.bounds = bounds
         self.first: dict[str, SparseUpdate] = {}
+        self.turns: dict[str, int] = {}
         self.direction: np.ndarray | None = None
+
+    def identity(self, device: str, t: int) -> str:
+        """The id the service sees `device` send under in round t (a fresh one each round for
+        a re-enrolling hostile device)."""
+        if self.attack == "reenroll" and device in self.hostile:
+            return "%s~%d" % (device, t)
+        return device
 
     def __call__(self, device: str, update: SparseUpdate, t: int) -> SparseUpdate:
         if device not in self.hostile:
             return update
         values = np.asarray(update.values, dtype=np.float32)
         kind = self.attack
-        if kind == "sign_flip":
+        if kind in ("sign_flip", "reenroll"):
             return _with(update, -10.0 * values)
+        if kind == "alternate":
+            self.turns[device] = self.turns.get(device, 0) + 1
+            return _with(update, -10.0 * values) if self.turns[device] % 2 == 0 else update
         if kind == "scaled":
             return _with(update, 50.0 * values)
         if kind == "noise":

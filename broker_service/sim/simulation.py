@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +40,16 @@ from device_agent.topics import Topics
 
 TOPICS = Topics()
 """The default topic tree: the topic lengths of the MQTT framing counted in `radio_bytes`."""
+
+
+class Tamper(Protocol):
+    """What an experiment puts between a device and the service (sim.attacks.Attacker)."""
+
+    def __call__(self, device: str, update: SparseUpdate, t: int) -> SparseUpdate: ...
+
+    def identity(self, device: str, t: int) -> str:
+        """The device id the service sees in round t."""
+        ...
 
 
 @dataclass
@@ -72,6 +83,7 @@ class RunResult:
     staleness: list[tuple[int, float, float]] = field(default_factory=list)
     """Per error-feedback update: (rounds away since the device's previous one, -1 for its
     first; L2 norm of the aged residual it added back; L2 norm of Δ before it)."""
+    downweighted: int = 0
 
     def spent(self, rnd: int) -> dict:
         """The budget spent by the end of round `rnd`: rounds, device updates, fleet energy
@@ -104,14 +116,15 @@ def run(
     curve_episodes: list[Episode],
     final_episodes: list[Episode],
     progress: Callable[[str], None] | None = None,
-    tamper: Callable[[str, SparseUpdate, int], SparseUpdate] | None = None,
+    tamper: Tamper | None = None,
     board: str = DEFAULT_PROFILE,
     bounds: InfluenceBounds | None = None,
 ) -> RunResult:
     """Meta-train with `strategy` for settings['rounds'] rounds, measuring the learning curve on
     `curve_episodes` every `eval_every` rounds, then the metric on `final_episodes`.
 
-    `tamper(device, update, round)` lets an experiment replace what a device sends (poisoning).
+    `tamper(device, update, round)` lets an experiment replace what a device sends (poisoning),
+    and `tamper.identity(device, round)` the device id the service sees (a re-enrolled device).
     Every update passes the service's influence bounds (`bounds`, by default those of the
     settings, as the service builds them): refused when over the norm bound, samples clamped,
     clipped, and a step that would make θ non-finite is refused.
@@ -194,6 +207,7 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
     n = strategy.samples_per_update()
     budget = sample_budget(command)
     updates = []
+    senders = []
     spent_mj = 0.0
     for device_id in cohort:
         xs, ys = use_case.stream(device_id, n, device_rng(seed, t, device_id))
@@ -211,6 +225,7 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
         else:
             bounds.remember(kept)
             updates.append(kept)
+            senders.append(tamper.identity(device_id, t) if tamper else device_id)
         energy = energy_mj(sim.macs, len(sim.payload), down, board)
         result.updates += 1
         result.bytes_up += len(sim.payload)
@@ -222,7 +237,8 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
     result.fleet_bytes_down += len(cohort) * down
     result.fleet_energy_mj += spent_mj
     result.per_round.append({"round": t, "cohort": len(cohort)})
-    stepped = bounds.step(strategy, theta, updates, t, rounds)
+    stepped = bounds.step(strategy, theta, updates, t, rounds, senders)
+    result.downweighted += len(bounds.trust.downweighted)
     if stepped is None:
         result.refused_rounds += 1
         return theta
