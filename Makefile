@@ -18,12 +18,10 @@ lint:
 
 bench:
 	@bash scripts/setup.sh
-	for u in sine omniglot kws occupancy; do \
-	  .venv/bin/tinymetafed bench --use-case $$u --data-dir $${TINYMETAFED_DATA:-../shared/data} \
-	    --quiet --json benchmarks/results/bench-$$u.json || exit 1; done
+	.venv/bin/python benchmarks/seed_sweep.py --seeds 0,1,2 \
+	  --data-dir $${TINYMETAFED_DATA:-../shared/data}
 	.venv/bin/python benchmarks/make_docs.py
 
-# TinyMetaFed's error-feedback ablation (not part of `bench`: about 560 s of CPU)
 bench-ablation:
 	@bash scripts/setup.sh
 	.venv/bin/python benchmarks/ablation_ef.py --data-dir $${TINYMETAFED_DATA:-../shared/data}
