@@ -20,7 +20,7 @@ bench:
 	@bash scripts/setup.sh
 	.venv/bin/python benchmarks/seed_sweep.py --seeds 0,1,2 \
 	  --data-dir $${TINYMETAFED_DATA:-../shared/data}
-	.venv/bin/python benchmarks/make_docs.py
+	.venv/bin/python benchmarks/make_docs.py --write
 
 bench-ablation:
 	@bash scripts/setup.sh
