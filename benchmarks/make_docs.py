@@ -761,13 +761,6 @@ def generated_part() -> str:
     heads = load("ablation-heads.json")
     if heads:
         out.append(heads_table(heads))
-    device_heads = load("device-bench-heads.json")
-    if device_heads:
-        out.append(
-            "\n## Closed-form heads under MicroPython (%s, best of %d, on a loaded host)\n"
-            % (device_heads["runtime"], device_heads["repeat"])
-        )
-        out.append(device_table(device_heads))
     bound = load("payload-bound.json")
     if bound:
         out.append("\n## Payload size against the information-theoretic bound (P = 10 %)\n")
