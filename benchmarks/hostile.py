@@ -7,9 +7,11 @@ hostile (1 and 4 of 20), against the clean run on the same seeds, with the defau
 (the clipped mean) and the clipped mean weighed by device trust (`trusted`, trust_rate 0.02) on
 every seed, and plain mean, trimmed mean, a cohort-median clip and no bounds at all on the first
 seed.
-`--only clipped_mean,trusted,no_federation` and `--attacks none,sign_flip,...` run a part of
-that (`none`: the clean run). Rows hold the metric on the test devices (`final_metric`) and on
-the validation devices (`validation_metric`). Writes benchmarks/results/hostile-<use case>.json.
+The coverage-aware mean (`coverage`: the clipped updates averaged per coordinate over the
+devices that sent it) is attacked on every seed too. `--only clipped_mean,trusted,no_federation`
+and `--attacks none,sign_flip,...` run a part of that (`none`: the clean run). Rows hold the
+metric on the test devices (`final_metric`) and on the validation devices (`validation_metric`).
+Writes benchmarks/results/hostile-<use case>.json.
 
 `trust-sweep`: the clipped mean weighed by device trust at several (trust_rate, trust_full)
 pairs and the clipped mean without trust, clean and under 4 of 20 reversed updates (how the
@@ -84,6 +86,8 @@ AGGREGATIONS = {
     # name: (training settings over the use case's, bounds on)
     "trusted": ({"trust_rate": 0.02}, True),  # the clipped mean, weighed by device trust
     "clipped_mean": (OFF, True),  # the default: bounds.CLIP_RECENT × the recent median norm
+    # the clipped updates averaged per coordinate over their senders (core/aggregate.py)
+    "coverage": ({"coverage_mean": True, **OFF}, True),
     "mean": ({"clip_recent": 0.0, **OFF}, True),
     "trimmed_mean": ({"aggregation": "trimmed_mean", "clip_recent": 0.0, **OFF}, True),
     "cohort_clip": ({"clip_scale": 3.0, "clip_recent": 0.0, **OFF}, True),
@@ -91,6 +95,8 @@ AGGREGATIONS = {
 }
 DEFAULT = "clipped_mean"
 TRUSTED = "trusted"
+EVERY_SEED = (DEFAULT, TRUSTED, "coverage")
+"""Aggregations attacked on every seed (the others on the first only)."""
 BOUND_SEEKING = ("max_norm", "drift")
 SWEEP_CLIP = (1.0, 2.0, 3.0, 5.0)
 """The clip_recent multiples `sweep` compares (the default is bounds.CLIP_RECENT)."""
@@ -120,7 +126,7 @@ def jobs(seeds: list[int]) -> list[tuple]:
             if name != "undefended":  # clean, it is the plain mean exactly
                 out.append(("tinymetafed", name, None, 0.0, seed))
         for name in AGGREGATIONS:
-            if name in (DEFAULT, TRUSTED) or seed == seeds[0]:
+            if name in EVERY_SEED or seed == seeds[0]:
                 for attack in LEARNING_ATTACKS:
                     if name == "undefended" and attack in BOUND_SEEKING:
                         continue  # without a bound there is nothing to aim under
