@@ -28,6 +28,7 @@ STALE_VERSION = "stale_version"  # computed on another model version
 SHAPE_MISMATCH = "shape_mismatch"  # a vector of another length than the model
 NOT_IN_COHORT = "not_in_cohort"  # from a device the round did not invite
 NORM_BOUND = "norm_bound"  # an update longer than the norm bound
+OVER_BUDGET = "over_budget"  # more entries than the round's Top-P% keeps
 NO_OPEN_ROUND = "no_open_round"  # arrived while no round was open
 UNKNOWN_DEVICE = "unknown_device"  # signed updates are required and the device has no key
 BAD_SIGNATURE = "bad_signature"  # an HMAC tag (an update's, or a keyed device's command) fails
@@ -77,6 +78,7 @@ REJECTIONS = (
     SHAPE_MISMATCH,
     NOT_IN_COHORT,
     NORM_BOUND,
+    OVER_BUDGET,
     NO_OPEN_ROUND,
     UNKNOWN_DEVICE,
     BAD_SIGNATURE,

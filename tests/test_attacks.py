@@ -66,6 +66,19 @@ def test_bound_seeking_updates_stay_just_under_the_refusal_bound(attack):
     assert bounds.screen(sent, THETA, 30) is not None
 
 
+def test_drift_keeps_to_the_entries_an_honest_update_has_and_one_direction():
+    bounds = WatchedBounds()
+    bounds.screen(honest(), THETA, 30)
+    attacker = Attacker("drift", ["evil", "worse"], 0, bounds)
+    first, second = attacker("evil", honest(), 0), attacker("worse", honest(), 1)
+    assert len(first.values) == len(honest().values)
+    np.testing.assert_array_equal(first.indices, second.indices)
+    np.testing.assert_allclose(first.values, second.values)
+    dense = SparseUpdate(np.arange(16, dtype=np.uint32), np.full(16, 0.01, np.float32), 30)
+    assert bounds.screen(dense, THETA, 30, entries=2) is None  # more than the round keeps
+    assert bounds.screen(first, THETA, 30, entries=2) is not None
+
+
 def test_the_others():
     assert np.allclose(attacked("sign_flip")[0].values, [-1.0, 0.0])
     assert np.allclose(attacked("scaled")[0].values, [5.0, 0.0])

@@ -148,6 +148,7 @@ def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosqui
     assert summary["rounds"] == 8
     assert summary["rejected"][reasons.NORM_BOUND] >= 1  # the 3e38 update, round 0
     assert summary["rejected"][reasons.BAD_VALUES] >= 1  # the NaN update, round 2
+    assert summary["rejected"][reasons.OVER_BUDGET] >= 1  # every coordinate, round 6
     assert "event=accepted round=1 device=%s" % name in log  # the inflated claim
     assert "samples=30 claimed=%d" % codec.MAX_SAMPLES in log  # weighed as an honest device
     assert "reason=norm_bound detail=" in log and "norm_bound: " not in log  # said once

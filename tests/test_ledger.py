@@ -126,3 +126,13 @@ def test_has_waiting_agrees_with_waiting_for():
     assert ledger.has_waiting() and ledger.waiting_for() == {"c"}
     ledger.offer("c", delta())
     assert not ledger.has_waiting() and ledger.waiting_for() == set()
+
+
+def test_an_update_with_more_entries_than_the_round_keeps_is_refused():
+    ledger = RoundLedger(2, 2, N, max_entries=2)
+    ledger.invite(["a", "b"])
+    with pytest.raises(Rejected) as refused:
+        ledger.offer("a", delta(values=(0.5, -1.0, 0.25)))
+    assert refused.value.reason == reasons.OVER_BUDGET
+    assert "3 entries" in refused.value.detail and not ledger.accepted
+    assert ledger.offer("b", delta()) is not None  # two entries: what the round keeps

@@ -3,6 +3,8 @@ simulation so the benchmarks measure what the service does.
 
 - The sample count an update claims is clamped to what its round asked for (recon + adapt
   samples): a device's weight in the sample-weighted mean is at most an honest device's.
+- An update with more entries than the round's Top-P% keeps (`entry_budget`) is refused: a
+  device cannot spread its influence over coordinates the honest ones leave alone.
 - An update longer than the norm bound is refused. The bound exists from the first update:
   ‖θ_g‖ (see aggregate.model_norm_bound) until `MIN_NORMS` updates have been accepted, then the
   tighter of that and `NORM_FACTOR` × the median norm of the last `RECENT_NORMS` accepted ones.
@@ -37,6 +39,7 @@ from broker_service.core.aggregate import (
     within_bound,
 )
 from broker_service.core.trust import FULL, MOMENTUM, RATE, DeviceTrust, weighted
+from device_agent.topk import top_k_count
 
 RECENT_NORMS = 200
 """How many accepted update norms the history-based bounds look back on."""
@@ -56,6 +59,12 @@ the clean metric little and bounds a hostile update to twice a typical honest on
 def sample_budget(command: dict) -> int:
     """The samples a round command asks a device to use (reconstruction + adaptation)."""
     return int(command.get("recon_samples", 0)) + int(command.get("adapt_samples", 0))
+
+
+def entry_budget(command: dict, n: int) -> int:
+    """The entries a round command lets an update of length n carry: what the device's Top-P%
+    keeps (device_agent.topk.top_k_count, the agent's own rule), all n without a `top_p`."""
+    return top_k_count(n, float(command.get("top_p", 100.0)))
 
 
 class InfluenceBounds:
@@ -132,12 +141,16 @@ class InfluenceBounds:
             return self.norm_bound(theta)
         return min(self.norm_bound(theta), median_norm_bound(self.norms, self.clip_recent))
 
-    def screen(self, update: SparseUpdate, theta: np.ndarray, budget: int) -> SparseUpdate | None:
-        """The update as it may count (samples clamped to `budget`), or None when its norm is
-        over the bound or not finite; what the service's round ledger does with a decoded
-        update."""
+    def screen(
+        self, update: SparseUpdate, theta: np.ndarray, budget: int, entries: int = 0
+    ) -> SparseUpdate | None:
+        """The update as it may count (samples clamped to `budget`), or None when it has more
+        than `entries` entries (0: any number) or its norm is over the bound or not finite;
+        what the service's round ledger does with a decoded update."""
         if not self.enabled:
             return update
+        if entries > 0 and len(update.values) > entries:
+            return None
         if not within_bound(update_norm(update.values), self.norm_bound(theta)):
             return None
         return clamp_samples(update, budget)

@@ -43,6 +43,35 @@ def publish_size(topic: str, payload_len: int, qos: int = 1) -> int:
     return mqtt_publish_bytes(payload_len, len(topic.encode()), qos)
 
 
+def _packet_size(remaining: int) -> int:
+    """An MQTT 3.1.1 packet of `remaining` bytes after its fixed header: type byte, the
+    remaining length as a variable-length integer, then those bytes."""
+    varint = 1
+    while remaining >= 128**varint and varint < 4:
+        varint += 1
+    return 1 + varint + remaining
+
+
+def subscribe_size(topic: str) -> int:
+    """An MQTT 3.1.1 SUBSCRIBE for one topic: packet id, the topic, the requested QoS."""
+    return _packet_size(2 + 2 + len(topic.encode()) + 1)
+
+
+def unsubscribe_size(topic: str) -> int:
+    """An MQTT 3.1.1 UNSUBSCRIBE for one topic: packet id and the topic."""
+    return _packet_size(2 + 2 + len(topic.encode()))
+
+
+def round_uplink(topics: Topics, device: str, update_len: int, fetch: bool) -> int:
+    """What an invited device sends the broker for one round, framing included: its update's
+    PUBLISH, the PUBACK of the command (QoS 1) and, when it fetches the model (`fetch`), the
+    SUBSCRIBE, the model's PUBACK and the UNSUBSCRIBE."""
+    size = publish_size(topics.update(device), update_len) + PUBACK_BYTES
+    if fetch:
+        size += subscribe_size(topics.model) + PUBACK_BYTES + unsubscribe_size(topics.model)
+    return size
+
+
 def round_downlink(topics: Topics, device: str, command_len: int, model_len: int | None) -> int:
     """What the broker sends an invited device for its round command, framing included: the
     command's PUBLISH and, when the device fetches the model (`model_len` not None), the SUBACK,

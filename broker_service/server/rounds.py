@@ -3,7 +3,8 @@ rejected and why, and whether a quorum was reached.
 
 Idempotent by (device, round, model version): a redelivered or duplicated update is counted once.
 An accepted update weighs at most the samples its round asked for (`max_samples`), whatever it
-claims, and is refused over the norm bound (`max_norm`, set by admission.py).
+claims; it is refused with more entries than the round's Top-P% keeps (`max_entries`) and over
+the norm bound (`max_norm`, set by admission.py).
 The ledger alone decides what counts: `offer` accepts, `reject` records a refusal, `withdraw`
 undoes an acceptance the service could not make durable, `close` ends the round.
 """
@@ -58,6 +59,7 @@ class RoundLedger:
     max_payload: int = limits.MAX_PAYLOAD
     max_norm: float = 0.0
     max_samples: int = limits.MAX_SAMPLES
+    max_entries: int = 0
     invited: set[str] = field(default_factory=set)
     accepted: dict[str, Accepted] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
@@ -111,6 +113,10 @@ class RoundLedger:
         except codec.CodecError as exc:
             raise Rejected(exc.reason, str(exc)) from None
         self._check(device, h, values)
+        if self.max_entries and h.k > self.max_entries:
+            raise Rejected(
+                reasons.OVER_BUDGET, "%d entries, the round keeps %d" % (h.k, self.max_entries)
+            )
         if device in self.accepted:
             self.duplicates += 1
             return None

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from broker_service.core import fastcodec
-from broker_service.core.bounds import InfluenceBounds, sample_budget
+from broker_service.core.bounds import InfluenceBounds, entry_budget, sample_budget
 from broker_service.core.cohort import round_cohort, sample_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.hyperparams import settings_for
@@ -335,8 +335,15 @@ class AggregationService:
         self._publish_model()
         self.round_down = 0
         self.previous_ledger = self.ledger
-        budget = sample_budget(self.strategy.round_command(t, version=t))
-        self.ledger = RoundLedger(t, t, self.n, self.cfg.max_payload, max_samples=budget)
+        command = self.strategy.round_command(t, version=t)
+        self.ledger = RoundLedger(
+            t,
+            t,
+            self.n,
+            self.cfg.max_payload,
+            max_samples=sample_budget(command),
+            max_entries=entry_budget(command, self.n),
+        )
         self.admission.theta = self.theta
         self.journal = Journal(self.state / "journal", t)
         self._replay_journal()

@@ -28,7 +28,8 @@ LEARNING_ATTACKS = {
     "scaled": "the update 50× longer",
     "noise": "Gaussian noise, on average about 10× longer than the update",
     "max_norm": "the update reversed, stretched to 90 % of the refusal bound",
-    "drift": "one fixed direction shared by all hostile devices, at 90 % of the refusal bound",
+    "drift": "one fixed direction shared by all hostile devices, on as many coordinates as the "
+    "round allows (its largest), at 90 % of the refusal bound",
     "inflate": "the update reversed, claiming 65,535 samples",
     "huge": "every value 3e38",
     "nan": "NaN and infinite values",
@@ -45,9 +46,11 @@ class WatchedBounds(InfluenceBounds):
 
     theta: np.ndarray | None = None
 
-    def screen(self, update: SparseUpdate, theta: np.ndarray, budget: int) -> SparseUpdate | None:
+    def screen(
+        self, update: SparseUpdate, theta: np.ndarray, budget: int, entries: int = 0
+    ) -> SparseUpdate | None:
         self.theta = theta
-        return super().screen(update, theta, budget)
+        return super().screen(update, theta, budget, entries)
 
     def refusal_bound(self) -> float:
         """The bound the next update will be screened against (∞ before any was)."""
@@ -110,17 +113,18 @@ class Attacker:
         return SparseUpdate(first.indices, first.values, update.samples)
 
     def _drift(self, update: SparseUpdate) -> SparseUpdate:
-        """A dense update along one direction drawn once for the whole attack."""
+        """An update along one direction drawn once for the whole attack, on the coordinates
+        where it is largest, as many as an honest update has (the service refuses more)."""
         theta = self.bounds.theta
         n = len(theta) if theta is not None else int(np.max(update.indices)) + 1
         if self.direction is None or len(self.direction) != n:
             self.direction = np.random.default_rng([self.seed, 99]).standard_normal(n)
-            self.direction /= np.linalg.norm(self.direction)
         bound = self.bounds.refusal_bound()
         if not math.isfinite(bound):
             return update
-        values = (self.direction * 0.9 * bound).astype(np.float32)
-        return SparseUpdate(np.arange(n, dtype=np.uint32), values, update.samples)
+        keep = np.sort(np.argsort(-np.abs(self.direction), kind="stable")[: len(update.values)])
+        values = _stretched(self.direction[keep], 0.9 * bound).astype(np.float32)
+        return SparseUpdate(keep.astype(np.uint32), values, update.samples)
 
 
 def _with(update: SparseUpdate, values: np.ndarray) -> SparseUpdate:
@@ -161,7 +165,7 @@ class HostileRunner(NumpyRunner):
     """A re-flashed agent's round over MQTT: it computes the honest update, then sends the
     attack of the round instead (`schedule`, cycled by round number)."""
 
-    SCHEDULE = ("huge", "inflate", "nan", "sign_flip", "stale", "scaled")
+    SCHEDULE = ("huge", "inflate", "nan", "sign_flip", "stale", "scaled", "dense")
 
     def __init__(self, *args, schedule: tuple[str, ...] = SCHEDULE, **kwargs):
         super().__init__(*args, **kwargs)
@@ -184,6 +188,10 @@ class HostileRunner(NumpyRunner):
             values = -10.0 * values
         elif kind == "stale":
             idx, values = self.first
+        elif kind == "dense":  # its update plus a little on every other coordinate
+            spread = np.full(h.n, 1e-4)
+            spread[idx] = values
+            idx, values = np.arange(h.n), spread
         else:
             values = 10.0 * values
         payload = forged_delta(command, h.n, idx, values, samples)

@@ -9,8 +9,10 @@ it is invited and does not hold the round's version (docs/protocol.md), so only 
 receives a model; each cohort device receives its command and the model and sends its update.
 The model's values are encoded as the strategy's `model_values` asks (f32, f16, int8), and the
 devices train on θ_g as they decode it; the server keeps θ_g in float32. `radio_bytes` counts
-what crosses a device's radio link as MQTT packets: the update's PUBLISH, and what the broker
-sends (command, SUBACK, model, UNSUBACK, the update's PUBACK; `server.mqtt.round_downlink`).
+what crosses a device's radio link as MQTT packets: what it sends (the update's PUBLISH, the
+command's PUBACK, the fetch's SUBSCRIBE, the model's PUBACK, UNSUBSCRIBE; `server.mqtt.
+round_uplink`) and what the broker sends (command, SUBACK, model, UNSUBACK, the update's
+PUBACK; `server.mqtt.round_downlink`).
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ import numpy as np
 
 from broker_service.core import fastcodec
 from broker_service.core.aggregate import SparseUpdate
-from broker_service.core.bounds import InfluenceBounds, sample_budget
+from broker_service.core.bounds import InfluenceBounds, entry_budget, sample_budget
 from broker_service.core.cohort import round_cohort
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import Strategy, wire_command
 from broker_service.core.streams import device_stream
-from broker_service.server.mqtt import PUBACK_BYTES, publish_size, round_downlink
+from broker_service.server.mqtt import PUBACK_BYTES, round_downlink, round_uplink
 from broker_service.sim.clients import local_update
 from broker_service.usecases.base import Episode, UseCase
 from device_agent import codec
@@ -206,6 +208,7 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
     down = len(model) + command_len
     n = strategy.samples_per_update()
     budget = sample_budget(command)
+    entries = entry_budget(command, len(theta))
     updates = []
     senders = []
     spent_mj = 0.0
@@ -219,7 +222,9 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
             memory.last_round = t
         header, idx, values = fastcodec.decode(sim.payload)
         update = SparseUpdate(idx, values, header.samples)
-        kept = bounds.screen(tamper(device_id, update, t) if tamper else update, theta, budget)
+        kept = bounds.screen(
+            tamper(device_id, update, t) if tamper else update, theta, budget, entries
+        )
         if kept is None:
             result.refused_updates += 1
         else:
@@ -246,9 +251,10 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
 
 
 def radio_bytes(device: str, update_len: int, command_len: int, model_len: int) -> int:
-    """The MQTT bytes of one device update on the device's link: its update's PUBLISH up, and
-    down the command, the model's fetch (SUBACK, PUBLISH, UNSUBACK) and the update's PUBACK."""
-    up = publish_size(TOPICS.update(device), update_len)
+    """The MQTT bytes of one device update on the device's link, both ways: up its update's
+    PUBLISH, the command's PUBACK and the model's fetch (SUBSCRIBE, PUBACK, UNSUBSCRIBE); down
+    the command, the fetch's SUBACK, model and UNSUBACK, and the update's PUBACK."""
+    up = round_uplink(TOPICS, device, update_len, fetch=True)
     return up + round_downlink(TOPICS, device, command_len, model_len) + PUBACK_BYTES
 
 
