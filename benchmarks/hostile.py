@@ -33,9 +33,9 @@ Writes benchmarks/results/hostile-norms.json.
 
 `service`: a real mosquitto, the service and 20 simulated agents for a session, clean, then with
 1 and 4 of them re-flashed (`HostileRunner`: 3e38 values, inflated sample counts, NaN, reversed,
-stale, scaled and every-coordinate updates) while they also publish malformed status, telemetry and update
-messages (`BOMBS`, retained too). Records whether the service ran to the end, the rounds closed,
-what was refused and the metric. Writes benchmarks/results/hostile-service.json.
+stale, scaled and every-coordinate updates) while they also publish malformed status, telemetry
+and update messages (`BOMBS`, retained too). Records whether the service ran to the end, the
+rounds closed, what was refused and the metric. Writes benchmarks/results/hostile-service.json.
 
     .venv/bin/python benchmarks/hostile.py learning --use-case sine [--seeds 0,1,2] [--workers 1]
     .venv/bin/python benchmarks/hostile.py sweep --use-case sine
