@@ -7,7 +7,11 @@ device is counted; the service connects to mosquitto directly. Devices fetch the
 invited (docs/protocol.md), so per round the devices should receive about cohort × (model +
 command + a few MQTT acknowledgements), not N × model. The broker's own `$SYS/broker/bytes/sent`
 (all its clients: devices, service and this script's monitor) is read at the start and the end.
-Run once per `model_values` encoding.
+The proxy also counts what the devices send, against what the bench counts as a round's uplink
+(`server.mqtt.round_uplink`: the update, the command's and model's PUBACKs, the fetch's
+SUBSCRIBE and UNSUBSCRIBE); the rest is the devices' telemetry (measured here as the PUBLISH
+packets the broker relays to this script's monitor) and keep-alive pings. Run once per
+`model_values` encoding.
 
     .venv/bin/python benchmarks/downlink.py [--devices 21] [--cohort 5] [--rounds 20]
         [--values f32,f16,int8] [--json benchmarks/results/downlink.json]
@@ -30,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from broker_service.observe.logs import EventLog  # noqa: E402
 from broker_service.server.config import ServiceConfig  # noqa: E402
+from broker_service.server.mqtt import publish_size, round_uplink  # noqa: E402
 from broker_service.server.service import AggregationService  # noqa: E402
 from broker_service.sim.fleet import SimulatedFleet  # noqa: E402
 from broker_service.usecases.sine import SineUseCase  # noqa: E402
@@ -42,24 +47,33 @@ TOLERANCE = 0.05
 
 
 class SysMonitor:
-    """A client on the broker itself that keeps the latest `$SYS/broker/bytes/sent` and counts
-    the devices' births."""
+    """A client on the broker itself that keeps the latest `$SYS/broker/bytes/sent`, counts
+    the devices' births and the bytes of their telemetry PUBLISH packets (QoS 0)."""
 
     def __init__(self, port: int, fleet: str):
         self.sent: int | None = None
         self.online: set[str] = set()
+        self.telemetry_bytes = 0
+        self.telemetry_messages = 0
         self.topics = Topics(fleet=fleet)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="downlink-monitor")
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(
-            [("$SYS/broker/bytes/sent", 0), (self.topics.devices + "+/status", 1)]
+            [
+                ("$SYS/broker/bytes/sent", 0),
+                (self.topics.devices + "+/status", 1),
+                (self.topics.devices + "+/telemetry", 0),
+            ]
         )
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic.startswith("$SYS"):
             self.sent = int(msg.payload)
+        elif msg.topic.endswith("/telemetry"):
+            self.telemetry_bytes += publish_size(msg.topic, len(msg.payload), qos=0)
+            self.telemetry_messages += 1
         elif b'"online"' in msg.payload:
             self.online.add(msg.topic)
 
@@ -104,16 +118,22 @@ def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -
         )
         service = AggregationService(cfg, EventLog(quiet=True))
         sys_start = monitor.fresh_sent()
-        last = [proxy.counts()[0]]
+        last = [proxy.counts()]
+        topics = Topics(fleet=fleet_name)
 
         def progress(report) -> None:
-            now = proxy.counts()[0]
+            now = proxy.counts()
+            size = report.bytes_up // max(1, len(report.participants))  # one update's
             per_round.append(
                 {
                     "round": report.round,
                     "participants": len(report.participants),
-                    "broker_to_devices": now - last[0],
+                    "broker_to_devices": now[0] - last[0][0],
+                    "devices_to_broker": now[1] - last[0][1],
                     "service_bytes_down": report.bytes_down,
+                    "round_uplink": sum(
+                        round_uplink(topics, d, size, True) for d in report.participants
+                    ),
                 }
             )
             last[0] = now
@@ -131,6 +151,7 @@ def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -
         time.sleep(1.5)  # a $SYS period after the last message
         sys_end = monitor.fresh_sent()
         model_bytes = len(service.model_payload)
+        telemetry, telemetry_messages = monitor.telemetry_bytes, monitor.telemetry_messages
     finally:
         fleet.stop()
         monitor.close()
@@ -138,6 +159,8 @@ def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -
         broker.stop()
     measured = sum(r["broker_to_devices"] for r in per_round)
     counted = sum(r["service_bytes_down"] for r in per_round)
+    updates = max(1, sum(r["participants"] for r in per_round))
+    uplink = sum(r["devices_to_broker"] for r in per_round)
     return {
         "values": values,
         "devices": devices,
@@ -153,6 +176,10 @@ def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -
         "cohort_times_model_per_round": cohort * model_bytes,
         "every_device_times_model_per_round": devices * model_bytes,
         "sys_bytes_sent_all_clients": sys_end - sys_start,
+        "devices_to_broker_per_update": uplink / updates,
+        "round_uplink_per_update": sum(r["round_uplink"] for r in per_round) / updates,
+        "telemetry_per_update": telemetry / updates,
+        "telemetry_messages": telemetry_messages,
         "per_round": per_round,
     }
 
@@ -175,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             r = runs[-1]
             print(
                 "%-4s model %5d B | broker→devices %7.0f B/round (cohort×model %6d, every "
-                "device×model %6d) | service counts %.3f of it | $SYS all clients %d B"
+                "device×model %6d) | service counts %.3f of it | $SYS all clients %d B | "
+                "devices→broker %.0f B/update (round uplink %.0f, telemetry %.0f)"
                 % (
                     values,
                     r["model_payload_bytes"],
@@ -184,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                     r["every_device_times_model_per_round"],
                     r["service_vs_broker"],
                     r["sys_bytes_sent_all_clients"],
+                    r["devices_to_broker_per_update"],
+                    r["round_uplink_per_update"],
+                    r["telemetry_per_update"],
                 ),
                 flush=True,
             )

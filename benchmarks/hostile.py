@@ -27,6 +27,10 @@ benchmarks/results/hostile-agreement-<use case>.json.
 and under the attacks clipping is for, on every seed (how the default was chosen). Writes
 benchmarks/results/hostile-clip-<use case>.json.
 
+`step-sweep`: the clipped mean at outer steps (outer_lr) 0.5, 1 and 1.5, clean and under the
+attacks of `sweep`, on every seed: how far a longer step helps the clean metric and what it
+costs under attack. Writes benchmarks/results/hostile-step-<use case>.json.
+
 `norms`: honest sessions of every use case and federated algorithm, recording each update's
 norm against ‖θ_g‖ and against the median (what the refusal bound before any history rests on).
 Writes benchmarks/results/hostile-norms.json.
@@ -39,6 +43,7 @@ rounds closed, what was refused and the metric. Writes benchmarks/results/hostil
 
     .venv/bin/python benchmarks/hostile.py learning --use-case sine [--seeds 0,1,2] [--workers 1]
     .venv/bin/python benchmarks/hostile.py sweep --use-case sine
+    .venv/bin/python benchmarks/hostile.py step-sweep --use-case sine
     .venv/bin/python benchmarks/hostile.py trust-sweep --use-case sine --rounds 1500 --seeds 0
     .venv/bin/python benchmarks/hostile.py agreement --use-case sine --rounds 1500
     .venv/bin/python benchmarks/hostile.py norms [--workers 1]
@@ -101,6 +106,8 @@ BOUND_SEEKING = ("max_norm", "drift")
 SWEEP_CLIP = (1.0, 2.0, 3.0, 5.0)
 """The clip_recent multiples `sweep` compares (the default is bounds.CLIP_RECENT)."""
 SWEEP_ATTACKS = ("sign_flip", "max_norm", "drift")
+SWEEP_STEP = (0.5, 1.0, 1.5)
+"""The outer step sizes (outer_lr, β_0) `step-sweep` compares under the clipped mean."""
 SWEEP_TRUST = ((0.02, 0.05), (0.1, 0.05), (0.5, 0.1))
 """The (trust_rate, trust_full) pairs `trust-sweep` compares (the first is what `trusted`
 uses), chosen by the metric on the validation devices."""
@@ -167,6 +174,7 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
         "devices": len(use_case.device_ids),
         "seed": seed,
         "clip_recent": settings["clip_recent"],
+        "outer_lr": settings["outer_lr"],
         "trust_rate": bounds.trust.rate,
         "trust_full": bounds.trust.full,
     }
@@ -221,6 +229,20 @@ def sweep_jobs(seeds: list[int]) -> list[tuple]:
     return out
 
 
+def step_jobs(seeds: list[int]) -> list[tuple]:
+    """The clipped mean at each SWEEP_STEP outer step, clean and under SWEEP_ATTACKS, on every
+    seed: a longer step learns faster, and lets a hostile push further each round."""
+    out = []
+    for seed in seeds:
+        for step in SWEEP_STEP:
+            over = {"outer_lr": step}
+            out.append(("tinymetafed", DEFAULT, None, 0.0, seed, over))
+            for attack in SWEEP_ATTACKS:
+                for fraction in FRACTIONS:
+                    out.append(("tinymetafed", DEFAULT, attack, fraction, seed, over))
+    return out
+
+
 def trust_jobs(seeds: list[int]) -> list[tuple]:
     """The clipped mean with trust at each SWEEP_TRUST pair, clean and under TRUST_ATTACKS, and
     without trust beside them."""
@@ -234,12 +256,17 @@ def trust_jobs(seeds: list[int]) -> list[tuple]:
     return out
 
 
-NAMES = {"sweep": "hostile-clip-%s.json", "trust-sweep": "hostile-trust-%s.json"}
+NAMES = {
+    "sweep": "hostile-clip-%s.json",
+    "trust-sweep": "hostile-trust-%s.json",
+    "step-sweep": "hostile-step-%s.json",
+}
 
 
 def learning(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
-    todo = {"sweep": sweep_jobs, "trust-sweep": trust_jobs}.get(args.part, jobs)(seeds)
+    parts = {"sweep": sweep_jobs, "trust-sweep": trust_jobs, "step-sweep": step_jobs}
+    todo = parts.get(args.part, jobs)(seeds)
     only = set(args.only.split(",")) if args.only else None
 
     def selected(algorithm: str, aggregation: str) -> bool:
@@ -561,7 +588,7 @@ def service(args) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="part", required=True)
-    for part in ("learning", "sweep", "trust-sweep"):
+    for part in ("learning", "sweep", "trust-sweep", "step-sweep"):
         one = sub.add_parser(part)
         one.add_argument("--only", help="only these aggregations (comma-separated)")
         one.add_argument("--attacks", help="run only these attacks (comma-separated; clean: none)")

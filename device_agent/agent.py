@@ -326,7 +326,8 @@ class Agent:
         self._upload(cmd, result, ticks_since(start), samples.heap_peak, bytes_down)
 
     def _upload(self, cmd, result, compute_ms, heap_peak, bytes_down):
-        """Publish a finished round's update (signed when keyed), remember it, report it."""
+        """Publish a finished round's update (signed when keyed), remember it, and report it in
+        telemetry every `telemetry_every` rounds."""
         message = result.payload
         if self.hmac_key:
             message = sign(self.hmac_key, message)
@@ -334,12 +335,14 @@ class Agent:
         self.last_done = (cmd["round"], cmd["version"])
         self.last_update = message
         self.rounds_done += 1
-        profile = self.cfg["energy_profile"]
-        self._telemetry(
-            reports.round_done(
-                cmd, result, compute_ms, heap_peak, bytes_down, profile, self.rejected
+        every = self.cfg["telemetry_every"]
+        if every and self.rounds_done % every == 0:
+            profile = self.cfg["energy_profile"]
+            self._telemetry(
+                reports.round_done(
+                    cmd, result, compute_ms, heap_peak, bytes_down, profile, self.rejected
+                )
             )
-        )
         up = len(result.payload)
         self.log("round", round=cmd["round"], samples=result.samples, ms=compute_ms, bytes=up)
 

@@ -12,6 +12,8 @@
  "data": {"kind": "file", "path": "samples.csv"},   or {"kind": "synthetic", "seed": 1}
  "board": "esp32", "energy_profile": "nrf52840",
  "max_model_bytes": 65536,
+ "telemetry_every": 1,                        a finished round's telemetry every this many
+                                              rounds (0: none); ~0.4 KB on the radio each
  "hmac_key": null,                            hex; signs updates (HMAC-SHA256) and, once set,
                                               requires the service's signature on commands
  "wifi": {"ssid": "...", "password": "..."}}   boards only (deploy/board/main.py)
@@ -32,6 +34,7 @@ DEFAULTS = {
     "energy_profile": "nrf52840",
     "max_model_bytes": 65536,
     "max_rounds": None,
+    "telemetry_every": 1,
     "hmac_key": None,
     "wifi": None,
 }
@@ -69,6 +72,9 @@ def make_config(values):
         raise AgentConfigError(str(exc)) from None
     if not isinstance(broker["port"], int) or not 0 < broker["port"] < 65536:
         raise AgentConfigError("broker.port must be an integer port")
+    every = cfg["telemetry_every"]
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise AgentConfigError("telemetry_every must be a whole number of rounds (0: none)")
     check_security(cfg, sys.implementation.name)
     return cfg
 

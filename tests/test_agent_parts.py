@@ -238,6 +238,27 @@ def test_refusals_are_counted_logged_and_a_stale_round_is_reported():
     assert agent.model_header is None and agent.rounds_done == 0
 
 
+def test_telemetry_every_k_rounds_and_a_bad_setting_is_named():
+    from device_agent.agent import Agent
+    from device_agent.config import AgentConfigError
+    from device_agent.datasource import SyntheticSource
+
+    broker = FakeBroker([{}])
+    cfg = make_config({"device_id": sc.DEVICE, "fleet": "test", "telemetry_every": 2})
+    agent = Agent(cfg, None, transport_factory=broker.factory, logger=sc.events_logger([]))
+    agent.source = SyntheticSource(agent.plan, 1)
+    agent.connect()
+    agent.on_message(*sc.model_message(PLAN.n_global))
+    for t in range(3):
+        agent.on_message(*sc.command_message(dict(sc.COMMAND, round=t)))
+        agent.run_pending()
+    assert agent.rounds_done == 3 and len(published(broker, "update")) == 3
+    assert [json.loads(p)["round"] for p in published(broker, "telemetry")] == [1]
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(AgentConfigError, match="telemetry_every"):
+            make_config({"device_id": "d-1", "telemetry_every": bad})
+
+
 # -- the documents --
 
 
