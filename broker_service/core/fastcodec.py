@@ -194,10 +194,10 @@ def _decode_group(payloads: list[bytes], group: list[tuple[int, codec.Header]], 
     long_gaps = np.flatnonzero(gaps >= 128)
     if len(long_gaps):
         multi[np.searchsorted(ends, long_gaps, side="right")] = True
-    idx = gaps.astype(np.int64)  # within a payload: idx_j = Σ gaps + j
+    idx = gaps.astype(np.int64)  # over the chunk: Σ gaps + j; a payload's own starts at its s
     np.cumsum(idx, out=idx)
     idx += _arange(len(gaps))
-    idx -= np.repeat(idx[starts] - gaps[starts], ks)
+    offsets = (idx[starts] - gaps[starts]).tolist()  # what its first index has from before it
     values = F16_TABLE.take(codes)
     bad_at = np.flatnonzero(~np.isfinite(values))
     segment, first = np.unique(np.searchsorted(ends, bad_at, side="right"), return_index=True)
@@ -209,11 +209,12 @@ def _decode_group(payloads: list[bytes], group: list[tuple[int, codec.Header]], 
                 out[i] = _decode_body(payloads[i], h)
             except CodecError as exc:
                 out[i] = exc
-        elif idx[e - 1] >= h.n:
-            out[i] = CodecError(reasons.BAD_INDICES, "index %d >= n=%d" % (idx[e - 1], h.n))
+        elif idx[e - 1] - offsets[g] >= h.n:
+            last = idx[e - 1] - offsets[g]
+            out[i] = CodecError(reasons.BAD_INDICES, "index %d >= n=%d" % (last, h.n))
         elif g in first_bad:
             out[i] = CodecError(
                 reasons.BAD_VALUES, "non-finite value at entry %d" % (first_bad[g] - s)
             )
-        else:
-            out[i] = (h, idx[s:e].copy(), values[s:e].copy())  # a kept update holds no batch
+        else:  # new arrays: a kept update holds no batch
+            out[i] = (h, idx[s:e] - offsets[g], values[s:e].copy())

@@ -37,6 +37,10 @@ SUBACK_BYTES = 5
 UNSUBACK_BYTES = 4
 """An MQTT 3.1.1 UNSUBACK."""
 
+MAX_INFLIGHT = 0
+"""QoS 1 messages the service may have sent and not yet seen acknowledged (0: no limit). paho's
+default of 20 let a round's commands out 20 at a time, one broker round trip apart."""
+
 
 def publish_size(topic: str, payload_len: int, qos: int = 1) -> int:
     """The bytes of the PUBLISH packet that carries `payload_len` bytes on `topic`."""
@@ -101,6 +105,7 @@ def new_client(
         protocol=mqtt.MQTTv311,
         clean_session=True,
     )
+    client.max_inflight_messages_set(MAX_INFLIGHT)
     if username:
         client.username_pw_set(username, password)
     if tls:
