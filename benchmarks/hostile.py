@@ -175,6 +175,7 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
         "seed": seed,
         "clip_recent": settings["clip_recent"],
         "outer_lr": settings["outer_lr"],
+        "max_model_growth": settings["max_model_growth"],
         "trust_rate": bounds.trust.rate,
         "trust_full": bounds.trust.full,
     }
@@ -205,6 +206,8 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
         refused_updates=result.refused_updates,
         refused_rounds=result.refused_rounds,
         downweighted=result.downweighted,
+        capped_rounds=result.capped_rounds,
+        theta_growth_max=bounds.peak / bounds.start if bounds.start else None,
         seconds=round(time.perf_counter() - started, 2),
     )
     return row
@@ -415,15 +418,16 @@ class NormLog(InfluenceBounds):
         super().__init__(*args, **kwargs)
         self.pairs: list[tuple[float, float]] = []
 
-    def screen(self, update, theta, budget):
+    def screen(self, update, theta, budget, entries=0):
         self.pairs.append((update_norm(update.values), update_norm(theta)))
-        return super().screen(update, theta, budget)
+        return super().screen(update, theta, budget, entries)
 
 
 def norms_job(use_case_name: str, data_dir: str | None, algorithm: str) -> dict:
-    """One honest session with the default settings; the norms' summary."""
+    """One honest session with the default settings (θ_g's growth not bounded, to see it); the
+    norms' summary, and how far ‖θ_g‖ grew over its starting length."""
     use_case = load_use_case(use_case_name, data_dir, seed=0)
-    settings = settings_for(use_case_name)
+    settings = settings_for(use_case_name, max_model_growth=0.0)
     settings["eval_every"] = settings["rounds"]
     curve, final = episodes_for(use_case, settings, 0)
     log = NormLog.from_settings(settings)
@@ -441,6 +445,7 @@ def norms_job(use_case_name: str, data_dir: str | None, algorithm: str) -> dict:
         "ratio_median": float(np.median(ratios)),
         "ratio_p99": float(np.percentile(ratios, 99)),
         "ratio_max": float(ratios.max()),
+        "theta_growth_max": max(t for _, t in log.pairs) / log.pairs[0][1],
     }
 
 

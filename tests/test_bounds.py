@@ -8,6 +8,7 @@ import pytest
 
 from broker_service.core.aggregate import (
     SparseUpdate,
+    cap_norm,
     clamp_samples,
     clip_update,
     meta_update,
@@ -104,6 +105,30 @@ def test_a_step_that_would_make_theta_non_finite_is_refused():
     assert bounds.step(strategy, theta, [big, big], 0, 10) is None
     small = bounds.step(strategy, theta * 0, [update([1.0] * N)], 0, 10)
     assert small is not None and np.all(np.isfinite(small))
+
+
+def test_cap_norm_scales_onto_the_sphere_and_leaves_shorter_vectors_alone():
+    theta = np.array([3.0, 4.0], dtype=np.float32)
+    assert cap_norm(theta, 10.0) is theta and cap_norm(theta, 0.0) is theta
+    np.testing.assert_allclose(cap_norm(theta, 2.5), [1.5, 2.0], rtol=1e-6)
+
+
+def test_theta_grows_at_most_max_model_growth_times_its_starting_length():
+    settings = settings_for("sine", rounds=10, outer_lr=1.0)
+    strategy = TinyMetaFed(settings)
+    start = np.full(N, 0.5, dtype=np.float32)  # ‖θ‖ = √2
+    bounds = InfluenceBounds(clip_recent=0.0, growth=3.0)
+    push = [update([4.0] * N)]  # the mean step alone is 8√2 long
+    stepped = bounds.step(strategy, start, push, 0, 10)
+    assert bounds.capped and update_norm(stepped) == pytest.approx(3 * update_norm(start))
+    np.testing.assert_allclose(stepped / update_norm(stepped), start / update_norm(start))
+    again = bounds.step(strategy, stepped, [update([-0.1] * N)], 1, 10)  # back inside
+    assert not bounds.capped and update_norm(again) < 3 * update_norm(start)
+    assert bounds.reference == pytest.approx(update_norm(start))  # the first θ's, kept
+    free = InfluenceBounds(clip_recent=0.0, growth=0.0)
+    assert update_norm(free.step(strategy, start, push, 0, 10)) > 3 * update_norm(start)
+    assert not free.capped
+    assert InfluenceBounds.from_settings(settings_for("sine", max_model_growth=5.0)).growth == 5
 
 
 def test_disabled_bounds_let_everything_through():

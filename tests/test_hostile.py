@@ -100,6 +100,8 @@ def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosqu
         raw.close()
     assert summary["rounds"] == 2 and resumed["rounds"] == 4 and resumed["updates"] == 12
     assert len(again.admission.bounds.norms) == 12  # the first session's 6 norms were kept
+    started = float(np.linalg.norm(first.admission.bounds.reference))
+    assert started > 0 and again.admission.bounds.reference == started  # θ_g's first length
     for reason in (
         reasons.TOO_DEEP,
         reasons.OVERSIZED,

@@ -120,6 +120,15 @@ def clip_update(update: SparseUpdate, max_norm: float) -> SparseUpdate:
     return SparseUpdate(update.indices, scaled.astype(np.float32), update.samples, update.weight)
 
 
+def cap_norm(theta: np.ndarray, limit: float) -> np.ndarray:
+    """θ scaled down to L2 norm `limit` when it is longer (0: no limit); a new float32 array
+    when scaled, θ itself otherwise."""
+    norm = update_norm(theta)
+    if limit <= 0 or norm <= limit:
+        return theta
+    return (np.asarray(theta, dtype=np.float64) * (limit / norm)).astype(np.float32)
+
+
 def model_norm_bound(theta: np.ndarray, floor: float) -> float:
     """A bound on one update's norm that needs no history: ‖θ_g‖, or `floor` when θ_g is
     shorter. An honest round is a few dozen small SGD steps from θ_g and moves it by a small

@@ -16,6 +16,12 @@ simulation so the benchmarks measure what the service does.
 - With `trust_rate` > 0 (off by default), each clipped update is then weighed by its device's
   trust (core.trust: how far its updates agree with the server momentum, remembered across
   rounds and kept in the checkpoint); a device that persistently disagrees stops counting.
+- θ_g's length stays within `max_model_growth` × its length when the session started (the
+  new θ_g is scaled down onto that sphere when a step would take it further; 0 turns it off).
+  Colluding devices that push one direction round after round would otherwise carry θ_g
+  away where honest updates barely push back; honest sessions grew θ_g 1.1–2.2× (docs/
+  security.md), so the default of 3 does not touch them. The starting length is kept in the
+  checkpoint.
 - A step that would make θ_g non-finite is refused and θ_g stays as it was.
 """
 
@@ -30,6 +36,7 @@ import numpy as np
 from broker_service.core.aggregate import (
     SparseUpdate,
     all_finite,
+    cap_norm,
     clamp_samples,
     clip_update,
     median_norm_bound,
@@ -56,6 +63,12 @@ sine diverge on every seed and reversed updates took Omniglot to chance on some 
 the clean metric little and bounds a hostile update to twice a typical honest one."""
 
 
+GROWTH = 3.0
+"""Default `max_model_growth`: θ_g may grow to this many times its starting length. Honest
+sessions of the four use cases and four federated algorithms grew it at most 2.2× (sine at a
+three times longer step than its default; `benchmarks/hostile.py norms`)."""
+
+
 def sample_budget(command: dict) -> int:
     """The samples a round command asks a device to use (reconstruction + adaptation)."""
     return int(command.get("recon_samples", 0)) + int(command.get("adapt_samples", 0))
@@ -79,8 +92,12 @@ class InfluenceBounds:
         norms: Iterable[float] = (),
         enabled: bool = True,
         trust: DeviceTrust | None = None,
+        growth: float = GROWTH,
     ) -> None:
         self.max_norm = float(max_norm)
+        self.growth = float(growth)
+        self.reference = 0.0  # ‖θ_g‖ when the session started (set by the first step)
+        self.capped = False  # whether the last step was scaled down to the growth bound
         self.clip_recent = float(clip_recent)
         self.floor = float(floor)
         self.enabled = enabled
@@ -92,8 +109,9 @@ class InfluenceBounds:
     @classmethod
     def from_settings(cls, settings: dict, max_norm: float = 0.0) -> InfluenceBounds:
         """Bounds for a session's training settings: `clip_recent` (default CLIP_RECENT), the
-        model bound's floor adapt_lr × samples a round (for a θ_g near zero), and device trust
-        at `trust_rate` / `trust_full` (trust.RATE / trust.FULL; a rate of 0 turns it off)."""
+        model bound's floor adapt_lr × samples a round (for a θ_g near zero), device trust
+        at `trust_rate` / `trust_full` (trust.RATE / trust.FULL; a rate of 0 turns it off), and
+        `max_model_growth` (default GROWTH)."""
         floor = float(settings.get("adapt_lr", 0.0)) * (
             int(settings.get("recon_samples", 0)) + int(settings.get("adapt_samples", 0))
         )
@@ -102,7 +120,13 @@ class InfluenceBounds:
             float(settings.get("trust_full", FULL)),
             float(settings.get("trust_momentum", MOMENTUM)),
         )
-        return cls(max_norm, float(settings.get("clip_recent", CLIP_RECENT)), floor, trust=trust)
+        return cls(
+            max_norm,
+            float(settings.get("clip_recent", CLIP_RECENT)),
+            floor,
+            trust=trust,
+            growth=float(settings.get("max_model_growth", GROWTH)),
+        )
 
     def restore(self, norms: Iterable[float]) -> None:
         """Take over a saved history (e.g. from a checkpoint); entries that are not positive
@@ -189,13 +213,21 @@ class InfluenceBounds:
         devices: Sequence[str] | None = None,
     ):
         """θ_g after the strategy's meta-update with the clipped updates weighed by the trust
-        of `devices` (the updates' senders, in order), or None when that would not be finite
-        (the caller keeps θ_g)."""
+        of `devices` (the updates' senders, in order) and kept within the growth bound
+        (`capped` tells whether it had to be scaled down), or None when that would not be
+        finite (the caller keeps θ_g)."""
+        if self.reference <= 0:
+            self.reference = update_norm(theta)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
             kept = self.weigh(devices, self.clip(theta, updates), t)
             new = np.asarray(strategy.aggregate(theta, kept, t, total), dtype=np.float32)
         if self.enabled and not all_finite(new):
             return None
+        self.capped = False
+        if self.enabled and self.growth > 0:
+            limited = cap_norm(new, self.growth * self.reference)
+            self.capped = limited is not new
+            new = limited
         if devices is not None and self.enabled:
             self.trust.commit(sparse_weighted_mean(len(theta), kept))
         return new

@@ -3,6 +3,7 @@
 Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
 aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py), clip_recent
 (every update clipped to this multiple of the recent median update norm, see bounds.py),
+max_model_growth (θ_g's length kept within this multiple of its starting length, bounds.py),
 coverage_mean (the mean of each coordinate over the devices that sent it, see aggregate.py),
 server_optimiser / server_beta1 / server_beta2 / server_eps (how the aggregated delta moves θ_g:
 sgd, momentum, adam or yogi, see serveropt.py; outer_lr is their step size),
@@ -63,6 +64,8 @@ COMMON = {
     "trim": 0.2,
     # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
     "clip_recent": 2.0,
+    # θ_g's length kept within this multiple of its length at the start (bounds.py; 0: off)
+    "max_model_growth": 3.0,
     # the server's outer step (core/serveropt.py, docs/algorithm.md)
     "coverage_mean": False,
     "server_optimiser": "sgd",

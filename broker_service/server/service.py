@@ -29,6 +29,7 @@ that would make θ_g non-finite is refused.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -198,6 +199,9 @@ class AggregationService:
         self._check_resumable(ckpt, path)
         self.totals = Totals.from_dict(ckpt.extra.get("totals", {}))
         self.admission.bounds.restore(ckpt.extra.get("recent_norms", []))
+        reference = ckpt.extra.get("reference_norm")
+        if isinstance(reference, float) and math.isfinite(reference) and reference > 0:
+            self.admission.bounds.reference = reference
         kept = self.strategy.restore_server_state(ckpt.server_state, self.n)
         if not kept and self.strategy.optimiser.moments:
             self.log(
@@ -247,6 +251,7 @@ class AggregationService:
                 "preprocessing": self.use_case.preprocessing,
                 "totals": self.totals.to_dict(),
                 "recent_norms": self.admission.bounds.to_list(),
+                "reference_norm": self.admission.bounds.reference,
                 "trust": self.admission.bounds.trust.to_dict(),
             },
             server_state=self.strategy.server_state(),
@@ -495,6 +500,13 @@ class AggregationService:
             self._refuse_round(ledger, reasons.NON_FINITE_MODEL, "θ_g would not be finite")
             return [], []
         self.theta = stepped
+        if bounds.capped:  # colluders pushing one way look like this (docs/security.md)
+            self.log(
+                "model_capped",
+                round=self.round,
+                limit="%.4g" % (bounds.growth * bounds.reference),
+                devices=",".join(devices),
+            )
         return (
             [devices[i] for i in bounds.clipped],
             [devices[i] for i in bounds.trust.downweighted],

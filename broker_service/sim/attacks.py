@@ -45,11 +45,16 @@ class WatchedBounds(InfluenceBounds):
     attacker knows θ_g (it is published to every device) and here also the refusal bound."""
 
     theta: np.ndarray | None = None
+    start: float = 0.0  # ‖θ_g‖ at the first screening, and the largest since
+    peak: float = 0.0
 
     def screen(
         self, update: SparseUpdate, theta: np.ndarray, budget: int, entries: int = 0
     ) -> SparseUpdate | None:
         self.theta = theta
+        length = update_norm(theta)
+        self.start = self.start or length
+        self.peak = max(self.peak, length)
         return super().screen(update, theta, budget, entries)
 
     def refusal_bound(self) -> float:

@@ -86,6 +86,8 @@ class RunResult:
     """Per error-feedback update: (rounds away since the device's previous one, -1 for its
     first; L2 norm of the aged residual it added back; L2 norm of Δ before it)."""
     downweighted: int = 0
+    capped_rounds: int = 0
+    """Rounds whose step the growth bound scaled down (core.bounds)."""
 
     def spent(self, rnd: int) -> dict:
         """The budget spent by the end of round `rnd`: rounds, device updates, fleet energy
@@ -247,6 +249,7 @@ def _one_round(strategy, net, use_case, theta, when, residuals, result, board, t
     if stepped is None:
         result.refused_rounds += 1
         return theta
+    result.capped_rounds += int(bounds.capped)
     return stepped
 
 
