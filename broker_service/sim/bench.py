@@ -494,6 +494,8 @@ def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
         )
     }
     out.update({key: int(round(out[key])) for key in COUNTS})
+    # rounds whose step the growth bound scaled down (core.bounds), summed over the runs
+    out["capped_rounds"] = int(sum(r.get("capped_rounds", 0) for r in runs))
     head = tests[ONLINE]
     out.update(
         {

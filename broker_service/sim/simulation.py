@@ -273,6 +273,7 @@ def summarise(result: RunResult, use_case: UseCase) -> dict:
     return {
         "rounds": len(result.per_round),
         "updates": result.updates,
+        "capped_rounds": result.capped_rounds,
         "bytes_up_per_update": result.bytes_up / n,
         "bytes_down_per_update": result.bytes_down / n,
         "radio_bytes_per_update": result.radio_bytes / n,
