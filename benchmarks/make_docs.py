@@ -598,12 +598,13 @@ def norms_table(doc) -> str:
         "\n## Honest update norms (default settings, seed %d, %d s)\n"
         % (doc["seed"], doc["seconds"]),
         "| use case | algorithm | rounds | updates | ‖Δ‖ median | ‖Δ‖ max | max ÷ median | "
-        "‖Δ‖ ÷ ‖θ_g‖ median | p99 | max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "‖Δ‖ ÷ ‖θ_g‖ median | p99 | max | largest ‖θ_g‖ ÷ its first |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
+        growth = r.get("theta_growth_max")
         out.append(
-            "| %s | %s | %d | %d | %.4f | %.4f | %.1f | %.4f | %.4f | %.4f |"
+            "| %s | %s | %d | %d | %.4f | %.4f | %.1f | %.4f | %.4f | %.4f | %s |"
             % (
                 r["use_case"],
                 r["algorithm"],
@@ -615,6 +616,7 @@ def norms_table(doc) -> str:
                 r["ratio_median"],
                 r["ratio_p99"],
                 r["ratio_max"],
+                "%.2f" % growth if growth is not None else "–",
             )
         )
     return "\n".join(out)
