@@ -85,7 +85,9 @@ USE_CASE_SETTINGS = {
         "rounds": 1000,
         "recon_samples": 10,
         "adapt_samples": 20,
-        "outer_lr": 0.5,
+        # chosen on validation devices clean and under attack (benchmarks/hostile.py
+        # step-sweep, docs/security.md): 1.0 beat 0.5 and 1.5 on both
+        "outer_lr": 1.0,
         "recon_lr": 0.05,
         "adapt_lr": 0.01,
         "eval_every": 50,
