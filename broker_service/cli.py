@@ -188,7 +188,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, flags)
     log = EventLog()
     lock = Standby(cfg, log).wait() if cfg.standby else None
-    summary = AggregationService(cfg, log, lock=lock).run()
+    try:
+        service = AggregationService(cfg, log, lock=lock)
+    except ValueError as exc:  # a training setting that cannot work (strategies, bounds)
+        raise ConfigError("training settings: %s" % exc) from None
+    summary = service.run()
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -129,6 +129,9 @@ def test_theta_grows_at_most_max_model_growth_times_its_starting_length():
     assert update_norm(free.step(strategy, start, push, 0, 10)) > 3 * update_norm(start)
     assert not free.capped
     assert InfluenceBounds.from_settings(settings_for("sine", max_model_growth=5.0)).growth == 5
+    for bad in (0.5, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_model_growth"):
+            InfluenceBounds.from_settings(settings_for("sine", max_model_growth=bad))
 
 
 def test_disabled_bounds_let_everything_through():

@@ -186,6 +186,11 @@ BAD_ARGUMENTS = [
     ("demo", ["--broker", "http://x", "--out", "{tmp}/demo"], "mqtt://host:port"),
     ("serve", ["--set", "eval_every=3", "--state-dir", "{tmp}/state"], "use --eval-every"),
     ("serve", ["--rounds", "many"], "invalid int value: 'many'"),
+    (
+        "serve",
+        ["--set", "max_model_growth=0.5", "--state-dir", "{tmp}/state", "--broker", "mqtt://x:1"],
+        "training settings: max_model_growth must be 0 (off) or a number of at least 1",
+    ),
     ("agent", ["--device-id", "bad id"], "device_id 'bad id'"),
     ("fleet", ["--broker", "mqtt://"], "mqtt://host:port"),
     ("bench", ["--use-case", "kws", "--quick", "--data-dir", "{tmp}"], "fsdd/recordings"),

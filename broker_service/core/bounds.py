@@ -112,7 +112,8 @@ class InfluenceBounds:
         """Bounds for a session's training settings: `clip_recent` (default CLIP_RECENT), the
         model bound's floor adapt_lr × samples a round (for a θ_g near zero), device trust
         at `trust_rate` / `trust_full` (trust.RATE / trust.FULL; a rate of 0 turns it off), and
-        `max_model_growth` (default GROWTH)."""
+        `max_model_growth` (default GROWTH; ValueError unless 0 or at least 1: a smaller
+        factor would shrink every honest model)."""
         floor = float(settings.get("adapt_lr", 0.0)) * (
             int(settings.get("recon_samples", 0)) + int(settings.get("adapt_samples", 0))
         )
@@ -121,12 +122,17 @@ class InfluenceBounds:
             float(settings.get("trust_full", FULL)),
             float(settings.get("trust_momentum", MOMENTUM)),
         )
+        growth = float(settings.get("max_model_growth", GROWTH))
+        if not (growth == 0 or 1 <= growth < math.inf):
+            raise ValueError(
+                "max_model_growth must be 0 (off) or a number of at least 1, got %g" % growth
+            )
         return cls(
             max_norm,
             float(settings.get("clip_recent", CLIP_RECENT)),
             floor,
             trust=trust,
-            growth=float(settings.get("max_model_growth", GROWTH)),
+            growth=growth,
         )
 
     def restore(self, norms: Iterable[float]) -> None:
