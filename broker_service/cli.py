@@ -190,6 +190,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lock = Standby(cfg, log).wait() if cfg.standby else None
     try:
         service = AggregationService(cfg, log, lock=lock)
+    except USER_ERRORS:
+        raise  # says what is wrong already (a state folder in use, a bad checkpoint)
     except ValueError as exc:  # a training setting that cannot work (strategies, bounds)
         raise ConfigError("training settings: %s" % exc) from None
     summary = service.run()
