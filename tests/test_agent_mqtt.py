@@ -13,7 +13,7 @@ from device_agent import codec
 from device_agent.datasource import write_sample_file
 from device_agent.model import Plan
 from device_agent.specs import spec_for
-from tests.helpers import rel_err, wait_for_text
+from tests.helpers import rel_err, wait_for_text, wait_until
 from tests.mqtt_helpers import Driver, start_agent
 
 COMMAND = {
@@ -35,6 +35,31 @@ def agent_config(device_id, port, **extra):
     cfg = {"device_id": device_id, "fleet": "test", "broker": {"host": "127.0.0.1", "port": port}}
     cfg.update(extra)
     return cfg
+
+
+class SubscriptionCount:
+    """The broker's `$SYS/broker/subscriptions/count` (mosquitto with `sys_interval 1`
+    publishes it, retained, within a second of a change): how the test knows the broker has
+    processed a device's SUBSCRIBE or UNSUBSCRIBE, which arrive on another connection than the
+    test's next PUBLISH."""
+
+    def __init__(self, port):
+        import paho.mqtt.client as mqtt
+
+        self.value = None
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sys-watch")
+        self.client.on_message = lambda c, u, msg: setattr(self, "value", int(msg.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("$SYS/broker/subscriptions/count")
+        self.client.loop_start()
+
+    def wait_for(self, count, timeout=30):
+        """Until the broker's count is `count`."""
+        wait_until(lambda: self.value == count, timeout, "%d subscriptions" % count)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
 
 
 def finish(proc, timeout=60):
@@ -161,10 +186,14 @@ def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
     assert "disconnected" in log and log.count("agent connected") >= 2
 
 
-def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(mosquitto, tmp_path):
+def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(tmp_path):
+    from tests.brokers import Mosquitto
+
+    mosquitto = Mosquitto(tmp_path, extra="sys_interval 1\n").start()
     plan = Plan(spec_for("kws"))
     theta = initial_theta(NumpyNet(plan), 1)[: plan.n_global]
     driver = Driver(mosquitto.port)
+    subscriptions = SubscriptionCount(mosquitto.port)
     device = "mp-fetch"
     proc = start_agent(
         agent_config(device, mosquitto.port, use_case="kws"), tmp_path, "micropython", rounds=1
@@ -172,6 +201,8 @@ def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(mosquitto, 
     log = tmp_path / (device + ".log")
     try:
         driver.wait_status(device, "online")
+        outside = 3  # the device's command topic, the driver's devices/#, this $SYS topic
+        subscriptions.wait_for(outside)
         # not invited: retained models (even garbage) are not sent to the device at all
         driver.publish_model(theta, version=1)
         driver.client.publish(driver.topics.command(device), b"TM\x01garbage", qos=1)
@@ -180,8 +211,10 @@ def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(mosquitto, 
         # invited: it subscribes, gets the garbage, refuses it, and waits for the right model
         driver.command(device, {"round": 0, "version": 1, "recon_samples": 40, "adapt_samples": 60})
         wait_for_text(log, "reason=bad_magic", 30)
+        subscriptions.wait_for(outside + 1)  # and the model topic, until it holds the model
         driver.publish_model(theta, version=1)
         wait_for_text(log, "agent training", 60)
+        subscriptions.wait_for(outside)  # the broker has processed its UNSUBSCRIBE
         # the device left the model topic: a newer model mid-round does not reach it; the next
         # round's command supersedes the round, and the device fetches that round's model
         driver.publish_model(theta, version=2)
@@ -195,6 +228,8 @@ def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(mosquitto, 
         if proc.poll() is None:
             proc.kill()
         driver.close()
+        subscriptions.close()
+        mosquitto.stop()
     assert header.round == 1 and header.model_version == 2
     assert done["rejected"] == {"command:truncated": 1, "model:bad_magic": 1}
     text = log.read_text()
