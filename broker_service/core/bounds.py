@@ -19,8 +19,8 @@ simulation so the benchmarks measure what the service does.
 - θ_g's length stays within `max_model_growth` × its length when the session started (the
   new θ_g is scaled down onto that sphere when a step would take it further; 0 turns it off).
   Colluding devices that push one direction round after round would otherwise carry θ_g
-  away where honest updates barely push back; honest sessions grew θ_g at most 1.8× (2.2× with
-  sine's step tripled; docs/security.md), so the default of 3 does not touch them. The
+  away where honest updates barely push back; honest sessions grew θ_g at most 1.8× (2.3× at
+  sine's outer step 1.5; docs/security.md), so the default of 3 does not touch them. The
   starting length is kept in the checkpoint.
 - A step that would make θ_g non-finite is refused and θ_g stays as it was.
 """
@@ -66,8 +66,8 @@ the clean metric little and bounds a hostile update to twice a typical honest on
 GROWTH = 3.0
 """Default `max_model_growth`: θ_g may grow to this many times its starting length. Honest
 sessions of the four use cases and four federated algorithms grew it at most 1.8× at their
-default settings (`benchmarks/hostile.py norms`), and sine's 2.2× at three times its default
-outer step (`hostile.py step-sweep`)."""
+default settings (`benchmarks/hostile.py norms`), and sine's 2.3× at an outer step of 1.5
+(`hostile.py step-sweep`)."""
 
 
 def sample_budget(command: dict) -> int:
