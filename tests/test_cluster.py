@@ -145,12 +145,20 @@ def test_session_with_service_and_devices_on_different_nodes(cluster, tmp_path):
         log = (tmp_path / "service.log").read_text()
         assert summary["rounds"] == 5 and summary["updates"] == 25, summary
         assert "event=accepted" in log and "device=%s " % real in log, "the real agent took part"
-        # the retained model, published on node 2, as a new client on node 1 gets it
-        reader = client(cluster.mqtt_ports[NODE1], "model-reader")
-        subscribed(reader, Topics("tinymetafed", "across").model)
-        _, payload, _ = received(reader, 1)[0]
-        closed(reader)
-        assert codec.decode_header(payload, len(payload)).model_version == 5
+
+        # the retained model, published on node 2, as a new client on node 1 gets it: the
+        # cluster replicates a retained message to the other nodes a little later, so the last
+        # version is read again until it arrives (or the deadline)
+        def retained_version() -> int:
+            reader = client(cluster.mqtt_ports[NODE1], "model-reader")
+            subscribed(reader, Topics("tinymetafed", "across").model)
+            _, payload, _ = received(reader, 1)[0]
+            closed(reader)
+            return codec.decode_header(payload, len(payload)).model_version
+
+        wait_until(
+            lambda: retained_version() == 5, 20, "model version 5 retained on node 1", interval=0.2
+        )
         # a device killed on node 1: its last will makes it offline for the service on node 2
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
