@@ -16,9 +16,7 @@ without its per-unit detail) and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.observe.tables import markdown_table  # noqa: E402
-from broker_service.sim.bench import ABLATIONS, run_benches  # noqa: E402
+from broker_service.sim.bench import ABLATIONS, run_benches, sweep_parser  # noqa: E402
 
 NAMES = {
     "tinymetafed": "error feedback on (default)",
@@ -112,13 +110,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--use-cases", default="sine,omniglot,kws,occupancy")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser = sweep_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="the bench's --quick settings")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/ablation-ef.json"))
     args = parser.parse_args()

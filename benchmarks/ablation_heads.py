@@ -18,10 +18,8 @@ beside the SGD head (joint) and no federation: the sweep of λ on validation dev
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -114,13 +112,7 @@ def error_ratio(value: float, baseline: float, higher_is_better: bool) -> float 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--use-cases", default="sine,omniglot,kws,occupancy")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser = bench.sweep_parser(__doc__)
     parser.add_argument("--quick", action="store_true", help="the bench's --quick budget")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/ablation-heads.json"))
     parser.add_argument("--ridges", help="comma-separated λ values: a sweep instead")

@@ -12,16 +12,14 @@ figures of docs/benchmarks.md.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.sim.bench import run_benches  # noqa: E402
+from broker_service.sim.bench import run_benches, sweep_parser  # noqa: E402
 
 
 def sweep_rows(doc: dict) -> list[dict]:
@@ -44,13 +42,7 @@ def sweep_rows(doc: dict) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--use-cases", default="sine,omniglot,kws,occupancy")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser = sweep_parser(__doc__)
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -84,6 +84,21 @@ round away; the residual dropped after 10 or more rounds away. Same rounds and c
 TinyMetaFed, so equal rounds are equal device updates; the rates are TinyMetaFed's tuned ones."""
 
 
+def sweep_parser(doc: str | None):
+    """The command line every multi-seed benchmark script shares (`--use-cases`, `--seeds`,
+    `--data-dir`, `--workers`), its description `doc`; each script adds its own options."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--use-cases", default="sine,omniglot,kws,occupancy")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--data-dir", default=os.environ.get("TINYMETAFED_DATA"))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    return parser
+
+
 def entries(names: list[str], cohort: int, ablations: bool = False) -> list[Entry]:
     """The runs for the chosen algorithms: TinyReptile also at K times the rounds (K > 1), and
     with `ablations` TinyMetaFed's error-feedback variants (ABLATIONS) too."""
