@@ -4,9 +4,9 @@ new-device metric, and to the service.
 `learning`: the simulation (`simulation.run` with the service's influence bounds) on one use
 case: every attack of `broker_service.sim.attacks` with 5 % and 20 % of the training devices
 hostile (1 and 4 of 20), against the clean run on the same seeds, with the default aggregation
-(the clipped mean) and the clipped mean weighed by device trust (`trusted`, trust_rate 0.02) on
-every seed, and plain mean, trimmed mean, a cohort-median clip and no bounds at all on the first
-seed.
+(`trusted`: the clipped mean weighed by device trust) and the clipped mean without trust
+(`clipped_mean`) on every seed, and plain mean, trimmed mean, a cohort-median clip and no bounds
+at all on the first seed.
 The coverage-aware mean (`coverage`: the clipped updates averaged per coordinate over the
 devices that sent it) is attacked on every seed too. `--only clipped_mean,trusted,no_federation`
 and `--attacks none,sign_flip,...` run a part of that (`none`: the clean run). Rows hold the
@@ -14,13 +14,14 @@ metric on the test devices (`final_metric`) and on the validation devices (`vali
 Writes benchmarks/results/hostile-<use case>.json.
 
 `trust-sweep`: the clipped mean weighed by device trust at several (trust_rate, trust_full)
-pairs and the clipped mean without trust, clean and under 4 of 20 reversed updates (how the
-trust settings were chosen: on the validation devices). Writes
+pairs and the clipped mean without trust, clean and under 4 of 20 reversed updates (×10 and
+just under the refusal bound): how the trust settings were chosen, on the validation devices.
+Writes
 benchmarks/results/hostile-trust-<use case>.json.
 
 `agreement`: one session of the clipped mean without trust, 4 of 20 devices reversing their
-updates, recording every update's agreement with the server momentum (what trust is built
-from), for honest and hostile devices. Writes
+updates, recording every update's agreement with the consensus of device histories (what trust
+is built from), for honest and hostile devices. Writes
 benchmarks/results/hostile-agreement-<use case>.json.
 
 `sweep`: the clipped mean with clip_recent at 1, 2, 3 and 5 times the recent median norm, clean
@@ -44,8 +45,8 @@ rounds closed, what was refused and the metric. Writes benchmarks/results/hostil
     .venv/bin/python benchmarks/hostile.py learning --use-case sine [--seeds 0,1,2] [--workers 1]
     .venv/bin/python benchmarks/hostile.py sweep --use-case sine
     .venv/bin/python benchmarks/hostile.py step-sweep --use-case sine
-    .venv/bin/python benchmarks/hostile.py trust-sweep --use-case sine --rounds 1500 --seeds 0
-    .venv/bin/python benchmarks/hostile.py agreement --use-case sine --rounds 1500
+    .venv/bin/python benchmarks/hostile.py trust-sweep --use-case sine
+    .venv/bin/python benchmarks/hostile.py agreement --use-case sine
     .venv/bin/python benchmarks/hostile.py norms [--workers 1]
     .venv/bin/python benchmarks/hostile.py service [--rounds 100]
 """
@@ -67,11 +68,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.core.aggregate import sparse_weighted_mean, update_norm  # noqa: E402
+from broker_service.core.aggregate import update_norm  # noqa: E402
 from broker_service.core.bounds import InfluenceBounds  # noqa: E402
 from broker_service.core.hyperparams import settings_for  # noqa: E402
 from broker_service.core.strategies import ALGORITHMS  # noqa: E402
-from broker_service.core.trust import MOMENTUM, agreement, next_momentum  # noqa: E402
+from broker_service.core.trust import RATE, DeviceTrust  # noqa: E402
 from broker_service.sim.attacks import (  # noqa: E402
     BOMBS,
     LEARNING_ATTACKS,
@@ -89,8 +90,8 @@ FRACTIONS = {0.05: "1 of 20", 0.2: "4 of 20"}
 OFF = {"trust_rate": 0.0}
 AGGREGATIONS = {
     # name: (training settings over the use case's, bounds on)
-    "trusted": ({"trust_rate": 0.02}, True),  # the clipped mean, weighed by device trust
-    "clipped_mean": (OFF, True),  # the default: bounds.CLIP_RECENT × the recent median norm
+    "trusted": ({}, True),  # the default: the clipped mean, weighed by device trust
+    "clipped_mean": (OFF, True),  # bounds.CLIP_RECENT × the recent median norm, no trust
     # the clipped updates averaged per coordinate over their senders (core/aggregate.py)
     "coverage": ({"coverage_mean": True, **OFF}, True),
     "mean": ({"clip_recent": 0.0, **OFF}, True),
@@ -98,9 +99,12 @@ AGGREGATIONS = {
     "cohort_clip": ({"clip_scale": 3.0, "clip_recent": 0.0, **OFF}, True),
     "undefended": ({"clip_recent": 0.0, **OFF}, False),  # before issue 12: no bound, no clamp
 }
-DEFAULT = "clipped_mean"
+DEFAULT = "trusted"
 TRUSTED = "trusted"
-EVERY_SEED = (DEFAULT, TRUSTED, "coverage")
+CLIPPED = "clipped_mean"
+"""The clipped mean without trust: the default before trust, and what `sweep` and `step-sweep`
+tune."""
+EVERY_SEED = (TRUSTED, CLIPPED, "coverage")
 """Aggregations attacked on every seed (the others on the first only)."""
 BOUND_SEEKING = ("max_norm", "drift")
 SWEEP_CLIP = (1.0, 2.0, 3.0, 5.0)
@@ -108,10 +112,10 @@ SWEEP_CLIP = (1.0, 2.0, 3.0, 5.0)
 SWEEP_ATTACKS = ("sign_flip", "max_norm", "drift")
 SWEEP_STEP = (0.5, 1.0, 1.5)
 """The outer step sizes (outer_lr, β_0) `step-sweep` compares under the clipped mean."""
-SWEEP_TRUST = ((0.02, 0.05), (0.1, 0.05), (0.5, 0.1))
-"""The (trust_rate, trust_full) pairs `trust-sweep` compares (the first is what `trusted`
-uses), chosen by the metric on the validation devices."""
-TRUST_ATTACKS = ((None, 0.0), ("sign_flip", 0.2))
+SWEEP_TRUST = ((0.1, 0.2), (0.02, 0.2), (0.1, 0.1))
+"""The (trust_rate, trust_full) pairs `trust-sweep` compares, chosen by the metric on the
+validation devices (the default is (trust.RATE, trust.FULL))."""
+TRUST_ATTACKS = ((None, 0.0), ("sign_flip", 0.2), ("max_norm", 0.2))
 """Clean, and the attacks the clipped mean did not hold, that `trust-sweep` runs."""
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -225,10 +229,10 @@ def sweep_jobs(seeds: list[int]) -> list[tuple]:
     out = []
     for seed in seeds:
         for clip in SWEEP_CLIP:
-            out.append(("tinymetafed", DEFAULT, None, 0.0, seed, clip))
+            out.append(("tinymetafed", CLIPPED, None, 0.0, seed, clip))
             for attack in SWEEP_ATTACKS:
                 for fraction in FRACTIONS:
-                    out.append(("tinymetafed", DEFAULT, attack, fraction, seed, clip))
+                    out.append(("tinymetafed", CLIPPED, attack, fraction, seed, clip))
     return out
 
 
@@ -239,10 +243,10 @@ def step_jobs(seeds: list[int]) -> list[tuple]:
     for seed in seeds:
         for step in SWEEP_STEP:
             over = {"outer_lr": step}
-            out.append(("tinymetafed", DEFAULT, None, 0.0, seed, over))
+            out.append(("tinymetafed", CLIPPED, None, 0.0, seed, over))
             for attack in SWEEP_ATTACKS:
                 for fraction in FRACTIONS:
-                    out.append(("tinymetafed", DEFAULT, attack, fraction, seed, over))
+                    out.append(("tinymetafed", CLIPPED, attack, fraction, seed, over))
     return out
 
 
@@ -252,7 +256,7 @@ def trust_jobs(seeds: list[int]) -> list[tuple]:
     out = []
     for seed in seeds:
         for attack, fraction in TRUST_ATTACKS:
-            out.append(("tinymetafed", "clipped_mean", attack, fraction, seed))
+            out.append(("tinymetafed", CLIPPED, attack, fraction, seed))
             for rate, full in SWEEP_TRUST:
                 over = {"trust_rate": rate, "trust_full": full}
                 out.append(("tinymetafed", TRUSTED, attack, fraction, seed, over))
@@ -328,27 +332,26 @@ def learning(args) -> int:
     return 0
 
 
-# -- agreement with the server momentum --
+# -- agreement with the consensus of device histories --
 
 
 class AgreementLog(WatchedBounds):
-    """The service's bounds with trust off, recording each update's agreement with the server
-    momentum (core.trust, as trust would see it) by device."""
+    """The service's bounds with trust off, recording the agreement each update's device would
+    have (core.trust at the rate `trusted` uses, computed and not applied), by device."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.momentum: np.ndarray | None = None
+        self.observer = DeviceTrust(rate=RATE)
         self.agreements: dict[str, list[float]] = {}
 
-    def weigh(self, devices, updates, t):
+    def weigh(self, devices, updates, t, n):
         if devices is None:
             return list(updates)
-        for device, update in zip(devices, updates, strict=True):
-            found = agreement(update, self.momentum)
+        self.observer.weigh(devices, updates, t, n)
+        for device, (_, found, _) in self.observer.pending.items():
             if found is not None:
                 self.agreements.setdefault(device, []).append(found)
-        n = self.theta.shape[0] if self.theta is not None else 0
-        self.momentum = next_momentum(self.momentum, sparse_weighted_mean(n, updates), MOMENTUM)
+        self.observer.commit()
         return list(updates)
 
 
@@ -397,7 +400,7 @@ def agreements(args) -> int:
     row = agreement_job(args.use_case, args.data_dir, args.rounds, "sign_flip", 0.2, 0)
     print(json.dumps(row), flush=True)
     doc = {
-        "momentum": MOMENTUM,
+        "trust_rate": RATE,
         "rounds": settings_for(args.use_case, rounds=args.rounds)["rounds"],
         **row,
     }

@@ -384,6 +384,68 @@ def hostile_harm(doc, row, clean) -> float:
     return diff if doc["metric"] == "mse" else -diff
 
 
+def _hostile_row(rows, algorithm, aggregation, attack, fraction, seed):
+    """The row of one hostile-benchmark run, or None."""
+    key = (algorithm, aggregation, attack, fraction, seed)
+    return next(
+        (
+            r
+            for r in rows
+            if (r["algorithm"], r["aggregation"], r["attack"], r["fraction"], r["seed"]) == key
+        ),
+        None,
+    )
+
+
+def _within_goal(doc, aggregation, attack, fraction) -> str:
+    """'k/n, +worst': on how many seeds an attack stayed within the goal (the clean run's CI95
+    for 1 of 20, twice it for 4 of 20), and the worst harm; '–' when it was not run."""
+    rows = doc["rows"]
+    harms, held = [], 0
+    for seed in doc["seeds"]:
+        clean = _hostile_row(rows, "tinymetafed", aggregation, None, 0.0, seed)
+        row = _hostile_row(rows, "tinymetafed", aggregation, attack, fraction, seed)
+        if clean is None or row is None:
+            continue
+        harm = hostile_harm(doc, row, clean)
+        harms.append(harm)
+        held += harm <= clean["ci95"] * (1 if fraction < 0.1 else 2)
+    if not harms:
+        return "–"
+    worst = max(harms)
+    return "%d/%d, %s" % (
+        held,
+        len(harms),
+        "diverged" if worst == float("inf") else "%+.3g" % worst,
+    )
+
+
+def hostile_goal_table(docs) -> str:
+    """Per attack and use case: the seeds on which the default (trust) and the clipped mean
+    without trust stayed within the goal, and the worst harm."""
+    fractions = [(0.05, "1 of 20"), (0.2, "4 of 20")]
+    columns = [(f, label, d) for f, label in fractions for d in docs]
+    out = [
+        "\n## Hostile devices: the goal per attack\n",
+        "Seeds within the goal (not worse than the clean run on the same seed by more than "
+        "its CI95 with 1 of 20 hostile, by more than twice it with 4 of 20) and the worst harm "
+        "over the seeds (MSE added, accuracy lost), for the default (clipped mean + trust) and, "
+        "after the semicolon, the clipped mean without trust:\n",
+        "| attack | "
+        + " | ".join("%s, %s" % (label, d["use_case"]) for _, label, d in columns)
+        + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for attack in docs[0]["attacks"]:
+        cells = []
+        for fraction, _, doc in columns:
+            trusted = _within_goal(doc, "trusted", attack, fraction)
+            plain = _within_goal(doc, "clipped_mean", attack, fraction)
+            cells.append("%s; %s" % (trusted, plain))
+        out.append("| %s | %s |" % (attack, " | ".join(cells)))
+    return "\n".join(out)
+
+
 def hostile_tables(doc) -> str:
     """The hostile-device benchmark of one use case: clean runs, the default under every attack
     on every seed against its clean run, and every aggregation under attack on the first seed."""
@@ -398,16 +460,7 @@ def hostile_tables(doc) -> str:
         )
 
     def find(algorithm, aggregation, attack, fraction, seed):
-        for r in rows:
-            if (r["algorithm"], r["aggregation"], r["attack"], r["fraction"], r["seed"]) == (
-                algorithm,
-                aggregation,
-                attack,
-                fraction,
-                seed,
-            ):
-                return r
-        return None
+        return _hostile_row(rows, algorithm, aggregation, attack, fraction, seed)
 
     first = next(r for r in rows if r["attack"])
     out = [
@@ -563,9 +616,10 @@ def trust_sweep_table(doc) -> str:
 
 
 def agreement_table(docs) -> str:
-    """Agreement with the server momentum, honest against reversed devices."""
+    """Agreement with the consensus of device histories, honest against reversed devices."""
     out = [
-        "\n## Agreement with the server momentum (clipped mean, 4 of 20 reversing, seed 0)\n",
+        "\n## Agreement with the consensus of device histories (clipped mean, 4 of 20 "
+        "reversing, seed 0)\n",
         "| use case | rounds | devices | per update: mean ± sd | below 0 | per device (mean of "
         "its updates): mean ± sd | p5 | p95 |",
         "|---|---|---|---|---|---|---|---|",
@@ -899,6 +953,9 @@ def generated_part() -> str:
         hostile = load("hostile-%s.json" % use_case)
         if hostile:
             out.append(hostile_tables(hostile))
+    goals = [d for d in (load("hostile-%s.json" % u) for u in ("sine", "omniglot")) if d]
+    if goals:
+        out.append(hostile_goal_table(goals))
     for use_case in ("sine", "omniglot"):
         sweep = load("hostile-clip-%s.json" % use_case)
         if sweep:

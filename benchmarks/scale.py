@@ -3,8 +3,9 @@ structures that grow with the fleet (the FleetView entry built from each device'
 and the numbers kept from each device's last telemetry), filled the way the service fills them
 (`inbound.read_status` / `read_telemetry`, `presence.kept_status`, `inbound.kept_telemetry`), at
 several fleet sizes; then, for the smaller sizes, the same structures over 100 rounds in which
-every device sends a telemetry document and a tenth of the fleet goes offline and back.
-Prints a table and writes JSON; docs/scale.md extrapolates it to 100k devices.
+every device sends a telemetry document and a tenth of the fleet goes offline and back; and
+device trust's state after every device sent an update (core.trust remembers at most
+MAX_DEVICES). Prints a table and writes JSON; docs/scale.md extrapolates it to 100k devices.
 
     .venv/bin/python benchmarks/scale.py [--sizes 1000 10000 100000] [--rounds 100]
 """
@@ -18,9 +19,13 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from broker_service.core.aggregate import SparseUpdate  # noqa: E402
+from broker_service.core.trust import RATE, DeviceTrust  # noqa: E402
 from broker_service.server.inbound import kept_telemetry, read_telemetry  # noqa: E402
 from broker_service.server.presence import FleetView  # noqa: E402
 from device_agent import reports  # noqa: E402
@@ -76,6 +81,41 @@ def per_device_bytes(n: int) -> dict:
         "telemetry_bytes_per_device": (both - presence) / n,
         "total_bytes_per_device": both / n,
         "birth_payload_bytes": len(messages[0][1]),
+    }
+
+
+def trust_bytes_per_device(n: int) -> dict:
+    """Bytes allocated by device trust (core.trust: each device's sketched history, its last
+    agreement and its checkpoint encoding) after `n` devices sent one sine update each (Top-10 %
+    of the model, in rounds of 100), per device; at most trust.MAX_DEVICES are remembered."""
+    rng = np.random.default_rng(0)
+    size = Plan(sine_spec()).n_global
+    keep = max(1, size // 10)
+    updates = [
+        SparseUpdate(
+            np.sort(rng.choice(size, keep, replace=False)).astype(np.uint32),
+            rng.standard_normal(keep).astype(np.float32),
+            30,
+        )
+        for _ in range(100)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    trust = DeviceTrust(rate=RATE)
+    for start in range(0, n, 100):
+        devices = ["dev-%06d" % i for i in range(start, min(n, start + 100))]
+        trust.weigh(devices, updates[: len(devices)], start // 100, size)
+        trust.commit()
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    remembered = len(trust.histories)
+    return {
+        "devices": n,
+        "remembered": remembered,
+        "trust_bytes_per_remembered_device": used / remembered,
+        "checkpoint_bytes_per_remembered_device": len(json.dumps(trust.to_dict())) / remembered,
     }
 
 
@@ -143,7 +183,18 @@ def main() -> int:
             "%7d devices, %d rounds: %.0f B/device after round 1, %.0f after the last (max %.0f)"
             % (f["devices"], f["rounds"], per[0], per[-1], max(per))
         )
-    doc = {"memory_per_known_device": rows, "memory_over_rounds": flat}
+    trusted = [trust_bytes_per_device(n) for n in args.sizes]
+    for t in trusted:
+        print(
+            "%7d devices: trust remembers %d, %.0f B each in memory, %.0f B in the checkpoint"
+            % (
+                t["devices"],
+                t["remembered"],
+                t["trust_bytes_per_remembered_device"],
+                t["checkpoint_bytes_per_remembered_device"],
+            )
+        )
+    doc = {"memory_per_known_device": rows, "memory_over_rounds": flat, "trust": trusted}
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 

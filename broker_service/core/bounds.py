@@ -13,9 +13,9 @@ simulation so the benchmarks measure what the service does.
   (from the first round: the history then holds that round's own) before the strategy
   aggregates (the default aggregation is this clipped mean; docs/security.md has the
   measurements), so an update pointing anywhere moves θ_g by at most a few honest updates' worth.
-- With `trust_rate` > 0 (off by default), each clipped update is then weighed by its device's
-  trust (core.trust: how far its updates agree with the server momentum, remembered across
-  rounds and kept in the checkpoint); a device that persistently disagrees stops counting.
+- With `trust_rate` > 0, each clipped update is then weighed by its device's trust (core.trust:
+  how far its updates, remembered across rounds, agree with the consensus of every device's;
+  kept in the checkpoint); a device that keeps pointing against most others stops counting.
 - θ_g's length stays within `max_model_growth` × its length when the session started (the
   new θ_g is scaled down onto that sphere when a step would take it further; 0 turns it off).
   Colluding devices that push one direction round after round would otherwise carry θ_g
@@ -41,11 +41,10 @@ from broker_service.core.aggregate import (
     clip_update,
     median_norm_bound,
     model_norm_bound,
-    sparse_weighted_mean,
     update_norm,
     within_bound,
 )
-from broker_service.core.trust import FULL, MOMENTUM, RATE, DeviceTrust, weighted
+from broker_service.core.trust import FULL, RATE, DeviceTrust, weighted
 from device_agent.topk import top_k_count
 
 RECENT_NORMS = 200
@@ -118,9 +117,7 @@ class InfluenceBounds:
             int(settings.get("recon_samples", 0)) + int(settings.get("adapt_samples", 0))
         )
         trust = DeviceTrust(
-            float(settings.get("trust_rate", RATE)),
-            float(settings.get("trust_full", FULL)),
-            float(settings.get("trust_momentum", MOMENTUM)),
+            float(settings.get("trust_rate", RATE)), float(settings.get("trust_full", FULL))
         )
         growth = float(settings.get("max_model_growth", GROWTH))
         if not (growth == 0 or 1 <= growth < math.inf):
@@ -199,7 +196,7 @@ class InfluenceBounds:
         return out
 
     def weigh(
-        self, devices: Sequence[str] | None, updates: Sequence[SparseUpdate], t: int
+        self, devices: Sequence[str] | None, updates: Sequence[SparseUpdate], t: int, n: int
     ) -> list[SparseUpdate]:
         """The (clipped) updates weighed by their devices' trust with this round's agreement
         in it; devices of weight 0 are left out. Unchanged without device ids or with trust
@@ -208,7 +205,7 @@ class InfluenceBounds:
             self.trust.downweighted = []
             self.trust.pending = {}
             return list(updates)
-        return weighted(updates, self.trust.weigh(devices, updates, t))
+        return weighted(updates, self.trust.weigh(devices, updates, t, n))
 
     def step(
         self,
@@ -226,7 +223,7 @@ class InfluenceBounds:
         if self.reference <= 0:
             self.reference = update_norm(theta)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
-            kept = self.weigh(devices, self.clip(theta, updates), t)
+            kept = self.weigh(devices, self.clip(theta, updates), t, len(theta))
             new = np.asarray(strategy.aggregate(theta, kept, t, total), dtype=np.float32)
         if self.enabled and not all_finite(new):
             return None
@@ -236,5 +233,5 @@ class InfluenceBounds:
             self.capped = limited is not new
             new = limited
         if devices is not None and self.enabled:
-            self.trust.commit(sparse_weighted_mean(len(theta), kept))
+            self.trust.commit()
         return new

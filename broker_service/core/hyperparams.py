@@ -7,7 +7,7 @@ max_model_growth (θ_g's length kept within this multiple of its starting length
 coverage_mean (the mean of each coordinate over the devices that sent it, see aggregate.py),
 server_optimiser / server_beta1 / server_beta2 / server_eps (how the aggregated delta moves θ_g:
 sgd, momentum, adam or yogi, see serveropt.py; outer_lr is their step size),
-trust_rate / trust_full / trust_momentum (device trust, see trust.py),
+trust_rate / trust_full (device trust, see trust.py),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
@@ -72,11 +72,10 @@ COMMON = {
     "server_beta1": 0.9,
     "server_beta2": 0.99,
     "server_eps": 1e-3,
-    # > 0: each clipped update weighed by its device's trust (core/trust.py; 0.02 when on; off
-    # by default, docs/security.md "Device trust")
-    "trust_rate": 0.0,
-    "trust_full": 0.05,
-    "trust_momentum": 0.02,
+    # > 0: each clipped update weighed by its device's trust (core/trust.py, docs/security.md
+    # "Device trust"); 0 turns it off
+    "trust_rate": 0.02,
+    "trust_full": 0.2,
 }
 
 # each use case's own settings, over COMMON; "quick" holds its `--quick` overrides

@@ -1,102 +1,154 @@
-"""Per-device trust: how far each device's updates agree with the direction the model is
-moving, remembered across rounds, and the weight that gives its update (brief section 2b;
+"""Per-device trust: how far each device's updates, remembered over its rounds, agree with what
+most devices' updates point to, and the weight that gives its update (brief section 2b;
 docs/security.md, "Device trust").
 
-In Reptile an honest update points, on average, towards the meta-step. The service keeps the
-*server momentum* m, an exponential moving average (rate `momentum_rate`) of the mean of the
-updates it aggregated. Each round, a device's *agreement* is the cosine, on the coordinates it
-sent, between its (clipped) update and m. A device's trust is an exponential moving average
-(rate `rate`) of its agreements from `PRIOR` (no evidence) at its first update; the round's own
-agreement is in it before the weight is taken. The weight is clip(1 + trust / `full`, 0, 1): a
-device whose trust is not negative counts fully, one whose trust is −`full` or lower does not
-count. Only disagreement costs weight: honest devices of unusual tasks agree little with m.
+In Reptile a device's update is its own task's direction plus a share of the meta-step that
+all honest devices have in common; the task part is the larger (one honest sine update in five
+points against the consensus below, `benchmarks/hostile.py agreement`), so one update says
+little. A device keeps its task, and what stands out is a reversing device's sign against the
+majority, round after round. So:
 
-A slow `rate` matters: with faster ones, 4 of 20 reversing devices turned m round early on, the
-honest devices then disagreed with it and lost their weight, and the model was captured
-(`benchmarks/hostile.py trust-sweep`, docs/benchmarks.md).
+- Each device keeps a *history*: a decaying sum of its clipped updates,
+  h ← (1 − `rate`) h + S(Δ), where S count-sketches the update into `SKETCH` numbers (each
+  coordinate of θ_g is added, with a fixed ±1 sign, to one of `SKETCH` buckets; inner products
+  are kept in expectation), so the state per device is small whatever the model's size.
+- The *consensus* is the coordinate-wise median, over the last `RECENT` accepted updates, of
+  their senders' histories (as each update left them) scaled to length 1: one vote an update,
+  so while fewer than half of the recent updates are hostile it lies with the honest devices,
+  whatever the hostile ones send and however many ids they use. It is built from the devices'
+  own histories, not from an aggregate the hostile devices helped make (an earlier reference,
+  the moving average of the aggregated steps, was turned round by 4 of 20 reversing devices,
+  after which every honest device disagreed with it and lost its weight).
+- A device's *agreement* is the cosine between its history, this round's update in it, and the
+  consensus; its update's weight is clip(1 + agreement / `full`, 0, 1). Only disagreement
+  costs weight: a device of an unusual task agrees little, and must not be pushed out for it.
 
-State: m (one vector of θ_g's length) and one float and one round number per device, at most
-`MAX_DEVICES` devices (the least recently seen is forgotten first); all of it is kept in the
-service's checkpoint, so a restart does not forgive anyone.
+State: per device its history (the direction as `SKETCH` float16 numbers and its length), its
+last agreement and the round it was last seen, at most `MAX_DEVICES` devices (the least
+recently seen is forgotten first; about 0.8 KB each in the checkpoint, 2 KB in memory), and the
+`RECENT` histories of the consensus, all kept in the service's checkpoint, so a restart does
+not forgive anyone.
 """
 
 from __future__ import annotations
 
 import base64
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from broker_service.core.aggregate import SparseUpdate
 
-RATE = 0.0
-"""Default EMA rate of the trust, the weight of the newest agreement: 0, trust off. When on,
-0.02 (chosen by `benchmarks/hostile.py trust-sweep` on validation devices); it is off by default
-because 4 of 20 reversing devices still captured the model on one sine seed of three
-(docs/security.md, "Device trust")."""
-FULL = 0.05
-"""Default distrust at which a device stops counting (chosen with the rate)."""
-MOMENTUM = 0.02
-"""EMA rate of the server momentum, the direction agreements are measured against."""
-PRIOR = 0.0
-"""The trust of a device never seen: no evidence either way."""
-MAX_DEVICES = 100_000
-"""Devices whose trust is remembered; beyond, the least recently seen is forgotten."""
+RATE = 0.02
+"""Default forgetting rate of a device's history (a history spans about its last 50 rounds);
+0 turns trust off. Chosen with FULL on sine's validation devices, clean and with 4 of 20
+devices reversing (`benchmarks/hostile.py trust-sweep`, docs/security.md)."""
+FULL = 0.2
+"""Default disagreement (a negative agreement of this size) at which a device stops counting."""
+SKETCH = 256
+"""Numbers in a device's history (the sketch of its summed updates)."""
+MAX_DEVICES = 10_000
+"""Devices whose history is remembered; beyond, the least recently seen is forgotten."""
+RECENT = 200
+"""Accepted updates whose senders' histories (as each update left them) make the consensus: one
+vote an update, so a device's say is its share of the recent updates however many ids it
+uses (a device re-enrolling under a fresh id every round must not outvote the fleet)."""
+MIN_DEVICES = 3
+"""Histories needed before there is a consensus (before, every device counts fully)."""
+LAYOUT_SEED = 0x7157
+"""Seeds the sketch's buckets and signs: the same for every run, so a restart sketches alike."""
 
 
-def _cosine(x: np.ndarray, y: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    denom = float(np.linalg.norm(x) * np.linalg.norm(y))
-    if denom == 0 or not math.isfinite(denom):
-        return 0.0
-    return float(np.dot(x, y) / denom)
+def sketch_layout(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bucket (0 … SKETCH − 1) and the sign (±1) of each of θ_g's n coordinates."""
+    rng = np.random.default_rng([LAYOUT_SEED, int(n)])
+    return rng.integers(0, SKETCH, int(n)), rng.choice(np.array([-1.0, 1.0]), int(n))
 
 
-def agreement(update: SparseUpdate, momentum: np.ndarray | None) -> float | None:
-    """The cosine, on the update's coordinates, between it and the server momentum; None when
-    there is no momentum yet or it is zero there (no evidence)."""
-    if momentum is None:
+def sketches(updates: Sequence[SparseUpdate], layout: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """S(Δ) of each update, one row each (float64): its values, signed, summed into their
+    coordinates' buckets; one pass over all the round's entries."""
+    bucket, sign = layout
+    sizes = [len(u.indices) for u in updates]
+    if not sum(sizes):
+        return np.zeros((len(updates), SKETCH))
+    index = np.concatenate([np.asarray(u.indices, dtype=np.int64) for u in updates])
+    values = np.concatenate([np.asarray(u.values, dtype=np.float64) for u in updates])
+    row = np.repeat(np.arange(len(updates)), sizes)
+    flat = np.bincount(
+        row * SKETCH + bucket[index], sign[index] * values, minlength=len(updates) * SKETCH
+    )
+    return flat.reshape(len(updates), SKETCH)
+
+
+History = tuple[np.ndarray, float]
+"""A history as its direction (unit length, float16) and its length: what the checkpoint keeps,
+so a restarted service weighs exactly as one that ran on, at any scale of the updates."""
+
+
+def as_vector(history: History | None) -> np.ndarray:
+    """The history as a float64 vector (zeros for none)."""
+    if history is None:
+        return np.zeros(SKETCH)
+    direction, length = history
+    return np.asarray(direction, dtype=np.float64) * length
+
+
+def next_histories(
+    histories: Sequence[History | None], sketched: np.ndarray, rate: float
+) -> list[History]:
+    """(1 − rate) · h + S(Δ) for each history and its row of `sketched` (a zero history for
+    None)."""
+    zero = np.zeros(SKETCH, dtype=np.float16)
+    before = np.stack([zero if h is None else h[0] for h in histories]).astype(np.float64)
+    before *= np.array([0.0 if h is None else h[1] for h in histories])[:, None]
+    total = (1.0 - rate) * before + np.asarray(sketched, dtype=np.float64)
+    lengths = np.linalg.norm(total, axis=1)
+    good = np.isfinite(lengths) & (lengths > 0)
+    directions = np.zeros_like(total)
+    directions[good] = total[good] / lengths[good, None]
+    kept = directions.astype(np.float16)
+    return [(row, float(n) if ok else 0.0) for row, n, ok in zip(kept, lengths, good, strict=True)]
+
+
+def consensus(histories: Iterable[History]) -> np.ndarray | None:
+    """The coordinate-wise median of the non-zero histories' directions; None when fewer than
+    MIN_DEVICES have one."""
+    rows = [direction for direction, length in histories if length > 0]
+    if len(rows) < MIN_DEVICES:
         return None
-    reference = np.asarray(momentum)[np.asarray(update.indices, dtype=np.int64)]
-    if not np.any(reference):
-        return None
-    return _cosine(np.asarray(update.values), reference)
+    return np.median(np.stack(rows).astype(np.float32).T, axis=1).astype(np.float64)
 
 
-def next_momentum(momentum: np.ndarray | None, step: np.ndarray, rate: float) -> np.ndarray:
-    """The momentum after a round that aggregated `step`: (1 − rate) · m + rate · step, or the
-    step itself for the first round."""
-    step = np.asarray(step, dtype=np.float32)
-    if momentum is None:
-        return step.copy()
-    return ((1.0 - rate) * momentum + rate * step).astype(np.float32)
+def agreements(histories: Sequence[History], reference: np.ndarray) -> list[float]:
+    """The cosine between each history and the reference (0 for a zero history)."""
+    rows = np.stack([direction for direction, _ in histories]).astype(np.float64)
+    denom = np.linalg.norm(rows, axis=1) * float(np.linalg.norm(reference))
+    dots = rows @ np.asarray(reference, dtype=np.float64)
+    good = np.isfinite(denom) & (denom > 0)
+    return [float(d / n) if ok else 0.0 for d, n, ok in zip(dots, denom, good, strict=True)]
+
+
+def trust_weight(agreement: float, full: float) -> float:
+    """The weight of a device's update: 1 at an agreement of 0 or more, falling linearly to 0
+    at −`full` (clip(1 + agreement / full, 0, 1)); only disagreement costs weight."""
+    if full <= 0:
+        return 1.0 if agreement >= 0 else 0.0
+    return min(1.0, max(0.0, 1.0 + agreement / full))
 
 
 def _highest_index(updates: Sequence[SparseUpdate]) -> int:
     """The highest coordinate any of the updates sent (−1 for none)."""
-    return max(
-        (int(np.max(np.asarray(u.indices, dtype=np.int64), initial=-1)) for u in updates),
-        default=-1,
-    )
-
-
-def next_trust(trust: float, agreement: float, rate: float) -> float:
-    """The trust after one more agreement: (1 − rate) · trust + rate · agreement."""
-    return (1.0 - rate) * trust + rate * agreement
-
-
-def trust_weight(trust: float, full: float) -> float:
-    """The weight of a device's update: 1 at a trust of 0 or more, falling linearly to 0 at a
-    trust of −`full` (clip(1 + trust / full, 0, 1)); only disagreement costs weight."""
-    if full <= 0:
-        return 1.0 if trust >= 0 else 0.0
-    return min(1.0, max(0.0, 1.0 + trust / full))
+    if not updates:
+        return -1
+    index = np.concatenate([np.asarray(u.indices, dtype=np.int64) for u in updates])
+    return int(index.max(initial=-1))
 
 
 class DeviceTrust:
-    """The trust of every device seen and the server momentum; the weights they give a round's
+    """Every remembered device's history and last agreement; the weights they give a round's
     updates (`weigh`), made permanent once the round's step is taken (`commit`), and which
     devices were down-weighted in the last round. `rate=0` turns trust off (every weight 1)."""
 
@@ -104,18 +156,20 @@ class DeviceTrust:
         self,
         rate: float = RATE,
         full: float = FULL,
-        momentum_rate: float = MOMENTUM,
         saved: Mapping | None = None,
         max_devices: int = MAX_DEVICES,
     ) -> None:
         self.rate = float(rate)
         self.full = float(full)
-        self.momentum_rate = float(momentum_rate)
         self.max_devices = int(max_devices)
-        self.trust: dict[str, tuple[float, int]] = {}
-        self.momentum: np.ndarray | None = None
-        self.pending: dict[str, tuple[float, int]] = {}
+        self.n = 0  # θ_g's length the histories are sketched from
+        self.histories: dict[str, History] = {}
+        self.trust: dict[str, tuple[float, int]] = {}  # device: (last agreement, round seen)
+        self.pending: dict[str, tuple[History, float | None, int]] = {}
         self.downweighted: list[int] = []
+        self._layout: tuple[np.ndarray, np.ndarray] | None = None
+        self._encoded: dict[str, str] = {}  # each history's direction as the checkpoint has it
+        self.recent: deque[tuple[History, str]] = deque(maxlen=RECENT)  # and its encoding
         self.restore(saved or {})
 
     @property
@@ -123,92 +177,132 @@ class DeviceTrust:
         """True when trust weighs updates."""
         return self.rate > 0
 
+    def of(self, device: str) -> float:
+        """A device's last agreement (0 when never seen: no evidence either way)."""
+        return self.trust.get(device, (0.0, -1))[0]
+
     def restore(self, saved: Mapping) -> None:
-        """Take over saved state (`to_dict`'s, e.g. from a checkpoint): device entries that are
-        not a finite trust in [-1, 1] and a round number are skipped, and a momentum that is
-        not finite float32 is dropped."""
+        """Take over saved state (`to_dict`'s, e.g. from a checkpoint): entries that are not a
+        finite agreement in [-1, 1], a round number and a history (a finite length and SKETCH
+        finite float16) are skipped (state written by another version is not taken over)."""
         if not isinstance(saved, Mapping):
             return
-        devices = saved.get("devices", {})
-        for device, entry in devices.items() if isinstance(devices, Mapping) else ():
-            if not isinstance(device, str) or not isinstance(entry, (list, tuple)):
-                continue
-            if len(entry) != 2:
-                continue
-            value, seen = entry
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if isinstance(seen, bool) or not isinstance(seen, int):
-                continue
-            if math.isfinite(value) and -1.0 <= value <= 1.0:
-                self.trust[device] = (float(value), seen)
+        n, devices = saved.get("n"), saved.get("devices", {})
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            return
+        if saved.get("sketch") != SKETCH or not isinstance(devices, Mapping):
+            return
+        self._reset(n)
+        for device, entry in devices.items():
+            parsed = _entry(entry) if isinstance(device, str) else None
+            if parsed is not None:
+                agreement, seen, history = parsed
+                self.trust[device] = (agreement, seen)
+                self.histories[device] = history
+                self._encoded[device] = entry[3]
         self._forget()
-        encoded = saved.get("momentum_f32_b64")
-        if isinstance(encoded, str):
-            try:
-                momentum = np.frombuffer(base64.b64decode(encoded, validate=True), dtype="<f4")
-            except ValueError:
-                return
-            if np.all(np.isfinite(momentum)):
-                self.momentum = momentum.astype(np.float32)
+        recent = saved.get("recent", [])
+        for entry in recent if isinstance(recent, list) else ():
+            history = _history(*entry) if isinstance(entry, list) and len(entry) == 2 else None
+            if history is not None:
+                self.recent.append((history, entry[1]))
 
     def to_dict(self) -> dict:
-        """{"devices": {device: [trust, round last seen]}, "momentum_f32_b64": base64 of m as
-        little-endian float32} (what the checkpoint keeps)."""
-        out: dict = {"devices": {d: [v, seen] for d, (v, seen) in sorted(self.trust.items())}}
-        if self.momentum is not None:
-            raw = np.asarray(self.momentum, dtype="<f4").tobytes()
-            out["momentum_f32_b64"] = base64.b64encode(raw).decode()
-        return out
+        """{"n": θ_g's length, "sketch": SKETCH, "devices": {device: [last agreement, round
+        seen, the history's length, base64 of its direction as little-endian float16]},
+        "recent": [[length, base64], ...] (the consensus's histories, oldest first)} (what the
+        checkpoint keeps)."""
+        devices = {
+            device: [agreement, seen, self.histories[device][1], self._encoded[device]]
+            for device, (agreement, seen) in sorted(self.trust.items())
+        }
+        recent = [[history[1], encoded] for history, encoded in self.recent]
+        return {"n": self.n, "sketch": SKETCH, "devices": devices, "recent": recent}
 
-    def of(self, device: str) -> float:
-        """A device's trust (PRIOR when never seen)."""
-        return self.trust.get(device, (PRIOR, -1))[0]
-
-    def weigh(self, devices: Sequence[str], updates: Sequence[SparseUpdate], t: int) -> list[float]:
-        """Each update's weight, from its device's trust with this round's agreement in it
-        (kept pending until `commit`); `downweighted` lists the positions weighted below 1.
-        A device without evidence yet (no momentum) counts fully."""
-        if not self.enabled:
-            self.downweighted = []
+    def weigh(
+        self, devices: Sequence[str], updates: Sequence[SparseUpdate], t: int, n: int
+    ) -> list[float]:
+        """Each update's weight, from its device's history with the update in it against the
+        consensus of every history (kept pending until `commit`); `downweighted` lists the
+        positions weighted below 1. With no consensus yet every device counts fully. `n` is
+        θ_g's length: histories of another model's length are forgotten."""
+        if not self.enabled or not updates:
+            self.downweighted, self.pending = [], {}
             return [1.0] * len(updates)
-        momentum = self.momentum
-        if momentum is not None and len(momentum) <= _highest_index(updates):
-            momentum = None  # another model's: no evidence
-        self.pending = {}
-        weights = []
-        for device, update in zip(devices, updates, strict=True):
-            found = agreement(update, momentum)
-            if found is None:
-                weights.append(1.0 if device not in self.trust else self._weight(device))
-                continue
-            value = next_trust(self.of(device), found, self.rate)
-            self.pending[device] = (value, int(t))
-            weights.append(trust_weight(value, self.full))
+        if n != self.n or _highest_index(updates) >= n:
+            self._reset(max(n, _highest_index(updates) + 1))
+        before = [self.histories.get(d) for d in devices]
+        after = next_histories(before, sketches(updates, self._sketch_layout()), self.rate)
+        fresh = dict(zip(devices, after, strict=True))
+        reference = consensus([h for h, _ in self.recent] + after)
+        found: list[float | None] = [None] * len(devices)
+        if reference is not None and devices:
+            found = list(agreements([fresh[d] for d in devices], reference))
+        weights, self.pending = [], {}
+        for device, agreement in zip(devices, found, strict=True):
+            self.pending[device] = (fresh[device], agreement, int(t))
+            weights.append(1.0 if agreement is None else trust_weight(agreement, self.full))
         self.downweighted = [i for i, w in enumerate(weights) if w < 1.0]
         return weights
 
-    def _weight(self, device: str) -> float:
-        return trust_weight(self.of(device), self.full)
-
-    def commit(self, step: np.ndarray) -> None:
-        """The round's step was taken: keep its agreements and move the momentum by `step`
-        (the mean of the weighed updates)."""
-        if not self.enabled:
-            return
-        self.trust.update(self.pending)
+    def commit(self) -> None:
+        """The round's step was taken: keep its devices' histories and agreements."""
+        for device, (history, found, t) in self.pending.items():
+            self.histories[device] = history
+            self.trust[device] = (self.of(device) if found is None else found, t)
+            raw = np.asarray(history[0], dtype="<f2").tobytes()
+            self._encoded[device] = base64.b64encode(raw).decode()
+            self.recent.append((history, self._encoded[device]))
         self.pending = {}
         self._forget()
-        if self.momentum is not None and len(self.momentum) != len(step):
-            self.momentum = None
-        self.momentum = next_momentum(self.momentum, step, self.momentum_rate)
+
+    def _sketch_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._layout is None or len(self._layout[0]) != self.n:
+            self._layout = sketch_layout(self.n)
+        return self._layout
+
+    def _reset(self, n: int) -> None:
+        self.n, self.histories, self.trust, self._encoded = int(n), {}, {}, {}
+        self.recent.clear()
 
     def _forget(self) -> None:
         if len(self.trust) <= self.max_devices:
             return
         oldest = sorted(self.trust, key=lambda d: (self.trust[d][1], d))
         for device in oldest[: len(self.trust) - self.max_devices]:
-            del self.trust[device]
+            del self.trust[device], self.histories[device], self._encoded[device]
+
+
+def _entry(entry) -> tuple[float, int, History] | None:
+    """A saved [agreement, round seen, length, base64 float16 direction], checked; None when it
+    is not one."""
+    if not isinstance(entry, (list, tuple)) or len(entry) != 4:
+        return None
+    agreement, seen, length, encoded = entry
+    if isinstance(agreement, bool) or not isinstance(agreement, (int, float)):
+        return None
+    if isinstance(seen, bool) or not isinstance(seen, int):
+        return None
+    if not (math.isfinite(agreement) and -1.0 <= agreement <= 1.0):
+        return None
+    history = _history(length, encoded)
+    return None if history is None else (float(agreement), seen, history)
+
+
+def _history(length, encoded) -> History | None:
+    """A saved history (its length and base64 float16 direction), checked; None when it is
+    not one."""
+    if isinstance(length, bool) or not isinstance(length, (int, float)):
+        return None
+    if not (math.isfinite(length) and length >= 0) or not isinstance(encoded, str):
+        return None
+    try:
+        direction = np.frombuffer(base64.b64decode(encoded, validate=True), dtype="<f2")
+    except ValueError:
+        return None
+    if len(direction) != SKETCH or not np.all(np.isfinite(direction)):
+        return None
+    return direction.astype(np.float16), float(length)
 
 
 def weighted(updates: Iterable[SparseUpdate], weights: Iterable[float]) -> list[SparseUpdate]:
