@@ -17,7 +17,6 @@ from broker_service.core.trust import (
     SKETCH,
     DeviceTrust,
     agreements,
-    as_vector,
     consensus,
     next_histories,
     sketch_layout,
@@ -28,6 +27,11 @@ from broker_service.core.trust import (
 from broker_service.server.checkpoint import Checkpoint, load, save
 
 N = 6
+
+
+def as_vector(history) -> np.ndarray:
+    """A history (direction, length) as the vector it stands for."""
+    return np.asarray(history[0], dtype=np.float64) * history[1]
 
 
 def sparse(indices, values, samples=30) -> SparseUpdate:

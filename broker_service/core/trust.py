@@ -88,14 +88,6 @@ History = tuple[np.ndarray, float]
 so a restarted service weighs exactly as one that ran on, at any scale of the updates."""
 
 
-def as_vector(history: History | None) -> np.ndarray:
-    """The history as a float64 vector (zeros for none)."""
-    if history is None:
-        return np.zeros(SKETCH)
-    direction, length = history
-    return np.asarray(direction, dtype=np.float64) * length
-
-
 def next_histories(
     histories: Sequence[History | None], sketched: np.ndarray, rate: float
 ) -> list[History]:
@@ -229,18 +221,18 @@ class DeviceTrust:
         if not self.enabled or not updates:
             self.downweighted, self.pending = [], {}
             return [1.0] * len(updates)
-        if n != self.n or _highest_index(updates) >= n:
-            self._reset(max(n, _highest_index(updates) + 1))
+        highest = _highest_index(updates)
+        if n != self.n or highest >= n:
+            self._reset(max(n, highest + 1))
         before = [self.histories.get(d) for d in devices]
         after = next_histories(before, sketches(updates, self._sketch_layout()), self.rate)
-        fresh = dict(zip(devices, after, strict=True))
         reference = consensus([h for h, _ in self.recent] + after)
         found: list[float | None] = [None] * len(devices)
-        if reference is not None and devices:
-            found = list(agreements([fresh[d] for d in devices], reference))
+        if reference is not None:
+            found = list(agreements(after, reference))
         weights, self.pending = [], {}
-        for device, agreement in zip(devices, found, strict=True):
-            self.pending[device] = (fresh[device], agreement, int(t))
+        for device, history, agreement in zip(devices, after, found, strict=True):
+            self.pending[device] = (history, agreement, int(t))
             weights.append(1.0 if agreement is None else trust_weight(agreement, self.full))
         self.downweighted = [i for i, w in enumerate(weights) if w < 1.0]
         return weights
