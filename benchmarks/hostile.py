@@ -13,10 +13,10 @@ and `--attacks none,sign_flip,...` run a part of that (`none`: the clean run). R
 metric on the test devices (`final_metric`) and on the validation devices (`validation_metric`).
 Writes benchmarks/results/hostile-<use case>.json.
 
-`trust-sweep`: the clipped mean weighed by device trust at several (trust_rate, trust_full)
-pairs and the clipped mean without trust, clean and under 4 of 20 reversed updates (×10 and
-just under the refusal bound): how the trust settings were chosen, on the validation devices.
-Writes
+`trust-sweep`: the clipped mean weighed by device trust at several settings (trust_rate,
+trust_full, trust_probation, trust_clip) and the clipped mean without trust, clean and under 4
+of 20 reversed updates (×10, just under the refusal bound, and ×10 under a fresh id every
+round): how the trust settings were chosen, on the validation devices. Writes
 benchmarks/results/hostile-trust-<use case>.json.
 
 `agreement`: one session of the clipped mean without trust, 4 of 20 devices reversing their
@@ -112,11 +112,25 @@ SWEEP_CLIP = (1.0, 2.0, 3.0, 5.0)
 SWEEP_ATTACKS = ("sign_flip", "max_norm", "drift")
 SWEEP_STEP = (0.5, 1.0, 1.5)
 """The outer step sizes (outer_lr, β_0) `step-sweep` compares under the clipped mean."""
-SWEEP_TRUST = ((0.1, 0.2), (0.02, 0.2), (0.1, 0.1))
-"""The (trust_rate, trust_full) pairs `trust-sweep` compares, chosen by the metric on the
-validation devices (the default is (trust.RATE, trust.FULL))."""
-TRUST_ATTACKS = ((None, 0.0), ("sign_flip", 0.2), ("max_norm", 0.2))
-"""Clean, and the attacks the clipped mean did not hold, that `trust-sweep` runs."""
+SWEEP_TRUST = tuple(
+    {"trust_rate": rate, "trust_full": full, "trust_probation": probation, "trust_clip": clip}
+    for rate, full, probation, clip in (
+        (0.1, 0.2, 1, False),
+        (0.02, 0.2, 1, False),
+        (0.1, 0.1, 1, False),
+        (0.02, 0.2, 3, False),
+        (0.02, 0.2, 1, True),
+        (0.02, 0.2, 3, True),
+        (0.02, 0.2, 5, True),
+        (0.02, 0.2, 10, True),
+    )
+)
+"""The trust settings `trust-sweep` compares (rate and full first, then probation and the trust
+clip at the chosen rate and full), chosen by the metric on the validation devices (the default
+is trust.RATE, trust.FULL, trust.PROBATION with the trust clip on)."""
+TRUST_ATTACKS = ((None, 0.0), ("sign_flip", 0.2), ("max_norm", 0.2), ("reenroll", 0.2))
+"""Clean, and the attacks the clipped mean did not hold (and trust did not at first), that
+`trust-sweep` runs."""
 RESULTS = ROOT / "benchmarks" / "results"
 
 _USE_CASES: dict = {}
@@ -182,6 +196,8 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
         "max_model_growth": settings["max_model_growth"],
         "trust_rate": bounds.trust.rate,
         "trust_full": bounds.trust.full,
+        "trust_probation": bounds.trust.probation,
+        "trust_clip": bounds.trust_clip,
     }
     started = time.perf_counter()
     with np.errstate(all="ignore"):
@@ -256,9 +272,9 @@ def trust_jobs(seeds: list[int]) -> list[tuple]:
     out = []
     for seed in seeds:
         for attack, fraction in TRUST_ATTACKS:
-            out.append(("tinymetafed", CLIPPED, attack, fraction, seed))
-            for rate, full in SWEEP_TRUST:
-                over = {"trust_rate": rate, "trust_full": full}
+            if attack != "reenroll":  # without trust, ids do not count: it is sign_flip
+                out.append(("tinymetafed", CLIPPED, attack, fraction, seed))
+            for over in SWEEP_TRUST:
                 out.append(("tinymetafed", TRUSTED, attack, fraction, seed, over))
     return out
 

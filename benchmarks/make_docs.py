@@ -584,7 +584,10 @@ def trust_sweep_table(doc) -> str:
     def setting(r):
         if not r.get("trust_rate"):
             return "clipped mean, no trust"
-        return "rate %g, full %g" % (r["trust_rate"], r["trust_full"])
+        name = "rate %g, full %g" % (r["trust_rate"], r["trust_full"])
+        if r.get("trust_probation", 1) > 1:
+            name += ", probation %d" % r["trust_probation"]
+        return name + (", trust clip" if r.get("trust_clip") else "")
 
     settings = list(dict.fromkeys(setting(r) for r in rows))
     out = [

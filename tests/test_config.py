@@ -67,7 +67,7 @@ def test_the_service_settings_are_those_its_strategies_send_and_read():
     sent = set(command) - {"round", "version", "split", "seed"}
     read_elsewhere = {"outer_lr", "aggregation", "clip_norm", "clip_scale", "trim"}
     read_elsewhere |= {"clip_recent", "max_model_growth"}  # the influence bounds (bounds.py)
-    read_elsewhere |= {"trust_rate", "trust_full"}  # device trust (trust.py)
+    read_elsewhere |= {"trust_rate", "trust_full", "trust_probation", "trust_clip"}  # trust
     read_elsewhere |= {"eval_epochs", "eval_head_epochs"}  # the few-shot evaluation
     read_elsewhere |= {"model_values"}  # the encoding of the MODEL it publishes
     # the server's outer step (core/serveropt.py, core/aggregate.py)

@@ -93,6 +93,7 @@ def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosqu
         )
         trusted = (first.admission.bounds.trust, again.admission.bounds.trust)
         assert trusted[1].trust == trusted[0].trust and len(trusted[1].trust) == 3  # kept
+        assert trusted[1].updates == trusted[0].updates  # and each device's probation count
         for device, history in trusted[0].histories.items():
             np.testing.assert_array_equal(trusted[1].histories[device][0], history[0])
         resumed = again.run()

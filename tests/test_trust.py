@@ -12,6 +12,7 @@ from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import TinyMetaFed
 from broker_service.core.trust import (
     FULL,
+    PROBATION,
     RATE,
     RECENT,
     SKETCH,
@@ -170,13 +171,51 @@ def test_nothing_is_kept_until_the_step_is_committed_and_off_means_weight_one():
 
 
 def test_without_a_consensus_or_with_another_models_histories_every_device_counts():
-    trust = DeviceTrust(rate=0.02, full=0.1)
+    trust = DeviceTrust(rate=0.02, full=0.1, probation=1)
     assert trust.weigh(["x", "y"], [sparse([0], [1.0]), sparse([0], [-1.0])], 0, N) == [1.0] * 2
     trust.commit()
     run_rounds(trust, ["a", "b", "c", "x"], 5)  # a model of 64: the first histories forgotten
     assert trust.n == 64 and "y" not in trust.histories
     assert trust.weigh(["x"], [sparse([100], [-1.0])], 9, 128) == [1.0]  # another model again
     assert trust.n == 128
+
+
+def test_a_newcomer_earns_its_say_over_its_first_updates():
+    """A device's k-th update counts min(1, k / probation) of its trust weight, before there is
+    a consensus and after; probation is not distrust (`downweighted` stays empty), and the
+    counts are what the checkpoint keeps."""
+    trust = DeviceTrust(rate=0.02, full=0.2, probation=3)
+    rng = np.random.default_rng(6)
+    shares = []
+    for t in range(4):
+        ids = ["a", "b", "c"] if t < 3 else ["a", "b", "c", "new"]
+        shares.append(trust.weigh(ids, honest_round(rng, len(ids)), t, 64))
+        assert trust.downweighted == [] or t == 3
+        trust.commit()
+    assert shares[0] == pytest.approx([1 / 3] * 3) and shares[1] == pytest.approx([2 / 3] * 3)
+    assert shares[2][:3] == [1.0] * 3 and shares[3][3] <= 1 / 3
+    assert trust.to_dict()["devices"]["a"][4] == 4
+    back = DeviceTrust(rate=0.02, full=0.2, probation=3, saved=trust.to_dict())
+    assert back.updates == trust.updates
+    saved = trust.to_dict()
+    saved["devices"] = {d: entry[:4] for d, entry in saved["devices"].items()}
+    assert DeviceTrust(probation=3, saved=saved).updates["new"] == 3  # saved before counts
+    for bad in (0, -1, 1.5, True, "3"):
+        saved["devices"]["a"] = trust.to_dict()["devices"]["a"][:4] + [bad]
+        assert "a" not in DeviceTrust(probation=3, saved=saved).trust
+
+
+def test_a_device_under_a_fresh_id_every_round_counts_at_most_its_probation_share():
+    trust = DeviceTrust(rate=0.02, full=0.2, probation=3)
+    rng = np.random.default_rng(7)
+    honest = ["d%d" % i for i in range(16)]
+    for t in range(30):
+        updates = honest_round(rng, 20)
+        ids = honest + ["evil%d~%d" % (i, t) for i in range(4)]
+        weights = trust.weigh(ids, updates, t, 64)  # honest-looking updates, even
+        trust.commit()
+        assert all(w <= 1 / 3 for w in weights[16:])
+    assert weights[:16] == [1.0] * 16
 
 
 def test_the_state_is_bounded_and_survives_a_checkpoint(tmp_path):
@@ -247,8 +286,43 @@ def test_the_bounds_step_leaves_a_distrusted_device_out():
 
 
 def test_from_settings_reads_the_trust_settings():
-    bounds = InfluenceBounds.from_settings(settings_for("sine", trust_rate=0.3, trust_full=0.4))
-    assert (bounds.trust.rate, bounds.trust.full) == (0.3, 0.4)
-    default = InfluenceBounds.from_settings(settings_for("sine")).trust
+    over = {"trust_rate": 0.3, "trust_full": 0.4, "trust_probation": 7, "trust_clip": False}
+    bounds = InfluenceBounds.from_settings(settings_for("sine", **over))
+    assert (bounds.trust.rate, bounds.trust.full, bounds.trust.probation) == (0.3, 0.4, 7)
+    assert not bounds.trust_clip
+    defaults = InfluenceBounds.from_settings(settings_for("sine"))
+    default = defaults.trust
     assert default.enabled and (default.rate, default.full) == (RATE, FULL)  # on by default
+    assert default.probation == PROBATION and defaults.trust_clip
     assert not InfluenceBounds.from_settings(settings_for("sine", trust_rate=0.0)).trust.enabled
+    for bad in (0, -2, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="trust_probation"):
+            InfluenceBounds.from_settings(settings_for("sine", trust_probation=bad))
+
+
+class FixedTrust(DeviceTrust):
+    """Trust that gives the updates the weights it was made with."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.fixed = list(weights)
+
+    def weigh(self, devices, updates, t, n):
+        return list(self.fixed)
+
+
+def test_a_distrusted_update_is_clipped_to_its_weight_times_the_clip_bound():
+    theta = np.full(8, 100.0, dtype=np.float32)  # the refusal bound (‖θ_g‖) is far away
+    updates = [sparse(range(8), np.full(8, v)) for v in (1.0, 1.0, 1.0, 9.0, 9.0)]
+    ids = ["a", "b", "c", "d", "e"]
+    for on in (True, False):
+        bounds = InfluenceBounds(
+            clip_recent=1.0, trust=FixedTrust([1, 1, 1, 0.5, 0]), trust_clip=on
+        )
+        bounds.restore([np.sqrt(8.0)] * 5)  # the median norm: the clip bound is ‖(1, …, 1)‖
+        kept = bounds.weigh(ids, bounds.clip(theta, updates), 0, 8)
+        assert len(kept) == 4 and [u.weight for u in kept] == [1, 1, 1, 0.5]
+        norms = [float(np.linalg.norm(u.values)) for u in kept]
+        bound = np.sqrt(8.0)
+        assert norms[:3] == pytest.approx([bound] * 3)
+        assert norms[3] == pytest.approx(0.5 * bound if on else bound)

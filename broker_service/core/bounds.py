@@ -15,7 +15,9 @@ simulation so the benchmarks measure what the service does.
   measurements), so an update pointing anywhere moves θ_g by at most a few honest updates' worth.
 - With `trust_rate` > 0, each clipped update is then weighed by its device's trust (core.trust:
   how far its updates, remembered across rounds, agree with the consensus of every device's;
-  kept in the checkpoint); a device that keeps pointing against most others stops counting.
+  a newcomer's first `trust_probation` updates count less; kept in the checkpoint); a device
+  that keeps pointing against most others stops counting, and with `trust_clip` an update
+  weighed w < 1 is clipped to w × the clip bound as well.
 - θ_g's length stays within `max_model_growth` × its length when the session started (the
   new θ_g is scaled down onto that sphere when a step would take it further; 0 turns it off).
   Colluding devices that push one direction round after round would otherwise carry θ_g
@@ -44,7 +46,7 @@ from broker_service.core.aggregate import (
     update_norm,
     within_bound,
 )
-from broker_service.core.trust import FULL, RATE, DeviceTrust, weighted
+from broker_service.core.trust import FULL, PROBATION, RATE, DeviceTrust, weighted
 from device_agent.topk import top_k_count
 
 RECENT_NORMS = 200
@@ -67,6 +69,15 @@ GROWTH = 3.0
 sessions of the four use cases and four federated algorithms grew it at most 1.8× at their
 default settings (`benchmarks/hostile.py norms`), and sine's 2.3× at an outer step of 1.5
 (`hostile.py step-sweep`)."""
+
+
+def _probation(value) -> int:
+    """`trust_probation` checked: a whole number of at least 1 (ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError("trust_probation must be a whole number of updates, got %r" % (value,))
+    if value < 1:
+        raise ValueError("trust_probation must be at least 1 (1: none), got %r" % (value,))
+    return int(value)
 
 
 def sample_budget(command: dict) -> int:
@@ -93,6 +104,7 @@ class InfluenceBounds:
         enabled: bool = True,
         trust: DeviceTrust | None = None,
         growth: float = GROWTH,
+        trust_clip: bool = True,
     ) -> None:
         self.max_norm = float(max_norm)
         self.growth = float(growth)
@@ -104,6 +116,8 @@ class InfluenceBounds:
         self.norms: deque[float] = deque(maxlen=RECENT_NORMS)
         self.clipped: list[int] = []
         self.trust = trust if trust is not None else DeviceTrust()
+        self.trust_clip = bool(trust_clip)
+        self._clip = 0.0  # the clip bound of the updates being aggregated
         self.restore(norms)
 
     @classmethod
@@ -117,8 +131,11 @@ class InfluenceBounds:
             int(settings.get("recon_samples", 0)) + int(settings.get("adapt_samples", 0))
         )
         trust = DeviceTrust(
-            float(settings.get("trust_rate", RATE)), float(settings.get("trust_full", FULL))
+            float(settings.get("trust_rate", RATE)),
+            float(settings.get("trust_full", FULL)),
+            probation=_probation(settings.get("trust_probation", PROBATION)),
         )
+        trust_clip = bool(settings.get("trust_clip", True))
         growth = float(settings.get("max_model_growth", GROWTH))
         if not (growth == 0 or 1 <= growth < math.inf):
             raise ValueError(
@@ -130,6 +147,7 @@ class InfluenceBounds:
             floor,
             trust=trust,
             growth=growth,
+            trust_clip=trust_clip,
         )
 
     def restore(self, norms: Iterable[float]) -> None:
@@ -191,6 +209,7 @@ class InfluenceBounds:
         """The updates clipped to the clip bound; `clipped` lists the positions of those that
         were longer (a device clipped round after round is worth an operator's look)."""
         bound = self.clip_bound(theta)
+        self._clip = bound
         out = [clip_update(u, bound) for u in updates] if bound > 0 else list(updates)
         self.clipped = [i for i, (u, c) in enumerate(zip(updates, out, strict=True)) if u is not c]
         return out
@@ -199,13 +218,22 @@ class InfluenceBounds:
         self, devices: Sequence[str] | None, updates: Sequence[SparseUpdate], t: int, n: int
     ) -> list[SparseUpdate]:
         """The (clipped) updates weighed by their devices' trust with this round's agreement
-        in it; devices of weight 0 are left out. Unchanged without device ids or with trust
-        off (`trust.downweighted` then empty)."""
+        in it; devices of weight 0 are left out. With `trust_clip`, an update of weight w < 1 is
+        also clipped to w × the clip bound: a distrusted device loses its reach as well as its
+        say (a device reversing at the clip bound would otherwise still move θ_g twice as far
+        as a typical honest update for what weight it keeps). Unchanged without device ids or
+        with trust off (`trust.downweighted` then empty)."""
         if not self.enabled or devices is None or not self.trust.enabled:
             self.trust.downweighted = []
             self.trust.pending = {}
             return list(updates)
-        return weighted(updates, self.trust.weigh(devices, updates, t, n))
+        weights = self.trust.weigh(devices, updates, t, n)
+        if self.trust_clip and self._clip > 0:
+            updates = [
+                clip_update(u, w * self._clip) if 0 < w < 1 else u
+                for u, w in zip(updates, weights, strict=True)
+            ]
+        return weighted(updates, weights)
 
     def step(
         self,

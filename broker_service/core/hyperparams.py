@@ -7,7 +7,7 @@ max_model_growth (θ_g's length kept within this multiple of its starting length
 coverage_mean (the mean of each coordinate over the devices that sent it, see aggregate.py),
 server_optimiser / server_beta1 / server_beta2 / server_eps (how the aggregated delta moves θ_g:
 sgd, momentum, adam or yogi, see serveropt.py; outer_lr is their step size),
-trust_rate / trust_full (device trust, see trust.py),
+trust_rate / trust_full / trust_probation / trust_clip (device trust, see trust.py and bounds.py),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
@@ -76,6 +76,10 @@ COMMON = {
     # "Device trust"); 0 turns it off
     "trust_rate": 0.02,
     "trust_full": 0.2,
+    # a device's k-th update counts min(1, k / trust_probation) of its weight; an update of
+    # weight w < 1 is clipped to w × the clip bound with trust_clip (bounds.py)
+    "trust_probation": 3,
+    "trust_clip": True,
 }
 
 # each use case's own settings, over COMMON; "quick" holds its `--quick` overrides

@@ -22,12 +22,17 @@ majority, round after round. So:
 - A device's *agreement* is the cosine between its history, this round's update in it, and the
   consensus; its update's weight is clip(1 + agreement / `full`, 0, 1). Only disagreement
   costs weight: a device of an unusual task agrees little, and must not be pushed out for it.
+- A device's k-th update counts min(1, k / `probation`) of that weight: one update says little
+  about its sender, so a newcomer earns its say over its first updates, and a device that comes
+  back under a fresh id every round never counts more than 1 / `probation` (all devices are
+  newcomers when a session starts, and equal shares change nothing then). The service's bounds
+  also clip an update weighed w < 1 to w × the clip bound (core.bounds, `trust_clip`).
 
 State: per device its history (the direction as `SKETCH` float16 numbers and its length), its
-last agreement and the round it was last seen, at most `MAX_DEVICES` devices (the least
-recently seen is forgotten first; about 0.8 KB each in the checkpoint, 2 KB in memory), and the
-`RECENT` histories of the consensus, all kept in the service's checkpoint, so a restart does
-not forgive anyone.
+last agreement, its count of updates and the round it was last seen, at most `MAX_DEVICES`
+devices (the least recently seen is forgotten first; about 0.8 KB each in the checkpoint, 2 KB
+in memory), and the `RECENT` histories of the consensus, all kept in the service's checkpoint,
+so a restart does not forgive anyone.
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ RATE = 0.02
 devices reversing (`benchmarks/hostile.py trust-sweep`, docs/security.md)."""
 FULL = 0.2
 """Default disagreement (a negative agreement of this size) at which a device stops counting."""
+PROBATION = 3
+"""Default `trust_probation`: a device's k-th update counts min(1, k / PROBATION) of its trust
+weight, so a newcomer earns its say over its first updates (1: no probation). One update says
+little about a device (its agreement spreads widely), and a device that comes back under a
+fresh id every round would otherwise count fully each time. Chosen on sine's validation
+devices with the trust clip (`benchmarks/hostile.py trust-sweep`, docs/security.md)."""
 SKETCH = 256
 """Numbers in a device's history (the sketch of its summed updates)."""
 MAX_DEVICES = 10_000
@@ -150,14 +161,17 @@ class DeviceTrust:
         full: float = FULL,
         saved: Mapping | None = None,
         max_devices: int = MAX_DEVICES,
+        probation: int = PROBATION,
     ) -> None:
         self.rate = float(rate)
         self.full = float(full)
+        self.probation = max(1, int(probation))
         self.max_devices = int(max_devices)
         self.n = 0  # θ_g's length the histories are sketched from
         self.histories: dict[str, History] = {}
         self.trust: dict[str, tuple[float, int]] = {}  # device: (last agreement, round seen)
-        self.pending: dict[str, tuple[History, float | None, int]] = {}
+        self.updates: dict[str, int] = {}  # device: its updates in the history
+        self.pending: dict[str, tuple[History, float | None, int, int]] = {}
         self.downweighted: list[int] = []
         self._layout: tuple[np.ndarray, np.ndarray] | None = None
         self._encoded: dict[str, str] = {}  # each history's direction as the checkpoint has it
@@ -175,8 +189,10 @@ class DeviceTrust:
 
     def restore(self, saved: Mapping) -> None:
         """Take over saved state (`to_dict`'s, e.g. from a checkpoint): entries that are not a
-        finite agreement in [-1, 1], a round number and a history (a finite length and SKETCH
-        finite float16) are skipped (state written by another version is not taken over)."""
+        finite agreement in [-1, 1], a round number, a history (a finite length and SKETCH
+        finite float16) and optionally a count of updates are skipped (state written by another
+        version is not taken over); a device saved without its count has served its
+        probation."""
         if not isinstance(saved, Mapping):
             return
         n, devices = saved.get("n"), saved.get("devices", {})
@@ -188,9 +204,10 @@ class DeviceTrust:
         for device, entry in devices.items():
             parsed = _entry(entry) if isinstance(device, str) else None
             if parsed is not None:
-                agreement, seen, history = parsed
+                agreement, seen, history, count = parsed
                 self.trust[device] = (agreement, seen)
                 self.histories[device] = history
+                self.updates[device] = self.probation if count is None else count
                 self._encoded[device] = entry[3]
         self._forget()
         recent = saved.get("recent", [])
@@ -201,11 +218,18 @@ class DeviceTrust:
 
     def to_dict(self) -> dict:
         """{"n": θ_g's length, "sketch": SKETCH, "devices": {device: [last agreement, round
-        seen, the history's length, base64 of its direction as little-endian float16]},
+        seen, the history's length, base64 of its direction as little-endian float16, the
+        updates it holds]},
         "recent": [[length, base64], ...] (the consensus's histories, oldest first)} (what the
         checkpoint keeps)."""
         devices = {
-            device: [agreement, seen, self.histories[device][1], self._encoded[device]]
+            device: [
+                agreement,
+                seen,
+                self.histories[device][1],
+                self._encoded[device],
+                self.updates[device],
+            ]
             for device, (agreement, seen) in sorted(self.trust.items())
         }
         recent = [[history[1], encoded] for history, encoded in self.recent]
@@ -214,10 +238,12 @@ class DeviceTrust:
     def weigh(
         self, devices: Sequence[str], updates: Sequence[SparseUpdate], t: int, n: int
     ) -> list[float]:
-        """Each update's weight, from its device's history with the update in it against the
-        consensus of every history (kept pending until `commit`); `downweighted` lists the
-        positions weighted below 1. With no consensus yet every device counts fully. `n` is
-        θ_g's length: histories of another model's length are forgotten."""
+        """Each update's weight: its device's trust weight (from its history with the update in
+        it against the consensus of every history; 1 while there is no consensus) times its
+        probation share min(1, k / probation) for its k-th update. Kept pending until `commit`;
+        `downweighted` lists the positions whose trust weight is below 1 (a newcomer's
+        probation alone does not put it there). `n` is θ_g's length: histories of another
+        model's length are forgotten."""
         if not self.enabled or not updates:
             self.downweighted, self.pending = [], {}
             return [1.0] * len(updates)
@@ -230,18 +256,22 @@ class DeviceTrust:
         found: list[float | None] = [None] * len(devices)
         if reference is not None:
             found = list(agreements(after, reference))
-        weights, self.pending = [], {}
-        for device, history, agreement in zip(devices, after, found, strict=True):
-            self.pending[device] = (history, agreement, int(t))
-            weights.append(1.0 if agreement is None else trust_weight(agreement, self.full))
-        self.downweighted = [i for i, w in enumerate(weights) if w < 1.0]
+        weights, self.pending, self.downweighted = [], {}, []
+        for i, (device, history, agreement) in enumerate(zip(devices, after, found, strict=True)):
+            count = self.updates.get(device, 0) + 1
+            self.pending[device] = (history, agreement, int(t), count)
+            weight = 1.0 if agreement is None else trust_weight(agreement, self.full)
+            if weight < 1.0:
+                self.downweighted.append(i)
+            weights.append(weight * min(1.0, count / self.probation))
         return weights
 
     def commit(self) -> None:
         """The round's step was taken: keep its devices' histories and agreements."""
-        for device, (history, found, t) in self.pending.items():
+        for device, (history, found, t, count) in self.pending.items():
             self.histories[device] = history
             self.trust[device] = (self.of(device) if found is None else found, t)
+            self.updates[device] = count
             raw = np.asarray(history[0], dtype="<f2").tobytes()
             self._encoded[device] = base64.b64encode(raw).decode()
             self.recent.append((history, self._encoded[device]))
@@ -255,6 +285,7 @@ class DeviceTrust:
 
     def _reset(self, n: int) -> None:
         self.n, self.histories, self.trust, self._encoded = int(n), {}, {}, {}
+        self.updates = {}
         self.recent.clear()
 
     def _forget(self) -> None:
@@ -263,14 +294,18 @@ class DeviceTrust:
         oldest = sorted(self.trust, key=lambda d: (self.trust[d][1], d))
         for device in oldest[: len(self.trust) - self.max_devices]:
             del self.trust[device], self.histories[device], self._encoded[device]
+            del self.updates[device]
 
 
-def _entry(entry) -> tuple[float, int, History] | None:
-    """A saved [agreement, round seen, length, base64 float16 direction], checked; None when it
-    is not one."""
-    if not isinstance(entry, (list, tuple)) or len(entry) != 4:
+def _entry(entry) -> tuple[float, int, History, int | None] | None:
+    """A saved [agreement, round seen, length, base64 float16 direction(, updates)], checked
+    (updates None when not saved); None when it is not one."""
+    if not isinstance(entry, (list, tuple)) or len(entry) not in (4, 5):
         return None
-    agreement, seen, length, encoded = entry
+    agreement, seen, length, encoded = entry[:4]
+    count = entry[4] if len(entry) == 5 else None
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        return None
     if isinstance(agreement, bool) or not isinstance(agreement, (int, float)):
         return None
     if isinstance(seen, bool) or not isinstance(seen, int):
@@ -278,7 +313,7 @@ def _entry(entry) -> tuple[float, int, History] | None:
     if not (math.isfinite(agreement) and -1.0 <= agreement <= 1.0):
         return None
     history = _history(length, encoded)
-    return None if history is None else (float(agreement), seen, history)
+    return None if history is None else (float(agreement), seen, history, count)
 
 
 def _history(length, encoded) -> History | None:
