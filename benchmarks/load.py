@@ -8,7 +8,7 @@ the samples' mean. Every lightweight device has its own MQTT connection (no mult
 device ids), so 10,000 devices need 10,000 descriptors in the fleet and in mosquitto. Prints a
 table and writes JSON.
 
-    .venv/bin/python benchmarks/load.py [--devices 1000 10000] [--rounds 100 20]
+    .venv/bin/python benchmarks/load.py [--devices 1000 10000] [--rounds 100 20] [--trust-off]
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def raw_qos1_throughput(port: int, size: int, count: int = 5000) -> float:
     return got[0] / seconds
 
 
-def run_fleet(devices: int, rounds_wanted: int) -> dict:
-    """One fleet size: a fresh mosquitto, the fleet, the raw QoS 1 rate, then the service."""
+def run_fleet(devices: int, rounds_wanted: int, settings: dict | None = None) -> dict:
+    """One fleet size: a fresh mosquitto, the fleet, the raw QoS 1 rate, then the service
+    (with `settings` over the defaults)."""
     folder = Path(tempfile.mkdtemp(prefix="tmf-load-"))
     # a queue deep enough that no QoS 1 message is dropped for a slow subscriber
     broker = Mosquitto(folder, extra="max_queued_messages 1000000\n").start()
@@ -135,6 +136,7 @@ def run_fleet(devices: int, rounds_wanted: int) -> dict:
             state_dir=str(folder / "state"),
             wait_for_devices=120.0,
             max_update_norm=1e9,
+            settings=dict(settings or {}),
         )
         service = AggregationService(cfg, EventLog(quiet=True))
 
@@ -166,6 +168,7 @@ def run_fleet(devices: int, rounds_wanted: int) -> dict:
     seconds = np.array([r["seconds"] for r in rounds])
     doc = {
         "devices": devices,
+        "settings": dict(settings or {}),
         "connections": devices,
         "known_devices": known,
         "rounds": len(rounds),
@@ -190,7 +193,11 @@ def main() -> int:
     parser.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--rounds", type=int, nargs="+", default=[100, 20])
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/load.json"))
+    parser.add_argument(
+        "--trust-off", action="store_true", help="run the service with device trust off"
+    )
     args = parser.parse_args()
+    settings = {"trust_rate": 0.0} if args.trust_off else {}
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     rounds = args.rounds + [args.rounds[-1]] * (len(args.devices) - len(args.rounds))
@@ -200,7 +207,7 @@ def main() -> int:
         if need > hard:
             print("%d devices need %d file descriptors, the limit is %d" % (devices, need, hard))
             return 2
-        rows.append(run_fleet(devices, wanted))
+        rows.append(run_fleet(devices, wanted, settings))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "service_rss_bytes"}))
     doc = {"file_descriptor_limit": hard, "rows": rows}
     Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")

@@ -925,17 +925,19 @@ def generated_part() -> str:
             "first round and every 10 rounds; the ratio is to the samples' mean.\n"
         )
         out.append(
-            "| devices | rounds | updates/s | round p50 s | round p99 s | raw QoS 1 msg/s "
-            "(samples' range) | end-to-end / raw | service RSS round 2 → last MB |"
-            "\n|---|---|---|---|---|---|---|---|"
+            "| devices | device trust | rounds | updates/s | round p50 s | round p99 s | raw QoS 1 "
+            "msg/s (samples' range) | end-to-end / raw | service RSS round 2 → last MB |"
+            "\n|---|---|---|---|---|---|---|---|---|"
         )
         for row in load_doc["rows"]:
             rss = row["service_rss_bytes"]
             raw = row["raw_qos1_messages_per_second_samples"]
+            trust = "off" if row.get("settings", {}).get("trust_rate") == 0 else "on"
             out.append(
-                "| %d | %d | %.0f | %.2f | %.2f | %.0f (%.0f–%.0f) | %.0f %% | %.1f → %.1f |"
+                "| %d | %s | %d | %.0f | %.2f | %.2f | %.0f (%.0f–%.0f) | %.0f %% | %.1f → %.1f |"
                 % (
                     row["devices"],
+                    trust,
                     row["rounds"],
                     row["updates_per_second"],
                     row["round_latency_p50_s"],
