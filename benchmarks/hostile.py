@@ -182,7 +182,7 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
     bounds = WatchedBounds.from_settings(settings)
     bounds.enabled = enabled
     hostile = hostile_devices(use_case.device_ids, fraction, seed) if attack else []
-    tamper = Attacker(attack, hostile, seed, bounds) if attack else None
+    tamper = Attacker(attack, hostile, seed, bounds, settings["rounds"]) if attack else None
     row = {
         "algorithm": algorithm,
         "aggregation": aggregation,

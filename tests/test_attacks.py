@@ -98,6 +98,7 @@ def test_the_others():
         "stale",
         "alternate",
         "reenroll",
+        "sleeper",
     }
 
 
@@ -111,6 +112,13 @@ def test_an_alternating_device_reverses_every_other_turn_and_a_reenrolling_one_c
     assert np.allclose(again("evil", honest(), 0).values, [-0.3, 0.4])
     assert [again.identity("evil", t) for t in (0, 1)] == ["evil~0", "evil~1"]
     assert again.identity("good", 1) == "good"
+
+
+def test_a_sleeper_is_honest_for_the_first_half_of_the_session_then_reverses():
+    sleeper = Attacker("sleeper", ["evil"], 0, WatchedBounds(), rounds=10)
+    sent = [sleeper("evil", honest(), t).values[0] for t in (0, 4, 5, 9)]
+    assert np.allclose(sent, [0.03, 0.03, -0.3, -0.3])
+    assert sleeper("good", honest(), 9).values[0] == pytest.approx(0.03)
 
 
 def test_the_simulation_applies_the_service_bounds():

@@ -108,7 +108,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
+            f.write(json.dumps(doc))  # one C-encoded string: json.dump encodes in Python
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -36,6 +36,7 @@ LEARNING_ATTACKS = {
     "stale": "the device's first update replayed in every later round",
     "alternate": "the update reversed ×10 in every other round it is invited to, honest between",
     "reenroll": "the update reversed ×10, sent under a fresh device id every round",
+    "sleeper": "honest for the first half of the session, then the update reversed ×10",
 }
 """What each learning attack sends instead of the device's update."""
 
@@ -68,15 +69,24 @@ class WatchedBounds(InfluenceBounds):
 class Attacker:
     """A tamper function for `simulation.run`: the devices in `hostile` send `attack` (one of
     LEARNING_ATTACKS) instead of their update. `bounds` are the run's bounds (max_norm and
-    drift aim just under its refusal bound)."""
+    drift aim just under its refusal bound); `rounds` is the session's length (a sleeper turns
+    halfway)."""
 
-    def __init__(self, attack: str, hostile: Iterable[str], seed: int, bounds: WatchedBounds):
+    def __init__(
+        self,
+        attack: str,
+        hostile: Iterable[str],
+        seed: int,
+        bounds: WatchedBounds,
+        rounds: int = 0,
+    ):
         if attack not in LEARNING_ATTACKS:
             raise ValueError("unknown attack %r: %s" % (attack, ", ".join(LEARNING_ATTACKS)))
         self.attack = attack
         self.hostile = set(hostile)
         self.seed = seed
         self.bounds = bounds
+        self.rounds = int(rounds)
         self.first: dict[str, SparseUpdate] = {}
         self.turns: dict[str, int] = {}
         self.direction: np.ndarray | None = None
@@ -95,6 +105,8 @@ class Attacker:
         kind = self.attack
         if kind in ("sign_flip", "reenroll"):
             return _with(update, -10.0 * values)
+        if kind == "sleeper":
+            return _with(update, -10.0 * values) if 2 * t >= self.rounds else update
         if kind == "alternate":
             self.turns[device] = self.turns.get(device, 0) + 1
             return _with(update, -10.0 * values) if self.turns[device] % 2 == 0 else update
