@@ -364,7 +364,7 @@ class AgreementLog(WatchedBounds):
         if devices is None:
             return list(updates)
         self.observer.weigh(devices, updates, t, n)
-        for device, (_, found, _) in self.observer.pending.items():
+        for device, (_, found, *_) in self.observer.pending.items():
             if found is not None:
                 self.agreements.setdefault(device, []).append(found)
         self.observer.commit()

@@ -133,3 +133,19 @@ def test_the_simulation_applies_the_service_bounds():
     result = run(strategy, use_case, settings, 0, curve, final, tamper=everyone, bounds=bounds)
     assert result.refused_updates == result.updates == 20
     np.testing.assert_array_equal(result.theta, start)  # nothing got through
+
+
+def test_the_agreement_benchmark_records_honest_and_hostile_agreements():
+    """`benchmarks/hostile.py agreement` on a short session: the observer's pending entries are
+    read as the trust module writes them."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hostile.py"
+    spec = importlib.util.spec_from_file_location("hostile_benchmark", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = module.agreement_job("sine", None, 20, "sign_flip", 0.2, 0)
+    assert row["honest_updates"]["count"] > 0 and row["hostile_updates"]["count"] > 0
+    assert row["honest_updates"]["mean"] > row["hostile_updates"]["mean"]
