@@ -92,6 +92,8 @@ def test_types_come_from_the_annotations(tmp_path):
         ({"use_case": "sinus"}, "use_case 'sinus' is unknown"),
         ({"algorithm": "fedsgd"}, "algorithm 'fedsgd' cannot be served"),
         ({"algorithm": "no_federation"}, "algorithm 'no_federation' cannot be served"),
+        ({"algorithm": "reptile"}, "algorithm 'reptile' cannot be served: its devices train"),
+        ({"algorithm": "fedavg"}, "algorithm 'fedavg' cannot be served: its devices train"),
     ],
 )
 def test_unknown_names_are_config_errors(flags, message):

@@ -39,6 +39,13 @@ class Strategy:
     stored_data = False
     """False: devices stream samples and use each once (the agent's round); True: a device
     trains on its stored samples for several epochs of mini-batches (Reptile, FedAvg)."""
+    dense = False
+    """True: devices upload every entry of their delta as float32 (TinyReptile, Reptile,
+    FedAvg); the round command says so (`top_p` 100, `values` f32, no error feedback), and the
+    service's entry budget (core.bounds.entry_budget) follows the command."""
+    served = True
+    """False: a simulation baseline the service refuses to run (devices stream their samples
+    and use each once, so an algorithm that trains on stored samples cannot run on them)."""
 
     def __init__(self, settings: dict):
         self.settings = settings
@@ -84,6 +91,8 @@ class Strategy:
         # sent only when not the agent's default (wire_command), like every setting
         command["head_init"] = s.get("head_init", DEFAULTS["head_init"])
         command["head_ridge"] = s.get("head_ridge", DEFAULTS["head_ridge"])
+        if self.dense:
+            command.update(top_p=100.0, values="f32", error_feedback=False)
         return command
 
     def model_values(self) -> str:
@@ -152,14 +161,10 @@ class TinyReptile(Strategy):
     """TinyMetaFed's parent: no split, dense float32 both ways, one device a round, online."""
 
     name = "tinyreptile"
+    dense = True
 
     def cohort_size(self) -> int:
         return 1
-
-    def round_command(self, t: int, version: int) -> dict:
-        command = super().round_command(t, version)
-        command.update(top_p=100.0, values="f32", error_feedback=False)
-        return command
 
     def model_values(self) -> str:
         return "f32"
@@ -170,6 +175,8 @@ class Reptile(Strategy):
 
     name = "reptile"
     stored_data = True
+    dense = True
+    served = False
 
 
 class FedAvg(Reptile):

@@ -48,7 +48,10 @@ class ServiceConfig:
     fleet: str = option("default", "fleet name in the topic tree")
     use_case: str = option("sine", "the model and the new-device data to evaluate on")
     data_dir: str | None = option(help="folder holding the data sets of the real use cases")
-    algorithm: str = option("tinymetafed", "tinymetafed, tinyreptile, reptile or fedavg")
+    algorithm: str = option(
+        "tinymetafed",
+        "tinymetafed or tinyreptile (reptile and fedavg train on stored samples: simulation only)",
+    )
     rounds: int | None = option(help="rounds to run (default: the use case's)")
     cohort: int | None = option(help="devices a round (default: the use case's)")
     quorum: float = option(0.6, "fraction of the cohort needed to close a round, in (0, 1]")
@@ -242,7 +245,14 @@ def _check_names(cfg: ServiceConfig) -> None:
         raise ConfigError(
             "use_case %r is unknown; known: %s" % (cfg.use_case, ", ".join(sorted(USE_CASES)))
         )
-    served = sorted(name for name, s in ALGORITHMS.items() if s.federated)
+    served = sorted(name for name, s in ALGORITHMS.items() if s.federated and s.served)
+    strategy = ALGORITHMS.get(cfg.algorithm)
+    if strategy is not None and strategy.federated and not strategy.served:
+        raise ConfigError(
+            "algorithm %r cannot be served: its devices train for epochs on stored samples, "
+            "while served devices stream theirs and use each once (it is a simulation baseline "
+            "of `tinymetafed bench`); served: %s" % (cfg.algorithm, ", ".join(served))
+        )
     if cfg.algorithm not in served:
         raise ConfigError(
             "algorithm %r cannot be served; known: %s" % (cfg.algorithm, ", ".join(served))

@@ -51,6 +51,8 @@ from device_agent.energy import DEFAULT_PROFILE
 
 ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
 HEAD_RESET = "_head_reset"
+REFUSALS = ("capped_rounds", "refused_updates", "refused_rounds", "downweighted")
+"""What the service's bounds did to a run, recorded per algorithm and per seed."""
 PAIRED = (ONLINE, MULTIPASS)
 """The test keys whose per-unit values the document keeps, for the paired comparisons."""
 COUNTS = (
@@ -509,8 +511,11 @@ def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
         )
     }
     out.update({key: int(round(out[key])) for key in COUNTS})
-    # rounds whose step the growth bound scaled down (core.bounds), summed over the runs
-    out["capped_rounds"] = int(sum(r.get("capped_rounds", 0) for r in runs))
+    # what the service's bounds did to the runs (core.bounds), summed over them: rounds whose
+    # step the growth bound scaled down, updates refused, rounds whose step was refused,
+    # updates device trust weighed down; an honest run refuses nothing
+    for key in REFUSALS:
+        out[key] = int(sum(r.get(key, 0) for r in runs))
     head = tests[ONLINE]
     out.update(
         {
@@ -528,6 +533,7 @@ def combine_entry(use_case, seeds, folds, name, results, settings) -> dict:
                     "final_metric": tests[ONLINE]["per_seed"][str(s)],
                     "curve_std": float(np.mean([r["curve_std"] for r in by_seed[s]])),
                     "to_target_updates": _to_target_updates(use_case, by_seed[s]),
+                    **{key: int(sum(r.get(key, 0) for r in by_seed[s])) for key in REFUSALS},
                 }
                 for s in seeds
             },

@@ -26,8 +26,13 @@ import numpy as np
 
 from broker_service.core.hyperparams import TUNED
 
-SEARCH = {"recon_lr": (0.01, 0.5), "adapt_lr": (0.001, 0.1), "outer_lr": (0.1, 1.0)}
-"""The box searched: log-uniform bounds of each tuned key (core.hyperparams.TUNED)."""
+SEARCH = {"recon_lr": (0.01, 0.5), "adapt_lr": (0.0003, 0.1), "outer_lr": (0.1, 3.0)}
+"""The box searched: log-uniform bounds of each tuned key (core.hyperparams.TUNED). Widened
+once where earlier choices sat on an edge: β_0 from [0.1, 1] (TinyMetaFed chose 0.85-0.88 of
+it) and adapt_lr from [0.001, 0.1] (TinyReptile chose 0.0012 on kws)."""
+EDGE = 0.05
+"""A chosen value within this share of its key's log range from a bound of SEARCH is reported
+as on the edge (`on_edge` in the tuning document): the box may have cut the search short."""
 
 CANDIDATES = 10
 REFINE = 5
@@ -195,6 +200,20 @@ def add_stage_two(tried: dict[tuple, list[dict]], higher: bool, n: int = REFINE)
         points += [{"stage": 2, "settings": p} for p in refinements(best, algorithm, n)]
 
 
+def on_edge(chosen: dict[str, float]) -> dict[str, str]:
+    """The chosen values that sit within EDGE of a bound of SEARCH (in log scale), each as
+    "low" or "high": {} when every value is inside the box."""
+    out = {}
+    for key, value in chosen.items():
+        lo, hi = (math.log(v) for v in SEARCH[key])
+        where = (math.log(value) - lo) / (hi - lo)
+        if where <= EDGE:
+            out[key] = "low"
+        elif where >= 1 - EDGE:
+            out[key] = "high"
+    return out
+
+
 def tuning_document(
     name: str,
     base: dict,
@@ -219,6 +238,7 @@ def tuning_document(
             algos[algorithm] = {
                 "chosen": best["settings"],
                 "validation_metric": best["validation_metric"],
+                "on_edge": on_edge(best["settings"]),
                 "candidates": points,
             }
         out_folds.append({"fold": fold, "splits": splits, "algorithms": algos})
