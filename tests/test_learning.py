@@ -6,8 +6,6 @@ kws with the shipped settings, and the committed bench JSON the results pages ar
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from broker_service.core.bounds import entry_budget
