@@ -19,7 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from broker_service.observe.provenance import load_average, provenance  # noqa: E402
 from broker_service.sim.bench import run_benches, sweep_parser  # noqa: E402
+from broker_service.sim.learning import failures  # noqa: E402
 
 
 def sweep_rows(doc: dict) -> list[dict]:
@@ -46,16 +48,20 @@ def main() -> int:
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    started = load_average()
     docs = run_benches(
         args.use_cases.split(","), args.data_dir, seeds, workers=args.workers, verbose=True
     )
     out = Path(args.out_dir)
+    made = provenance(started)
     for doc in docs:
+        doc["provenance"] = made
         (out / ("bench-%s.json" % doc["use_case"])).write_text(json.dumps(doc, indent=1) + "\n")
     summary = {
         "seeds": seeds,
         "use_cases": [d["use_case"] for d in docs],
         "seconds": docs[0]["seconds"],
+        "provenance": made,
         "rows": [row for d in docs for row in sweep_rows(d)],
         "verdicts": {
             d["use_case"]: {k: c["verdict"] for k, c in d["criteria"].items()} for d in docs
@@ -71,7 +77,10 @@ def main() -> int:
                 "  ".join("%s %.4f" % (k, v) for k, v in row["final_metric"].items()),
             )
         )
-    return 0
+    problems = [line for doc in docs for line in failures(doc)]
+    for line in problems:
+        print("does not learn or refused honest updates: %s" % line, file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

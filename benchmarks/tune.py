@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.core.hyperparams import settings_for  # noqa: E402
+from broker_service.observe.provenance import load_average, provenance  # noqa: E402
 from broker_service.sim import tuning  # noqa: E402
 from broker_service.sim.bench import _one_blas_thread  # noqa: E402
 from broker_service.usecases.registry import load_use_case, use_case_class  # noqa: E402
@@ -41,6 +42,7 @@ def run_tuning(
     return their tuning documents. With `reuse`, candidates already measured in the existing
     documents (same box, stage and settings) are not run again."""
     start = time.perf_counter()
+    started = load_average()
     plans, seconds = {}, {}
     for name in use_cases:
         base = settings_for(name, quick=quick)
@@ -66,6 +68,7 @@ def run_tuning(
         earlier = (tuning.load_tuned(name, out_dir) or {}).get("runs", []) if reuse else []
         run = {"worker_seconds": round(seconds[name], 1), "wall_seconds_all_use_cases": wall}
         doc["runs"] = [*earlier, dict(run, workers=workers, use_cases=list(plans))]
+        doc["provenance"] = provenance(started)
         path = tuning.tuned_path(name, out_dir)
         path.write_text(json.dumps(doc, indent=1) + "\n")
         print("wrote %s (%.0f s of worker time)" % (path, seconds[name]))

@@ -23,6 +23,7 @@ from broker_service.core.fewshot import ci95, evaluate_on_episodes
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.nn import NumpyNet
 from broker_service.core.streams import FINAL_EPISODES, named_stream
+from broker_service.observe.provenance import load_average, provenance
 from broker_service.server import checkpoint
 from broker_service.server.config import (
     ENV_PREFIX,
@@ -34,7 +35,7 @@ from broker_service.server.config import (
     load_config,
     secret_options,
 )
-from broker_service.sim import bench
+from broker_service.sim import bench, learning
 from broker_service.tools import bundle
 from broker_service.tools.enroll import EnrollError
 from broker_service.tools.onnx_io import OnnxError
@@ -84,6 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.check_overrides(overrides)
     except ValueError as exc:
         raise ConfigError("--set: %s" % exc) from None
+    started = load_average()
     docs = bench.run_benches(
         use_cases,
         _data_dir(args),
@@ -99,11 +101,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         overrides=overrides,
     )
     for doc in docs:
+        doc["provenance"] = provenance(started)
         if len(docs) > 1:
             print("\n== %s ==" % doc["use_case"])
         print(bench.format_table(doc))
         if not doc["tuned"]["from"]:
             print("settings: untuned defaults (no tuned-%s.json)" % doc["use_case"])
+        for line in learning.failures(doc):
+            print("warning: does not learn or refused honest updates: %s" % line)
     print("took %.1f s" % docs[0]["seconds"])
     _write_json(args.json, docs[0])
     if args.json_dir:

@@ -1,0 +1,68 @@
+"""How a results file was made: the command, the commit, the date, the machine's cores and load.
+
+Every benchmark writes `provenance(started)` into its JSON (key "provenance"), so a figure on a
+results page can be traced to the run that made it and a wall time read beside the load the
+machine had. Paths in the command are written relative to the repository (nothing names the
+machine it ran on).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (empty where the platform has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return []
+
+
+def commit() -> str | None:
+    """The checked-out commit, with "-dirty" when tracked files differ from it; None outside a
+    git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def portable_command(argv: list[str]) -> str:
+    """The command line with absolute paths made relative to the repository."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if os.path.isabs(value):
+            value = os.path.relpath(value, ROOT)
+        out.append(key + sep + value)
+    return " ".join(out)
+
+
+def provenance(started_load: list[float] | None = None, argv: list[str] | None = None) -> dict:
+    """The provenance record of a results file written now: `started_load` is
+    load_average() taken when the run began (the load it ran under is between the two)."""
+    return {
+        "command": portable_command(list(sys.argv if argv is None else argv)),
+        "commit": commit(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cores": os.cpu_count(),
+        "load_at_start": started_load if started_load is not None else [],
+        "load_at_end": load_average(),
+    }
