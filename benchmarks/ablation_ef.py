@@ -16,7 +16,6 @@ without its per-unit detail) and prints the table.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.observe.tables import markdown_table  # noqa: E402
 from broker_service.sim.bench import ABLATIONS, run_benches, sweep_parser  # noqa: E402
 
@@ -137,7 +137,7 @@ def main() -> int:
         "settings": {doc["use_case"]: doc["settings"] for doc in docs},
         "tuned": {doc["use_case"]: doc["tuned"] for doc in docs},
     }
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    write_results(args.out, out)
     print(table(rows))
     print("took %.1f s; wrote %s" % (seconds, args.out))
     return 0

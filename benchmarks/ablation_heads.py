@@ -19,7 +19,6 @@ beside the SGD head (joint) and no federation: the sweep of λ on validation dev
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.core.hyperparams import settings_for  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.sim import bench, tuning  # noqa: E402
 from broker_service.usecases.registry import use_case_class  # noqa: E402
 
@@ -158,7 +158,7 @@ def main() -> int:
                     row["energy_mj_per_update"],
                 )
             )
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(args.out, doc)
     print("wrote %s" % args.out)
     return 0
 

@@ -14,7 +14,6 @@ scatter-add over all of them (`core.aggregate.sparse_weighted_mean`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from broker_service.core import fastcodec  # noqa: E402
 from broker_service.core.aggregate import sparse_weighted_mean  # noqa: E402
 from broker_service.core.device_round import top_k_indices  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.server.rounds import RoundLedger  # noqa: E402
 from device_agent import codec  # noqa: E402
 
@@ -123,9 +123,7 @@ def main() -> int:
                 100 * r["fraction_of_bound"],
             )
         )
-    Path(args.json).write_text(
-        json.dumps({"bandwidth_bytes_per_s": bw, "rows": rows}, indent=1) + "\n"
-    )
+    write_results(args.json, {"bandwidth_bytes_per_s": bw, "rows": rows})
     return 0
 
 

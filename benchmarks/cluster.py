@@ -10,7 +10,6 @@ and 3. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.observe.logs import EventLog  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.server.config import ServiceConfig  # noqa: E402
 from broker_service.server.service import AggregationService  # noqa: E402
 from broker_service.sim.fleet import SimulatedFleet  # noqa: E402
@@ -131,7 +131,7 @@ def main() -> int:
             "session   %-36s %d rounds, %d updates, %.1f s"
             % (name, s["rounds"], s["updates"], s["seconds"])
         )
-    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    write_results(args.json, out)
     return 0
 
 

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.sim.demo import VERSION_CODE, find_micropython  # noqa: E402
 from broker_service.tools.bundle import strip_native  # noqa: E402
 from device_agent import energy  # noqa: E402
@@ -316,7 +317,7 @@ def main() -> int:
             f["model_reference_cycles_per_mac"],
         )
     )
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(args.out, doc)
     print("wrote %s" % args.out)
     if not args.no_doc:
         write_doc_table(doc)

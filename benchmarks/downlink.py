@@ -20,7 +20,6 @@ packets the broker relays to this script's monitor) and keep-alive pings. Run on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.observe.logs import EventLog  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.server.config import ServiceConfig  # noqa: E402
 from broker_service.server.mqtt import publish_size, round_uplink  # noqa: E402
 from broker_service.server.service import AggregationService  # noqa: E402
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     doc = {"tolerance": TOLERANCE, "runs": runs}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(args.json, doc)
     print("wrote", args.json)
     return 0
 

@@ -35,6 +35,7 @@ from broker_service.core.hyperparams import settings_for  # noqa: E402
 from broker_service.core.nn import NumpyNet  # noqa: E402
 from broker_service.core.strategies import ALGORITHMS  # noqa: E402
 from broker_service.core.streams import FINAL_EPISODES, named_stream  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.sim import simulation, tuning  # noqa: E402
 from broker_service.sim.bench import _one_blas_thread, cached_use_case  # noqa: E402
 from broker_service.usecases.base import VALIDATION  # noqa: E402
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(args.out, doc)
     print(markdown(doc))
     print("wrote", args.out)
     return 0

@@ -89,7 +89,10 @@ def main() -> int:
         "targets": list(TARGETS),
     }
     print(json.dumps(doc))
-    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    sys.path.insert(0, str(ROOT))
+    from broker_service.observe.provenance import write_results
+
+    write_results(args.json, doc)
     return 0 if failure is None else 1
 
 

@@ -73,6 +73,7 @@ from broker_service.core.bounds import InfluenceBounds  # noqa: E402
 from broker_service.core.hyperparams import settings_for  # noqa: E402
 from broker_service.core.strategies import ALGORITHMS  # noqa: E402
 from broker_service.core.trust import RATE, DeviceTrust  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.sim.attacks import (  # noqa: E402
     BOMBS,
     LEARNING_ATTACKS,
@@ -421,7 +422,7 @@ def agreements(args) -> int:
         **row,
     }
     path = RESULTS / ("hostile-agreement-%s.json" % args.use_case)
-    (Path(args.json) if args.json else path).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(Path(args.json) if args.json else path, doc)
     return 0
 
 
@@ -478,9 +479,7 @@ def norms(args) -> int:
             rows.append(future.result())
             print(json.dumps(rows[-1]), flush=True)
     doc = {"seed": 0, "seconds": round(time.time() - started), "rows": rows}
-    (Path(args.json) if args.json else RESULTS / "hostile-norms.json").write_text(
-        json.dumps(doc, indent=1) + "\n"
-    )
+    write_results(Path(args.json) if args.json else RESULTS / "hostile-norms.json", doc)
     return 0
 
 
@@ -603,9 +602,7 @@ def service(args) -> int:
         finally:
             broker.stop()
     doc = {"use_case": "sine", "rounds": args.rounds, "seed": args.seed, "sessions": sessions}
-    (Path(args.json) if args.json else RESULTS / "hostile-service.json").write_text(
-        json.dumps(doc, indent=1) + "\n"
-    )
+    write_results(Path(args.json) if args.json else RESULTS / "hostile-service.json", doc)
     return 0 if all(s["ran_to_the_end"] for s in sessions) else 1
 
 

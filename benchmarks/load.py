@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.observe.logs import EventLog  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.server.config import ServiceConfig  # noqa: E402
 from broker_service.server.service import AggregationService  # noqa: E402
 from tests.brokers import Mosquitto  # noqa: E402
@@ -210,7 +211,7 @@ def main() -> int:
         rows.append(run_fleet(devices, wanted, settings))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "service_rss_bytes"}))
     doc = {"file_descriptor_limit": hard, "rows": rows}
-    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(args.json, doc)
     return 0
 
 

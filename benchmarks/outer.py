@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from broker_service.core.fewshot import MULTIPASS, ONLINE, ci95  # noqa: E402
 from broker_service.core.hyperparams import settings_for  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.sim import bench, tuning  # noqa: E402
 from broker_service.usecases.registry import load_use_case, use_case_class  # noqa: E402
 
@@ -320,7 +321,7 @@ def main() -> int:
         part["search_seconds"] = round(search_seconds, 1)
         doc["use_cases"][name] = part
         doc["seconds"] = round(doc["seconds"] + part["seconds"], 1)
-        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+        write_results(args.out, doc)
         print("wrote %s with %s (%.0f s)" % (args.out, name, part["seconds"]), flush=True)
     for name, part in doc["use_cases"].items():
         for config, c in part["configs"].items():

@@ -8,7 +8,6 @@ P = 10 %: log2 C(n, k) bits for which entries were kept, plus the value bits (16
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.core.device_round import top_k_indices  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from device_agent import codec  # noqa: E402
 from device_agent.model import Plan  # noqa: E402
 from device_agent.specs import SPECS, spec_for  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> int:
                     rows[-1]["ratio_body"],
                 )
             )
-    Path(args.json).write_text(json.dumps({"top_p": 10.0, "rows": rows}, indent=1) + "\n")
+    write_results(args.json, {"top_p": 10.0, "rows": rows})
     return 0
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from broker_service.core.aggregate import SparseUpdate  # noqa: E402
 from broker_service.core.trust import RATE, DeviceTrust  # noqa: E402
+from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.server.inbound import kept_telemetry, read_telemetry  # noqa: E402
 from broker_service.server.presence import FleetView  # noqa: E402
 from device_agent import reports  # noqa: E402
@@ -195,7 +196,7 @@ def main() -> int:
             )
         )
     doc = {"memory_per_known_device": rows, "memory_over_rounds": flat, "trust": trusted}
-    Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    write_results(args.json, doc)
     return 0
 
 

@@ -12,14 +12,13 @@ figures of docs/benchmarks.md.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker_service.observe.provenance import load_average, provenance  # noqa: E402
+from broker_service.observe.provenance import load_average, write_results  # noqa: E402
 from broker_service.sim.bench import run_benches, sweep_parser  # noqa: E402
 from broker_service.sim.learning import failures  # noqa: E402
 
@@ -53,21 +52,18 @@ def main() -> int:
         args.use_cases.split(","), args.data_dir, seeds, workers=args.workers, verbose=True
     )
     out = Path(args.out_dir)
-    made = provenance(started)
     for doc in docs:
-        doc["provenance"] = made
-        (out / ("bench-%s.json" % doc["use_case"])).write_text(json.dumps(doc, indent=1) + "\n")
+        write_results(out / ("bench-%s.json" % doc["use_case"]), doc, started)
     summary = {
         "seeds": seeds,
         "use_cases": [d["use_case"] for d in docs],
         "seconds": docs[0]["seconds"],
-        "provenance": made,
         "rows": [row for d in docs for row in sweep_rows(d)],
         "verdicts": {
             d["use_case"]: {k: c["verdict"] for k, c in d["criteria"].items()} for d in docs
         },
     }
-    (out / "seed-sweep.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_results(out / "seed-sweep.json", summary, started)
     for row in summary["rows"]:
         print(
             "%-9s seed %d  %s"

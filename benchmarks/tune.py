@@ -13,7 +13,6 @@ benchmarks/results/tuned-<use case>.json, which `tinymetafed bench` reads.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker_service.core.hyperparams import settings_for  # noqa: E402
-from broker_service.observe.provenance import load_average, provenance  # noqa: E402
+from broker_service.observe.provenance import load_average, write_results  # noqa: E402
 from broker_service.sim import tuning  # noqa: E402
 from broker_service.sim.bench import _one_blas_thread  # noqa: E402
 from broker_service.usecases.registry import load_use_case, use_case_class  # noqa: E402
@@ -68,9 +67,8 @@ def run_tuning(
         earlier = (tuning.load_tuned(name, out_dir) or {}).get("runs", []) if reuse else []
         run = {"worker_seconds": round(seconds[name], 1), "wall_seconds_all_use_cases": wall}
         doc["runs"] = [*earlier, dict(run, workers=workers, use_cases=list(plans))]
-        doc["provenance"] = provenance(started)
         path = tuning.tuned_path(name, out_dir)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        write_results(path, doc, started)
         print("wrote %s (%.0f s of worker time)" % (path, seconds[name]))
         docs.append(doc)
     return docs

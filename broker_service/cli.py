@@ -36,6 +36,7 @@ from broker_service.server.config import (
     secret_options,
 )
 from broker_service.sim import bench, learning
+from broker_service.sim.demo_session import DEMO_DEVICES, DEMO_SESSION, OTHER_ROUNDS
 from broker_service.tools import bundle
 from broker_service.tools.enroll import EnrollError
 from broker_service.tools.onnx_io import OnnxError
@@ -44,7 +45,7 @@ from broker_service.usecases.registry import USE_CASES, load_use_case
 from device_agent.config import AgentConfigError
 
 DATA_ENV = "TINYMETAFED_DATA"
-DEMO_ROUNDS = 150
+
 SERVICE_DEFAULTS = ServiceConfig()
 
 
@@ -170,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_demo(
         args.use_case,
         args.devices,
-        args.rounds or DEMO_ROUNDS,
+        args.rounds,
         args.broker,
         args.out,
         _data_dir(args),
@@ -509,9 +510,19 @@ def _evaluate_parser(sub) -> None:
 def _demo_parser(sub) -> None:
     p = _command(sub, "demo", cmd_demo, "the whole system on this machine: broker, service, fleet")
     _common(p, default_use_case="sine")
-    p.add_argument("--rounds", type=int, help="rounds (default: %d for the demo)" % DEMO_ROUNDS)
-    p.add_argument("--devices", type=int, default=20, help="simulated CPython agents")
-    p.add_argument("--cohort", type=int, help="devices a round (default: the use case's)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds (default: sine %d, chosen on validation devices; other use cases %d)"
+        % (DEMO_SESSION["rounds"], OTHER_ROUNDS),
+    )
+    p.add_argument("--devices", type=int, default=DEMO_DEVICES, help="simulated CPython agents")
+    p.add_argument(
+        "--cohort",
+        type=int,
+        help="devices a round (default: sine %d, other use cases their own)"
+        % DEMO_SESSION["cohort"],
+    )
     p.add_argument("--broker", help="a real broker URL instead of the embedded one")
     p.add_argument("--no-micropython", action="store_true", help="no micropython agent")
     p.add_argument("--out", default="tinymetafed-out", help="output folder")

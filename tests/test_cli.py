@@ -299,3 +299,8 @@ def test_the_demo_announces_its_agents(tmp_path):
     proc = tinymetafed("demo", "--rounds", "2", "--devices", "5", "--out", str(tmp_path))
     assert "agents: 5 simulated CPython, 1 MicroPython (micropython 1." in proc.stdout
     assert "stopped early" not in proc.stdout
+    # the last lines: how far the model moved, against round 0 and against no federation
+    last = proc.stdout.strip().splitlines()[-3:]
+    assert last[0].startswith("the meta-initialisation moved "), last
+    assert last[1].startswith("mse on new devices: ") and "after 2 rounds" in last[1], last
+    assert last[2].startswith("no federation (random weights adapted"), last

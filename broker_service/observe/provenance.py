@@ -9,6 +9,7 @@ machine it ran on).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -55,14 +56,25 @@ def portable_command(argv: list[str]) -> str:
     return " ".join(out)
 
 
+STARTED = load_average()
+"""The load when this module was first imported: a benchmark script imports it as it starts."""
+
+
 def provenance(started_load: list[float] | None = None, argv: list[str] | None = None) -> dict:
     """The provenance record of a results file written now: `started_load` is
-    load_average() taken when the run began (the load it ran under is between the two)."""
+    load_average() taken when the run began (default: STARTED; the load it ran under is
+    between the two)."""
     return {
         "command": portable_command(list(sys.argv if argv is None else argv)),
         "commit": commit(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cores": os.cpu_count(),
-        "load_at_start": started_load if started_load is not None else [],
+        "load_at_start": started_load if started_load is not None else STARTED,
         "load_at_end": load_average(),
     }
+
+
+def write_results(path: str | Path, doc: dict, started_load: list[float] | None = None) -> None:
+    """Write a results document as indented JSON with its provenance (key "provenance")."""
+    doc["provenance"] = provenance(started_load)
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")

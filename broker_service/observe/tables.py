@@ -2,8 +2,9 @@
 
 `bench_rows` (the few-shot metric on test devices under every protocol) and `cost_rows` (the
 budget: rounds, device updates, per-update and fleet costs, and what reaching the target cost)
-turn a bench document (broker_service.sim.bench.run_bench) into a header and rows of cells; the
-renderers only lay the cells out, so every rendering shows the same columns and figures.
+turn a bench document (broker_service.sim.bench.run_bench) into a header and rows of cells, and
+`refusal_rows` what the service's bounds did to each algorithm's updates; the renderers only lay
+the cells out, so every rendering shows the same columns and figures.
 """
 
 from __future__ import annotations
@@ -118,6 +119,32 @@ def cost_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
                 "%.4f" % a["curve_std"],
             ]
         )
+    return header, rows
+
+
+HONEST_COUNTS = ("refused_updates", "refused_rounds", "downweighted", "capped_rounds")
+"""What the service's bounds did to an algorithm's updates, summed over its runs: an honest run
+refuses nothing, so these show that the comparison's runs trained on every update."""
+
+
+def _count(figures: dict, key: str) -> str:
+    value = figures.get(key)
+    return "–" if value is None else "%d" % value
+
+
+def refusal_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the bounds' work per algorithm: updates and rounds refused, updates
+    down-weighted by device trust, rounds whose step was capped (summed over runs, then per
+    seed); '–' where the bench did not record a count."""
+    seeds = [str(s) for s in doc.get("seeds", [])]
+    header = ["algorithm", "refused updates", "refused rounds", "down-weighted", "capped rounds"]
+    header += ["refused updates, seed %s" % s for s in seeds]
+    rows = []
+    for name, a in doc["algorithms"].items():
+        per_seed = a.get("per_seed", {})
+        row = [name, *(_count(a, key) for key in HONEST_COUNTS)]
+        row += [_count(per_seed.get(s, {}), "refused_updates") for s in seeds]
+        rows.append(row)
     return header, rows
 
 

@@ -22,6 +22,7 @@ from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService, RoundReport
 from broker_service.sim.datafiles import write_device_samples
+from broker_service.sim.demo_session import DEMO_DEVICES, session_settings
 from broker_service.sim.embedded_broker import EmbeddedBroker
 from broker_service.sim.fleet import SimulatedFleet
 
@@ -151,7 +152,7 @@ def start_micropython_agent(host: str, port: int, use_case, out: Path, seed: int
 
 def run_demo(
     use_case: str = "sine",
-    devices: int = 20,
+    devices: int = DEMO_DEVICES,
     rounds: int | None = None,
     broker: str | None = None,
     out: str = "tinymetafed-out",
@@ -168,12 +169,14 @@ def run_demo(
         embedded = EmbeddedBroker().start()
         broker = embedded.url
         print("embedded MQTT broker (amqtt) on %s" % broker)
+    rounds, cohort, settings = session_settings(use_case, rounds, cohort)
     cfg = ServiceConfig(
         broker=broker,
         use_case=use_case,
         data_dir=data_dir,
         rounds=rounds,
         cohort=cohort,
+        settings=settings,
         seed=seed,
         state_dir=str(out_dir / "state"),
         round_timeout=20.0,
@@ -191,14 +194,17 @@ def run_demo(
     mp = start_micropython_agent(host, port, service.use_case, out_dir, seed, exe) if exe else None
     print(agents_line(len(fleet.agents), exe, about), flush=True)
     print(
-        "session: %s, %s, %d rounds from round %d"
+        "session: %s, %s, %d rounds from round %d, %d devices a round%s"
         % (
             use_case,
             cfg.algorithm,
             service.total_rounds,
             service.round,
+            service.strategy.cohort_size(),
+            _settings_note(settings),
         )
     )
+    start_theta = service.theta.copy()
     start = time.monotonic()
     try:
         summary = service.run()
@@ -222,9 +228,69 @@ def run_demo(
 
         summary["report"] = str(out_dir / "report.html")
         write_report(summary["metrics"], summary["report"])
+    summary["learning"] = learning_summary(service, start_theta)
     print_summary(summary, out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _settings_note(settings: dict) -> str:
+    if not settings:
+        return ""
+    shown = ", ".join("%s %g" % (k, v) for k, v in sorted(settings.items()))
+    return " (%s: the demo's, chosen on validation devices)" % shown
+
+
+def learning_summary(service: AggregationService, start_theta) -> dict:
+    """How far the session moved θ_g and how its metric compares with no federation: a
+    random initialisation adapted on the same new devices' samples alone, with the same
+    few-shot rule and rates."""
+    import numpy as np
+
+    from broker_service.core.fewshot import evaluate_on_episodes
+    from broker_service.core.initialisation import initial_theta
+
+    net = service.net
+    alone = evaluate_on_episodes(
+        net,
+        initial_theta(net, service.cfg.seed),
+        False,
+        service.episodes,
+        service.settings,
+        service.use_case.metric,
+    )
+    moved = float(np.linalg.norm(service.theta - start_theta))
+    length = float(np.linalg.norm(start_theta))
+    return {
+        "moved": moved,
+        "moved_share": moved / length if length else None,
+        "no_federation": float(alone.mean()),
+    }
+
+
+def learning_lines(s: dict) -> list[str]:
+    """The demo's last lines: how far the model moved, the metric against round 0 and against
+    no federation."""
+    learned = s.get("learning") or {}
+    first, last = s.get("metric_initial"), s.get("metric_final")
+    lines = []
+    if learned.get("moved_share") is not None:
+        lines.append(
+            "the meta-initialisation moved %.3f (L2), %.0f %% of its length at the start"
+            % (learned["moved"], 100 * learned["moved_share"])
+        )
+    if first is not None and last is not None:
+        ratio = " (%.2fx round 0)" % (last / first) if first else ""
+        lines.append(
+            "%s on new devices: %.4f at the start -> %.4f after %d rounds%s"
+            % (s["metric"], first, last, s["rounds"], ratio)
+        )
+        if "no_federation" in learned:
+            lines.append(
+                "no federation (random weights adapted on the same new devices' samples "
+                "alone): %s %.4f" % (s["metric"], learned["no_federation"])
+            )
+    return lines
 
 
 def print_summary(s: dict, out_dir: Path) -> None:
@@ -262,6 +328,9 @@ def print_summary(s: dict, out_dir: Path) -> None:
             out_dir / "summary.json",
         )
     )
+    print()
+    for line in learning_lines(s):
+        print(line)
 
 
 def _f(v) -> str:
