@@ -11,7 +11,7 @@ simulation so the benchmarks measure what the service does.
   The norms are kept in the checkpoint, so a restart does not reopen the window.
 - Every accepted update is clipped to `clip_recent` × the median norm of the accepted updates
   (from the first round: the history then holds that round's own) before the strategy
-  aggregates (the default aggregation is this clipped mean; docs/security.md has the
+  aggregates (the default aggregation is this clipped mean; docs/trust.md has the
   measurements), so an update pointing anywhere moves θ_g by at most a few honest updates' worth.
 - With `trust_rate` > 0, each clipped update is then weighed by its device's trust (core.trust:
   how far its updates, remembered across rounds, agree with the consensus of every device's;
@@ -22,7 +22,7 @@ simulation so the benchmarks measure what the service does.
   new θ_g is scaled down onto that sphere when a step would take it further; 0 turns it off).
   Colluding devices that push one direction round after round would otherwise carry θ_g
   away where honest updates barely push back; honest sessions grew θ_g at most 1.8× (2.3× at
-  sine's outer step 1.5; docs/security.md), so the default of 3 does not touch them. The
+  sine's outer step 1.5; docs/trust.md), so the default of 3 does not touch them. The
   starting length is kept in the checkpoint.
 - A step that would make θ_g non-finite is refused and θ_g stays as it was.
 """
@@ -57,7 +57,7 @@ NORM_FACTOR = 100.0
 """The refusal bound as a multiple of the recent median norm: only absurd updates are refused;
 clipping bounds the rest."""
 CLIP_RECENT = 2.0
-"""Default `clip_recent`, chosen by `benchmarks/hostile.py sweep` (docs/security.md): at 1× the
+"""Default `clip_recent`, chosen by `benchmarks/hostile.py sweep` (docs/trust.md): at 1× the
 clean sine error doubled (honest updates of large-amplitude waves are long, and clipping them to
 the median starves the meta-update); at 3× and 5×, 4 of 20 devices pushing one direction made
 sine diverge on every seed and reversed updates took Omniglot to chance on some seeds. 2× costs

@@ -62,7 +62,7 @@ COMMON = {
     "clip_norm": 0.0,  # > 0: scale every update down to at most this L2 norm first
     "clip_scale": 0.0,  # > 0: clip to this multiple of the cohort's median update norm
     "trim": 0.2,
-    # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/security.md)
+    # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/trust.md)
     "clip_recent": 2.0,
     # θ_g's length kept within this multiple of its length at the start (bounds.py; 0: off)
     "max_model_growth": 3.0,
@@ -72,7 +72,7 @@ COMMON = {
     "server_beta1": 0.9,
     "server_beta2": 0.99,
     "server_eps": 1e-3,
-    # > 0: each clipped update weighed by its device's trust (core/trust.py, docs/security.md
+    # > 0: each clipped update weighed by its device's trust (core/trust.py, docs/trust.md
     # "Device trust"); 0 turns it off
     "trust_rate": 0.02,
     "trust_full": 0.2,
@@ -89,7 +89,7 @@ USE_CASE_SETTINGS = {
         "recon_samples": 10,
         "adapt_samples": 20,
         # chosen on validation devices clean and under attack (benchmarks/hostile.py
-        # step-sweep, docs/security.md): 1.0 beat 0.5 and 1.5 on both
+        # step-sweep, docs/trust.md): 1.0 beat 0.5 and 1.5 on both
         "outer_lr": 1.0,
         "recon_lr": 0.05,
         "adapt_lr": 0.01,

@@ -1,6 +1,6 @@
 """Per-device trust: how far each device's updates, remembered over its rounds, agree with what
 most devices' updates point to, and the weight that gives its update (brief section 2b;
-docs/security.md, "Device trust").
+docs/trust.md).
 
 In Reptile a device's update is its own task's direction plus a share of the meta-step that
 all honest devices have in common; the task part is the larger (one honest sine update in five
@@ -49,7 +49,7 @@ from broker_service.core.aggregate import SparseUpdate
 RATE = 0.02
 """Default forgetting rate of a device's history (a history spans about its last 50 rounds);
 0 turns trust off. Chosen with FULL on sine's validation devices, clean and with 4 of 20
-devices reversing (`benchmarks/hostile.py trust-sweep`, docs/security.md)."""
+devices reversing (`benchmarks/hostile.py trust-sweep`, docs/trust.md)."""
 FULL = 0.2
 """Default disagreement (a negative agreement of this size) at which a device stops counting."""
 PROBATION = 3
@@ -57,7 +57,7 @@ PROBATION = 3
 weight, so a newcomer earns its say over its first updates (1: no probation). One update says
 little about a device (its agreement spreads widely), and a device that comes back under a
 fresh id every round would otherwise count fully each time. Chosen on sine's validation
-devices with the trust clip (`benchmarks/hostile.py trust-sweep`, docs/security.md)."""
+devices with the trust clip (`benchmarks/hostile.py trust-sweep`, docs/trust.md)."""
 SKETCH = 256
 """Numbers in a device's history (the sketch of its summed updates)."""
 MAX_DEVICES = 10_000

@@ -500,7 +500,7 @@ class AggregationService:
             self._refuse_round(ledger, reasons.NON_FINITE_MODEL, "θ_g would not be finite")
             return [], []
         self.theta = stepped
-        if bounds.capped:  # colluders pushing one way look like this (docs/security.md)
+        if bounds.capped:  # colluders pushing one way look like this (docs/trust.md)
             self.log(
                 "model_capped",
                 round=self.round,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 DEMO_DEVICES = 20
 """Simulated CPython agents of the demo (the MicroPython agent comes on top)."""
-DEMO_SESSION = {"rounds": 0, "cohort": 0, "outer_lr": 0.0, "adapt_lr": 0.0}
+DEMO_SESSION = {"rounds": 200, "cohort": 8, "outer_lr": 3.0, "adapt_lr": 0.03}
 """The sine demo's session: rounds, cohort, server step β_0 and adaptation rate, chosen on
 validation devices by benchmarks/demo_settings.py (benchmarks/results/demo-settings.json) so
 that a short session shows learning; the bench and `serve` keep the use case's settings."""
