@@ -279,7 +279,7 @@ def main() -> int:
     if unknown:
         parser.error("unknown configs %s; known: %s" % (unknown, ",".join(CONFIGS)))
     seeds = [int(s) for s in args.seeds.split(",")]
-    saved = Path(args.out).with_suffix(".search.json")
+    saved = ROOT / "benchmarks/cache" / Path(args.out).with_suffix(".search.json").name
     earlier = json.loads(saved.read_text()) if args.reuse_search and saved.is_file() else {}
     doc = {
         "what": "TinyMetaFed with each server outer step (benchmarks/outer.py); every "

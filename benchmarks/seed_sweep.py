@@ -4,7 +4,7 @@ Runs `tinymetafed bench` for every use case on every seed in one pool of workers
 use case's multi-seed document (benchmarks/results/bench-<use case>.json: units pooled over
 seeds, the spread over seeds, the claims with their comparisons) and a compact summary
 (seed-sweep.json: per use case and seed, each entry's test metric and each claim's verdict), the
-figures of docs/benchmarks.md.
+figures of docs/results.md and docs/appendix.md.
 
     .venv/bin/python benchmarks/seed_sweep.py [--use-cases sine,omniglot,kws,occupancy]
         [--seeds 0,1,2] [--data-dir D] [--workers 2] [--out-dir benchmarks/results]

@@ -70,7 +70,7 @@ class UseCase:
     settings are in broker_service.core.hyperparams. `target` is the metric value that counts as
     "converged" for rounds-to-target on the validation curve, under the online protocol (lower
     is better for mse); each was set after tuning from seed 0's validation curves, at a level
-    four of the five federated runs reach (docs/benchmarks.md), never from test devices.
+    most federated runs reach (docs/methods.md), never from test devices.
     `FOLDS` > 1 means the devices are split in turn (cross-validation): the constructor takes
     `fold` in range(FOLDS), and every unit is a test unit in exactly one fold. `unit` names what
     an episode's unit is; `eval_shots` lists the shot counts the final figures are given for
