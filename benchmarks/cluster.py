@@ -1,8 +1,8 @@
 """Cluster: the same measurements on one mosquitto and on a three-node nats-server cluster
-speaking MQTT (tests/brokers.py starts both on 127.0.0.1): raw QoS 1 throughput of 368-byte
-messages (one publisher, one subscriber; on NATS on the same node and across nodes), and a sine
-session (10 simulated devices, cohort 10) with the service on node 2 and the devices on nodes 1
-and 3. Prints a table and writes JSON.
+speaking MQTT (broker_service.testing.brokers starts both on 127.0.0.1): raw QoS 1 throughput of
+368-byte messages (one publisher, one subscriber; on NATS on the same node and across nodes),
+and a sine session (10 simulated devices, cohort 10) with the service on node 2 and the devices
+on nodes 1 and 3. Prints a table and writes JSON.
 
     .venv/bin/python benchmarks/cluster.py [--rounds 10]
 """
@@ -26,8 +26,8 @@ from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.server.config import ServiceConfig  # noqa: E402
 from broker_service.server.service import AggregationService  # noqa: E402
 from broker_service.sim.fleet import SimulatedFleet  # noqa: E402
+from broker_service.testing.brokers import Mosquitto, NatsCluster  # noqa: E402
 from broker_service.usecases.sine import SineUseCase  # noqa: E402
-from tests.brokers import Mosquitto, NatsCluster  # noqa: E402
 
 SIZE = 368  # bytes: a sine update (benchmarks/results/load.json uses the same size)
 

@@ -2,16 +2,16 @@
 accounting (bytes_down, MQTT framing included) and against cohort × model.
 
 A simulated fleet of N devices (real agents, paho transport, numpy rounds) connects to mosquitto
-through a byte-counting TCP proxy (tests.brokers.CountingProxy), so every byte the broker sends a
-device is counted; the service connects to mosquitto directly. Devices fetch the model only when
-invited (docs/protocol.md), so per round the devices should receive about cohort × (model +
-command + a few MQTT acknowledgements), not N × model. The broker's own `$SYS/broker/bytes/sent`
-(all its clients: devices, service and this script's monitor) is read at the start and the end.
-The proxy also counts what the devices send, against what the bench counts as a round's uplink
-(`server.mqtt.round_uplink`: the update, the command's and model's PUBACKs, the fetch's
-SUBSCRIBE and UNSUBSCRIBE); the rest is the devices' telemetry (measured here as the PUBLISH
-packets the broker relays to this script's monitor) and keep-alive pings. Run once per
-`model_values` encoding.
+through a byte-counting TCP proxy (broker_service.testing.brokers.CountingProxy), so every byte
+the broker sends a device is counted; the service connects to mosquitto directly. Devices fetch
+the model only when invited (docs/protocol.md), so per round the devices should receive about
+cohort × (model + command + a few MQTT acknowledgements), not N × model. The broker's own
+`$SYS/broker/bytes/sent` (all its clients: devices, service and this script's monitor) is read
+at the start and the end. The proxy also counts what the devices send, against what the bench
+counts as a round's uplink (`server.mqtt.round_uplink`: the update, the command's and model's
+PUBACKs, the fetch's SUBSCRIBE and UNSUBSCRIBE); the rest is the devices' telemetry (measured
+here as the PUBLISH packets the broker relays to this script's monitor) and keep-alive pings.
+Run once per `model_values` encoding.
 
     .venv/bin/python benchmarks/downlink.py [--devices 21] [--cohort 5] [--rounds 20]
         [--values f32,f16,int8] [--json benchmarks/results/downlink.json]
@@ -37,10 +37,10 @@ from broker_service.server.config import ServiceConfig  # noqa: E402
 from broker_service.server.mqtt import publish_size, round_uplink  # noqa: E402
 from broker_service.server.service import AggregationService  # noqa: E402
 from broker_service.sim.fleet import SimulatedFleet  # noqa: E402
+from broker_service.testing.brokers import CountingProxy, Mosquitto  # noqa: E402
+from broker_service.testing.waiting import wait_until  # noqa: E402
 from broker_service.usecases.sine import SineUseCase  # noqa: E402
 from device_agent.topics import Topics  # noqa: E402
-from tests.brokers import CountingProxy, Mosquitto  # noqa: E402
-from tests.helpers import wait_until  # noqa: E402
 
 TOLERANCE = 0.05
 """The service's downlink accounting must be within 5 % of what the broker sent the devices."""

@@ -25,7 +25,7 @@ def child(runs: int, corpus: str, max_len: int) -> None:
     import atheris
 
     with atheris.instrument_imports():
-        from tests.fuzz_targets import Targets
+        from broker_service.testing.fuzz_targets import Targets
     targets = Targets()
 
     def one_input(data: bytes) -> None:
@@ -53,7 +53,7 @@ def main() -> int:
         print("atheris is not installed (pip install atheris): nothing measured", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT))
-    from tests.fuzz_targets import SEEDS, TARGETS
+    from broker_service.testing.fuzz_targets import SEEDS, TARGETS
 
     corpus = Path(tempfile.mkdtemp(prefix="tmf-fuzz-")) / "corpus"  # crash files go beside it
     corpus.mkdir()

@@ -83,7 +83,7 @@ from broker_service.sim.attacks import (  # noqa: E402
     forged_delta,
     hostile_devices,
 )
-from broker_service.sim.bench import episodes_for  # noqa: E402
+from broker_service.sim.bench import _one_blas_thread, episodes_for  # noqa: E402
 from broker_service.sim.simulation import run  # noqa: E402
 from broker_service.usecases.registry import load_use_case  # noqa: E402
 
@@ -232,12 +232,6 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
         seconds=round(time.perf_counter() - started, 2),
     )
     return row
-
-
-def _one_blas_thread() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
 
 
 def sweep_jobs(seeds: list[int]) -> list[tuple]:
@@ -493,9 +487,9 @@ def service_session(port: int, state: Path, hostile: int, rounds: int, seed: int
     from broker_service.server.config import ServiceConfig
     from broker_service.server.service import AggregationService
     from broker_service.sim.fleet import SimulatedFleet
+    from broker_service.testing.waiting import run_in_background
     from broker_service.usecases.sine import SineUseCase
     from device_agent.topics import Topics
-    from tests.mqtt_helpers import run_in_background
 
     use_case = SineUseCase()
     fleet = SimulatedFleet("127.0.0.1", port, use_case, 20, seed=seed)
@@ -587,7 +581,7 @@ class Spammer:
 
 
 def service(args) -> int:
-    from tests.brokers import Mosquitto
+    from broker_service.testing.brokers import Mosquitto
 
     sessions = []
     with tempfile.TemporaryDirectory() as tmp:

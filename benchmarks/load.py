@@ -32,7 +32,7 @@ from broker_service.observe.logs import EventLog  # noqa: E402
 from broker_service.observe.provenance import write_results  # noqa: E402
 from broker_service.server.config import ServiceConfig  # noqa: E402
 from broker_service.server.service import AggregationService  # noqa: E402
-from tests.brokers import Mosquitto  # noqa: E402
+from broker_service.testing.brokers import Mosquitto  # noqa: E402
 
 RAW_MESSAGES = 5000
 """Messages of one raw QoS 1 sample."""

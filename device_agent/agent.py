@@ -30,11 +30,26 @@ from device_agent.network import Network
 from device_agent.round import round_settings, run_round
 from device_agent.specs import spec_for
 from device_agent.topics import Topics
-from device_agent.transport import make_transport
+from device_agent.transport import UmqttTransport
 
 FETCH_MS = 5000
 """How long a command waits for the model it names after the agent subscribed to the model
 topic (the broker then sends the retained model); after that the round is refused."""
+
+
+def make_transport(
+    client_id, host, port=1883, user=None, password=None, keepalive=30, ssl=False, ca_file=None
+):
+    """The agent's transport: umqtt.simple where it exists (MicroPython), paho-mqtt otherwise
+    (CPython). It is chosen here, not in device_agent.transport, because the paho transport
+    builds on that module's interface."""
+    try:
+        import umqtt.simple  # noqa: F401
+    except ImportError:  # CPython
+        from device_agent.transport_paho import PahoTransport
+
+        return PahoTransport(client_id, host, port, user, password, keepalive, ssl, ca_file)
+    return UmqttTransport(client_id, host, port, user, password, keepalive, ssl, ca_file)
 
 
 class RoundAborted(Exception):

@@ -5,8 +5,9 @@ broker acknowledged), and hands incoming messages to `on_message(topic: str, pay
 from `poll()` (non-blocking) or `wait(ms)`. A message longer than its topic's limit (`limits`,
 set by the agent) goes to `on_oversized(topic, size)` instead, unread. Any connection failure
 raises OSError, which ends the agent's session; device_agent.robust then drops the transport and
-reconnects with back-off. `make_transport` picks umqtt.simple on MicroPython and paho-mqtt on
-CPython (device_agent.transport_paho).
+reconnects with back-off. The agent (device_agent.agent.make_transport) picks this module's
+umqtt.simple transport on MicroPython and paho-mqtt on CPython (device_agent.transport_paho,
+built on the interface here; this module never imports it).
 
 On MicroPython, a `BoundedReader` wraps the umqtt.simple client's message read and connect,
 for two things umqtt.simple lacks:
@@ -354,16 +355,3 @@ class UmqttTransport(Transport):
             self.client.disconnect()
         except Exception:  # noqa: BLE001 - closing a dead socket must not raise
             pass
-
-
-def make_transport(
-    client_id, host, port=1883, user=None, password=None, keepalive=30, ssl=False, ca_file=None
-):
-    """umqtt.simple where it exists (MicroPython), paho-mqtt otherwise (CPython)."""
-    try:
-        import umqtt.simple  # noqa: F401
-    except ImportError:  # CPython
-        from device_agent.transport_paho import PahoTransport
-
-        return PahoTransport(client_id, host, port, user, password, keepalive, ssl, ca_file)
-    return UmqttTransport(client_id, host, port, user, password, keepalive, ssl, ca_file)

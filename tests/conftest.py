@@ -38,7 +38,7 @@ def data_dir() -> Path:
 @pytest.fixture
 def mosquitto(tmp_path):
     """A real mosquitto on 127.0.0.1 at a free port, for one test."""
-    from tests.brokers import Mosquitto
+    from broker_service.testing.brokers import Mosquitto
 
     broker = Mosquitto(tmp_path).start()
     yield broker

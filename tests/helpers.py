@@ -1,24 +1,21 @@
-"""Shared test helpers: small specs covering every layer type, array conversions, and waiting
-for an event with a deadline (tests never sleep and hope)."""
+"""Shared test helpers: small specs covering every layer type, array conversions, waiting for a
+log line, and starting the service in its own process (waiting for an event with a deadline is
+broker_service.testing.waiting, shared with the benchmarks)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from array import array
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
+from broker_service.testing.waiting import wait_until
 from device_agent.model import Plan, init_params
 
 ROOT = Path(__file__).resolve().parents[1]
-
-T = TypeVar("T")
 
 LAYER_SPECS = {
     "dense": {"input": [6], "layers": [{"type": "dense", "units": 4}], "loss": "mse"},
@@ -92,22 +89,6 @@ def rel_err(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.01) -> T:
-    """Poll `predicate` until it returns something true, and return that.
-
-    Raises AssertionError("timed out after Ns waiting for <what>") once `timeout` seconds
-    (monotonic clock) have passed; `what` names the event so a failure says what never happened.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %gs waiting for %s" % (timeout, what))
-        time.sleep(interval)
 
 
 def read_text(path: Path) -> str:

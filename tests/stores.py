@@ -10,8 +10,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.brokers import free_port, wait_port
-from tests.helpers import wait_until
+from broker_service.testing.brokers import free_port, wait_port
+from broker_service.testing.waiting import wait_until
 
 
 def _exe(name: str) -> str:

@@ -8,12 +8,13 @@ import pytest
 from broker_service.core.device_round import simulate_round
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
+from broker_service.testing.waiting import wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.datasource import write_sample_file
 from device_agent.model import Plan
 from device_agent.specs import spec_for
-from tests.helpers import rel_err, wait_for_text, wait_until
+from tests.helpers import rel_err, wait_for_text
 from tests.mqtt_helpers import Driver, start_agent
 
 COMMAND = {
@@ -187,7 +188,7 @@ def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
 
 
 def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(tmp_path):
-    from tests.brokers import Mosquitto
+    from broker_service.testing.brokers import Mosquitto
 
     mosquitto = Mosquitto(tmp_path, extra="sys_interval 1\n").start()
     plan = Plan(spec_for("kws"))

@@ -21,11 +21,12 @@ from broker_service.server.presence import FleetView
 from broker_service.server.service import AggregationService
 from broker_service.sim.datafiles import write_device_samples
 from broker_service.sim.fleet import SimulatedFleet
+from broker_service.testing.brokers import NatsCluster
+from broker_service.testing.waiting import wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.topics import Topics
-from tests.brokers import NatsCluster
-from tests.helpers import start_serve, wait_until
+from tests.helpers import start_serve
 from tests.mqtt_helpers import start_agent
 from tests.test_service import FAST, service_config
 

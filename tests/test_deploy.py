@@ -21,6 +21,7 @@ import yaml
 from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
+from broker_service.testing.brokers import free_port, wait_port
 from broker_service.tools.bundle import write_bundle
 from broker_service.tools.enroll import (
     MONITOR_USER,
@@ -31,7 +32,6 @@ from broker_service.tools.enroll import (
 )
 from device_agent import limits
 from device_agent.topics import Topics
-from tests.brokers import free_port, wait_port
 from tests.mqtt_helpers import ROOT, micropython_exe, micropython_path, start_agent
 
 DEPLOY = ROOT / "deploy"

@@ -13,11 +13,11 @@ from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.server.signing import DownlinkSigner
+from broker_service.testing.brokers import Mosquitto, free_port, wait_port
 from device_agent import codec
 from device_agent.auth import sign, verify
 from device_agent.model import Plan
 from device_agent.specs import spec_for
-from tests.brokers import Mosquitto, free_port, wait_port
 from tests.helpers import wait_for_text
 from tests.mpy import downlink_check as dc
 from tests.mqtt_helpers import Driver, start_agent

@@ -17,10 +17,11 @@ from broker_service.server.config import ServiceConfig
 from broker_service.server.journal import Journal
 from broker_service.server.service import AggregationService
 from broker_service.sim.fleet import SimulatedFleet
+from broker_service.testing.waiting import run_in_background, wait_until
 from broker_service.usecases.sine import SineUseCase
 from tests.conftest import resolve_data_dir
-from tests.helpers import wait_for_text, wait_until
-from tests.mqtt_helpers import run_in_background, start_agent
+from tests.helpers import wait_for_text
+from tests.mqtt_helpers import start_agent
 
 
 @contextmanager

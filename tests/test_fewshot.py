@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from broker_service.core.device_round import full_params, reconstruct_steps, sgd_steps
+from broker_service.core.episode import Episode
 from broker_service.core.fewshot import (
     NEW_DEVICE_SEED,
     adapt,
@@ -20,7 +21,6 @@ from broker_service.core.fewshot import (
     unit_metrics,
 )
 from broker_service.core.nn import NumpyNet
-from broker_service.usecases.base import Episode
 from broker_service.usecases.sine import SPEC as SINE_SPEC
 from device_agent.network import Network
 from device_agent.round import init_local, reconstruct_local, round_settings

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_agent import codec, reasons
-from tests.fuzz_targets import (
+from broker_service.testing.fuzz_targets import (
     ACCEPTED,
     AGENT_COMMAND,
     COMMAND,
@@ -21,6 +20,7 @@ from tests.fuzz_targets import (
     VALID,
     Targets,
 )
+from device_agent import codec, reasons
 
 SHARED = Targets()
 WHICH = st.integers(0, len(TARGETS) - 1)

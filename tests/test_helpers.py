@@ -3,7 +3,8 @@ name of the event once their deadline has passed."""
 
 import pytest
 
-from tests.helpers import wait_for_text, wait_until
+from broker_service.testing.waiting import wait_until
+from tests.helpers import wait_for_text
 
 
 def test_wait_until_returns_the_first_true_value():

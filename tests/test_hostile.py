@@ -18,10 +18,10 @@ from broker_service.server.rounds import RoundLedger
 from broker_service.server.service import AggregationService
 from broker_service.sim.attacks import BOMBS, HUGE, HostileRunner, forged_delta
 from broker_service.sim.fleet import SimulatedFleet
+from broker_service.testing.waiting import run_in_background
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec, reasons
 from device_agent.topics import Topics
-from tests.mqtt_helpers import run_in_background
 
 TOPICS = Topics("tinymetafed", "default")
 

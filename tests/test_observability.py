@@ -14,12 +14,13 @@ from broker_service.observe.metrics import read_points
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.sim.fleet import SimulatedFleet
+from broker_service.testing.brokers import Mosquitto
+from broker_service.testing.waiting import run_in_background, wait_until
 from broker_service.usecases.sine import SineUseCase
-from tests.brokers import Mosquitto
 from tests.browser import looks_drawn, screenshot
 from tests.fleet_points import write_session
-from tests.helpers import wait_for_text, wait_until
-from tests.mqtt_helpers import ROOT, run_in_background, start_agent
+from tests.helpers import wait_for_text
+from tests.mqtt_helpers import ROOT, start_agent
 from tests.stores import InfluxDB1, VictoriaMetrics
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tinymetafed.json"

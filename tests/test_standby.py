@@ -18,10 +18,11 @@ from broker_service.server.mqtt import OFFLINE, ONLINE, service_status_topic
 from broker_service.server.standby import Standby, primary_state, watch_client_id
 from broker_service.server.statelock import StateLock
 from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
+from broker_service.testing.brokers import free_port
+from broker_service.testing.waiting import wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent.topics import Topics
-from tests.brokers import free_port
-from tests.helpers import read_text, start_serve, wait_for_text, wait_until
+from tests.helpers import read_text, start_serve, wait_for_text
 from tests.locks import hold_lock_in_child, holder_pid, kill_hard
 
 

@@ -22,7 +22,8 @@ from broker_service.server.statelock import (
     describe,
     parse_holder,
 )
-from tests.helpers import start_serve, wait_for_text, wait_until
+from broker_service.testing.waiting import wait_until
+from tests.helpers import start_serve, wait_for_text
 from tests.locks import ROOT, hold_lock_in_child, holder_pid, kill_hard
 
 

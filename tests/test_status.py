@@ -24,11 +24,11 @@ from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.server.totals import Totals
 from broker_service.sim.fleet import SimulatedFleet
+from broker_service.testing.brokers import Mosquitto
+from broker_service.testing.waiting import run_in_background, wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent import reasons
-from tests.brokers import Mosquitto
-from tests.helpers import wait_until
-from tests.mqtt_helpers import ROOT, run_in_background
+from tests.mqtt_helpers import ROOT
 
 BASE = "tinymetafed/default"
 

@@ -6,8 +6,8 @@ import subprocess
 from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
+from broker_service.testing.brokers import Mosquitto, free_port
 from broker_service.tools.enroll import add_broker_user
-from tests.brokers import Mosquitto, free_port
 from tests.mqtt_helpers import start_agent
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from broker_service.core.episode import Episode
 from broker_service.usecases import mfcc as M
-from broker_service.usecases.base import DataMissingError, Episode, UseCase
+from broker_service.usecases.base import DataMissingError, UseCase
 from broker_service.usecases.kws import KwsUseCase, find_recordings, read_wav, split_fold
 from broker_service.usecases.occupancy import OccupancyUseCase, stratified_sample
 from broker_service.usecases.omniglot import OmniglotUseCase, rotate_quarters

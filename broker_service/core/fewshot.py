@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 
 from broker_service.core.device_round import full_params, reconstruct, sgd_steps
+from broker_service.core.episode import Episode
 from broker_service.core.nn import NumpyNet
-from broker_service.usecases.base import Episode
 from device_agent.round import DEFAULTS, effective_split, init_local
 
 NEW_DEVICE_SEED = 0

@@ -282,10 +282,10 @@ class FleetWatch:
     def __init__(self, options: WatchOptions) -> None:
         import paho.mqtt.client as mqtt
 
-        from broker_service.server.config import ConfigError, ServiceConfig
+        from broker_service.options import ConfigError, broker_address
         from device_agent.topics import Topics
 
-        self.host, self.port, tls = ServiceConfig(broker=options.broker).broker_address()
+        self.host, self.port, tls = broker_address(options.broker)
         try:
             self.base = Topics(options.prefix, options.fleet).base
         except ValueError as exc:

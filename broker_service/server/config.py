@@ -17,15 +17,11 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlparse
 
+from broker_service.options import ConfigError, broker_address
 from device_agent import limits
 
 ENV_PREFIX = "TINYMETAFED_"
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message names it and where it came from."""
 
 
 def option(default=None, help: str = "", secret: bool = False):
@@ -98,14 +94,8 @@ class ServiceConfig:
     )
 
     def broker_address(self) -> tuple[str, int, bool]:
-        """(host, port, tls) from the broker URL (mqtt:// or mqtts://)."""
-        url = urlparse(self.broker)
-        if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-            raise ConfigError(
-                "broker must look like mqtt://host:port or mqtts://host:port, got %r" % self.broker
-            )
-        tls = url.scheme == "mqtts"
-        return url.hostname, url.port or (8883 if tls else 1883), tls
+        """(host, port, tls) from the broker URL (broker_service.options.broker_address)."""
+        return broker_address(self.broker)
 
 
 def _scalar(hint) -> type:

@@ -18,7 +18,6 @@ parallel worker processes (one per core by default), all use cases and seeds in 
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -45,8 +44,9 @@ from broker_service.observe.tables import bench_rows, cost_rows, markdown_table,
 from broker_service.server import checkpoint
 from broker_service.sim import simulation, tuning
 from broker_service.sim.claims import EQUAL_UPDATES, claim_lines, criteria, paired_difference
+from broker_service.sim.usecase_cache import cached_use_case, use_case_options
 from broker_service.usecases.base import TEST, VALIDATION
-from broker_service.usecases.registry import USE_CASES, load_use_case, use_case_class
+from broker_service.usecases.registry import USE_CASES, use_case_class
 from device_agent.energy import DEFAULT_PROFILE
 
 ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
@@ -149,19 +149,6 @@ def check_overrides(overrides: dict) -> None:
             raise ValueError("%s is tuned per algorithm (benchmarks/tune.py), not set" % key)
         if key not in known:
             raise ValueError("unknown setting %r; known: %s" % (key, ", ".join(sorted(known))))
-
-
-def use_case_options(name: str, settings: dict) -> tuple:
-    """The settings that are options of the use case's constructor (its OPTIONS), as a
-    hashable tuple of (key, value) for cached_use_case."""
-    return tuple((k, settings[k]) for k in use_case_class(name).OPTIONS if k in settings)
-
-
-@functools.lru_cache(maxsize=4)
-def cached_use_case(name: str, data_dir: str | None, seed: int, fold: int, options: tuple = ()):
-    """A worker's use case, loaded once per (name, seed, fold, options)."""
-    extra = {"fold": fold} if use_case_class(name).FOLDS > 1 else {}
-    return load_use_case(name, data_dir, seed=seed, **extra, **dict(options))
 
 
 def run_job(job: Job) -> tuple[tuple, dict]:

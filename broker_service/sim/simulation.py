@@ -28,6 +28,7 @@ from broker_service.core import fastcodec
 from broker_service.core.aggregate import SparseUpdate
 from broker_service.core.bounds import InfluenceBounds, entry_budget, sample_budget
 from broker_service.core.cohort import round_cohort
+from broker_service.core.episode import Episode
 from broker_service.core.fewshot import evaluate_on_episodes
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
@@ -35,7 +36,7 @@ from broker_service.core.strategies import Strategy, wire_command
 from broker_service.core.streams import device_stream
 from broker_service.server.mqtt import PUBACK_BYTES, round_downlink, round_uplink
 from broker_service.sim.clients import local_update
-from broker_service.usecases.base import Episode, UseCase
+from broker_service.usecases.base import UseCase
 from device_agent import codec
 from device_agent.energy import DEFAULT_PROFILE, energy_mj, profile
 from device_agent.topics import Topics

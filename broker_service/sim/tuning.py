@@ -136,7 +136,7 @@ def tuning_job(job: tuple) -> tuple[tuple, float, float]:
     from broker_service.core.strategies import ALGORITHMS
     from broker_service.core.streams import FINAL_EPISODES, named_stream
     from broker_service.sim import simulation
-    from broker_service.sim.bench import cached_use_case, use_case_options
+    from broker_service.sim.usecase_cache import cached_use_case, use_case_options
     from broker_service.usecases.base import VALIDATION
 
     name, data_dir, fold, algorithm, index, settings = job

@@ -7,9 +7,10 @@ adapt on and query samples to measure on.
 Every use case cuts its data into three disjoint sets of devices (brief section 2, "Evaluation
 standards"): meta-training devices (`device_ids`), validation devices (the learning curve and
 every choice of settings, for every algorithm alike) and test devices (final figures only).
-`new_device_episodes(count, rng, split)` draws episodes from the validation or the test
-devices. An episode names its *unit*, the independent thing a confidence interval is taken over
-(a speaker, a day; the episode's own task when tasks are drawn independently).
+`new_device_episodes(count, rng, split)` draws episodes (broker_service.core.episode) from the
+validation or the test devices. An episode names its *unit*, the independent thing a confidence
+interval is taken over (a speaker, a day; the episode's own task when tasks are drawn
+independently).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from broker_service.core.episode import Episode
+
 VALIDATION = "validation"
 """The new devices of the learning curve and of tuning."""
 
@@ -26,28 +29,6 @@ TEST = "test"
 """The new devices of the final figures, never used to choose anything."""
 
 SPLITS = (VALIDATION, TEST)
-
-
-@dataclass(frozen=True)
-class Episode:
-    """A new device's data: adapt on (support_x, support_y), measure on (query_x, query_y).
-
-    x arrays have shape (n, *input_shape) and dtype float32; y arrays are float32 of shape
-    (n, outputs) for regression and int64 of shape (n,) (class indices) for classification.
-    `unit` names the independent unit the episode belongs to (empty: the episode itself).
-    """
-
-    device_id: str
-    support_x: np.ndarray
-    support_y: np.ndarray
-    query_x: np.ndarray
-    query_y: np.ndarray
-    unit: str = ""
-
-    @property
-    def unit_id(self) -> str:
-        """The unit a confidence interval counts this episode in (the device id by default)."""
-        return self.unit or self.device_id
 
 
 def check_split(split: str) -> str:

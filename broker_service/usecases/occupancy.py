@@ -23,14 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.usecases.base import (
-    TEST,
-    VALIDATION,
-    DataMissingError,
-    Episode,
-    UseCase,
-    check_split,
-)
+from broker_service.core.episode import Episode
+from broker_service.usecases.base import TEST, VALIDATION, DataMissingError, UseCase, check_split
 from device_agent.specs import occupancy_spec
 
 FILES = ("datatraining.txt", "datatest.txt", "datatest2.txt")

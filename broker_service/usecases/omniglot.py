@@ -33,14 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from broker_service.usecases.base import (
-    TEST,
-    VALIDATION,
-    DataMissingError,
-    Episode,
-    UseCase,
-    check_split,
-)
+from broker_service.core.episode import Episode
+from broker_service.usecases.base import TEST, VALIDATION, DataMissingError, UseCase, check_split
 from device_agent.specs import omniglot_spec
 
 IMAGE_SIZE = 28

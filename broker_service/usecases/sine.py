@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.usecases.base import TEST, VALIDATION, Episode, UseCase, check_split
+from broker_service.core.episode import Episode
+from broker_service.usecases.base import TEST, VALIDATION, UseCase, check_split
 from device_agent.specs import sine_spec
 
 X_SCALE = 0.2  # inputs are fed as x/5, in [-1, 1]: a device normalises its sensor range

@@ -1,5 +1,6 @@
-"""Real brokers for tests, started on 127.0.0.1 at free ports and stopped afterwards: mosquitto,
-a three-node nats-server cluster speaking MQTT, and a byte-counting TCP proxy."""
+"""Real brokers for tests and benchmarks, started on 127.0.0.1 at free ports and stopped
+afterwards: mosquitto, a three-node nats-server cluster speaking MQTT, and a byte-counting TCP
+proxy."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import wait_until
+from broker_service.testing.waiting import wait_until
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""Fuzz targets shared by tests/test_fuzz.py (hypothesis) and benchmarks/fuzz.py (atheris).
+"""Fuzz targets shared by the tests (hypothesis) and benchmarks/fuzz.py (atheris).
 
 An input is one byte choosing the target (`data[0] % len(TARGETS)`) and the bytes fed to it.
 Every target returns ACCEPTED or REJECTED, and raises for a bug: an exception other than the

@@ -1,0 +1,3 @@
+"""What the tests and the benchmarks share to exercise the real thing: real brokers started at
+free ports (brokers), waiting for an event with a deadline and running a service in a thread
+(waiting), and the fuzz targets (fuzz_targets). Nothing the service or a device runs imports it."""
