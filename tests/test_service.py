@@ -23,8 +23,9 @@ from broker_service.server.service import AggregationService
 from broker_service.sim.datafiles import write_device_samples
 from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
 from broker_service.sim.simulation import run as simulate
+from broker_service.testing.waiting import wait_until
 from broker_service.usecases.sine import SineUseCase
-from tests.helpers import start_serve, wait_for_text, wait_until
+from tests.helpers import start_serve, wait_for_text
 from tests.mqtt_helpers import ROOT, Driver, start_agent
 
 FAST = {"recon_samples": 20, "adapt_samples": 100, "adapt_lr": 0.02}  # learns within 10 rounds
@@ -244,7 +245,12 @@ def test_demo_runs_with_the_embedded_broker(tmp_path):
     print("demo took %.1f s" % took)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["rounds"] == 150 and summary["metric_final"] < summary["metric_initial"]
+    from broker_service.sim.demo_session import DEMO_SESSION
+
+    assert summary["rounds"] == DEMO_SESSION["rounds"]
+    # the demo shows learning: at most 0.6 x its round-0 MSE on its new (test) devices
+    assert summary["metric_final"] <= 0.6 * summary["metric_initial"], summary
+    assert summary["learning"]["no_federation"] > summary["metric_final"]
     assert "embedded MQTT broker" in proc.stdout and "checkpoint:" in proc.stdout
 
 
