@@ -43,3 +43,18 @@ def mosquitto(tmp_path):
     broker = Mosquitto(tmp_path).start()
     yield broker
     broker.stop()
+
+
+def load_make_docs(figures: Path, monkeypatch):
+    """benchmarks/make_docs.py as a module, drawing its plots into `figures` (not the committed
+    ones)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_docs", REPO_ROOT / "benchmarks/make_docs.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "FIGURES", figures)
+    return module

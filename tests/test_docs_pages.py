@@ -8,7 +8,6 @@ quotes no measured figure: a figure lives in a generated block, where it follows
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from benchmarks import manifest
 from benchmarks.docgen import pages
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_make_docs
 
 PROSE_PAGES = ("results.md", "methods.md", "appendix.md")
 """The pages whose hand-written text gives reasons, not figures."""
@@ -39,14 +38,7 @@ FIGURES = {
 @pytest.fixture
 def make_docs(tmp_path, monkeypatch):
     """benchmarks/make_docs.py as a module, drawing its plots into `tmp_path`."""
-    spec = importlib.util.spec_from_file_location(
-        "make_docs", REPO_ROOT / "benchmarks/make_docs.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "FIGURES", tmp_path)  # the plots: not the committed ones
-    return module
+    return load_make_docs(tmp_path, monkeypatch)
 
 
 def test_every_generated_block_is_current(make_docs, tmp_path, capsys):

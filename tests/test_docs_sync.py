@@ -2,25 +2,16 @@
 block is found and filled, what is refused, and the provenance line under each block. Whether
 the committed pages are current is tests/test_docs_pages.py."""
 
-import importlib.util
-
 import pytest
 
 from benchmarks.docgen import pages
 from benchmarks.docgen.common import provenance_text
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_make_docs
 
 
 def make_docs(tmp_path, monkeypatch):
     """benchmarks/make_docs.py as a module, drawing its plots into `tmp_path`."""
-    spec = importlib.util.spec_from_file_location(
-        "make_docs", REPO_ROOT / "benchmarks/make_docs.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "FIGURES", tmp_path)  # the plots: not the committed ones
-    return module
+    return load_make_docs(tmp_path, monkeypatch)
 
 
 PAGE = (

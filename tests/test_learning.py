@@ -11,6 +11,7 @@ import json
 import pytest
 
 from broker_service.core.bounds import entry_budget
+from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import ALGORITHMS
 from broker_service.sim import learning
 from tests.conftest import REPO_ROOT
@@ -75,21 +76,7 @@ def test_refusals_must_be_recorded():
 
 @pytest.mark.parametrize("name", sorted(n for n, s in ALGORITHMS.items() if s.dense))
 def test_dense_algorithms_are_asked_for_every_entry(name):
-    settings = {
-        "recon_samples": 10,
-        "adapt_samples": 20,
-        "recon_lr": 0.1,
-        "adapt_lr": 0.01,
-        "joint": True,
-        "top_p": 10.0,
-        "values": "f16",
-        "error_feedback": True,
-        "residual_decay": 1.0,
-        "residual_max_away": 0,
-        "local_init": "zeros",
-        "outer_lr": 1.0,
-        "cohort": 3,
-    }
+    settings = settings_for("sine")
     command = ALGORITHMS[name](settings).round_command(4, 4)
     assert (command["top_p"], command["values"], command["error_feedback"]) == (100.0, "f32", False)
     assert entry_budget(command, 1234) == 1234
