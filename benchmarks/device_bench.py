@@ -1,8 +1,7 @@
 """Run `device_agent.bench` for every use case under the unix-port micropython (256 KB heap),
 with the native-compiled kernels and with them stripped (plain), and under CPython; fit the
 agent's cost per MAC, estimate the energy of one device round on every board profile
-(device_agent/energy.py, MicroPython and compiled kernels), and time the round again with the
-closed-form head (device_agent.heads; `closed_form` of each result); print tables, write
+(device_agent/energy.py, MicroPython and compiled kernels); print tables, write
 benchmarks/results/device-bench.json and the energy table of docs/device.md.
 
     .venv/bin/python benchmarks/device_bench.py [--out FILE] [--repeat N] [--perf-bench DIR]
@@ -61,14 +60,6 @@ def run(cmd: list[str], cwd: Path) -> dict:
 def best_of(cmd: list[str], cwd: Path, repeat: int) -> dict:
     """The run with the lowest step_ms of `repeat` runs (least disturbed by other load)."""
     return min((run(cmd, cwd) for _ in range(repeat)), key=lambda r: r["step_ms"])
-
-
-def best_pair(a: list[str], b: list[str], cwd: Path, repeat: int) -> tuple[dict, dict]:
-    """The best run of each of two commands run alternately `repeat` times, so that both see
-    the same load (their ratio is then fair on a busy host)."""
-    runs = [(run(a, cwd), run(b, cwd)) for _ in range(repeat)]
-    best = lambda i: min((r[i] for r in runs), key=lambda r: r["step_ms"])  # noqa: E731
-    return best(0), best(1)
 
 
 def plain_copy(folder: Path) -> Path:
@@ -225,19 +216,12 @@ def measure(mp: list[str], repeat: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         plain = plain_copy(Path(tmp))
         for use_case in USE_CASES:
-            closed_cmd = mp + [use_case, "10", "20", "closed_form"]
-            native, closed = best_pair(mp + [use_case], closed_cmd, ROOT, repeat)
+            native = best_of(mp + [use_case], ROOT, repeat)
             stripped = best_of(mp + [use_case], plain, repeat)
             cpython = best_of([sys.executable, "-m", "device_agent.bench", use_case], ROOT, repeat)
             native["step_ms_plain"] = stripped["step_ms"]
             native["native_speedup"] = stripped["step_ms"] / native["step_ms"]
             native["step_ms_cpython"] = cpython["step_ms"]
-            native["closed_form"] = {
-                key: closed[key]
-                for key in ("step_ms", "recon_step_ms", "adapt_step_ms", "round_ms", "round_macs")
-            }
-            native["closed_form"]["peak_heap_bytes"] = closed["peak_heap_bytes"]
-            native["closed_form"]["step_ratio"] = closed["step_ms"] / native["step_ms"]
             results.append(native)
             print(
                 "%-10s params %5d  MACs/sample %7d  step %7.2f ms (plain %7.2f, x%.2f; "
@@ -252,18 +236,6 @@ def measure(mp: list[str], repeat: int) -> list[dict]:
                     native["step_ms_cpython"],
                     native["peak_heap_bytes"],
                     native["payload_bytes"],
-                )
-            )
-            print(
-                "%-10s closed-form head: step %7.2f ms (x%.2f of the SGD head's; recon %.2f ms, "
-                "adapt %.2f ms)  heap %6d B"
-                % (
-                    "",
-                    closed["step_ms"],
-                    native["closed_form"]["step_ratio"],
-                    closed["recon_step_ms"],
-                    closed["adapt_step_ms"],
-                    closed["peak_heap_bytes"],
                 )
             )
     return results

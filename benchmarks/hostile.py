@@ -5,8 +5,8 @@ new-device metric, and to the service.
 case: every attack of `broker_service.sim.attacks` with 5 % and 20 % of the training devices
 hostile (1 and 4 of 20), against the clean run on the same seeds, with the default aggregation
 (`trusted`: the clipped mean weighed by device trust) and the clipped mean without trust
-(`clipped_mean`) on every seed, and plain mean, trimmed mean, a cohort-median clip and no bounds
-at all on the first seed.
+(`clipped_mean`) on every seed, and plain mean and no bounds at all on the first seed (the
+archived results also hold a trimmed mean and a cohort-median clip, options since removed).
 The coverage-aware mean (`coverage`: the clipped updates averaged per coordinate over the
 devices that sent it) is attacked on every seed too. `--only clipped_mean,trusted,no_federation`
 and `--attacks none,sign_flip,...` run a part of that (`none`: the clean run). Rows hold the
@@ -96,8 +96,6 @@ AGGREGATIONS = {
     # the clipped updates averaged per coordinate over their senders (core/aggregate.py)
     "coverage": ({"coverage_mean": True, **OFF}, True),
     "mean": ({"clip_recent": 0.0, **OFF}, True),
-    "trimmed_mean": ({"aggregation": "trimmed_mean", "clip_recent": 0.0, **OFF}, True),
-    "cohort_clip": ({"clip_scale": 3.0, "clip_recent": 0.0, **OFF}, True),
     "undefended": ({"clip_recent": 0.0, **OFF}, False),  # before issue 12: no bound, no clamp
 }
 DEFAULT = "trusted"

@@ -1,5 +1,6 @@
-"""Ablation of TinyMetaFed's outer step on the server: coverage-aware mean, server momentum,
-server Adam and Yogi (core/serveropt.py), each on/off against Reptile's plain step.
+"""Ablation of TinyMetaFed's outer step on the server: coverage-aware mean and server Adam
+(core/serveropt.py), each on/off against Reptile's plain step (the archived results also hold
+server momentum and Yogi, options since removed).
 
 Every configuration keeps TinyMetaFed's rates tuned by benchmarks/tune.py (tuned-<use case>.json,
 per fold) and changes only the server: the aggregation and the optimiser. Its step size β₀
@@ -50,14 +51,12 @@ CONFIGS: dict[str, tuple[dict, tuple[float, float] | None]] = {
     BASELINE: ({}, None),
     "reptile_step_wide": ({}, (0.1, 30.0)),
     "coverage": ({"coverage_mean": True}, (0.1, 30.0)),
-    "momentum": ({"server_optimiser": "momentum"}, (0.01, 3.0)),
     "adam": ({"server_optimiser": "adam"}, (1e-3, 0.3)),
-    "yogi": ({"server_optimiser": "yogi"}, (1e-3, 0.3)),
     "coverage_adam": ({"coverage_mean": True, "server_optimiser": "adam"}, (1e-3, 0.3)),
 }
 """Each configuration: its settings over the bench's, and the box its β₀ is searched in (None:
-the tuned β₀ of tuned-<use case>.json, whose box stops at 1). Momentum's effective step is
-β₀ / (1 − μ); Adam's and Yogi's is about β₀ per coordinate, whatever the delta's scale."""
+the tuned β₀ of tuned-<use case>.json, whose box stops at 1). Adam's step is about β₀ per
+coordinate, whatever the delta's scale."""
 STAGE_ONE = 3
 STAGE_TWO = 1
 SEARCH_FOLDS = 1

@@ -1,6 +1,6 @@
 """On-device benchmark: one full round of a use case's default model, without a broker.
 
-    micropython -X heapsize=256K -m device_agent.bench <use-case> [recon adapt [head_init]]
+    micropython -X heapsize=256K -m device_agent.bench <use-case> [recon adapt]
     python -m device_agent.bench <use-case>
 
 Samples are generated (deterministic xorshift inputs of the model's shape), so it needs no data
@@ -10,8 +10,7 @@ recon_step_macs and adapt_step_macs (MACs of one step of each kind), recon_step_
 adapt_step_params (parameters each step updates), peak_heap_bytes (on MicroPython the highest live
 heap, gc.mem_alloc() after a collection at every sample of a second, untimed round; on CPython
 tracemalloc's peak), payload_bytes, model_bytes and command_bytes (the dense f32 MODEL and the
-COMMAND a device receives for the round). `head_init` (sgd or closed_form, see device_agent.heads)
-is the round's; with the closed form the solve falls in the last reconstruction step's time.
+COMMAND a device receives for the round).
 """
 
 import gc
@@ -57,12 +56,9 @@ class TimedSamples:
         return sample
 
 
-def run(use_case, recon=10, adapt=20, head_init="sgd"):
+def run(use_case, recon=10, adapt=20):
     """Run the round and return the figures as a dict."""
     plan = Plan(spec_for(use_case))
-    if head_init == "closed_form":
-        # a board imports the head's module once, at its first such round: not timed here
-        from device_agent import heads  # noqa: F401
     gc.collect()
     if IMPL != "micropython":
         import tracemalloc  # type: ignore[import-not-found]  # CPython only
@@ -73,7 +69,7 @@ def run(use_case, recon=10, adapt=20, head_init="sgd"):
     init_params(plan, params, 1)
     residual = array("f", bytes(4 * plan.n_global))
     samples = TimedSamples(plan, recon + adapt)
-    command = _command(recon, adapt, head_init)
+    command = _command(recon, adapt)
     steps = step_sizes(plan, command)
     start = ticks_us()
     result = run_round(net, params, samples, command, residual)
@@ -87,7 +83,6 @@ def run(use_case, recon=10, adapt=20, head_init="sgd"):
     figures = {
         "use_case": use_case,
         "impl": IMPL,
-        "head_init": head_init,
         "params": plan.n_params,
         "global_params": plan.n_global,
         "macs_per_sample": plan.train_step_macs(plan.param_layers[0]),
@@ -127,11 +122,8 @@ def step_sizes(plan, command):
     }
 
 
-def _command(recon, adapt, head_init):
-    command = {"recon_samples": recon, "adapt_samples": adapt, "top_p": 10.0, "values": "f16"}
-    if head_init != "sgd":
-        command["head_init"] = head_init
-    return command
+def _command(recon, adapt):
+    return {"recon_samples": recon, "adapt_samples": adapt, "top_p": 10.0, "values": "f16"}
 
 
 def _live_heap_peak(net, plan, command):
@@ -152,12 +144,11 @@ def _mean_ms(times):
 def main(argv):
     """Command-line entry: use case and optional sample counts from argv."""
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
-        print("usage: device_agent.bench <sine|omniglot|kws|occupancy> [recon adapt [head_init]]")
+        print("usage: device_agent.bench <sine|omniglot|kws|occupancy> [recon adapt]")
         return 2
     recon = int(argv[2]) if len(argv) > 2 else 10
     adapt = int(argv[3]) if len(argv) > 3 else 20
-    head_init = argv[4] if len(argv) > 4 else "sgd"
-    print(json.dumps(run(argv[1], recon, adapt, head_init)))
+    print(json.dumps(run(argv[1], recon, adapt)))
     return 0
 
 

@@ -24,13 +24,6 @@ MAX_ROUND_SAMPLES = 10000
 MAX_LEARNING_RATE = 10.0
 """Largest `recon_lr` or `adapt_lr` a round command may set (rates must also be above 0)."""
 
-MAX_HEAD_RIDGE = 1e6
-"""Largest `head_ridge` (the closed-form regression head's λ) a round command may set (above 0)."""
-
-MAX_RIDGE_FEATURES = 64
-"""Most input features of a regression head fitted in closed form: its (features + 1)² matrix
-is then at most 17 KB of float32; wider heads keep the SGD head (device_agent.heads)."""
-
 MAX_U32 = 0xFFFFFFFF
 """Largest round, model version, seed and session epoch: the header's unsigned 32-bit fields."""
 MAX_STATUS = 2048

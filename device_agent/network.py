@@ -4,9 +4,7 @@ Memory is fixed when the network is built: one activation buffer per layer that 
 data (activations and flatten run in place), two gradient buffers of the largest activation, and
 two parameter-sized buffers for a round's Δ and its Top-P% selection. Nothing is allocated per
 sample and no parameter-sized block per round, which keeps a microcontroller's heap flat and
-unfragmented. A closed-form head (device_agent.heads) keeps its statistics in the Δ buffer,
-which is free during reconstruction, or, when they do not fit there, in one buffer allocated
-at its first use and kept.
+unfragmented.
 """
 
 from array import array
@@ -35,18 +33,6 @@ class Network:
         self.grad_b = array("f", bytes(4 * size))
         self.delta = array("f", bytes(4 * plan.n_params))  # a round's θ_g copy, then its Δ
         self.magnitudes = array("f", bytes(4 * plan.n_params))  # |Δ|, reordered by Top-P%
-        self._head = None
-
-    def head_scratch(self, size):
-        """A float buffer of at least `size` floats for the closed-form head's statistics: the
-        Δ buffer when it is long enough (it is unused during reconstruction), else one buffer
-        allocated once and kept."""
-        if len(self.delta) >= size:
-            return self.delta
-        if self._head is None or len(self._head) < size:
-            self._head = None
-            self._head = array("f", bytes(4 * size))
-        return self._head
 
     def forward(self, params, x):
         """Run the model on one sample x (sequence of floats); returns the output buffer."""

@@ -1,12 +1,10 @@
 """One device round of TinyMetaFed (brief section 2, step 3), batch size 1, samples used once.
 
-a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen;
-   or, with `head_init` "closed_form", θ_l fitted from one pass over those samples
-   (device_agent.heads: class prototypes, or ridge regression of the outputs).
+a. Local reconstruction: θ_l ← fresh init, then `recon_samples` SGD steps on θ_l, θ_g frozen.
 b. Adaptation: `adapt_samples` SGD steps on θ_g, and on θ_l too when `joint` (the default;
    with it off θ_l stays frozen).
-c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled (aged by the rounds the device
-   was away, see residual_weight); keep the Top-P% entries.
+c. Δ = φ_g − θ_g, plus the error-feedback residual when enabled (dropped when the round
+   numbers went back, see residual_applies); keep the Top-P% entries.
 d. Encode the sparse update (the DELTA payload) for the server.
 
 With split off (TinyReptile), θ_g is every parameter and there is no reconstruction.
@@ -29,20 +27,12 @@ DEFAULTS = {
     "top_p": 10.0,
     "values": "f16",
     "error_feedback": True,
-    "residual_decay": 1.0,
-    "residual_max_away": 0,
     "local_init": "zeros",
-    "head_init": "sgd",
-    "head_ridge": 1.0,
     "seed": 0,
 }
 
 LOCAL_INITS = ("zeros", "glorot")
 """How a round may re-initialise θ_l (`local_init`): zeros, or Glorot-uniform from the seed."""
-
-HEAD_INITS = ("sgd", "closed_form")
-"""How a round rebuilds θ_l (`head_init`): SGD steps, or the closed-form fit of
-device_agent.heads (imported only by a round that asks for it, which spares a small heap)."""
 
 
 def round_settings(command):
@@ -103,26 +93,13 @@ class RoundResult:
         self.nnz = 0
 
 
-def closed_form_head(plan, settings):
-    """Whether a round with these settings fits θ_l by the closed form (device_agent.heads)."""
-    if settings.get("head_init") != "closed_form":
-        return False
-    from device_agent import heads
-
-    return heads.closed_form_applies(plan)
-
-
 def reconstruct_local(net, params, samples, settings, count):
-    """Re-initialise θ_l and fit it on `count` samples with θ_g frozen (SGD steps, or the
-    closed form); returns the mean loss (with the closed form: under the fresh θ_l)."""
+    """Re-initialise θ_l and fit it on `count` samples with θ_g frozen (SGD steps); returns
+    the mean loss."""
     plan = net.plan
     if not plan.local_layers:
         return 0.0
     init_local(plan, params, settings["seed"], settings["local_init"])
-    if closed_form_head(plan, settings):
-        from device_agent import heads
-
-        return heads.fit_head(net, params, samples, count, settings["head_ridge"])[1]
     if count <= 0:
         return 0.0
     first = head_index(plan)
@@ -156,30 +133,22 @@ def adapt_global(net, params, samples, settings, count, result):
     return used
 
 
-def residual_weight(settings, last_round):
-    """How much of the kept error-feedback residual a round adds back (its staleness).
-
-    `last_round` is the round of the device's last finished round with error feedback (None:
-    none yet). With `away` the rounds missed since, the weight is `residual_decay` ** away, and 0
-    (a reset) when `residual_max_away` > 0 and away >= it, or when the round numbers went back
-    (a new session: the residual belongs to another model). A device in every round has away 0.
-    """
+def residual_applies(settings, last_round):
+    """Whether the kept error-feedback residual is added back this round: yes unless the round
+    numbers went back since `last_round`, the round that last updated it (None: never), which
+    means a new session whose residual belongs to another model."""
     if last_round is None:
-        return 1.0
-    away = int(settings.get("round", 0)) - int(last_round) - 1
-    limit = int(settings["residual_max_away"])
-    if away < 0 or (limit > 0 and away >= limit):
-        return 0.0
-    return float(settings["residual_decay"]) ** away
+        return True
+    return int(settings.get("round", 0)) > int(last_round)
 
 
-def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None, weight=1.0):
-    """Turn origin[:n_global] (a copy of θ_g) into Δ (+ weight × residual) in place; returns
+def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None):
+    """Turn origin[:n_global] (a copy of θ_g) into Δ (+ residual) in place; returns
     (indices, values). `scratch` (n_global floats or more) spares Top-P% an allocation."""
     for i in range(n_global):
         origin[i] = params[i] - origin[i]
         if residual is not None:
-            origin[i] += weight * residual[i]
+            origin[i] += residual[i]
     k = top_k_count(n_global, percent)
     idx = select_top_k(origin, k, scratch, n_global)
     values = array("f", bytes(4 * k))
@@ -206,7 +175,7 @@ def run_round(net, params, samples, command, residual=None, last_round=None):
 
     `samples` yields (x, y) pairs, each used once; `residual` is this device's error-feedback
     memory of len(θ_g) floats (kept between rounds by the caller) or None, and `last_round` the
-    round that last updated it (None: never), which ages it (residual_weight). Returns a
+    round that last updated it (None: never), see residual_applies. Returns a
     RoundResult whose payload is the encoded DELTA.
     """
     s = round_settings(command)
@@ -226,10 +195,8 @@ def run_round(net, params, samples, command, residual=None, last_round=None):
     result.samples = recon + adapted
     result.macs = round_macs(plan, s, recon, adapted)
     use_residual = residual if s["error_feedback"] else None
-    weight = residual_weight(s, last_round)
-    idx, values = sparse_delta(
-        params, origin, n_global, float(s["top_p"]), use_residual, net.magnitudes, weight
-    )
+    added = use_residual if residual_applies(s, last_round) else None
+    idx, values = sparse_delta(params, origin, n_global, float(s["top_p"]), added, net.magnitudes)
     result.payload = codec.encode(
         codec.KIND_DELTA,
         n_global,
@@ -249,11 +216,7 @@ def run_round(net, params, samples, command, residual=None, last_round=None):
 def round_macs(plan, settings, recon, adapted):
     """Multiply-accumulates of a round: cheap head-only steps, then full adaptation steps."""
     total = 0
-    if recon and closed_form_head(plan, settings):
-        from device_agent import heads
-
-        total += heads.fit_macs(plan, recon)
-    elif recon:
+    if recon:
         total += recon * plan.train_step_macs(head_index(plan))
     first, last = adapt_layers(plan, settings)
     total += adapted * plan.train_step_macs(first, last)

@@ -11,7 +11,7 @@ it trains on must have the SHA-256 digest that the verified command names (docs/
 """
 
 from device_agent import auth, codec, limits, reasons
-from device_agent.round import HEAD_INITS, LOCAL_INITS, global_size
+from device_agent.round import LOCAL_INITS, global_size
 
 COMMAND_KEYS = ("round", "version")
 """The integer fields every command carries."""
@@ -25,16 +25,21 @@ COUNTS = ("recon_samples", "adapt_samples")
 RATES = ("recon_lr", "adapt_lr")
 """Command fields that are learning rates: numbers in (0, limits.MAX_LEARNING_RATE]."""
 
-IDS = ("round", "version", "seed", "epoch", "residual_max_away")
+IDS = ("round", "version", "seed", "epoch")
 """Command fields that are unsigned 32-bit integers."""
 
-FRACTIONS = ("residual_decay",)
-"""Command fields that are numbers in [0, 1]."""
+RETIRED = (
+    ("residual_decay", 1),
+    ("residual_max_away", 0),
+    ("head_init", "sgd"),
+    ("head_ridge", 1),
+)
+"""Command fields no longer supported, each with the only value still accepted (its old
+default, which a round ignores): an older service may still send them."""
 
 CHOICES = (
     ("values", codec.VALUE_NAMES),
     ("local_init", LOCAL_INITS),
-    ("head_init", HEAD_INITS),
 )
 """Command fields that name one of a few known strings."""
 
@@ -132,10 +137,10 @@ def check_settings(cmd):
     """Refuse (BAD_SETTING) a command whose known fields have the wrong type or range.
 
     Booleans are JSON booleans; sample counts integers in [0, MAX_ROUND_SAMPLES]; learning rates
-    numbers in (0, MAX_LEARNING_RATE]; head_ridge in (0, MAX_HEAD_RIDGE]; top_p in (0, 100];
-    residual_decay in [0, 1]; round, version, seed, epoch and residual_max_away integers in
-    [0, MAX_U32]; values, local_init and head_init one of the known names. A NaN or an infinity
-    fails every range. Unknown fields are ignored (a newer service may send more).
+    numbers in (0, MAX_LEARNING_RATE]; top_p in (0, 100]; round, version, seed and epoch
+    integers in [0, MAX_U32]; values and local_init one of the known names; a RETIRED field only
+    at its old default. A NaN or an infinity fails every range. Unknown fields are ignored (a
+    newer service may send more).
     """
     for key in FLAGS:
         if key in cmd and not isinstance(cmd[key], bool):
@@ -148,16 +153,12 @@ def check_settings(cmd):
         value = cmd.get(key, 1)
         if not (_is_number(value) and 0 < value <= limits.MAX_LEARNING_RATE):
             raise _setting(key, value)
-    value = cmd.get("head_ridge", 1)
-    if not (_is_number(value) and 0 < value <= limits.MAX_HEAD_RIDGE):
-        raise _setting("head_ridge", value)
     value = cmd.get("top_p", 100)
     if not (_is_number(value) and 0 < value <= 100):
         raise _setting("top_p", value)
-    for key in FRACTIONS:
-        value = cmd.get(key, 1)
-        if not (_is_number(value) and 0 <= value <= 1):
-            raise _setting(key, value)
+    for key, old in RETIRED:
+        if key in cmd and (cmd[key] != old or isinstance(cmd[key], bool)):
+            raise _setting(key, cmd[key])
     for key in IDS:
         value = cmd.get(key, 0)
         if not (_is_int(value) and 0 <= value <= limits.MAX_U32):

@@ -112,19 +112,17 @@ def test_round_over_mosquitto_micropython_equals_cpython_equals_numpy(mosquitto,
 
 
 @pytest.mark.parametrize(
-    "values, head_init",
-    # every model encoding with the SGD head; the closed-form head with the largest model buffer
-    [("f32", "sgd"), ("f16", "sgd"), ("int8", "sgd"), ("f32", "closed_form")],
+    "values",
+    # every model encoding θ_g may be sent in
+    ["f32", "f16", "int8"],
 )
 @pytest.mark.parametrize("use_case", ["sine", "omniglot", "kws", "occupancy"])
-def test_full_round_in_256k_heap_for_every_default_model(
-    use_case, values, head_init, mosquitto, tmp_path
-):
+def test_full_round_in_256k_heap_for_every_default_model(use_case, values, mosquitto, tmp_path):
     plan = Plan(spec_for(use_case))
     theta = initial_theta(NumpyNet(plan), 1)[: plan.n_global]
     driver = Driver(mosquitto.port)
     driver.publish_model(theta, version=5, values=values)  # θ_g as the service may send it
-    device = "mp-%s-%s-%s" % (use_case, values, head_init.replace("_", "-"))
+    device = "mp-%s-%s" % (use_case, values)
     proc = start_agent(
         agent_config(device, mosquitto.port, use_case=use_case),
         tmp_path,
@@ -134,7 +132,7 @@ def test_full_round_in_256k_heap_for_every_default_model(
     )
     try:
         driver.wait_status(device, "online")
-        settings = dict(values="f16", recon_samples=10, adapt_samples=20, head_init=head_init)
+        settings = dict(values="f16", recon_samples=10, adapt_samples=20)
         driver.command(device, dict(COMMAND, version=5, **settings))
         header, idx, _ = codec.decode(driver.get(device, "update", timeout=120))
         telemetry = json.loads(driver.get(device, "telemetry"))

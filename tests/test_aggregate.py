@@ -6,9 +6,9 @@ import pytest
 
 from broker_service.core.aggregate import (
     SparseUpdate,
+    aggregate_mean,
     meta_update,
     outer_step,
-    robust_aggregate,
     sparse_coverage_mean,
     sparse_weighted_mean,
     weighted_scatter_sum,
@@ -102,31 +102,6 @@ def test_clip_scales_long_updates_only():
     assert clip_update(up, 10.0) is up
 
 
-def test_median_and_trimmed_mean_ignore_a_minority_of_outliers():
-    from broker_service.core.aggregate import coordinate_median, robust_aggregate, trimmed_mean
-
-    honest = [
-        SparseUpdate(np.arange(3), np.array([1.0, 1.0, 1.0], dtype=np.float32), 1) for _ in range(4)
-    ]
-    poison = SparseUpdate(np.arange(3), np.array([-1e6, 1e6, 5e5], dtype=np.float32), 1)
-    ups = honest + [poison]
-    np.testing.assert_allclose(coordinate_median(3, ups), [1, 1, 1])
-    np.testing.assert_allclose(trimmed_mean(3, ups, 0.2), [1, 1, 1])
-    assert np.abs(robust_aggregate(3, ups, "mean")).max() > 1e5
-    np.testing.assert_allclose(
-        robust_aggregate(3, ups, "mean", clip_norm=2.0)[0],
-        (4 * 1.0 - 2.0 * 1e6 / np.linalg.norm([1e6, 1e6, 5e5])) / 5,
-        rtol=1e-5,
-    )
-
-
-def test_unknown_aggregation_is_an_error():
-    from broker_service.core.aggregate import robust_aggregate
-
-    with pytest.raises(ValueError, match="unknown aggregation"):
-        robust_aggregate(3, [], "mode")
-
-
 def test_coverage_mean_averages_each_coordinate_over_the_devices_that_sent_it():
     a = SparseUpdate(np.array([0, 2]), np.array([1.0, 4.0], dtype=np.float32), 10)
     b = SparseUpdate(np.array([2, 3]), np.array([2.0, -3.0], dtype=np.float32), 30)
@@ -151,8 +126,8 @@ def test_coverage_mean_of_dense_updates_is_the_plain_mean_and_empty_is_zero():
     np.testing.assert_array_equal(sparse_coverage_mean(4, []), np.zeros(4, dtype=np.float32))
 
 
-def test_robust_aggregate_clips_before_the_coverage_mean():
+def test_aggregate_mean_is_the_weighted_or_the_coverage_mean():
     a = SparseUpdate(np.array([0]), np.array([10.0], dtype=np.float32), 1)
     b = SparseUpdate(np.array([1]), np.array([1.0], dtype=np.float32), 1)
-    agg = robust_aggregate(2, [a, b], "mean", clip_norm=2.0, coverage=True)
-    np.testing.assert_allclose(agg, [2.0, 1.0])
+    np.testing.assert_allclose(aggregate_mean(2, [a, b], coverage=True), [10.0, 1.0])
+    np.testing.assert_allclose(aggregate_mean(2, [a, b]), [5.0, 0.5])

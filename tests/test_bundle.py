@@ -47,7 +47,6 @@ def test_mpy_bundle_runs_a_round_under_micropython(mosquitto, tmp_path):
     )
     write_bundle(out, config, mpy=True, arch="unix")
     assert (out / "device_agent" / "layers.mpy").exists()
-    assert (out / "device_agent" / "heads.mpy").exists()
     assert not list((out / "device_agent").glob("*.py"))
     plan = Plan(spec_for("occupancy"))
     driver = Driver(mosquitto.port)
@@ -62,9 +61,9 @@ def test_mpy_bundle_runs_a_round_under_micropython(mosquitto, tmp_path):
     )
     try:
         driver.wait_status("bundle-1", "online")
-        # the closed-form head: its module, imported only now, ships in the bundle
+        # a removed setting at its old default, as an older service sends it: ignored
         command = {"round": 0, "version": 3, "recon_samples": 5, "adapt_samples": 10}
-        driver.command("bundle-1", dict(command, head_init="closed_form"))
+        driver.command("bundle-1", dict(command, head_init="sgd"))
         header, _, _ = codec.decode(driver.get("bundle-1", "update"))
         assert json.loads(driver.get("bundle-1", "telemetry"))["samples"] == 15
         assert proc.wait(60) == 0

@@ -79,3 +79,63 @@ def test_a_checkpoint_written_before_server_state_loads_with_none(tmp_path):
     del doc["server_state"]
     path.write_text(json.dumps(doc))
     assert load(path).server_state == {}
+
+
+OLD_DEFAULTS = {
+    "residual_decay": 1.0,
+    "residual_max_away": 0,
+    "head_init": "sgd",
+    "head_ridge": 1.0,
+    "clip_norm": 0.0,
+    "clip_scale": 0.0,
+    "trim": 0.2,
+    "rotations": False,
+    "aggregation": "mean",
+    "server_optimiser": "sgd",
+}
+
+
+def test_removed_settings_at_their_old_defaults_are_dropped_on_load(tmp_path):
+    path = tmp_path / "old.ckpt.json"
+    ckpt = _ckpt()
+    ckpt.settings = dict(OLD_DEFAULTS, top_p=10.0)
+    save(path, ckpt)
+    assert load(path).settings == {"top_p": 10.0, "aggregation": "mean", "server_optimiser": "sgd"}
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("head_init", "closed_form"),
+        ("residual_decay", 0.9),
+        ("trim", 0.1),
+        ("rotations", True),
+        ("aggregation", "median"),
+        ("server_optimiser", "yogi"),
+    ],
+)
+def test_a_checkpoint_that_sets_a_removed_setting_is_refused_naming_it(tmp_path, key, value):
+    path = tmp_path / "old.ckpt.json"
+    ckpt = _ckpt()
+    ckpt.settings = dict(OLD_DEFAULTS, **{key: value})
+    save(path, ckpt)
+    with pytest.raises(CheckpointError, match="uses removed setting %s=%s$" % (key, value)):
+        load(path)
+
+
+def test_the_service_refuses_to_resume_a_checkpoint_with_a_removed_setting(tmp_path):
+    """The service reads its checkpoint at start: a removed setting stops it with the reason."""
+    from broker_service.observe.logs import EventLog
+    from broker_service.server.config import ServiceConfig
+    from broker_service.server.service import AggregationService
+
+    cfg = ServiceConfig(use_case="sine", state_dir=str(tmp_path / "state"), eval_devices=1)
+    first = AggregationService(cfg, EventLog(path=tmp_path / "log"))
+    first._save()
+    first.lock.release()
+    (saved,) = (tmp_path / "state").rglob("*.json")  # the service's one checkpoint
+    doc = json.loads(saved.read_text())
+    doc["settings"]["head_init"] = "closed_form"
+    saved.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="uses removed setting head_init=closed_form"):
+        AggregationService(cfg, EventLog(path=tmp_path / "log"))

@@ -188,6 +188,11 @@ BAD_ARGUMENTS = [
     ("serve", ["--rounds", "many"], "invalid int value: 'many'"),
     (
         "serve",
+        ["--set", "residual_decay=0.9", "--state-dir", "{tmp}/state"],
+        "residual_decay is a removed setting",
+    ),
+    (
+        "serve",
         ["--set", "max_model_growth=0.5", "--state-dir", "{tmp}/state", "--broker", "mqtt://x:1"],
         "training settings: max_model_growth must be 0 (off) or a number of at least 1",
     ),
@@ -199,6 +204,7 @@ BAD_ARGUMENTS = [
     ("bench", ["--use-case", "all", "--json", "{tmp}/b.json"], "use --json-dir"),
     ("bench", ["--use-case", "sine", "--set", "adapt_lr=0.1"], "adapt_lr is tuned"),
     ("bench", ["--use-case", "sine", "--set", "rotation=true"], "unknown setting 'rotation'"),
+    ("bench", ["--use-case", "sine", "--set", "rotations=true"], "rotations is a removed setting"),
     ("evaluate", ["--checkpoint", "{tmp}/missing.json"], "missing.json does not exist"),
     ("report", ["--metrics", "{tmp}/missing.lp"], "missing.lp: No such file"),
     ("status", ["--broker", "http://x"], "mqtt://host:port"),

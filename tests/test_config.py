@@ -65,7 +65,7 @@ def test_the_service_settings_are_those_its_strategies_send_and_read():
 
     command = TinyMetaFed(settings_for("sine")).round_command(0, 0)
     sent = set(command) - {"round", "version", "split", "seed"}
-    read_elsewhere = {"outer_lr", "aggregation", "clip_norm", "clip_scale", "trim"}
+    read_elsewhere = {"outer_lr", "aggregation"}
     read_elsewhere |= {"clip_recent", "max_model_growth"}  # the influence bounds (bounds.py)
     read_elsewhere |= {"trust_rate", "trust_full", "trust_probation", "trust_clip"}  # trust
     read_elsewhere |= {"eval_epochs", "eval_head_epochs"}  # the few-shot evaluation
@@ -74,8 +74,23 @@ def test_the_service_settings_are_those_its_strategies_send_and_read():
     read_elsewhere |= {"coverage_mean", "server_optimiser", "server_beta1", "server_beta2"}
     read_elsewhere |= {"server_eps"}
     assert service_settings() == sent | read_elsewhere
-    cfg = load_config(None, {"settings": {"top_p": 5, "clip_scale": 3.0}}, {})
-    assert cfg.settings == {"top_p": 5, "clip_scale": 3.0}
+    cfg = load_config(None, {"settings": {"top_p": 5, "clip_recent": 3.0}}, {})
+    assert cfg.settings == {"top_p": 5, "clip_recent": 3.0}
+
+
+@pytest.mark.parametrize(
+    "settings,named",
+    [
+        ({"residual_decay": 0.9}, "residual_decay is a removed setting"),
+        ({"head_init": "sgd"}, "head_init is a removed setting"),
+        ({"rotations": True}, "rotations is a removed setting"),
+        ({"aggregation": "median"}, "aggregation=median is a removed setting value"),
+        ({"server_optimiser": "yogi"}, "server_optimiser=yogi is a removed setting value"),
+    ],
+)
+def test_a_removed_setting_is_refused_naming_it(settings, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(None, {"settings": settings}, {})
 
 
 def test_types_come_from_the_annotations(tmp_path):

@@ -127,7 +127,7 @@ def test_a_cancel_must_be_signed_but_names_no_model():
 def test_nan_from_a_cpython_json_parser_is_refused():
     """CPython's json reads NaN and Infinity; the range checks refuse them (a MicroPython parser
     refuses the text itself)."""
-    for field in ("top_p", "recon_lr", "adapt_lr", "residual_decay"):
+    for field in ("top_p", "recon_lr", "adapt_lr", "head_ridge"):
         for value in (math.nan, math.inf, -math.inf):
             with pytest.raises(validate.Refused) as info:
                 validate.check_settings({"round": 0, "version": 0, field: value})
@@ -306,21 +306,48 @@ def test_the_bundle_carries_the_brokers_ca(tmp_path):
     assert written["broker"]["ca_file"] == "on-board.der"
 
 
-def test_the_agent_ages_its_residual_by_the_rounds_it_missed():
-    """Rounds 1 and 4 on one model: with residual_max_away=2 the residual of round 1 is dropped
-    (round 4's upload is that of a device that kept none), without it the residual is sent.
-    P = 5 % leaves some of the probe model's non-zero Δ unsent."""
+def test_the_agent_drops_its_residual_when_the_rounds_go_back():
+    """A round numbered below the one that last updated the residual (a new session) uploads as
+    a device that kept no residual; a later round sends it. P = 5 % leaves some of the probe
+    model's non-zero Δ unsent."""
     model = dc.model_payload(dc.Probe().n, 1)
 
-    def round_four(first, fourth):
+    def second_upload(first_round, second_round, first=None):
         p = dc.Probe().model(model)
-        p.command(dc.command_payload(1, 1, model, fields=dict(first, top_p=5.0)))
-        p.command(dc.command_payload(1, 4, model, fields=dict(fourth, top_p=5.0)))
+        p.command(dc.command_payload(1, first_round, model, fields=dict(first or {}, top_p=5.0)))
+        epoch = dc.EPOCH + (second_round < first_round)  # a new session of the service
+        p.command(dc.command_payload(1, second_round, model, epoch, fields={"top_p": 5.0}))
         assert p.agent.rounds_done == 2 and p.agent.rejected == {}
-        return p.updates()[-1], p.agent.residual_round
+        _, idx, values = codec.decode(verify(dc.KEY, p.updates()[-1]))
+        return (list(idx), list(values)), p.agent.residual_round
 
-    kept, last = round_four({}, {})
-    dropped, _ = round_four({}, {"residual_max_away": 2})
-    never, _ = round_four({"error_feedback": False}, {})
-    assert last == 4
-    assert dropped == never != kept
+    kept, last = second_upload(1, 4)
+    never, _ = second_upload(1, 4, {"error_feedback": False})
+    assert last == 4 and kept != never
+    back, last = second_upload(4, 1)
+    assert last == 1 and back == second_upload(4, 1, {"error_feedback": False})[0]
+
+
+RETIRED_AT_DEFAULT = {
+    "residual_decay": 1.0,
+    "residual_max_away": 0,
+    "head_init": "sgd",
+    "head_ridge": 1.0,
+}
+
+
+def test_removed_settings_at_their_old_default_are_ignored_and_others_refused():
+    """A command from an older service may still carry the removed settings: at their old
+    defaults the round is the same as without them; any other value is a bad_setting."""
+    model = dc.model_payload(dc.Probe().n, 1)
+    uploads = []
+    for fields in ({}, RETIRED_AT_DEFAULT, {"residual_decay": 1, "head_ridge": 1}):
+        p = dc.Probe().model(model)
+        p.command(dc.command_payload(1, 1, model, fields=fields))
+        assert p.agent.rejected == {} and p.agent.rounds_done == 1
+        uploads.append(p.updates()[-1])
+    assert uploads[0] == uploads[1] == uploads[2]
+    for key, value in (("head_init", "closed_form"), ("residual_decay", 0.9)):
+        p = dc.Probe().model(model)
+        p.command(dc.command_payload(1, 1, model, fields={key: value}))
+        assert p.agent.rejected == {"command:bad_setting": 1} and p.agent.rounds_done == 0

@@ -10,7 +10,7 @@ from broker_service.core.nn import NumpyNet
 from broker_service.usecases.sine import SPEC as SINE_SPEC
 from device_agent import codec
 from device_agent.network import Network
-from device_agent.round import residual_weight, round_settings, run_round
+from device_agent.round import residual_applies, round_settings, run_round
 from device_agent.topk import select_top_k
 from tests.helpers import LAYER_SPECS, fresh_params, rel_err, sample
 
@@ -99,28 +99,18 @@ def test_whole_device_round_parity(split, joint):
 
 
 @pytest.mark.parametrize(
-    "decay,max_away,last_round,weight",
-    [(0.5, 0, 0, 0.25), (1.0, 2, 0, 0.0), (0.9, 5, 2, 1.0), (1.0, 0, 7, 0.0), (0.5, 3, 1, 0.5)],
+    "last_round,added", [(None, True), (2, True), (0, True), (3, False), (7, False)]
 )
-def test_stale_residual_parity(decay, max_away, last_round, weight):
-    """Round 3 after the device's last round `last_round`: both twins add weight × the residual
-    (decayed per round away, reset after `max_away` or when rounds went back) and keep the same
-    new residual; the weight changes the upload."""
+def test_residual_parity_and_a_new_session_drops_the_residual(last_round, added):
+    """Round 3 after the device's last round `last_round`: both twins add the residual unless
+    the round numbers went back (a new session) and keep the same new residual."""
     plan, params = fresh_params(SINE_SPEC, seed=11)
     theta_g = np.array(params, dtype=np.float32)[: plan.n_global]
     rng = np.random.default_rng(6)
     xs = rng.uniform(-1, 1, (30, 1)).astype(np.float32)
     ys = (2.0 * np.sin(5 * xs + 1.0)).astype(np.float32)
     start = rng.normal(0.0, 0.05, len(theta_g)).astype(np.float32)
-    command = {
-        "round": 3,
-        "version": 3,
-        "adapt_lr": 0.02,
-        "values": "f32",
-        "residual_decay": decay,
-        "residual_max_away": max_away,
-        "seed": 9,
-    }
+    command = {"round": 3, "version": 3, "adapt_lr": 0.02, "values": "f32", "seed": 9}
     pairs = list(zip(xs, [list(y) for y in ys], strict=True))
     residual_a = array("f", start)
     agent = run_round(Network(plan), array("f", params), pairs, command, residual_a, last_round)
@@ -130,22 +120,16 @@ def test_stale_residual_parity(decay, max_away, last_round, weight):
     assert list(idx_a) == list(codec.decode(twin.payload)[1])
     assert rel_err(val_a, codec.decode(twin.payload)[2]) < TOL
     assert rel_err(residual_a, residual_b) < TOL
-    assert twin.residual_norm == pytest.approx(weight * np.linalg.norm(start), rel=TOL)
+    want = np.linalg.norm(start) if added else 0.0
+    assert twin.residual_norm == pytest.approx(want, rel=TOL)
     fresh = simulate_round(NumpyNet(plan), theta_g, xs, ys, command, start.copy(), 2)
-    assert (fresh.payload == twin.payload) == (weight == 1.0)
+    assert (fresh.payload == twin.payload) == added
 
 
-def test_residual_weight_ages_by_rounds_away():
-    """Away = rounds missed since the last round; decay per round away, reset at max_away."""
-    s = round_settings({"round": 10, "residual_decay": 0.5, "residual_max_away": 4})
-    assert residual_weight(s, None) == 1.0
-    assert residual_weight(s, 9) == 1.0
-    assert residual_weight(s, 8) == 0.5
-    assert residual_weight(s, 7) == 0.25
-    assert residual_weight(s, 6) == 0.125
-    assert residual_weight(s, 5) == 0.0
-    assert residual_weight(s, 10) == 0.0
-    assert residual_weight(round_settings({"round": 10}), 0) == 1.0
+def test_residual_applies_unless_the_rounds_went_back():
+    s = round_settings({"round": 10})
+    assert residual_applies(s, None) and residual_applies(s, 9) and residual_applies(s, 0)
+    assert not residual_applies(s, 10) and not residual_applies(s, 12)
 
 
 def test_joint_adaptation_trains_the_head_and_frozen_does_not():

@@ -14,7 +14,7 @@ from broker_service.usecases import mfcc as M
 from broker_service.usecases.base import DataMissingError, UseCase
 from broker_service.usecases.kws import KwsUseCase, find_recordings, read_wav, split_fold
 from broker_service.usecases.occupancy import OccupancyUseCase, stratified_sample
-from broker_service.usecases.omniglot import OmniglotUseCase, rotate_quarters
+from broker_service.usecases.omniglot import OmniglotUseCase
 from broker_service.usecases.registry import load_use_case
 
 MAX_MACS = 60_000
@@ -248,40 +248,6 @@ def test_omniglot_task_labels_are_fixed_per_device(omniglot: OmniglotUseCase) ->
     for label in range(5):
         allowed = {omniglot.chars.images[i].tobytes() for i in omniglot.chars.members(task[label])}
         assert all(img.tobytes() in allowed for img in x[y == label][:, 0])
-
-
-def test_rotate_quarters_turns_each_image_its_own_way() -> None:
-    images = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)
-    out = rotate_quarters(images, np.array([0, 1, 2]))
-    assert np.array_equal(out[0], images[0])
-    assert np.array_equal(out[1], [[5, 7], [4, 6]])  # [[4, 5], [6, 7]] a quarter turn left
-    assert np.array_equal(out[2], images[2][::-1, ::-1])
-
-
-def test_omniglot_rotations_make_new_training_classes(
-    omniglot: OmniglotUseCase, data_dir: Path
-) -> None:
-    """With rotations, a training class is a character at one of four rotations; without, the
-    tasks are unchanged; new devices see their characters unrotated either way."""
-    rotated = OmniglotUseCase(data_dir, seed=0, rotations=True)
-    assert all(not t.any() for t in omniglot.task_turns)
-    turns = np.concatenate(rotated.task_turns)
-    assert set(turns.tolist()) == {0, 1, 2, 3}
-    summary = rotated.split_summary()["train"]
-    assert summary["classes"] == 4 * summary["characters"] and summary["rotations"]
-    assert omniglot.split_summary()["train"]["classes"] == summary["characters"]
-    device = next(i for i, t in enumerate(rotated.task_turns) if t.any())
-    x, y = rotated.stream("omniglot-%03d" % device, 300, np.random.default_rng(3))
-    for label in range(5):
-        char, k = rotated.tasks[device][label], int(rotated.task_turns[device][label])
-        originals = rotated.chars.images[rotated.chars.members(char)]
-        allowed = {np.rot90(img, k).tobytes() for img in originals}
-        shown = x[y == label][:, 0]
-        assert len(shown) and all(img.tobytes() in allowed for img in shown)
-    for split in ("validation", "test"):
-        a = omniglot.new_device_episodes(2, np.random.default_rng(4), split)
-        b = rotated.new_device_episodes(2, np.random.default_rng(4), split)
-        assert all(np.array_equal(p.support_x, q.support_x) for p, q in zip(a, b, strict=True))
 
 
 def test_omniglot_loads_from_extracted_folder(

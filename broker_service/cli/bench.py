@@ -48,13 +48,13 @@ def add_bench(sub: Subcommands) -> None:
     p.add_argument(
         "--ablations",
         action="store_true",
-        help="also run TinyMetaFed without error feedback and with stale residuals decayed/reset",
+        help="also run TinyMetaFed without error feedback",
     )
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a protocol setting for every algorithm (e.g. --set rotations=true)",
+        help="override a protocol setting for every algorithm (e.g. --set top_p=20)",
     )
 
 

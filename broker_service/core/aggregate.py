@@ -69,7 +69,8 @@ def weighted_scatter_sum(
 
 def sparse_coverage_mean(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
     """Each coordinate's sample-weighted mean over the devices that sent it:
-    Σ_i w_i Δ_ij / Σ_{i sent j} w_i, and 0 where no device sent it.
+    Σ_i w_i Δ_ij / Σ_{i sent j} w_i, and 0 where no device sent it. Experimental (the
+    `coverage_mean` setting, off by default; server only).
 
     With Top-P% uploads most coordinates are sent by one device of the cohort, so
     `sparse_weighted_mean` shrinks them by about the cohort's size; this mean does not. With
@@ -147,55 +148,8 @@ def all_finite(theta: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(theta)))
 
 
-def dense_stack(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
-    """The updates as rows of a dense (len(updates), n) matrix, absent entries 0."""
-    rows = np.zeros((len(updates), n), dtype=np.float32)
-    for row, u in zip(rows, updates, strict=True):
-        row[np.asarray(u.indices, dtype=np.int64)] = u.values
-    return rows
-
-
-def coordinate_median(n: int, updates: Sequence[SparseUpdate]) -> np.ndarray:
-    """The coordinate-wise median of the updates (absent entries count as 0)."""
-    if not updates:
-        return np.zeros(n, dtype=np.float32)
-    return np.median(dense_stack(n, updates), axis=0).astype(np.float32)
-
-
-def trimmed_mean(n: int, updates: Sequence[SparseUpdate], trim: float = 0.2) -> np.ndarray:
-    """The coordinate-wise mean after dropping the `trim` fraction of largest and of smallest
-    values of each coordinate (at least one each side when there are three or more updates)."""
-    if not updates:
-        return np.zeros(n, dtype=np.float32)
-    rows = np.sort(dense_stack(n, updates), axis=0)
-    k = int(trim * len(updates))
-    if k == 0 and len(updates) >= 3 and trim > 0:
-        k = 1
-    kept = rows[k : len(updates) - k] if len(updates) - 2 * k > 0 else rows
-    return kept.mean(axis=0).astype(np.float32)
-
-
-def robust_aggregate(
-    n: int,
-    updates: Sequence[SparseUpdate],
-    method: str = "mean",
-    clip_norm: float = 0.0,
-    trim: float = 0.2,
-    clip_scale: float = 0.0,
-    coverage: bool = False,
-) -> np.ndarray:
-    """Agg({Δ_i}) with optional norm clipping — to a fixed `clip_norm`, or to `clip_scale` ×
-    the median norm of this cohort's updates — then 'mean' (sample-weighted; with `coverage`,
-    each coordinate over the devices that sent it, `sparse_coverage_mean`), 'trimmed_mean' or
-    'median'."""
-    if clip_scale > 0 and updates:
-        clip_norm = clip_scale * float(np.median([np.linalg.norm(u.values) for u in updates]))
-    if clip_norm > 0:
-        updates = [clip_update(u, clip_norm) for u in updates]
-    if method == "mean":
-        return sparse_coverage_mean(n, updates) if coverage else sparse_weighted_mean(n, updates)
-    if method == "trimmed_mean":
-        return trimmed_mean(n, updates, trim)
-    if method == "median":
-        return coordinate_median(n, updates)
-    raise ValueError("unknown aggregation %r: mean, trimmed_mean or median" % method)
+def aggregate_mean(n: int, updates: Sequence[SparseUpdate], coverage: bool = False) -> np.ndarray:
+    """Agg({Δ_i}): the sample-weighted mean of the updates (already clipped by the service's
+    bounds, core.bounds), or with `coverage` (experimental, off by default) each coordinate's
+    mean over the devices that sent it (`sparse_coverage_mean`)."""
+    return sparse_coverage_mean(n, updates) if coverage else sparse_weighted_mean(n, updates)

@@ -12,17 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from broker_service.core.nn import NumpyNet, loss_and_grad
+from broker_service.core.nn import NumpyNet
 from device_agent import codec
 from device_agent.model import Plan
 from device_agent.round import (
     adapt_layers,
-    closed_form_head,
     effective_split,
     global_size,
     head_index,
     init_local,
-    residual_weight,
+    residual_applies,
     round_macs,
     round_settings,
 )
@@ -33,7 +32,7 @@ from device_agent.topk import top_k_count
 class DeviceRoundResult:
     """A device round computed on the server: the encoded DELTA payload plus what the device
     would have measured doing it (the fields of the agent's RoundResult), and for the staleness
-    figures the L2 norms of the (aged) residual added back and of Δ before it."""
+    figures the L2 norms of the residual added back and of Δ before it."""
 
     payload: bytes
     samples: int
@@ -102,49 +101,11 @@ def reconstruct_steps(
     return sgd_steps(net, params, xs, ys, lr, head_index(net.plan))[0]
 
 
-def fit_head(
-    net: NumpyNet, params: np.ndarray, xs: np.ndarray, ys: np.ndarray, ridge: float
-) -> float:
-    """The closed-form head of device_agent.heads, vectorised: θ_l in `params` set from the
-    samples' penultimate features (class prototypes, or ridge regression on [h, 1]); returns
-    the mean loss of the samples under the θ_l held before the fit (as the agent reports)."""
-    plan = net.plan
-    layer = plan.layers[plan.local_layers[0]]
-    n_in, n_out = layer.size_in(), layer.out_shape[0]
-    if len(xs):
-        trace = net.forward(params, xs)
-        losses, _ = loss_and_grad(plan.loss, trace.output, ys)
-        feats = trace.inputs[plan.local_layers[0]].reshape(len(xs), n_in).astype(np.float64)
-        loss = float(losses.mean())
-    else:
-        feats, loss = np.zeros((0, n_in)), 0.0
-    if plan.loss == "mse":
-        ext = np.hstack([feats, np.ones((len(feats), 1))])
-        gram = ext.T @ ext + float(ridge) * np.eye(n_in + 1)
-        rhs = ext.T @ np.asarray(ys, dtype=np.float64).reshape(len(feats), n_out)
-        solution = np.linalg.solve(gram, rhs)  # (n_in + 1, n_out)
-        weights, bias = solution[:n_in].T, solution[n_in]
-    else:
-        labels = np.asarray(ys, dtype=np.int64).reshape(-1)
-        onehot = (labels[:, None] == np.arange(n_out)).astype(np.float64)
-        counts = onehot.sum(axis=0)
-        means = (onehot.T @ feats) / np.maximum(counts, 1.0)[:, None]
-        weights, bias = 2.0 * means, -(means * means).sum(axis=1)
-        seen = counts > 0
-        bias[~seen] = bias[seen].min() if seen.any() else 0.0
-    params[layer.w_off : layer.w_off + n_in * n_out] = weights.reshape(-1)
-    params[layer.b_off : layer.b_off + n_out] = bias
-    return loss
-
-
 def reconstruct(
     net: NumpyNet, params: np.ndarray, xs: np.ndarray, ys: np.ndarray, settings: dict
 ) -> float:
-    """Step a of the round on θ_l already drawn: the closed form when the settings ask for it
-    and the model allows it (device_agent.round.closed_form_head), else head-only SGD steps at
-    `recon_lr`; returns the mean loss the device reports."""
-    if closed_form_head(net.plan, settings):
-        return fit_head(net, params, xs, ys, float(settings["head_ridge"]))
+    """Step a of the round on θ_l already drawn: head-only SGD steps at `recon_lr`; returns the
+    mean loss the device reports."""
     return reconstruct_steps(net, params, xs, ys, settings["recon_lr"])
 
 
@@ -182,10 +143,9 @@ def simulate_round(
     delta = params[:n_g] - origin
     delta_norm = float(np.linalg.norm(delta))
     residual_norm = 0.0
-    if s["error_feedback"] and residual is not None:
-        aged = np.float32(residual_weight(s, last_round)) * residual
-        residual_norm = float(np.linalg.norm(aged))
-        delta = delta + aged
+    if s["error_feedback"] and residual is not None and residual_applies(s, last_round):
+        residual_norm = float(np.linalg.norm(residual))
+        delta = delta + residual
     idx = top_k_indices(delta, top_k_count(n_g, float(s["top_p"])))
     payload = codec.encode(
         codec.KIND_DELTA,

@@ -6,9 +6,7 @@ and with the split on draws a fresh θ_l as a device does in a round of seed 0. 
 0 per device), batch-1 SGD on every sample:
 - with the split on, the first `eval_head_epochs` passes' worth of steps (round(eval_head_epochs
   · support size), so 0.5 is the first half of a single pass) are head-only steps at `recon_lr`
-  (θ_g frozen: the device round's reconstruction steps), or, with `head_init` closed_form, the
-  closed-form fit of θ_l on those same samples (device_agent.heads; a sample seen in several
-  head passes counts once per pass);
+  (θ_g frozen: the device round's reconstruction steps);
 - every other step trains all parameters, the head at `recon_lr` and the layers below it at
   `adapt_lr`.
 The metric is measured on the query samples.

@@ -1,25 +1,26 @@
 """Training settings of each use case: the shared protocol, and the defaults of the tuned rates.
 
 Keys: rounds, cohort (K for TinyMetaFed, Reptile, FedAvg; TinyReptile always uses 1),
-aggregation / clip_norm / clip_scale / trim (robust aggregation, see aggregate.py), clip_recent
+aggregation (the sample-weighted "mean", the only one left, see aggregate.py), clip_recent
 (every update clipped to this multiple of the recent median update norm, see bounds.py),
 max_model_growth (θ_g's length kept within this multiple of its starting length, bounds.py),
-coverage_mean (the mean of each coordinate over the devices that sent it, see aggregate.py),
-server_optimiser / server_beta1 / server_beta2 / server_eps (how the aggregated delta moves θ_g:
-sgd, momentum, adam or yogi, see serveropt.py; outer_lr is their step size),
+coverage_mean (experimental, off by default: the mean of each coordinate over the devices that
+sent it, see aggregate.py), server_optimiser / server_beta1 / server_beta2 / server_eps (how the
+aggregated delta moves θ_g: sgd or adam, see serveropt.py; outer_lr is their step size),
 trust_rate / trust_full / trust_probation / trust_clip (device trust, see trust.py and bounds.py),
 recon_samples / adapt_samples (streamed per device round; algorithms without a split stream the
 same total), recon_lr (θ_l's reconstruction steps, and the head's rate when new devices adapt) /
 adapt_lr (the adaptation steps; the only training rate without a split; a per-sample rate, see
 broker_service.sim.clients), outer_lr (β_0), top_p, values (upload value encoding),
 model_values (the encoding of θ_g sent to the devices: f32, f16 or int8 with a scale;
-TinyReptile always sends f32), error_feedback / residual_decay / residual_max_away (the
-error-feedback residual and its staleness, see device_agent.round.residual_weight), joint,
-local_init, head_init / head_ridge (how θ_l is rebuilt, device_agent.heads), inner_epochs /
-inner_batch (Reptile and FedAvg), eval_every, eval_devices (learning curve, validation devices),
-final_devices (final figures, test devices), eval_epochs / eval_head_epochs (few-shot adaptation
-on new devices: one online pass by default, see fewshot.py), rotations (omniglot's rotation
-augmentation of the meta-training classes, off by default) and quick (overrides for `--quick`).
+TinyReptile always sends f32), error_feedback (the error-feedback residual, see
+device_agent.round), joint, local_init, inner_epochs / inner_batch (Reptile and FedAvg),
+eval_every, eval_devices (learning curve, validation devices), final_devices (final figures,
+test devices), eval_epochs / eval_head_epochs (few-shot adaptation on new devices: one online
+pass by default, see fewshot.py) and quick (overrides for `--quick`).
+
+`REMOVED` names the settings (and setting values) that are no longer supported: see
+`removed_setting` and `drop_removed`.
 
 `TUNED` are the keys chosen per algorithm on validation devices (benchmarks/tune.py); the values
 here are only the starting point before tuning (and what the service runs with). Everything
@@ -38,16 +39,9 @@ COMMON = {
     # θ_g sent as int8 with a scale: chosen on validation devices (benchmarks/downlink_codec.py)
     "model_values": "int8",
     "error_feedback": True,
-    # the residual is multiplied by residual_decay for every round the device was away, and
-    # dropped once it was away residual_max_away rounds or more (0: never); 1.0 and 0 keep it whole
-    "residual_decay": 1.0,
-    "residual_max_away": 0,
     # θ_l keeps training (at adapt_lr) during adaptation (the brief's `joint` setting)
     "joint": True,
     "local_init": "zeros",
-    # how θ_l is rebuilt: "sgd" steps, or "closed_form" (device_agent.heads); λ of the ridge head
-    "head_init": "sgd",
-    "head_ridge": 1.0,
     "outer_lr": 1.0,
     "inner_epochs": 5,
     "inner_batch": 10,
@@ -58,16 +52,16 @@ COMMON = {
     # first half of the pass fits the fresh head alone (as a round's reconstruction does)
     "eval_epochs": 1,
     "eval_head_epochs": 0.5,
-    "aggregation": "mean",  # or trimmed_mean, median (robust to poisoned updates)
-    "clip_norm": 0.0,  # > 0: scale every update down to at most this L2 norm first
-    "clip_scale": 0.0,  # > 0: clip to this multiple of the cohort's median update norm
-    "trim": 0.2,
-    # the default aggregation is this clipped mean (benchmarks/hostile.py, docs/trust.md)
+    # the sample-weighted mean; each update clipped first (clip_recent, device trust), which is
+    # the default robust aggregation (benchmarks/hostile.py, docs/trust.md)
+    "aggregation": "mean",
     "clip_recent": 2.0,
     # θ_g's length kept within this multiple of its length at the start (bounds.py; 0: off)
     "max_model_growth": 3.0,
-    # the server's outer step (core/serveropt.py, docs/algorithm.md)
+    # experimental, off by default: each coordinate's mean over the devices that sent it
+    # (core/aggregate.py sparse_coverage_mean; server only)
     "coverage_mean": False,
+    # the server's outer step (core/serveropt.py, docs/algorithm.md): sgd or adam
     "server_optimiser": "sgd",
     "server_beta1": 0.9,
     "server_beta2": 0.99,
@@ -108,8 +102,6 @@ USE_CASE_SETTINGS = {
         "eval_every": 10,
         "eval_devices": 20,
         "final_devices": 60,
-        # meta-training classes augmented by rotations of 90/180/270 degrees (usecases/omniglot)
-        "rotations": False,
         "quick": {"rounds": 12, "eval_devices": 4, "final_devices": 10, "eval_every": 6},
     },
     "kws": {
@@ -140,6 +132,47 @@ USE_CASE_SETTINGS = {
 }
 
 MULTIPASS = {"sine": (8, 4), "omniglot": (4, 2), "kws": (6, 3), "occupancy": (4, 2)}
+
+REMOVED: dict[str, object] = {
+    "residual_decay": 1.0,
+    "residual_max_away": 0,
+    "head_init": "sgd",
+    "head_ridge": 1.0,
+    "clip_norm": 0.0,
+    "clip_scale": 0.0,
+    "trim": 0.2,
+    "rotations": False,
+}
+"""Settings that are no longer supported, each with its old default: a run (or a checkpoint)
+that names one at that value behaves as before, any other value is refused."""
+
+REMOVED_VALUES: dict[str, tuple[str, ...]] = {
+    "aggregation": ("trimmed_mean", "median"),
+    "server_optimiser": ("momentum", "yogi"),
+}
+"""Values of kept settings that are no longer supported."""
+
+
+def removed_setting(key: str, value: object) -> str | None:
+    """`key=value` when that setting (or that value of it) is no longer supported and changes
+    what a run does; None when it is supported, or a removed setting at its old default."""
+    if key in REMOVED:
+        old = REMOVED[key]
+        same = value == old and isinstance(value, bool) == isinstance(old, bool)
+        return None if same else "%s=%s" % (key, value)
+    if key in REMOVED_VALUES and value in REMOVED_VALUES[key]:
+        return "%s=%s" % (key, value)
+    return None
+
+
+def drop_removed(settings: dict) -> dict:
+    """The settings without the removed keys left at their old defaults; ValueError naming the
+    first removed setting (or value) that would change the run."""
+    for key in sorted(settings):
+        bad = removed_setting(key, settings[key])
+        if bad is not None:
+            raise ValueError("removed setting %s" % bad)
+    return {k: v for k, v in settings.items() if k not in REMOVED}
 
 
 def settings_for(use_case: str, quick: bool = False, **overrides) -> dict:

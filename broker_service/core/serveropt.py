@@ -3,14 +3,12 @@
 The aggregated delta Agg({Δ_i}) is treated as a pseudo-gradient pointing uphill (Reptile's
 direction), and the step size lr is Reptile's β_t (its linear decay included):
 - 'sgd': θ ← θ + lr · Agg (Reptile's outer step, the default);
-- 'momentum': m ← μ m + Agg, θ ← θ + lr · m (server momentum, as FedAvgM);
-- 'adam' / 'yogi': the adaptive server optimisers of FedOpt (Reddi et al., "Adaptive Federated
-  Optimization", ICLR 2021): m ← β₁ m + (1 − β₁) Agg; v ← β₂ v + (1 − β₂) Agg² (Adam) or
-  v ← v − (1 − β₂) Agg² sign(v − Agg²) (Yogi); θ ← θ + lr · m / (√v + τ), with v starting at τ²
-  and no bias correction, as in the paper.
+- 'adam': the adaptive server optimiser of FedOpt (Reddi et al., "Adaptive Federated
+  Optimization", ICLR 2021): m ← β₁ m + (1 − β₁) Agg; v ← β₂ v + (1 − β₂) Agg²;
+  θ ← θ + lr · m / (√v + τ), with v starting at τ² and no bias correction, as in the paper.
 
-Coordinates nobody sent this round have Agg = 0: their moments decay and momentum keeps moving
-them. The state (step count and moments, float32 like θ_g) is what the checkpoint keeps, so a
+Coordinates nobody sent this round have Agg = 0: their moments decay.
+The state (step count and moments, float32 like θ_g) is what the checkpoint keeps, so a
 restarted service continues with the same moments.
 """
 
@@ -21,14 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OPTIMISERS = ("sgd", "momentum", "adam", "yogi")
+OPTIMISERS = ("sgd", "adam")
 """The values of the `server_optimiser` setting."""
 
 
 @dataclass(frozen=True)
 class ServerOptimiser:
-    """The server optimiser's settings: `name` (OPTIMISERS), `beta1` (μ of momentum, β₁ of
-    Adam/Yogi), `beta2` (β₂) and `eps` (τ)."""
+    """The server optimiser's settings: `name` (OPTIMISERS), `beta1` (Adam's β₁), `beta2` (β₂)
+    and `eps` (τ)."""
 
     name: str = "sgd"
     beta1: float = 0.9
@@ -65,7 +63,7 @@ class ServerOptimiser:
     @property
     def moments(self) -> tuple[str, ...]:
         """The names of the arrays its state keeps."""
-        return {"sgd": (), "momentum": ("m",)}.get(self.name, ("m", "v"))
+        return () if self.name == "sgd" else ("m", "v")
 
 
 @dataclass(frozen=True)
@@ -105,20 +103,9 @@ def server_update(
         state = initial_state(opt, len(theta))
     arrays = state.arrays or {}
     g = np.asarray(agg, dtype=np.float64)
-    m = arrays["m"].astype(np.float64)
-    if opt.name == "momentum":
-        m = opt.beta1 * m + g
-        direction = m
-        new = {"m": m.astype(np.float32)}
-    else:
-        m = opt.beta1 * m + (1.0 - opt.beta1) * g
-        v = arrays["v"].astype(np.float64)
-        g2 = g * g
-        if opt.name == "adam":
-            v = opt.beta2 * v + (1.0 - opt.beta2) * g2
-        else:  # yogi
-            v = v - (1.0 - opt.beta2) * g2 * np.sign(v - g2)
-        direction = m / (np.sqrt(v) + opt.eps)
-        new = {"m": m.astype(np.float32), "v": v.astype(np.float32)}
+    m = opt.beta1 * arrays["m"].astype(np.float64) + (1.0 - opt.beta1) * g
+    v = opt.beta2 * arrays["v"].astype(np.float64) + (1.0 - opt.beta2) * g * g
+    direction = m / (np.sqrt(v) + opt.eps)
+    new = {"m": m.astype(np.float32), "v": v.astype(np.float32)}
     stepped = (theta.astype(np.float64) + lr * direction).astype(np.float32)
     return stepped, ServerState(state.step + 1, new)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from broker_service.core.aggregate import SparseUpdate, all_finite, robust_aggregate
+from broker_service.core.aggregate import SparseUpdate, aggregate_mean, all_finite
 from broker_service.core.aggregate import outer_step as decaying_step
 from broker_service.core.nn import NumpyNet
 from broker_service.core.serveropt import (
@@ -51,8 +51,8 @@ class Strategy:
         self.settings = settings
         self.optimiser = ServerOptimiser.from_settings(settings)
         self.server = ServerState()
-        if settings.get("coverage_mean") and settings.get("aggregation", "mean") != "mean":
-            raise ValueError("coverage_mean applies to aggregation 'mean' only")
+        if settings.get("aggregation", "mean") != "mean":
+            raise ValueError("aggregation %r is unknown: mean" % settings.get("aggregation"))
 
     def cohort_size(self) -> int:
         """Devices asked to train each round."""
@@ -67,9 +67,7 @@ class Strategy:
         return int(self.settings["recon_samples"]) + int(self.settings["adapt_samples"])
 
     def round_command(self, t: int, version: int) -> dict:
-        """The round command for round t (see device_agent.round.DEFAULTS for the keys). The
-        head's fields are sent only for a closed-form head (a device's default is the SGD
-        head), which keeps the default command as short as before."""
+        """The round command for round t (see device_agent.round.DEFAULTS for the keys)."""
         s = self.settings
         command = {
             "round": t,
@@ -83,14 +81,9 @@ class Strategy:
             "top_p": s["top_p"],
             "values": s["values"],
             "error_feedback": s["error_feedback"],
-            "residual_decay": s["residual_decay"],
-            "residual_max_away": s["residual_max_away"],
             "local_init": s["local_init"],
             "seed": t,
         }
-        # sent only when not the agent's default (wire_command), like every setting
-        command["head_init"] = s.get("head_init", DEFAULTS["head_init"])
-        command["head_ridge"] = s.get("head_ridge", DEFAULTS["head_ridge"])
         if self.dense:
             command.update(top_p=100.0, values="f32", error_feedback=False)
         return command
@@ -108,19 +101,11 @@ class Strategy:
         self, theta: np.ndarray, updates: list[SparseUpdate], t: int, total_rounds: int
     ) -> np.ndarray:
         """θ moved by the server optimiser with step β_t along the cohort's aggregated delta
-        (the sample-weighted mean — over the devices that sent each coordinate with
-        `coverage_mean` — or the robust aggregation the settings ask for). The optimiser's state
-        advances only when the new θ is finite (a refused step leaves it as it was)."""
-        s = self.settings
-        agg = robust_aggregate(
-            len(theta),
-            updates,
-            s.get("aggregation", "mean"),
-            float(s.get("clip_norm", 0.0)),
-            float(s.get("trim", 0.2)),
-            float(s.get("clip_scale", 0.0)),
-            bool(s.get("coverage_mean", False)),
-        )
+        (the sample-weighted mean of the updates as the service's bounds clipped them; over the
+        devices that sent each coordinate with the experimental `coverage_mean`). The
+        optimiser's state advances only when the new θ is finite (a refused step leaves it as
+        it was)."""
+        agg = aggregate_mean(len(theta), updates, bool(self.settings.get("coverage_mean", False)))
         beta = self.outer_step(t, total_rounds)
         new, state = server_update(theta, agg, beta, self.optimiser, self.server)
         if all_finite(new):

@@ -6,6 +6,8 @@ a θ_g with a non-finite entry is refused on load (no device could use it), so a
 cannot be resumed and served again. The server optimiser's state (`server_state`: its name, step
 count and moment arrays, core/serveropt.py) is kept the same way, so a restart continues with the
 same moments; a checkpoint without it (written before it existed) loads with an empty one.
+A checkpoint whose settings name a removed setting (core.hyperparams.REMOVED) at its old default
+loads without it; one that sets a removed setting (or value) otherwise is refused, naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from broker_service.core.hyperparams import drop_removed
 
 FORMAT = "tinymetafed-checkpoint/1"
 
@@ -126,6 +130,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def current_settings(settings: Any, path: str | Path) -> dict[str, Any]:
+    """A checkpoint's saved settings without the removed ones left at their old defaults;
+    CheckpointError naming a removed setting (or value) it sets otherwise."""
+    if not isinstance(settings, dict):
+        raise CheckpointError("checkpoint %s: settings are not a JSON object" % path)
+    try:
+        return drop_removed(settings)
+    except ValueError as exc:
+        raise CheckpointError("checkpoint %s uses %s" % (path, exc)) from None
+
+
 def load(path: str | Path) -> Checkpoint:
     """Read and verify a checkpoint; raises CheckpointError saying what is wrong."""
     try:
@@ -139,13 +154,14 @@ def load(path: str | Path) -> Checkpoint:
     theta = _decode_f32(
         doc.get("theta_f32_b64"), doc.get("theta_len"), doc.get("theta_crc32"), path, "theta"
     )
+    settings = current_settings(doc.get("settings", {}), path)
     return Checkpoint(
         spec=doc["spec"],
         theta=theta,
         round=int(doc["round"]),
         algorithm=doc["algorithm"],
         use_case=doc["use_case"],
-        settings=doc.get("settings", {}),
+        settings=settings,
         split=bool(doc.get("split", True)),
         extra=doc.get("extra", {}),
         server_state=_decode_state(doc.get("server_state", {}), path),

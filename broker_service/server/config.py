@@ -155,7 +155,6 @@ NOT_SERVICE_SETTINGS = {
     "inner_epochs": "the bench's simulated Reptile/FedAvg devices",
     "inner_batch": "the bench's simulated Reptile/FedAvg devices",
     "quick": "the bench's --quick",
-    "rotations": "the bench's simulated omniglot training devices (data augmentation)",
 }
 
 
@@ -168,8 +167,17 @@ def service_settings() -> set[str]:
 
 
 def check_settings(settings: dict, origin: str) -> None:
-    """A ConfigError for the first key the service would ignore, naming what to use instead."""
+    """A ConfigError for the first key the service would ignore, naming what to use instead, or
+    that is no longer supported (core.hyperparams.REMOVED, or a removed value of a kept key)."""
+    from broker_service.core.hyperparams import REMOVED, removed_setting
+
     for key in sorted(settings):
+        if key in REMOVED:
+            raise ConfigError("%s: %s is a removed setting" % (origin, key))
+        if removed_setting(key, settings[key]) is not None:
+            raise ConfigError(
+                "%s: %s is a removed setting value" % (origin, removed_setting(key, settings[key]))
+            )
         if key in FIELD_TYPES:
             raise ConfigError(
                 "%s: %s is a service option: use %s (or %s under [service] in the config file)"

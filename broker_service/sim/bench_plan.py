@@ -1,7 +1,7 @@
 """The bench's plan: which runs it makes of which use case, seed and fold, with which settings.
 
 An entry is one run of an algorithm (TinyReptile also at K times the rounds, TinyMetaFed's
-error-feedback ablations on request); a job is one entry on one seed and fold with its full
+error-feedback ablation on request); a job is one entry on one seed and fold with its full
 settings, the tuned ones (broker_service.sim.tuning) and an ablation's overrides over them. Kept
 apart from running the jobs (bench_run) so that a benchmark script can plan its own variants and
 hand them to the same worker pool.
@@ -14,7 +14,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker_service.core.hyperparams import COMMON, TUNED, USE_CASE_SETTINGS
+from broker_service.core.hyperparams import (
+    COMMON,
+    REMOVED,
+    TUNED,
+    USE_CASE_SETTINGS,
+    removed_setting,
+)
 from broker_service.sim import tuning
 from broker_service.sim.claims import EQUAL_UPDATES
 from broker_service.usecases.registry import USE_CASES, use_case_class
@@ -34,14 +40,10 @@ class Entry:
     overrides: tuple = ()
 
 
-ABLATIONS = (
-    Entry("tinymetafed_no_ef", "tinymetafed", overrides=(("error_feedback", False),)),
-    Entry("tinymetafed_ef_decay", "tinymetafed", overrides=(("residual_decay", 0.9),)),
-    Entry("tinymetafed_ef_reset", "tinymetafed", overrides=(("residual_max_away", 10),)),
-)
-"""TinyMetaFed's error-feedback ablations (`--ablations`): off; the residual decayed by 0.9 a
-round away; the residual dropped after 10 or more rounds away. Same rounds and cohort as
-TinyMetaFed, so equal rounds are equal device updates; the rates are TinyMetaFed's tuned ones."""
+ABLATIONS = (Entry("tinymetafed_no_ef", "tinymetafed", overrides=(("error_feedback", False),)),)
+"""TinyMetaFed's error-feedback ablation (`--ablations`): error feedback off. Same rounds and
+cohort as TinyMetaFed, so equal rounds are equal device updates; the rates are TinyMetaFed's
+tuned ones."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def known_use_cases() -> list[str]:
 
 def entries(names: list[str], cohort: int, ablations: bool = False) -> list[Entry]:
     """The runs for the chosen algorithms: TinyReptile also at K times the rounds (K > 1), and
-    with `ablations` TinyMetaFed's error-feedback variants (ABLATIONS) too."""
+    with `ablations` TinyMetaFed's error-feedback ablation (ABLATIONS) too."""
     out = []
     for name in names:
         out.append(Entry(name, name))
@@ -90,10 +92,15 @@ def entries(names: list[str], cohort: int, ablations: bool = False) -> list[Entr
 
 
 def check_overrides(overrides: dict) -> None:
-    """ValueError for a bench override that is not a known protocol setting: a key of no use
-    case's settings, or a tuned key (those come from the tuned files)."""
+    """ValueError for a bench override that is not a known protocol setting: a removed setting
+    (or a removed value of one, core.hyperparams.REMOVED), a key of no use case's settings, or a
+    tuned key (those come from the tuned files)."""
     known = set(COMMON).union(*(set(own) for own in USE_CASE_SETTINGS.values())) - {"quick"}
     for key in sorted(overrides):
+        if key in REMOVED:
+            raise ValueError("%s is a removed setting" % key)
+        if removed_setting(key, overrides[key]) is not None:
+            raise ValueError("%s is a removed setting value" % removed_setting(key, overrides[key]))
         if key in TUNED:
             raise ValueError("%s is tuned per algorithm (benchmarks/tune.py), not set" % key)
         if key not in known:

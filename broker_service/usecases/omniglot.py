@@ -15,11 +15,6 @@ validation alphabets and the rest the meta-training alphabets. With only
 Early_Aramaic and Greek for meta-training, Korean for validation and Latin for the test.
 Training devices draw their N characters from the meta-training alphabets, new devices from the
 validation or the test alphabets.
-
-With `rotations` (off by default; the bench setting `rotations`), the meta-training classes are
-augmented the standard way (Santoro et al. 2016, as MAML and Reptile use it): every character
-rotated by 0, 90, 180 and 270 degrees is its own class, so training tasks are drawn from four
-times as many classes. Validation and test devices see their characters unrotated.
 """
 
 from __future__ import annotations
@@ -43,8 +38,6 @@ EVALUATION_PREFIX = "images_evaluation"
 EXPECTED = "omniglot/images_background*.zip or omniglot/images_evaluation*.zip (or extracted)"
 # The use case's own random stream, np.random.default_rng([seed, id]): the fleet's tasks.
 TASKS_STREAM = 12
-TURNS = 4
-"""Rotation classes per character with `rotations`: 0, 90, 180 and 270 degrees."""
 
 
 def default_spec(ways: int = 5) -> dict:
@@ -70,11 +63,7 @@ class CharacterSet:
 
 class OmniglotUseCase(UseCase):
     """`fleet_size` N-way tasks over the meta-training alphabets; new devices use the validation
-    or the test alphabets (module docstring). `tasks[i]` are device i's characters and
-    `task_turns[i]` the quarter turns (counter-clockwise) of each class, all 0 without
-    `rotations`."""
-
-    OPTIONS = ("rotations",)
+    or the test alphabets (module docstring). `tasks[i]` are device i's characters."""
 
     def __init__(
         self,
@@ -84,7 +73,6 @@ class OmniglotUseCase(UseCase):
         shots: int = 5,
         query: int | None = None,
         fleet_size: int = 200,
-        rotations: bool = False,
     ):
         super().__init__(name="omniglot", metric="accuracy", spec=default_spec(ways), target=0.45)
         self.chars = load_characters(find_sources(data_dir))
@@ -96,17 +84,9 @@ class OmniglotUseCase(UseCase):
         self.train_chars = self.split_chars["train"]
         for part, chars in self.split_chars.items():
             _check_sizes(self.chars, part, chars, ways, shots)
-        self.rotations = bool(rotations)
-        if self.rotations:
-            self.tasks, self.task_turns = _draw_rotated_tasks(
-                self.train_chars, ways, fleet_size, seed
-            )
-        else:
-            self.tasks = _draw_tasks(self.train_chars, ways, fleet_size, seed)
-            self.task_turns = [np.zeros(ways, dtype=np.int64) for _ in self.tasks]
+        self.tasks = _draw_tasks(self.train_chars, ways, fleet_size, seed)
         self.device_ids = [f"omniglot-{i:03d}" for i in range(fleet_size)]
-        pairs = zip(self.tasks, self.task_turns, strict=True)
-        self._task_of = dict(zip(self.device_ids, pairs, strict=True))
+        self._task_of = dict(zip(self.device_ids, self.tasks, strict=True))
         self.preprocessing = {
             "image_size": [IMAGE_SIZE, IMAGE_SIZE],
             "resize": "box (area average) from 105x105",
@@ -120,13 +100,11 @@ class OmniglotUseCase(UseCase):
         """Return `n` random (image, label) samples of the device's task, drawn with `rng`."""
         if device_id not in self._task_of:
             raise KeyError(f"omniglot: {device_id!r} is not a training device")
-        task, turns = self._task_of[device_id]
+        task = self._task_of[device_id]
         labels = rng.integers(0, len(task), n)
         chars = task[labels]
         picks = self.chars.starts[chars] + rng.integers(0, self.chars.counts[chars])
         images = self.chars.images[picks]
-        if self.rotations:
-            images = rotate_quarters(images, turns[labels])
         return images[:, None], labels.astype(np.int64)
 
     def new_device_episodes(
@@ -142,13 +120,12 @@ class OmniglotUseCase(UseCase):
 
     def split_summary(self) -> dict:
         """The alphabets of each split, their character counts and, for meta-training, its
-        classes (four per character with `rotations`)."""
+        classes (one per character)."""
         out: dict = {
             part: {"alphabets": names, "characters": len(self.split_chars[part])}
             for part, names in self.alphabets.items()
         }
-        out["train"]["classes"] = len(self.train_chars) * (TURNS if self.rotations else 1)
-        out["train"]["rotations"] = self.rotations
+        out["train"]["classes"] = len(self.train_chars)
         return out
 
     def _episode(
@@ -298,31 +275,6 @@ def _draw_tasks(train_chars: np.ndarray, ways: int, fleet_size: int, seed: int) 
     """Draw the fleet's tasks: each N distinct characters, label = position in the array."""
     rng = np.random.default_rng([seed, TASKS_STREAM])
     return [rng.choice(train_chars, ways, replace=False) for _ in range(fleet_size)]
-
-
-def _draw_rotated_tasks(
-    train_chars: np.ndarray, ways: int, fleet_size: int, seed: int
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Draw the fleet's tasks over (character, quarter turns) classes: each N distinct classes
-    (a character may appear at two rotations); returns (characters, turns) per task."""
-    rng = np.random.default_rng([seed, TASKS_STREAM])
-    classes = len(train_chars) * TURNS
-    tasks, turns = [], []
-    for _ in range(fleet_size):
-        picked = rng.choice(classes, ways, replace=False)
-        tasks.append(train_chars[picked // TURNS])
-        turns.append((picked % TURNS).astype(np.int64))
-    return tasks, turns
-
-
-def rotate_quarters(images: np.ndarray, turns: np.ndarray) -> np.ndarray:
-    """images (n, h, w) each rotated counter-clockwise by turns[i] quarter turns (a new array)."""
-    out = np.array(images, copy=True)
-    for k in range(1, TURNS):
-        sel = turns == k
-        if sel.any():
-            out[sel] = np.rot90(images[sel], k, axes=(1, 2))
-    return out
 
 
 def _check_sizes(

@@ -50,7 +50,7 @@ command = {
 result = run_round(Network(plan), params, samples(14), command, residual)
 print(result.payload.hex())
 print(result.macs, result.samples, result.nnz)
-# a later round after 2 rounds away: the residual of round 1 comes back decayed (0.5 ** 2)
-stale = dict(command, round=4, residual_decay=0.5, residual_max_away=3)
+# a later round after 2 rounds away: the residual of round 1 is added back
+stale = dict(command, round=4)
 init_params(plan, params, 5)
 print(run_round(Network(plan), params, samples(14), stale, residual, 1).payload.hex())
