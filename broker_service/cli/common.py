@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
+from broker_service.core.settings import parse_setting_value
 from broker_service.server import checkpoint
 from broker_service.server.config import ConfigError, ServiceConfig
 from broker_service.tools import bundle
@@ -108,11 +109,13 @@ def read_json(path: str, what: str) -> Any:
 
 
 def parse_setting(text: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as JSON when it parses (numbers, true/false), else a string."""
+    """KEY=VALUE with VALUE read by the setting's type (core.settings.parse_setting_value);
+    a key that is no setting is read as JSON when it parses, else as text, for the caller to
+    name."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError("--set takes KEY=VALUE, got %r" % text)
     try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
+        return key, parse_setting_value(key, value)
+    except ValueError as exc:
+        raise ConfigError("--set: %s" % exc) from None

@@ -47,7 +47,8 @@ from broker_service.core.aggregate import (
     update_norm,
     within_bound,
 )
-from broker_service.core.trust import FULL, PROBATION, RATE, DeviceTrust, weighted
+from broker_service.core.settings import check_settings
+from broker_service.core.trust import DeviceTrust, weighted
 from device_agent.topk import top_k_count
 
 RECENT_NORMS = 200
@@ -70,15 +71,6 @@ GROWTH = 3.0
 sessions of TinyMetaFed and TinyReptile, the served algorithms, stay well within it on the four
 use cases (`benchmarks/hostile.py norms` → hostile-norms.json; `hostile.py step-sweep` for
 longer outer steps); Reptile and FedAvg, simulation baselines, can reach it on sine."""
-
-
-def _probation(value) -> int:
-    """`trust_probation` checked: a whole number of at least 1 (ValueError otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ValueError("trust_probation must be a whole number of updates, got %r" % (value,))
-    if value < 1:
-        raise ValueError("trust_probation must be at least 1 (1: none), got %r" % (value,))
-    return int(value)
 
 
 def sample_budget(command: dict) -> int:
@@ -123,28 +115,21 @@ class InfluenceBounds:
 
     @classmethod
     def from_settings(cls, settings: dict, max_norm: float = 0.0) -> InfluenceBounds:
-        """Bounds for a session's training settings: `clip_recent` (default CLIP_RECENT), the
-        model bound's floor adapt_lr × samples a round (for a θ_g near zero), device trust
-        at `trust_rate` / `trust_full` (trust.RATE / trust.FULL; a rate of 0 turns it off), and
-        `max_model_growth` (default GROWTH; ValueError unless 0 or at least 1: a smaller
-        factor would shrink every honest model)."""
-        floor = float(settings.get("adapt_lr", 0.0)) * (
-            int(settings.get("recon_samples", 0)) + int(settings.get("adapt_samples", 0))
-        )
+        """Bounds for a session's training settings (checked by core.settings.check_settings,
+        ValueError naming a bad one): `clip_recent`, the model bound's floor adapt_lr × samples
+        a round (for a θ_g near zero), device trust at `trust_rate` / `trust_full` /
+        `trust_probation` (a rate of 0 turns it off), and `max_model_growth` (0 or at least 1:
+        a smaller factor would shrink every honest model)."""
+        checked = check_settings(settings)
+        floor = checked.adapt_lr * (checked.recon_samples + checked.adapt_samples)
         trust = DeviceTrust(
-            float(settings.get("trust_rate", RATE)),
-            float(settings.get("trust_full", FULL)),
-            probation=_probation(settings.get("trust_probation", PROBATION)),
+            checked.trust_rate, checked.trust_full, probation=checked.trust_probation
         )
-        trust_clip = bool(settings.get("trust_clip", True))
-        growth = float(settings.get("max_model_growth", GROWTH))
-        if not (growth == 0 or 1 <= growth < math.inf):
-            raise ValueError(
-                "max_model_growth must be 0 (off) or a number of at least 1, got %g" % growth
-            )
+        trust_clip = checked.trust_clip
+        growth = checked.max_model_growth
         return cls(
             max_norm,
-            float(settings.get("clip_recent", CLIP_RECENT)),
+            checked.clip_recent,
             floor,
             trust=trust,
             growth=growth,

@@ -107,7 +107,7 @@ def adapt(
     head_steps = 0
     if split:
         head_steps = min(int(round(float(settings["eval_head_epochs"]) * n)), epochs * n)
-        local_init = settings.get("local_init", DEFAULTS["local_init"])
+        local_init = settings["local_init"]
         init_local(plan, params, settings.get("seed", NEW_DEVICE_SEED), local_init)
     order = np.random.default_rng(NEW_DEVICE_SEED)
     perms = [order.permutation(n) for _ in range(epochs)]

@@ -38,10 +38,10 @@ class ServerOptimiser:
         """The optimiser of a session's training settings (`server_optimiser`,
         `server_beta1`, `server_beta2`, `server_eps`); ValueError naming a bad one."""
         opt = cls(
-            str(settings.get("server_optimiser", "sgd")),
-            float(settings.get("server_beta1", 0.9)),
-            float(settings.get("server_beta2", 0.99)),
-            float(settings.get("server_eps", 1e-3)),
+            str(settings["server_optimiser"]),
+            float(settings["server_beta1"]),
+            float(settings["server_beta2"]),
+            float(settings["server_eps"]),
         )
         opt.check()
         return opt

@@ -27,6 +27,7 @@ from broker_service.core.serveropt import (
     server_update,
     state_fits,
 )
+from broker_service.core.settings import check_settings
 from device_agent.round import DEFAULTS, global_size
 
 
@@ -48,11 +49,10 @@ class Strategy:
     and use each once, so an algorithm that trains on stored samples cannot run on them)."""
 
     def __init__(self, settings: dict):
+        check_settings(settings)  # ValueError naming a bad setting (core/settings.py)
         self.settings = settings
         self.optimiser = ServerOptimiser.from_settings(settings)
         self.server = ServerState()
-        if settings.get("aggregation", "mean") != "mean":
-            raise ValueError("aggregation %r is unknown: mean" % settings.get("aggregation"))
 
     def cohort_size(self) -> int:
         """Devices asked to train each round."""
@@ -91,7 +91,7 @@ class Strategy:
     def model_values(self) -> str:
         """The value encoding of the MODEL payload that carries θ (`model_values`: f32, f16 or
         int8 with a scale); the server keeps θ in float32 whatever is sent."""
-        return str(self.settings.get("model_values", "f32"))
+        return str(self.settings["model_values"])
 
     def outer_step(self, t: int, total_rounds: int) -> float:
         """β_t of round t: Reptile's linearly decaying step from `outer_lr`."""
@@ -105,7 +105,7 @@ class Strategy:
         devices that sent each coordinate with the experimental `coverage_mean`). The
         optimiser's state advances only when the new θ is finite (a refused step leaves it as
         it was)."""
-        agg = aggregate_mean(len(theta), updates, bool(self.settings.get("coverage_mean", False)))
+        agg = aggregate_mean(len(theta), updates, bool(self.settings["coverage_mean"]))
         beta = self.outer_step(t, total_rounds)
         new, state = server_update(theta, agg, beta, self.optimiser, self.server)
         if all_finite(new):

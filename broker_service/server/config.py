@@ -1,6 +1,6 @@
 """Service configuration from defaults, a TOML file, environment variables and flags.
 
-Training settings (broker_service/core/hyperparams.py keys such as recon_lr or top_p) can be
+Training settings (broker_service/core/settings.py fields such as recon_lr or top_p) can be
 overridden with a [settings] table in the file or `--set KEY=VALUE` flags; a key the service does
 not read (a service option such as eval_every, a bench-only setting, a typo) is an error.
 
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from broker_service.core.settings import FIELDS as TRAINING_FIELDS
+from broker_service.core.settings import REMOVED, removed_setting
 from broker_service.options import ConfigError, broker_address
 from device_agent import limits
 
@@ -90,7 +92,7 @@ class ServiceConfig:
     standby_password: str | None = option(help="standby_username's password", secret=True)
     settings: dict = field(
         default_factory=dict,
-        metadata={"help": "training settings (core/hyperparams.py): [settings] or --set KEY=VALUE"},
+        metadata={"help": "training settings (core/settings.py): [settings] or --set KEY=VALUE"},
     )
 
     def broker_address(self) -> tuple[str, int, bool]:
@@ -148,29 +150,24 @@ def secret_options() -> list[str]:
     return [f.name for f in fields(ServiceConfig) if f.metadata.get("secret")]
 
 
-# Training settings (core/hyperparams.py) the service does not read, and why: its devices run
-# the online round (no stored data, no inner epochs), and it has no final measurement.
 NOT_SERVICE_SETTINGS = {
-    "final_devices": "the bench's final measurement (tinymetafed evaluate --devices)",
-    "inner_epochs": "the bench's simulated Reptile/FedAvg devices",
-    "inner_batch": "the bench's simulated Reptile/FedAvg devices",
+    **{name: f.metadata["why"] for name, f in TRAINING_FIELDS.items() if not f.metadata["service"]},
     "quick": "the bench's --quick",
 }
+"""Training settings (core/settings.py fields flagged `service` False, and the use cases'
+`quick`) the service does not read, and why: its devices run the online round (no stored data,
+no inner epochs), and it has no final measurement."""
 
 
 def service_settings() -> set[str]:
     """The training-setting keys the service reads (through its strategy and evaluation)."""
-    from broker_service.core.hyperparams import COMMON, USE_CASE_SETTINGS
-
-    known = set(COMMON).union(*(set(own) for own in USE_CASE_SETTINGS.values()))
-    return known - set(NOT_SERVICE_SETTINGS) - set(FIELD_TYPES)
+    return {name for name, f in TRAINING_FIELDS.items() if f.metadata["service"]} - set(FIELD_TYPES)
 
 
 def check_settings(settings: dict, origin: str) -> None:
     """A ConfigError for the first key the service would ignore, naming what to use instead, or
-    that is no longer supported (core.hyperparams.REMOVED, or a removed value of a kept key)."""
-    from broker_service.core.hyperparams import REMOVED, removed_setting
-
+    that is no longer supported (core.settings.REMOVED, or a removed value of a kept key); the
+    values themselves are checked by core.settings.TrainingSettings when the service starts."""
     for key in sorted(settings):
         if key in REMOVED:
             raise ConfigError("%s: %s is a removed setting" % (origin, key))

@@ -14,13 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker_service.core.hyperparams import (
-    COMMON,
-    REMOVED,
-    TUNED,
-    USE_CASE_SETTINGS,
-    removed_setting,
-)
+from broker_service.core.hyperparams import TUNED
+from broker_service.core.settings import FIELDS, REMOVED, removed_setting
 from broker_service.sim import tuning
 from broker_service.sim.claims import EQUAL_UPDATES
 from broker_service.usecases.registry import USE_CASES, use_case_class
@@ -93,9 +88,9 @@ def entries(names: list[str], cohort: int, ablations: bool = False) -> list[Entr
 
 def check_overrides(overrides: dict) -> None:
     """ValueError for a bench override that is not a known protocol setting: a removed setting
-    (or a removed value of one, core.hyperparams.REMOVED), a key of no use case's settings, or a
-    tuned key (those come from the tuned files)."""
-    known = set(COMMON).union(*(set(own) for own in USE_CASE_SETTINGS.values())) - {"quick"}
+    (or a removed value of one, core.settings.REMOVED), a key that is no TrainingSettings
+    field, or a tuned key (those come from the tuned files)."""
+    known = set(FIELDS)
     for key in sorted(overrides):
         if key in REMOVED:
             raise ValueError("%s is a removed setting" % key)
