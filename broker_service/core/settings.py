@@ -240,6 +240,11 @@ TYPES: dict[str, type] = {
 }
 
 
+DEVICE_SETTINGS = tuple(name for name, f in FIELDS.items() if f.metadata.get("device"))
+"""The settings every round command carries to the devices (the fields flagged `device`), in
+their declared order: `Strategy.round_command` is built from this list."""
+
+
 def field_type(key: str) -> type:
     """The type (bool, int, float or str) of setting `key`."""
     return TYPES[str(FIELDS[key].type)]

@@ -27,7 +27,7 @@ from broker_service.core.serveropt import (
     server_update,
     state_fits,
 )
-from broker_service.core.settings import check_settings
+from broker_service.core.settings import DEVICE_SETTINGS, check_settings
 from device_agent.round import DEFAULTS, global_size
 
 
@@ -67,23 +67,15 @@ class Strategy:
         return int(self.settings["recon_samples"]) + int(self.settings["adapt_samples"])
 
     def round_command(self, t: int, version: int) -> dict:
-        """The round command for round t (see device_agent.round.DEFAULTS for the keys)."""
+        """The round command for round t: the round, model version, split and seed, and every
+        setting flagged for the devices (core.settings.DEVICE_SETTINGS; the agent's
+        device_agent.round.DEFAULTS says what an omitted one means). Without a split every
+        sample adapts; a dense algorithm asks for every entry as float32."""
         s = self.settings
-        command = {
-            "round": t,
-            "version": version,
-            "split": self.split,
-            "recon_samples": s["recon_samples"] if self.split else 0,
-            "adapt_samples": self.samples_per_update() - (s["recon_samples"] if self.split else 0),
-            "recon_lr": s["recon_lr"],
-            "adapt_lr": s["adapt_lr"],
-            "joint": s["joint"],
-            "top_p": s["top_p"],
-            "values": s["values"],
-            "error_feedback": s["error_feedback"],
-            "local_init": s["local_init"],
-            "seed": t,
-        }
+        command = {"round": t, "version": version, "split": self.split, "seed": t}
+        command.update((key, s[key]) for key in DEVICE_SETTINGS)
+        if not self.split:
+            command.update(recon_samples=0, adapt_samples=self.samples_per_update())
         if self.dense:
             command.update(top_p=100.0, values="f32", error_feedback=False)
         return command
