@@ -11,7 +11,7 @@ import pytest
 
 from broker_service.core.episode import Episode
 from broker_service.usecases import mfcc as M
-from broker_service.usecases.base import DataMissingError, UseCase
+from broker_service.usecases.base import DataMissingError, UseCase, per_class_split
 from broker_service.usecases.kws import KwsUseCase, find_recordings, read_wav, split_fold
 from broker_service.usecases.occupancy import OccupancyUseCase, stratified_sample
 from broker_service.usecases.omniglot import OmniglotUseCase
@@ -171,6 +171,18 @@ def test_sine_validation_waves_are_not_the_test_waves() -> None:
     assert val_waves.isdisjoint(e.query_y.tobytes() for e in test) and len(val_waves) == 20
 
 
+def test_per_class_split_takes_shots_per_class_and_caps_the_query() -> None:
+    classes = [np.arange(0, 6), np.arange(10, 14), np.arange(20, 30)]
+    support, sy, query, qy = per_class_split(classes, 2, np.random.default_rng(0), query=3)
+    assert np.bincount(sy).tolist() == [2, 2, 2] and np.bincount(qy).tolist() == [3, 2, 3]
+    for rows, labels in ((support, sy), (query, qy)):
+        assert rows.dtype == labels.dtype == np.int64
+        assert all(row in classes[label] for row, label in zip(rows, labels, strict=True))
+    assert set(support.tolist()).isdisjoint(query.tolist())
+    _, _, everything, _ = per_class_split(classes, 2, np.random.default_rng(0))
+    assert len(everything) == 20 - 6
+
+
 def test_registry_sine_and_unknown_names() -> None:
     sine = load_use_case("sine", None, seed=3)
     assert sine.name == "sine" and sine.metric == "mse"
@@ -265,24 +277,24 @@ def test_omniglot_loads_from_extracted_folder(
 
 
 def test_kws_speakers_are_held_out_in_turn(kws: KwsUseCase, data_dir: Path) -> None:
-    assert kws.speakers["test"] == ["george", "jackson"]
-    assert kws.speakers["validation"] == ["lucas"]
-    assert kws.device_ids == [f"kws-{s}" for s in kws.train_speakers]
+    assert kws.units["test"] == ["george", "jackson"]
+    assert kws.units["validation"] == ["lucas"]
+    assert kws.device_ids == [f"kws-{s}" for s in kws.units["train"]]
     tested, validated = [], []
     for fold in range(KwsUseCase.FOLDS):
-        parts = split_fold(sorted(kws._rows), fold, KwsUseCase.FOLDS)
+        parts = split_fold(sorted(kws.rows), fold, KwsUseCase.FOLDS)
         assert sum(map(len, parts)) == 6 and len(set().union(*parts)) == 6
         tested += parts[2]
         validated += parts[1]
-    assert sorted(tested) == sorted(kws._rows) and len(set(validated)) == 3
+    assert sorted(tested) == sorted(kws.rows) and len(set(validated)) == 3
     for split in ("validation", "test"):
         for i, e in enumerate(kws.new_device_episodes(4, np.random.default_rng(0), split)):
-            speakers = kws.speakers[split]
+            speakers = kws.units[split]
             assert e.unit == speakers[i % len(speakers)] and e.unit in e.device_id
     with pytest.raises(KeyError):
-        kws.stream(f"kws-{kws.speakers['test'][0]}", 1, np.random.default_rng(0))
+        kws.stream(f"kws-{kws.units['test'][0]}", 1, np.random.default_rng(0))
     with pytest.raises(ValueError, match="fold 3"):
-        split_fold(sorted(kws._rows), 3, 3)
+        split_fold(sorted(kws.rows), 3, 3)
 
 
 def test_kws_episode_support_and_query(kws: KwsUseCase) -> None:
@@ -294,7 +306,7 @@ def test_kws_episode_support_and_query(kws: KwsUseCase) -> None:
 
 
 def test_kws_standardization_uses_training_speakers(kws: KwsUseCase, data_dir: Path) -> None:
-    rows = np.concatenate([kws._rows[s] for s in kws.train_speakers])
+    rows = np.concatenate([kws.rows[s] for s in kws.units["train"]])
     per_coef = kws.x[rows, 0].reshape(-1, 13).astype(np.float64)
     np.testing.assert_allclose(per_coef.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(per_coef.std(axis=0), 1.0, atol=1e-5)
@@ -315,7 +327,7 @@ def test_kws_loads_from_the_fsdd_folder_itself(data_dir: Path) -> None:
 
 
 def test_occupancy_days_split_chronologically(occupancy: OccupancyUseCase) -> None:
-    train, val, test = (occupancy.days[k] for k in ("train", "validation", "test"))
+    train, val, test = (occupancy.units[k] for k in ("train", "validation", "test"))
     assert (len(train), len(val), len(test)) == (9, 3, 5)
     assert max(train) < min(val) and max(val) < min(test)
     assert occupancy.device_ids[0] == "occupancy-2015-02-02"
@@ -323,12 +335,12 @@ def test_occupancy_days_split_chronologically(occupancy: OccupancyUseCase) -> No
     assert summary["test"]["2015-02-14"] == 0.0 and summary["test"]["2015-02-16"] > 0.3
     for split in ("validation", "test"):
         for i, e in enumerate(occupancy.new_device_episodes(5, np.random.default_rng(0), split)):
-            days = occupancy.days[split]
+            days = occupancy.units[split]
             assert e.unit == days[i % len(days)] and e.unit in e.device_id
 
 
 def test_occupancy_standardized_on_training_days(occupancy: OccupancyUseCase) -> None:
-    rows = np.concatenate([occupancy._rows[d] for d in occupancy.train_days])
+    rows = np.concatenate([occupancy.rows[d] for d in occupancy.units["train"]])
     x = occupancy.x[rows].astype(np.float64)
     np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(x.std(axis=0), 1.0, atol=1e-5)

@@ -1,11 +1,15 @@
-"""The service's MQTT connection (paho-mqtt 2.x).
+"""The service's MQTT connections (paho-mqtt 2.x).
 
-`start` connects, with TLS and credentials when configured, retrying until a timeout; after that
-paho's network thread reconnects on its own. Every (re)connection subscribes again to the
+`BrokerConnection` is the plumbing every connection of the service shares: a paho client for
+the configured broker (TLS and credentials when configured), a start that connects at once
+(retrying until a timeout) or in the background, a network thread that reconnects on its own,
+a stop, and everything that happens on the connection reported as Events on one thread-safe
+queue, which the owner's single loop consumes with `next_event`.
+
+`ServiceMqtt` is the service's own connection: every (re)connection subscribes again to the
 devices' status, update and telemetry topics and publishes the service's retained status
-(`<prefix>/<fleet>/service/status`: online, with an offline last will). What happens on the
-connection is reported as Events on one thread-safe queue, which the service's single loop
-consumes with `next_event`.
+(`<prefix>/<fleet>/service/status`: online, with an offline last will). The standby's watch of
+that status (standby.py) is the other connection.
 """
 
 from __future__ import annotations
@@ -131,25 +135,23 @@ class Event:
     retain: bool = False
 
 
-class ServiceMqtt:
-    """Connects to the broker in the background and reports everything as Events."""
+class BrokerConnection:
+    """A paho connection to the configured broker that reports what happens on it as Events:
+    'connected' (after `_connected` subscribed, on each (re)connection), 'refused',
+    'disconnected' and 'message'. paho's network thread reconnects on its own (back-off 0.2 s to
+    5 s). Subclasses say what a connection subscribes to (`_connected`) and what to send before
+    leaving (`_leaving`)."""
 
     def __init__(
-        self, cfg: ServiceConfig, topics: Topics, client_id: str = "tinymetafed-service"
+        self, cfg: ServiceConfig, client_id: str, username: str | None, password: str | None
     ) -> None:
-        self.topics = topics
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # C queue: cheap per message
-        self.client = new_client(cfg, client_id, cfg.username, cfg.password)
-        self.client.will_set(self.service_status(), OFFLINE, qos=1, retain=True)
+        self.client = new_client(cfg, client_id, username, password)
         self.client.reconnect_delay_set(0.2, 5.0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.host, self.port, _ = cfg.broker_address()
-
-    def service_status(self) -> str:
-        """The service's own retained presence topic."""
-        return service_status_topic(self.topics)
 
     def start(self, timeout: float = 30.0) -> None:
         """Connect (retrying until `timeout`) and start the network thread."""
@@ -166,13 +168,32 @@ class ServiceMqtt:
                 time.sleep(0.5)
         self.client.loop_start()
 
+    def start_in_background(self) -> None:
+        """Start the network thread connecting in the background, retrying until `stop` (the
+        broker may be down for long)."""
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
     def stop(self) -> None:
-        """Publish the offline status, disconnect and stop the network thread."""
+        """Send what `_leaving` sends, disconnect and stop the network thread."""
         try:
-            self.client.publish(self.service_status(), OFFLINE, qos=1, retain=True)
+            self._leaving()
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+
+    def next_event(self, timeout: float) -> Event | None:
+        """The next event, or None after `timeout` seconds."""
+        try:
+            return self.events.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def _connected(self, client: mqtt.Client) -> None:
+        """Subscribe (and publish) what each (re)connection needs: nothing here."""
+
+    def _leaving(self) -> None:
+        """Publish what goes out before a deliberate disconnect: nothing here."""
 
     def _on_connect(
         self,
@@ -185,9 +206,7 @@ class ServiceMqtt:
         if reason.is_failure:
             self.events.put(Event("refused", payload=str(reason).encode()))
             return
-        dev = self.topics.devices
-        client.subscribe([(dev + "+/status", 1), (dev + "+/update", 1), (dev + "+/telemetry", 0)])
-        client.publish(self.service_status(), ONLINE, qos=1, retain=True)
+        self._connected(client)
         self.events.put(Event("connected"))
 
     def _on_disconnect(
@@ -203,13 +222,32 @@ class ServiceMqtt:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.events.put(Event("message", msg.topic, bytes(msg.payload), bool(msg.retain)))
 
+
+class ServiceMqtt(BrokerConnection):
+    """The service's connection: connects to the broker in the background and reports
+    everything as Events."""
+
+    def __init__(
+        self, cfg: ServiceConfig, topics: Topics, client_id: str = "tinymetafed-service"
+    ) -> None:
+        super().__init__(cfg, client_id, cfg.username, cfg.password)
+        self.topics = topics
+        self.client.will_set(self.service_status(), OFFLINE, qos=1, retain=True)
+
+    def service_status(self) -> str:
+        """The service's own retained presence topic."""
+        return service_status_topic(self.topics)
+
+    def _connected(self, client: mqtt.Client) -> None:
+        """Subscribe to the devices' topics and publish the online status."""
+        dev = self.topics.devices
+        client.subscribe([(dev + "+/status", 1), (dev + "+/update", 1), (dev + "+/telemetry", 0)])
+        client.publish(self.service_status(), ONLINE, qos=1, retain=True)
+
+    def _leaving(self) -> None:
+        """Publish the offline status."""
+        self.client.publish(self.service_status(), OFFLINE, qos=1, retain=True)
+
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Queue a publish (paho resends QoS 1 after a reconnect)."""
         self.client.publish(topic, bytes(payload), qos=qos, retain=retain)
-
-    def next_event(self, timeout: float) -> Event | None:
-        """The next event, or None after `timeout` seconds."""
-        try:
-            return self.events.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None

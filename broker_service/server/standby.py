@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import socket
 import threading
 import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
-from broker_service.server.mqtt import Event, new_client, service_status_topic
+from broker_service.server.mqtt import BrokerConnection, Event, service_status_topic
 from broker_service.server.statelock import Holder, StateLock, describe
 from device_agent.topics import Topics
 
@@ -56,72 +53,24 @@ def watch_client_id() -> str:
     return "tinymetafed-standby-%s-%d" % (host[:40], os.getpid())
 
 
-class StatusWatch:
+class StatusWatch(BrokerConnection):
     """A broker connection that only subscribes to the service's status; connects and reconnects
-    in the background (the broker may be down while the standby waits) and reports Events."""
+    in the background (the broker may be down while the standby waits) and reports Events, and
+    'unreachable' when a connection attempt fails."""
 
     def __init__(self, cfg: ServiceConfig, topics: Topics) -> None:
-        self.topic = service_status_topic(topics)
-        self.events: queue.Queue[Event] = queue.Queue()
         user = cfg.standby_username or cfg.username
         password = cfg.standby_password if cfg.standby_username else cfg.password
-        self.client = new_client(cfg, watch_client_id(), user, password)
-        self.client.reconnect_delay_set(0.2, 5.0)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        super().__init__(cfg, watch_client_id(), user, password)
+        self.topic = service_status_topic(topics)
         self.client.on_connect_fail = self._on_connect_fail
-        self.host, self.port, _ = cfg.broker_address()
 
-    def start(self) -> StatusWatch:
-        """Start connecting (in the background, retrying until `stop`)."""
-        self.client.connect_async(self.host, self.port, keepalive=30)
-        self.client.loop_start()
-        return self
-
-    def stop(self) -> None:
-        """Disconnect and stop the network thread."""
-        try:
-            self.client.disconnect()
-        finally:
-            self.client.loop_stop()
-
-    def next_event(self, timeout: float) -> Event | None:
-        """The next event, or None after `timeout` seconds."""
-        try:
-            return self.events.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            self.events.put(Event("refused", payload=str(reason).encode()))
-            return
+    def _connected(self, client: mqtt.Client) -> None:
+        """Subscribe to the service's status."""
         client.subscribe(self.topic, qos=1)
-        self.events.put(Event("connected"))
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self.events.put(Event("disconnected", payload=str(reason).encode()))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.events.put(Event("unreachable", payload=b"%s:%d" % (self.host.encode(), self.port)))
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.events.put(Event("message", msg.topic, bytes(msg.payload)))
 
 
 class Standby:
@@ -161,7 +110,7 @@ class Standby:
             watching=watch.topic,
             broker=self.cfg.broker,
         )
-        watch.start()
+        watch.start_in_background()
         try:
             return self._watch(watch, started)
         finally:

@@ -23,8 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.core.episode import Episode
-from broker_service.usecases.base import TEST, VALIDATION, DataMissingError, UseCase, check_split
+from broker_service.usecases.base import (
+    DataMissingError,
+    UnitsUseCase,
+    per_class_split,
+    standardize,
+)
 from broker_service.usecases.mfcc import MfccConfig, fix_length, mfcc
 from device_agent.specs import kws_spec
 
@@ -48,7 +52,7 @@ class Recordings:
     speakers: np.ndarray
 
 
-class KwsUseCase(UseCase):
+class KwsUseCase(UnitsUseCase):
     """Training devices are speakers; fold `fold` holds out its validation and test speakers."""
 
     FOLDS = 3
@@ -59,15 +63,10 @@ class KwsUseCase(UseCase):
         self.config = MfccConfig()
         rec = _cached_recordings(tuple(find_recordings(data_dir)), self.config)
         self.fold = fold
-        parts = split_fold(sorted({str(s) for s in rec.speakers}), fold, self.FOLDS)
-        self.speakers = dict(zip(("train", VALIDATION, TEST), parts, strict=True))
-        self.train_speakers = self.speakers["train"]
-        mean, std = feature_stats(rec.features[np.isin(rec.speakers, self.train_speakers)])
-        self.x = ((rec.features - mean) / std).astype(np.float32)[:, None]
-        self.y = rec.digits
         self.shots = shots
-        self._rows = {s: np.flatnonzero(rec.speakers == s) for s in np.unique(rec.speakers)}
-        self.device_ids = [f"kws-{s}" for s in self.train_speakers]
+        parts = split_fold(sorted({str(s) for s in rec.speakers}), fold, self.FOLDS)
+        x, mean, std = standardize(rec.features, np.isin(rec.speakers, parts[0]))
+        self.hold_out(rec.speakers, parts, x[:, None], rec.digits)
         self.preprocessing = {
             "clip_samples": self.config.sample_rate,
             "clip": "centre crop / centre zero-pad to 1 s",
@@ -77,43 +76,20 @@ class KwsUseCase(UseCase):
             "standardize": "x = (mfcc - mean[coef]) / std[coef], from training speakers only",
         }
 
-    def stream(
-        self, device_id: str, n: int, rng: np.random.Generator
+    def support_query(
+        self, rows: np.ndarray, shots: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Return `n` random recordings of the device's speaker (x [n,1,32,13], y digit)."""
-        speaker = device_id.removeprefix("kws-")
-        if speaker not in self.train_speakers:
-            raise KeyError(f"kws: {device_id!r} is not a training device")
-        rows = rng.choice(self._rows[speaker], n)
-        return self.x[rows], self.y[rows]
-
-    def new_device_episodes(
-        self, count: int, rng: np.random.Generator, split: str = TEST, shots: int | None = None
-    ) -> list[Episode]:
-        """Return `count` episodes cycling over the split's speakers: `shots` recordings per
-        digit as support, all the speaker's other recordings as query, each set shuffled."""
-        speakers = self.speakers[check_split(split)]
-        shots = shots or self.shots
-        prefix = "kws-new" if split == TEST else "kws-val"
-        episodes = []
-        for i in range(count):
-            speaker = speakers[i % len(speakers)]
-            support, query = _split_support(self._rows[speaker], self.y, shots, rng)
-            episodes.append(
-                Episode(
-                    f"{prefix}-{speaker}-{i:03d}",
-                    self.x[support],
-                    self.y[support],
-                    self.x[query],
-                    self.y[query],
-                    unit=speaker,
-                )
-            )
-        return episodes
+        """`shots` of the speaker's recordings per digit as support, all its other recordings
+        as query, each set shuffled (x [n,1,32,13], y digit)."""
+        digits = self.y[rows]
+        support, _, query, _ = per_class_split(
+            [rows[digits == d] for d in np.unique(digits)], shots, rng
+        )
+        return support, query
 
     def split_summary(self) -> dict:
         """The fold and the speakers of each split."""
-        return {"fold": self.fold, "folds": self.FOLDS, **self.speakers}
+        return {"fold": self.fold, "folds": self.FOLDS, **self.units}
 
 
 def find_recordings(data_dir: str | Path | None) -> list[Path]:
@@ -188,22 +164,3 @@ def split_fold(names: list[str], fold: int, folds: int) -> tuple[list[str], list
     validation = [names[((fold + 1) * k) % len(names)]]
     train = [s for s in names if s not in test and s not in validation]
     return train, validation, test
-
-
-def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-coefficient mean and std over all clips and frames of (n, frames, coefs) features."""
-    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
-    std = flat.std(axis=0)
-    return flat.mean(axis=0), np.where(std > 0, std, 1.0)
-
-
-def _split_support(
-    rows: np.ndarray, labels: np.ndarray, shots: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pick `shots` rows per class as support, the rest as query; both shuffled."""
-    support, query = [], []
-    for label in np.unique(labels[rows]):
-        mine = rng.permutation(rows[labels[rows] == label])
-        support.append(mine[:shots])
-        query.append(mine[shots:])
-    return rng.permutation(np.concatenate(support)), rng.permutation(np.concatenate(query))

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from broker_service.core.episode import Episode
-from broker_service.usecases.base import TEST, VALIDATION, DataMissingError, UseCase, check_split
+from broker_service.usecases.base import DataMissingError, UnitsUseCase, standardize
 from device_agent.specs import occupancy_spec
 
 FILES = ("datatraining.txt", "datatest.txt", "datatest2.txt")
@@ -45,7 +44,7 @@ class Readings:
     labels: np.ndarray
 
 
-class OccupancyUseCase(UseCase):
+class OccupancyUseCase(UnitsUseCase):
     """Training devices are the earlier days; validation and test devices the later ones.
 
     The split is chronological, so `seed` does not change it (it is accepted, like every use
@@ -66,14 +65,9 @@ class OccupancyUseCase(UseCase):
         self.unit = "day"
         data = load_readings(find_files(data_dir))
         parts = split_days(data.days, min_rows, validation_fraction, test_fraction)
-        self.days = dict(zip(("train", VALIDATION, TEST), parts, strict=True))
-        self.train_days = self.days["train"]
-        mean, std = _stats(data.sensors[np.isin(data.days, self.train_days)])
-        self.x = ((data.sensors - mean) / std).astype(np.float32)
-        self.y = data.labels
+        x, mean, std = standardize(data.sensors, np.isin(data.days, parts[0]))
+        self.hold_out(data.days, parts, x, data.labels)
         self.shots, self.query, self.seed = shots, query, seed
-        self._rows = {d: np.flatnonzero(data.days == d) for d in sum(parts, [])}
-        self.device_ids = [f"occupancy-{d}" for d in self.train_days]
         self.preprocessing = {
             "channels": list(CHANNELS),
             "mean": mean.tolist(),
@@ -81,47 +75,20 @@ class OccupancyUseCase(UseCase):
             "standardize": "x = (sensor - mean[channel]) / std[channel], from training days only",
         }
 
-    def stream(
-        self, device_id: str, n: int, rng: np.random.Generator
+    def support_query(
+        self, rows: np.ndarray, shots: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Return `n` random rows of the device's day (x [n, 5] float32, y int64 in {0, 1})."""
-        day = device_id.removeprefix("occupancy-")
-        if day not in self.train_days:
-            raise KeyError(f"occupancy: {device_id!r} is not a training device")
-        rows = rng.choice(self._rows[day], n)
-        return self.x[rows], self.y[rows]
-
-    def new_device_episodes(
-        self, count: int, rng: np.random.Generator, split: str = TEST, shots: int | None = None
-    ) -> list[Episode]:
-        """Return `count` episodes cycling over the split's days: `shots` support rows
-        (stratified by class when the day has both) and up to `query` of the day's other rows."""
-        days = self.days[check_split(split)]
-        prefix = "occupancy-new" if split == TEST else "occupancy-val"
-        episodes = []
-        for i in range(count):
-            day = days[i % len(days)]
-            rows = self._rows[day]
-            support = stratified_sample(rows, self.y[rows], shots or self.shots, rng)
-            rest = np.setdiff1d(rows, support)
-            query = rng.choice(rest, min(self.query, len(rest)), replace=False)
-            episodes.append(
-                Episode(
-                    f"{prefix}-{day}-{i:03d}",
-                    self.x[support],
-                    self.y[support],
-                    self.x[query],
-                    self.y[query],
-                    unit=day,
-                )
-            )
-        return episodes
+        """`shots` support rows of the day (stratified by class when it has both) and up to
+        `query` of its other rows (x [n, 5] float32, y int64 in {0, 1})."""
+        support = stratified_sample(rows, self.y[rows], shots, rng)
+        rest = np.setdiff1d(rows, support)
+        return support, rng.choice(rest, min(self.query, len(rest)), replace=False)
 
     def split_summary(self) -> dict:
         """The days of each split, with the share of occupied minutes of each day."""
         return {
-            part: {d: round(float(self.y[self._rows[d]].mean()), 3) for d in days}
-            for part, days in self.days.items()
+            part: {d: round(float(self.y[self.rows[d]].mean()), 3) for d in days}
+            for part, days in self.units.items()
         }
 
 
@@ -222,9 +189,3 @@ def _quotas(counts: np.ndarray, shots: int) -> np.ndarray:
     while quota.sum() > shots:
         quota[int(np.argmax(quota))] -= 1
     return quota
-
-
-def _stats(sensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (std 0 replaced by 1)."""
-    std = sensors.std(axis=0)
-    return sensors.mean(axis=0), np.where(std > 0, std, 1.0)

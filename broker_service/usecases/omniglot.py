@@ -29,14 +29,22 @@ import numpy as np
 from PIL import Image
 
 from broker_service.core.episode import Episode
-from broker_service.usecases.base import TEST, VALIDATION, DataMissingError, UseCase, check_split
+from broker_service.core.streams import named_stream
+from broker_service.usecases.base import (
+    TEST,
+    VALIDATION,
+    DataMissingError,
+    UseCase,
+    check_split,
+    per_class_split,
+)
 from device_agent.specs import omniglot_spec
 
 IMAGE_SIZE = 28
 ARCHIVE_PATTERNS = ("images_background*", "images_evaluation*")
 EVALUATION_PREFIX = "images_evaluation"
 EXPECTED = "omniglot/images_background*.zip or omniglot/images_evaluation*.zip (or extracted)"
-# The use case's own random stream, np.random.default_rng([seed, id]): the fleet's tasks.
+# The use case's own named random stream (core.streams.named_stream): the fleet's tasks.
 TASKS_STREAM = 12
 
 
@@ -115,8 +123,7 @@ class OmniglotUseCase(UseCase):
         shuffled. Every episode is its own unit (tasks are drawn independently)."""
         chars = self.split_chars[check_split(split)]
         shots = shots or self.shots
-        prefix = "omniglot-new" if split == TEST else "omniglot-val"
-        return [self._episode("%s-%03d" % (prefix, i), chars, shots, rng) for i in range(count)]
+        return [self._episode(self.episode_id(split, i), chars, shots, rng) for i in range(count)]
 
     def split_summary(self) -> dict:
         """The alphabets of each split, their character counts and, for meta-training, its
@@ -131,24 +138,13 @@ class OmniglotUseCase(UseCase):
     def _episode(
         self, device_id: str, pool: np.ndarray, shots: int, rng: np.random.Generator
     ) -> Episode:
+        """An N-way episode: N characters of `pool`, `shots` of each one's drawers as support,
+        `query` (None: all) of the others as query; a label is the character's position."""
         chars = rng.choice(pool, self.ways, replace=False)
-        support, query = [], []
-        for label, char in enumerate(chars):
-            drawers = rng.permutation(self.chars.members(char))
-            end = None if self.query is None else shots + self.query
-            support += [(i, label) for i in drawers[:shots]]
-            query += [(i, label) for i in drawers[shots:end]]
-        sx, sy = self._gather(support, rng)
-        qx, qy = self._gather(query, rng)
-        return Episode(device_id, sx, sy, qx, qy)
-
-    def _gather(
-        self, pairs: list[tuple[int, int]], rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        order = rng.permutation(len(pairs))
-        index = np.array([pairs[k][0] for k in order], dtype=np.int64)
-        labels = np.array([pairs[k][1] for k in order], dtype=np.int64)
-        return self.chars.images[index][:, None], labels
+        members = [self.chars.members(char) for char in chars]
+        support, sy, query, qy = per_class_split(members, shots, rng, self.query)
+        images = self.chars.images
+        return Episode(device_id, images[support][:, None], sy, images[query][:, None], qy)
 
     def character_names(self, indices: np.ndarray | list[int]) -> list[str]:
         """Return the `alphabet/characterNN` names of character indices (for tests and reports)."""
@@ -273,7 +269,7 @@ def _characters_of(chars: CharacterSet, alphabets: list[str]) -> np.ndarray:
 
 def _draw_tasks(train_chars: np.ndarray, ways: int, fleet_size: int, seed: int) -> list[np.ndarray]:
     """Draw the fleet's tasks: each N distinct characters, label = position in the array."""
-    rng = np.random.default_rng([seed, TASKS_STREAM])
+    rng = named_stream(seed, TASKS_STREAM)
     return [rng.choice(train_chars, ways, replace=False) for _ in range(fleet_size)]
 
 

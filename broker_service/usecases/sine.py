@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from broker_service.core.episode import Episode
+from broker_service.core.streams import named_stream
 from broker_service.usecases.base import TEST, VALIDATION, UseCase, check_split
 from device_agent.specs import sine_spec
 
@@ -17,7 +18,7 @@ X_SCALE = 0.2  # inputs are fed as x/5, in [-1, 1]: a device normalises its sens
 
 SPEC = sine_spec()
 
-# the random streams of the waves, np.random.default_rng([seed, id])
+# the named random streams of the waves (core.streams.named_stream)
 TRAINING_WAVES = 1
 WAVES = {TEST: 2, VALIDATION: 3}
 
@@ -28,7 +29,7 @@ class SineUseCase(UseCase):
 
     def __init__(self, fleet_size: int = 100, seed: int = 0, shots: int = 10, query: int = 100):
         super().__init__(name="sine", metric="mse", spec=SPEC, target=1.5)
-        rng = np.random.default_rng([seed, TRAINING_WAVES])
+        rng = named_stream(seed, TRAINING_WAVES)
         self.amplitude = rng.uniform(0.1, 5.0, fleet_size)
         self.phase = rng.uniform(0.0, 2 * np.pi, fleet_size)
         self.device_ids = ["sine-%03d" % i for i in range(fleet_size)]
@@ -48,8 +49,7 @@ class SineUseCase(UseCase):
     ) -> list[Episode]:
         """`count` waves of the split, each with `shots` random support points and the wave on
         an even grid of `query` points as query."""
-        waves = np.random.default_rng([self.seed, WAVES[check_split(split)]])
-        prefix = "sine-new" if split == TEST else "sine-val"
+        waves = named_stream(self.seed, WAVES[check_split(split)])
         episodes = []
         for i in range(count):
             a, p = waves.uniform(0.1, 5.0), waves.uniform(0.0, 2 * np.pi)
@@ -57,7 +57,7 @@ class SineUseCase(UseCase):
             qx = np.linspace(-5.0, 5.0, self.query, dtype=np.float32).reshape(-1, 1)
             qy = (a * np.sin(qx + p)).astype(np.float32)
             qx = qx * np.float32(X_SCALE)
-            episodes.append(Episode("%s-%03d" % (prefix, i), sx, sy, qx, qy))
+            episodes.append(Episode(self.episode_id(split, i), sx, sy, qx, qy))
         return episodes
 
     def split_summary(self) -> dict:
