@@ -61,8 +61,12 @@ class ServiceConfig:
     state_dir: str = option(
         "tinymetafed-state", "checkpoint, journal, heartbeat, metrics file and spool"
     )
-    eval_every: int = option(5, "measure the model on new devices every N rounds")
-    eval_devices: int = option(10, "new devices of each measurement")
+    eval_every: int | None = option(
+        help="measure the model on new devices every N rounds (default: the use case's)"
+    )
+    eval_devices: int | None = option(
+        help="new devices of each measurement (default: the use case's)"
+    )
     max_payload: int = option(limits.MAX_PAYLOAD, "bytes; larger updates are rejected unread")
     metrics_file: str | None = option(
         help="line-protocol metrics file (default: <state_dir>/metrics.lp)"
@@ -98,6 +102,18 @@ class ServiceConfig:
     def broker_address(self) -> tuple[str, int, bool]:
         """(host, port, tls) from the broker URL (broker_service.options.broker_address)."""
         return broker_address(self.broker)
+
+
+SESSION_OPTIONS = ("rounds", "cohort", "eval_every", "eval_devices")
+"""The service options that are training settings too (core/settings.py) and mean the same thing
+there: unset (None), each takes the use case's value; set, it overrides it. No other option
+shares a name with a training setting."""
+
+
+def session_options(cfg: ServiceConfig) -> dict[str, int]:
+    """The SESSION_OPTIONS set in `cfg`, as training-setting overrides."""
+    chosen = {name: getattr(cfg, name) for name in SESSION_OPTIONS}
+    return {name: value for name, value in chosen.items() if value is not None}
 
 
 def _scalar(hint) -> type:

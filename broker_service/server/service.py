@@ -53,7 +53,7 @@ from broker_service.observe.logs import EventLog
 from broker_service.observe.recorder import Recorder
 from broker_service.server import checkpoint, reporting, resume
 from broker_service.server.admission import Admission, load_hmac_keys
-from broker_service.server.config import ConfigError, ServiceConfig
+from broker_service.server.config import ConfigError, ServiceConfig, session_options
 from broker_service.server.handlers import MessageHandlers, describe
 from broker_service.server.journal import Journal
 from broker_service.server.mqtt import ServiceMqtt, round_downlink
@@ -90,9 +90,7 @@ class AggregationService(MessageHandlers):
         self.progress = progress
         self.stop = stop or threading.Event()
         self.use_case = load_use_case(cfg.use_case, cfg.data_dir, seed=cfg.seed)
-        self.settings = settings_for(
-            cfg.use_case, rounds=cfg.rounds, cohort=cfg.cohort, **cfg.settings
-        )
+        self.settings = settings_for(cfg.use_case, **{**cfg.settings, **session_options(cfg)})
         self.strategy: Strategy = ALGORITHMS[cfg.algorithm](self.settings)
         try:
             codec.value_encoding(self.strategy.model_values())
@@ -113,7 +111,7 @@ class AggregationService(MessageHandlers):
         self.refusals_logged: Counter[str] = Counter()
         self.arrived: list[tuple[str, bytes]] = []  # updates read, not yet admitted
         self.episodes = self.use_case.new_device_episodes(
-            cfg.eval_devices, named_stream(cfg.seed, CURVE_EPISODES)
+            int(self.settings["eval_devices"]), named_stream(cfg.seed, CURVE_EPISODES)
         )
         self.admission = Admission(
             load_hmac_keys(cfg.hmac_keys_file),
@@ -430,7 +428,9 @@ class AggregationService(MessageHandlers):
 
     def _evaluate_if_due(self) -> float | None:
         """The metric every `eval_every` rounds and after the last one, else None."""
-        if reporting.evaluation_due(self.round, self.total_rounds, self.cfg.eval_every):
+        if reporting.evaluation_due(
+            self.round, self.total_rounds, int(self.settings["eval_every"])
+        ):
             self.metric_last = self.evaluate()
             return self.metric_last
         return None
