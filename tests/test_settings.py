@@ -110,3 +110,17 @@ def test_the_agent_defaults_agree_with_the_device_settings():
     shared = set(device) & set(DEFAULTS)
     assert shared == set(device)  # every device setting has an agent default
     assert {k: device[k] for k in shared} == {k: DEFAULTS[k] for k in shared}
+
+
+def test_service_options_share_a_name_with_a_training_setting_only_when_they_mean_it():
+    """A serve option named like a training setting is one of SESSION_OPTIONS, which default to
+    the use case's value (None) and reach the service's settings as overrides."""
+    from dataclasses import fields as dc_fields
+
+    from broker_service.core.settings import FIELDS
+    from broker_service.server.config import SESSION_OPTIONS, ServiceConfig, session_options
+
+    shared = {f.name for f in dc_fields(ServiceConfig)} & set(FIELDS)
+    assert shared == set(SESSION_OPTIONS)
+    assert all(getattr(ServiceConfig(), name) is None for name in SESSION_OPTIONS)
+    assert session_options(ServiceConfig(eval_every=7, cohort=3)) == {"eval_every": 7, "cohort": 3}
