@@ -10,22 +10,20 @@ and the norm of the residual it adds back against the norm of its update.
 Writes benchmarks/results/ablation-ef.json (the rows, and each use case's bench document
 without its per-unit detail) and prints the table.
 
-    .venv/bin/python benchmarks/ablation_ef.py [--use-cases sine,omniglot,kws,occupancy]
+    .venv/bin/python -m benchmarks.ablation_ef [--use-cases sine,omniglot,kws,occupancy]
         [--seeds 0,1,2] [--data-dir D] [--workers 2] [--quick] [--out F]
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.observe.provenance import write_results
+from broker_service.observe.tables import markdown_table
+from broker_service.sim.bench import ABLATIONS, run_benches, sweep_parser
 
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.observe.tables import markdown_table  # noqa: E402
-from broker_service.sim.bench import ABLATIONS, run_benches, sweep_parser  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NAMES = {
     "tinymetafed": "error feedback on (default)",

@@ -8,7 +8,7 @@ the decoding is one `fastcodec.decode_many` over the batch then `RoundLedger.off
 (as the service admits the updates that arrived together), the accumulation one vectorised
 scatter-add over all of them (`core.aggregate.sparse_weighted_mean`).
 
-    .venv/bin/python benchmarks/aggregation.py [--repeat 7] [--json ...aggregation.json]
+    .venv/bin/python -m benchmarks.aggregation [--repeat 7] [--json ...aggregation.json]
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.core import fastcodec
+from broker_service.core.aggregate import sparse_weighted_mean
+from broker_service.core.device_round import top_k_indices
+from broker_service.observe.provenance import write_results
+from broker_service.server.rounds import RoundLedger
+from device_agent import codec
 
-from broker_service.core import fastcodec  # noqa: E402
-from broker_service.core.aggregate import sparse_weighted_mean  # noqa: E402
-from broker_service.core.device_round import top_k_indices  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.server.rounds import RoundLedger  # noqa: E402
-from device_agent import codec  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bandwidth() -> float:

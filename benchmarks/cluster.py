@@ -4,7 +4,7 @@ speaking MQTT (broker_service.testing.brokers starts both on 127.0.0.1): raw QoS
 and a sine session (10 simulated devices, cohort 10) with the service on node 2 and the devices
 on nodes 1 and 3. Prints a table and writes JSON.
 
-    .venv/bin/python benchmarks/cluster.py [--rounds 10]
+    .venv/bin/python -m benchmarks.cluster [--rounds 10]
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.observe.provenance import write_results
+from broker_service.testing.brokers import NatsCluster
+from broker_service.testing.session import Session
+from broker_service.usecases.sine import SineUseCase
 
-from broker_service.observe.logs import EventLog  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.server.config import ServiceConfig  # noqa: E402
-from broker_service.server.service import AggregationService  # noqa: E402
-from broker_service.sim.fleet import SimulatedFleet  # noqa: E402
-from broker_service.testing.brokers import Mosquitto, NatsCluster  # noqa: E402
-from broker_service.usecases.sine import SineUseCase  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZE = 368  # bytes: a sine update (benchmarks/results/load.json uses the same size)
 
@@ -68,30 +64,22 @@ def qos1_rate(pub_port: int, sub_port: int, count: int = 5000) -> float:
 def session(service_port: int, device_ports: list[int], rounds: int, folder: Path) -> dict:
     """A sine session: 10 simulated devices spread over `device_ports`, the service on
     `service_port`; its summary and wall time."""
-    use_case = SineUseCase(fleet_size=10)
-    fleet = SimulatedFleet("127.0.0.1", device_ports[0], use_case, 10, fleet="bench")
-    for i, agent in enumerate(fleet.agents):
-        agent.cfg["broker"] = {**agent.cfg["broker"], "port": device_ports[i % len(device_ports)]}
-    fleet.start()
-    cfg = ServiceConfig(
-        broker="mqtt://127.0.0.1:%d" % service_port,
-        fleet="bench",
-        use_case="sine",
-        rounds=rounds,
-        cohort=10,
-        min_updates=10,
-        state_dir=str(folder / "state"),
-        eval_every=1000,
-        eval_devices=2,
-        wait_for_devices=30.0,
-        seed=0,
-    )
-    try:
+    with Session(folder, service_port) as on_broker:
+        on_broker.fleet(SineUseCase(fleet_size=10), 10, ports=device_ports, fleet="bench")
+        cfg = on_broker.config(
+            fleet="bench",
+            use_case="sine",
+            rounds=rounds,
+            cohort=10,
+            min_updates=10,
+            eval_every=1000,
+            eval_devices=2,
+            wait_for_devices=30.0,
+            seed=0,
+        )
         started = time.perf_counter()
-        summary = AggregationService(cfg, EventLog(quiet=True)).run()
+        summary = on_broker.service(cfg).run()
         took = time.perf_counter() - started
-    finally:
-        fleet.stop()
     return {"rounds": summary["rounds"], "updates": summary["updates"], "seconds": took}
 
 
@@ -103,10 +91,10 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="tmf-cluster-"))
     (folder / "m").mkdir()
     (folder / "n").mkdir()
-    broker = Mosquitto(folder / "m", extra="max_queued_messages 1000000\n").start()
-    nodes = NatsCluster(folder / "n").start()
-    p = nodes.mqtt_ports
-    try:
+    with Session.with_mosquitto(folder / "m", extra="max_queued_messages 1000000\n") as broker:
+        nodes = NatsCluster(folder / "n").start()
+        broker.on_close(nodes.stop)
+        p = nodes.mqtt_ports
         out = {
             "payload_bytes": SIZE,
             "qos1_per_second": {
@@ -121,9 +109,6 @@ def main() -> int:
                 ),
             },
         }
-    finally:
-        nodes.stop()
-        broker.stop()
     for name, rate in out["qos1_per_second"].items():
         print("QoS 1 %d B  %-22s %8.0f messages/s" % (SIZE, name, rate))
     for name, s in out["session"].items():

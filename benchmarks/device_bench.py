@@ -4,7 +4,7 @@ agent's cost per MAC, estimate the energy of one device round on every board pro
 (device_agent/energy.py, MicroPython and compiled kernels); print tables, write
 benchmarks/results/device-bench.json and the energy table of docs/device.md.
 
-    .venv/bin/python benchmarks/device_bench.py [--out FILE] [--repeat N] [--perf-bench DIR]
+    .venv/bin/python -m benchmarks.device_bench [--out FILE] [--repeat N] [--perf-bench DIR]
 
 The fit: the reconstruction and the adaptation step of each default model (eight step kinds)
 give seconds per MAC on this host, by least squares on relative error (and, for comparison,
@@ -18,7 +18,6 @@ HOST_PERF_BENCH_US are used.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import subprocess
@@ -26,14 +25,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.make_docs import device_energy_table
+from broker_service.observe.provenance import write_results
+from broker_service.sim.demo import VERSION_CODE, find_micropython
+from broker_service.tools.bundle import strip_native
+from device_agent import energy
 
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.sim.demo import VERSION_CODE, find_micropython  # noqa: E402
-from broker_service.tools.bundle import strip_native  # noqa: E402
-from device_agent import energy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 USE_CASES = ["sine", "omniglot", "kws", "occupancy"]
 HEAP = "heapsize=256K"
@@ -199,14 +197,10 @@ def round_energy(r: dict) -> dict:
 
 def write_doc_table(doc: dict, path: Path = DOC) -> None:
     """Replace the generated energy block of docs/device.md with the table of `doc`."""
-    spec = importlib.util.spec_from_file_location("make_docs", ROOT / "benchmarks" / "make_docs.py")
-    assert spec and spec.loader
-    make_docs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_docs)
     text = path.read_text()
     head, rest = text.split(DOC_BEGIN, 1)
     _, tail = rest.split(DOC_END, 1)
-    body = make_docs.device_energy_table(doc)
+    body = device_energy_table(doc)
     path.write_text("%s%s\n%s\n%s%s" % (head, DOC_BEGIN, body, DOC_END, tail))
 
 

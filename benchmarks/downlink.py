@@ -13,34 +13,28 @@ PUBACKs, the fetch's SUBSCRIBE and UNSUBSCRIBE); the rest is the devices' teleme
 here as the PUBLISH packets the broker relays to this script's monitor) and keep-alive pings.
 Run once per `model_values` encoding.
 
-    .venv/bin/python benchmarks/downlink.py [--devices 21] [--cohort 5] [--rounds 20]
+    .venv/bin/python -m benchmarks.downlink [--devices 21] [--cohort 5] [--rounds 20]
         [--values f32,f16,int8] [--json benchmarks/results/downlink.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.observe.provenance import write_results
+from broker_service.server.mqtt import publish_size, round_uplink
+from broker_service.testing.brokers import CountingProxy
+from broker_service.testing.session import Session
+from broker_service.testing.waiting import wait_until
+from broker_service.usecases.sine import SineUseCase
+from device_agent.topics import Topics
 
-from broker_service.observe.logs import EventLog  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.server.config import ServiceConfig  # noqa: E402
-from broker_service.server.mqtt import publish_size, round_uplink  # noqa: E402
-from broker_service.server.service import AggregationService  # noqa: E402
-from broker_service.sim.fleet import SimulatedFleet  # noqa: E402
-from broker_service.testing.brokers import CountingProxy, Mosquitto  # noqa: E402
-from broker_service.testing.waiting import wait_until  # noqa: E402
-from broker_service.usecases.sine import SineUseCase  # noqa: E402
-from device_agent.topics import Topics  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TOLERANCE = 0.05
 """The service's downlink accounting must be within 5 % of what the broker sent the devices."""
@@ -92,18 +86,18 @@ class SysMonitor:
 def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -> dict:
     """One session of `rounds` rounds with `model_values` = `values`; per round the bytes the
     broker sent the devices (proxy) and the service's bytes_down."""
-    broker = Mosquitto(folder, extra="sys_interval 1\n").start()
-    proxy = CountingProxy(broker.port)
-    fleet_name = "down-" + values
-    monitor = SysMonitor(broker.port, fleet_name)
-    use_case = SineUseCase(fleet_size=devices)
-    fleet = SimulatedFleet("127.0.0.1", proxy.port, use_case, devices, fleet=fleet_name).start()
     per_round: list[dict] = []
-    try:
+    fleet_name = "down-" + values
+    with Session.with_mosquitto(folder, extra="sys_interval 1\n") as session:
+        proxy = CountingProxy(session.port)
+        session.on_close(proxy.close)
+        monitor = SysMonitor(session.port, fleet_name)
+        session.on_close(monitor.close)
+        use_case = SineUseCase(fleet_size=devices)
+        session.fleet(use_case, devices, ports=[proxy.port], fleet=fleet_name)
         wait_until(lambda: len(monitor.online) == devices, 60, "every device's birth")
         time.sleep(1.0)  # the births' acknowledgements are through
-        cfg = ServiceConfig(
-            broker="mqtt://127.0.0.1:%d" % broker.port,
+        cfg = session.config(
             fleet=fleet_name,
             use_case="sine",
             rounds=rounds,
@@ -116,9 +110,6 @@ def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -
             wait_for_devices=30.0,
             settings={"model_values": values},
         )
-        service = AggregationService(cfg, EventLog(quiet=True))
-        sys_start = monitor.fresh_sent()
-        last = [proxy.counts()]
         topics = Topics(fleet=fleet_name)
 
         def progress(report) -> None:
@@ -138,25 +129,15 @@ def measure(devices: int, cohort: int, rounds: int, values: str, folder: Path) -
             )
             last[0] = now
 
-        service.progress = progress
-        done = threading.Event()
-        summary: dict = {}
-
-        def run() -> None:
-            summary.update(service.run())
-            done.set()
-
-        threading.Thread(target=run, daemon=True).start()
-        wait_until(done.is_set, 60 + rounds * 30, "the session's end")
+        service = session.service(cfg, progress=progress)
+        sys_start = monitor.fresh_sent()
+        last = [proxy.counts()]
+        thread, summary = session.background(service)
+        wait_until(lambda: not thread.is_alive(), 60 + rounds * 30, "the session's end")
         time.sleep(1.5)  # a $SYS period after the last message
         sys_end = monitor.fresh_sent()
         model_bytes = len(service.model_payload)
         telemetry, telemetry_messages = monitor.telemetry_bytes, monitor.telemetry_messages
-    finally:
-        fleet.stop()
-        monitor.close()
-        proxy.close()
-        broker.stop()
     measured = sum(r["broker_to_devices"] for r in per_round)
     counted = sum(r["service_bytes_down"] for r in per_round)
     updates = max(1, sum(r["participants"] for r in per_round))

@@ -11,7 +11,7 @@ for its radio bytes. Radio bytes per device update are MQTT packets on the devic
 PUBLISH up; command, SUBACK, model, UNSUBACK and the update's PUBACK down). The goal: TinyMetaFed
 ≥ 5× below TinyReptile on every use case.
 
-    .venv/bin/python benchmarks/downlink_codec.py [--use-cases sine,omniglot,kws,occupancy]
+    .venv/bin/python -m benchmarks.downlink_codec [--use-cases sine,omniglot,kws,occupancy]
         [--seeds 0,1,2] [--data-dir D] [--workers 2] [--quick]
         [--out benchmarks/results/downlink-codec.json]
 """
@@ -20,26 +20,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.core.fewshot import ci95, episode_outputs, unit_metrics
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.nn import NumpyNet
+from broker_service.core.strategies import ALGORITHMS
+from broker_service.core.streams import FINAL_EPISODES, named_stream
+from broker_service.observe.provenance import write_results
+from broker_service.sim import simulation, tuning
+from broker_service.sim.bench import _one_blas_thread, cached_use_case
+from broker_service.usecases.base import VALIDATION
+from broker_service.usecases.registry import use_case_class
 
-from broker_service.core.fewshot import ci95, episode_outputs, unit_metrics  # noqa: E402
-from broker_service.core.hyperparams import settings_for  # noqa: E402
-from broker_service.core.nn import NumpyNet  # noqa: E402
-from broker_service.core.strategies import ALGORITHMS  # noqa: E402
-from broker_service.core.streams import FINAL_EPISODES, named_stream  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.sim import simulation, tuning  # noqa: E402
-from broker_service.sim.bench import _one_blas_thread, cached_use_case  # noqa: E402
-from broker_service.usecases.base import VALIDATION  # noqa: E402
-from broker_service.usecases.registry import use_case_class  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ENCODINGS = ("f32", "f16", "int8")
 GOAL = 5.0

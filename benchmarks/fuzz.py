@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of every decoder, the round ledger and the
 agent's message handling; prints and writes how many inputs ran and whether anything failed.
 
-    .venv/bin/python benchmarks/fuzz.py [--runs 100000] [--json benchmarks/results/fuzz.json]
+    .venv/bin/python -m benchmarks.fuzz [--runs 100000] [--json benchmarks/results/fuzz.json]
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from broker_service.observe.provenance import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def child(runs: int, corpus: str, max_len: int) -> None:
     """Runs inside the libFuzzer process (which exits by itself after `runs` inputs)."""
-    sys.path.insert(0, str(ROOT))
     import atheris
 
     with atheris.instrument_imports():
@@ -52,7 +53,8 @@ def main() -> int:
     if importlib.util.find_spec("atheris") is None:
         print("atheris is not installed (pip install atheris): nothing measured", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT))
+    # imported here, not at the top: the child (this module again) must first import the
+    # targets inside atheris.instrument_imports() for coverage
     from broker_service.testing.fuzz_targets import SEEDS, TARGETS
 
     corpus = Path(tempfile.mkdtemp(prefix="tmf-fuzz-")) / "corpus"  # crash files go beside it
@@ -65,7 +67,8 @@ def main() -> int:
     proc = subprocess.run(
         [
             sys.executable,
-            __file__,
+            "-m",
+            "benchmarks.fuzz",
             "--runs",
             str(args.runs),
             "--max-len",
@@ -75,6 +78,7 @@ def main() -> int:
         ],
         capture_output=True,
         text=True,
+        cwd=ROOT,
     )
     seconds = time.perf_counter() - start
     done = re.search(r"Done (\d+) runs", proc.stderr + proc.stdout)
@@ -89,9 +93,6 @@ def main() -> int:
         "targets": list(TARGETS),
     }
     print(json.dumps(doc))
-    sys.path.insert(0, str(ROOT))
-    from broker_service.observe.provenance import write_results
-
     write_results(args.json, doc)
     return 0 if failure is None else 1
 

@@ -42,13 +42,13 @@ stale, scaled and every-coordinate updates) while they also publish malformed st
 and update messages (`BOMBS`, retained too). Records whether the service ran to the end, the
 rounds closed, what was refused and the metric. Writes benchmarks/results/hostile-service.json.
 
-    .venv/bin/python benchmarks/hostile.py learning --use-case sine [--seeds 0,1,2] [--workers 1]
-    .venv/bin/python benchmarks/hostile.py sweep --use-case sine
-    .venv/bin/python benchmarks/hostile.py step-sweep --use-case sine
-    .venv/bin/python benchmarks/hostile.py trust-sweep --use-case sine
-    .venv/bin/python benchmarks/hostile.py agreement --use-case sine
-    .venv/bin/python benchmarks/hostile.py norms [--workers 1]
-    .venv/bin/python benchmarks/hostile.py service [--rounds 100]
+    .venv/bin/python -m benchmarks.hostile learning --use-case sine [--seeds 0,1,2] [--workers 1]
+    .venv/bin/python -m benchmarks.hostile sweep --use-case sine
+    .venv/bin/python -m benchmarks.hostile step-sweep --use-case sine
+    .venv/bin/python -m benchmarks.hostile trust-sweep --use-case sine
+    .venv/bin/python -m benchmarks.hostile agreement --use-case sine
+    .venv/bin/python -m benchmarks.hostile norms [--workers 1]
+    .venv/bin/python -m benchmarks.hostile service [--rounds 100]
 """
 
 from __future__ import annotations
@@ -65,16 +65,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from broker_service.core.aggregate import update_norm  # noqa: E402
-from broker_service.core.bounds import InfluenceBounds  # noqa: E402
-from broker_service.core.hyperparams import settings_for  # noqa: E402
-from broker_service.core.strategies import ALGORITHMS  # noqa: E402
-from broker_service.core.trust import RATE, DeviceTrust  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.sim.attacks import (  # noqa: E402
+from broker_service.core.aggregate import update_norm
+from broker_service.core.bounds import InfluenceBounds
+from broker_service.core.hyperparams import settings_for
+from broker_service.core.strategies import ALGORITHMS
+from broker_service.core.trust import RATE, DeviceTrust
+from broker_service.observe.provenance import write_results
+from broker_service.sim.attacks import (
     BOMBS,
     LEARNING_ATTACKS,
     Attacker,
@@ -83,9 +80,11 @@ from broker_service.sim.attacks import (  # noqa: E402
     forged_delta,
     hostile_devices,
 )
-from broker_service.sim.bench import _one_blas_thread, episodes_for  # noqa: E402
-from broker_service.sim.simulation import run  # noqa: E402
-from broker_service.usecases.registry import load_use_case  # noqa: E402
+from broker_service.sim.bench import _one_blas_thread, episodes_for
+from broker_service.sim.simulation import run
+from broker_service.usecases.registry import load_use_case
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FRACTIONS = {0.05: "1 of 20", 0.2: "4 of 20"}
 OFF = {"trust_rate": 0.0}
@@ -232,44 +231,31 @@ def run_job(use_case_name: str, data_dir: str | None, rounds: int | None, job: t
     return row
 
 
-def sweep_jobs(seeds: list[int]) -> list[tuple]:
-    """The clipped mean at each SWEEP_CLIP multiple, clean and under the attacks that clipping
-    is there for, on every seed."""
-    out = []
-    for seed in seeds:
-        for clip in SWEEP_CLIP:
-            out.append(("tinymetafed", CLIPPED, None, 0.0, seed, clip))
-            for attack in SWEEP_ATTACKS:
-                for fraction in FRACTIONS:
-                    out.append(("tinymetafed", CLIPPED, attack, fraction, seed, clip))
-    return out
-
-
-def step_jobs(seeds: list[int]) -> list[tuple]:
-    """The clipped mean at each SWEEP_STEP outer step, clean and under SWEEP_ATTACKS, on every
-    seed: a longer step learns faster, and lets a hostile push further each round."""
-    out = []
-    for seed in seeds:
-        for step in SWEEP_STEP:
-            over = {"outer_lr": step}
-            out.append(("tinymetafed", CLIPPED, None, 0.0, seed, over))
-            for attack in SWEEP_ATTACKS:
-                for fraction in FRACTIONS:
-                    out.append(("tinymetafed", CLIPPED, attack, fraction, seed, over))
-    return out
-
-
-def trust_jobs(seeds: list[int]) -> list[tuple]:
-    """The clipped mean with trust at each SWEEP_TRUST pair, clean and under TRUST_ATTACKS, and
-    without trust beside them."""
-    out = []
-    for seed in seeds:
+def sweep_cases(part: str) -> list[tuple]:
+    """What a sweep runs on each seed, in order: (aggregation, attack, fraction, settings over
+    the aggregation's or None). `sweep` and `step-sweep`: the clipped mean at each SWEEP_CLIP
+    multiple or SWEEP_STEP outer step (a longer step learns faster, and lets a hostile push
+    further each round), clean and under SWEEP_ATTACKS. `trust-sweep`: each of TRUST_ATTACKS
+    with trust at each SWEEP_TRUST setting, after the clipped mean without trust."""
+    if part == "trust-sweep":
+        out = []
         for attack, fraction in TRUST_ATTACKS:
             if attack != "reenroll":  # without trust, ids do not count: it is sign_flip
-                out.append(("tinymetafed", CLIPPED, attack, fraction, seed))
-            for over in SWEEP_TRUST:
-                out.append(("tinymetafed", TRUSTED, attack, fraction, seed, over))
-    return out
+                out.append((CLIPPED, attack, fraction, None))
+            out += [(TRUSTED, attack, fraction, over) for over in SWEEP_TRUST]
+        return out
+    overs = SWEEP_CLIP if part == "sweep" else [{"outer_lr": step} for step in SWEEP_STEP]
+    attacked = [(None, 0.0)] + [(a, f) for a in SWEEP_ATTACKS for f in FRACTIONS]
+    return [(CLIPPED, attack, fraction, over) for over in overs for attack, fraction in attacked]
+
+
+def sweep_jobs(part: str, seeds: list[int]) -> list[tuple]:
+    """The jobs of a sweep (`sweep_cases`) on every seed, as `run_job` takes them."""
+    return [
+        ("tinymetafed", aggregation, attack, fraction, seed, *(() if over is None else (over,)))
+        for seed in seeds
+        for aggregation, attack, fraction, over in sweep_cases(part)
+    ]
 
 
 NAMES = {
@@ -281,8 +267,7 @@ NAMES = {
 
 def learning(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
-    parts = {"sweep": sweep_jobs, "trust-sweep": trust_jobs, "step-sweep": step_jobs}
-    todo = parts.get(args.part, jobs)(seeds)
+    todo = sweep_jobs(args.part, seeds) if args.part in NAMES else jobs(seeds)
     only = set(args.only.split(",")) if args.only else None
 
     def selected(algorithm: str, aggregation: str) -> bool:
@@ -481,46 +466,39 @@ def norms(args) -> int:
 def service_session(port: int, state: Path, hostile: int, rounds: int, seed: int) -> dict:
     """One session of the service with 20 simulated agents, `hostile` of them re-flashed and
     spamming malformed messages; returns what happened."""
-    from broker_service.observe.logs import EventLog
-    from broker_service.server.config import ServiceConfig
-    from broker_service.server.service import AggregationService
-    from broker_service.sim.fleet import SimulatedFleet
-    from broker_service.testing.waiting import run_in_background
+    from broker_service.testing.session import Session
     from broker_service.usecases.sine import SineUseCase
     from device_agent.topics import Topics
 
     use_case = SineUseCase()
-    fleet = SimulatedFleet("127.0.0.1", port, use_case, 20, seed=seed)
-    bad = [agent.device_id for agent in fleet.agents[:hostile]]
-    for agent in fleet.agents[:hostile]:
-        agent.round_runner = HostileRunner(use_case, agent.round_runner.net, seed)
-    cfg = ServiceConfig(
-        broker="mqtt://127.0.0.1:%d" % port,
-        use_case="sine",
-        rounds=rounds,
-        cohort=5,
-        seed=seed,
-        state_dir=str(state),
-        round_timeout=10.0,
-        wait_for_devices=30.0,
-        eval_every=rounds,
-        eval_devices=20,
-    )
-    service = AggregationService(cfg, EventLog(path=state / "service.log"))
-    spammer = Spammer(port, Topics(), bad, service.n) if hostile else None
-    fleet.start()
-    started = time.monotonic()
-    thread, summary = run_in_background(service)
-    try:
+    with Session(state, port) as session:
+        fleet = session.fleet(use_case, 20, seed=seed, start=False)
+        bad = [agent.device_id for agent in fleet.agents[:hostile]]
+        for agent in fleet.agents[:hostile]:
+            agent.round_runner = HostileRunner(use_case, agent.round_runner.net, seed)
+        cfg = session.config(
+            use_case="sine",
+            rounds=rounds,
+            cohort=5,
+            seed=seed,
+            state_dir=str(state),
+            round_timeout=10.0,
+            wait_for_devices=30.0,
+            eval_every=rounds,
+            eval_devices=20,
+        )
+        service = session.service(cfg, log=state / "service.log")
+        spammer = Spammer(port, Topics(), bad, service.n) if hostile else None
+        if spammer:
+            session.on_close(spammer.close)
+        fleet.start()
+        started = time.monotonic()
+        thread, summary = session.background(service)
         while thread.is_alive():
             if spammer:
                 spammer.round()
             thread.join(0.1)
-    finally:
         seconds = time.monotonic() - started
-        fleet.stop()
-        if spammer:
-            spammer.close()
     return {
         "hostile": hostile,
         "devices": 20,
@@ -579,20 +557,16 @@ class Spammer:
 
 
 def service(args) -> int:
-    from broker_service.testing.brokers import Mosquitto
+    from broker_service.testing.session import Session
 
     sessions = []
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = Mosquitto(Path(tmp)).start()
-        try:
-            for hostile in (0, 1, 4):
-                state = Path(tmp) / ("state-%d" % hostile)
-                state.mkdir()
-                row = service_session(broker.port, state, hostile, args.rounds, args.seed)
-                sessions.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k != "hostile_devices"}))
-        finally:
-            broker.stop()
+    with tempfile.TemporaryDirectory() as tmp, Session.with_mosquitto(Path(tmp)) as broker:
+        for hostile in (0, 1, 4):
+            state = Path(tmp) / ("state-%d" % hostile)
+            state.mkdir()
+            row = service_session(broker.port, state, hostile, args.rounds, args.seed)
+            sessions.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "hostile_devices"}))
     doc = {"use_case": "sine", "rounds": args.rounds, "seed": args.seed, "sessions": sessions}
     write_results(Path(args.json) if args.json else RESULTS / "hostile-service.json", doc)
     return 0 if all(s["ran_to_the_end"] for s in sessions) else 1

@@ -1,4 +1,4 @@
-"""Load: N concurrent lightweight devices (benchmarks/loadfleet.py) against a real mosquitto
+"""Load: N concurrent lightweight devices (benchmarks.loadfleet) against a real mosquitto
 for R rounds with the whole fleet in every cohort; updates per second, round latency p50/p99,
 and the service's memory (RSS) after every round. For each fleet size, in the same run and
 against the same broker with the fleet connected, the raw mosquitto QoS 1 rate for the same
@@ -8,7 +8,7 @@ the samples' mean. Every lightweight device has its own MQTT connection (no mult
 device ids), so 10,000 devices need 10,000 descriptors in the fleet and in mosquitto. Prints a
 table and writes JSON.
 
-    .venv/bin/python benchmarks/load.py [--devices 1000 10000] [--rounds 100 20] [--trust-off]
+    .venv/bin/python -m benchmarks.load [--devices 1000 10000] [--rounds 100 20] [--trust-off]
 """
 
 from __future__ import annotations
@@ -25,14 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.observe.provenance import write_results
+from broker_service.testing.session import Session
 
-from broker_service.observe.logs import EventLog  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.server.config import ServiceConfig  # noqa: E402
-from broker_service.server.service import AggregationService  # noqa: E402
-from broker_service.testing.brokers import Mosquitto  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RAW_MESSAGES = 5000
 """Messages of one raw QoS 1 sample."""
@@ -92,22 +88,24 @@ def run_fleet(devices: int, rounds_wanted: int, settings: dict | None = None) ->
     """One fleet size: a fresh mosquitto, the fleet, the raw QoS 1 rate, then the service
     (with `settings` over the defaults)."""
     folder = Path(tempfile.mkdtemp(prefix="tmf-load-"))
-    # a queue deep enough that no QoS 1 message is dropped for a slow subscriber
-    broker = Mosquitto(folder, extra="max_queued_messages 1000000\n").start()
-    fleet = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks/loadfleet.py"),
-            "--port",
-            str(broker.port),
-            "--devices",
-            str(devices),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     rounds, memory, raw = [], [], []
-    try:
+    # a queue deep enough that no QoS 1 message is dropped for a slow subscriber
+    with Session.with_mosquitto(folder, extra="max_queued_messages 1000000\n") as session:
+        fleet = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.loadfleet",
+                "--port",
+                str(session.port),
+                "--devices",
+                str(devices),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        session.on_close(fleet.kill)
         assert fleet.stdout is not None
         ready = fleet.stdout.readline().split()  # "ready <devices> <update payload bytes>"
         assert ready[:1] == ["ready"], ready
@@ -115,7 +113,7 @@ def run_fleet(devices: int, rounds_wanted: int, settings: dict | None = None) ->
         load_before = os.getloadavg()[0]
 
         def sample_raw() -> None:
-            raw.append(raw_qos1_throughput(broker.port, payload_size, count=RAW_MESSAGES))
+            raw.append(raw_qos1_throughput(session.port, payload_size, count=RAW_MESSAGES))
             print(
                 "%d devices: raw mosquitto QoS 1, %d-byte payloads: %.0f messages/s"
                 % (devices, payload_size, raw[-1]),
@@ -123,8 +121,7 @@ def run_fleet(devices: int, rounds_wanted: int, settings: dict | None = None) ->
             )
 
         sample_raw()
-        cfg = ServiceConfig(
-            broker="mqtt://127.0.0.1:%d" % broker.port,
+        cfg = session.config(
             fleet="load",
             use_case="sine",
             rounds=rounds_wanted,
@@ -134,12 +131,10 @@ def run_fleet(devices: int, rounds_wanted: int, settings: dict | None = None) ->
             round_timeout=120.0,
             eval_every=10_000,
             eval_devices=1,
-            state_dir=str(folder / "state"),
             wait_for_devices=120.0,
             max_update_norm=1e9,
             settings=dict(settings or {}),
         )
-        service = AggregationService(cfg, EventLog(quiet=True))
 
         def progress(report):
             rounds.append(
@@ -158,14 +153,11 @@ def run_fleet(devices: int, rounds_wanted: int, settings: dict | None = None) ->
                 flush=True,
             )
 
-        service.progress = progress
+        service = session.service(cfg, progress=progress)
         start = time.perf_counter()
         summary = service.run()
         total = time.perf_counter() - start
         known = len(service.fleet.devices)
-    finally:
-        fleet.kill()
-        broker.stop()
     seconds = np.array([r["seconds"] for r in rounds])
     doc = {
         "devices": devices,

@@ -5,7 +5,7 @@ encodes its update once; answering a command only writes the command's round and
 into the header and recomputes the CRC (zlib's CRC-32, the codec's), so the fleet's own CPU stays
 small next to the service's.
 
-    python benchmarks/loadfleet.py --port P --devices 1000 --n 1120
+    python -m benchmarks.loadfleet --port P --devices 1000 --n 1120
 """
 
 from __future__ import annotations
@@ -16,16 +16,12 @@ import json
 import struct
 import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from broker_service.core.device_round import top_k_indices  # noqa: E402
-from device_agent import codec  # noqa: E402
-from device_agent.topics import Topics  # noqa: E402
+from broker_service.core.device_round import top_k_indices
+from device_agent import codec
+from device_agent.topics import Topics
 
 
 def _len(n: int) -> bytes:

@@ -8,11 +8,11 @@ manifest (benchmarks/manifest.py), or `manifest`. Everything outside the blocks 
 hand. The manifest is checked first: every results file in it, every file it names present,
 every block it feeds on a page.
 
-    .venv/bin/python benchmarks/make_docs.py              # check: list stale blocks, exit 1
-    .venv/bin/python benchmarks/make_docs.py --check      # the same
-    .venv/bin/python benchmarks/make_docs.py --write      # fill every block, draw the curves
-    .venv/bin/python benchmarks/make_docs.py --list       # every block: its files and pages
-    .venv/bin/python benchmarks/make_docs.py --manifest   # the manifest as a table
+    .venv/bin/python -m benchmarks.make_docs              # check: list stale blocks, exit 1
+    .venv/bin/python -m benchmarks.make_docs --check      # the same
+    .venv/bin/python -m benchmarks.make_docs --write      # fill every block, draw the curves
+    .venv/bin/python -m benchmarks.make_docs --list       # every block: its files and pages
+    .venv/bin/python -m benchmarks.make_docs --manifest   # the manifest as a table
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import manifest
+from benchmarks.docgen import pages as blocks
+from benchmarks.docgen.common import bench_files
+from benchmarks.docgen.figures import curve_figure
+from benchmarks.docgen.registry import BLOCKS
+from benchmarks.docgen.systems import device_energy
 
-from benchmarks import manifest  # noqa: E402
-from benchmarks.docgen import pages as blocks  # noqa: E402
-from benchmarks.docgen.common import bench_files  # noqa: E402
-from benchmarks.docgen.figures import curve_figure  # noqa: E402
-from benchmarks.docgen.registry import BLOCKS  # noqa: E402
-from benchmarks.docgen.systems import device_energy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = Path(os.environ.get("TINYMETAFED_RESULTS", ROOT / "benchmarks" / "results"))
 FIGURES = ROOT / "docs" / "figures"
@@ -95,7 +94,7 @@ def check(renderer: blocks.Renderer) -> int:
     for line in out_of_date:
         print("stale: %s" % line)
     if out_of_date:
-        print("run: .venv/bin/python benchmarks/make_docs.py --write")
+        print("run: .venv/bin/python -m benchmarks.make_docs --write")
     return 1 if out_of_date else 0
 
 

@@ -1,4 +1,4 @@
-"""The benchmark manifest: which script, with which arguments, makes which results file, which
+"""The benchmark manifest: which module, with which arguments, makes which results file, which
 docs blocks show it, which `make` target re-runs it, and whether it is current or archived.
 
 *Current*: the code of today reproduces it and its make target re-runs it. *Archived*: kept as
@@ -21,16 +21,19 @@ from benchmarks.docgen.registry import BLOCKS
 CURRENT, ARCHIVED = "current", "archived"
 DATA = "$(DATA)"
 """The data folder in a command, as the Makefile names it."""
+MODULE = "-m benchmarks."
+"""How a command that runs a benchmark module begins (after the Python that runs it)."""
 APPENDIX = "appendix.md"
 """The page that holds a section for every entry (`<!-- generated: appendix_ENTRY -->`)."""
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One benchmark: `commands` (run from the repository's root; a script under benchmarks/
-    runs with the project's Python) write `outputs` (in benchmarks/results/), which the
-    appendix section shows as `tables` and other pages as `blocks`; `family` is the make
-    target that re-runs it (None when archived)."""
+    """One benchmark: `commands` (run from the repository's root; one that starts with MODULE
+    runs a module of this package with the project's Python, `$(PY) -m benchmarks.NAME ...` in
+    the Makefile) write `outputs` (in benchmarks/results/), which the appendix section shows as
+    `tables` and other pages as `blocks`; `family` is the make target that re-runs it (None when
+    archived)."""
 
     name: str
     title: str
@@ -67,7 +70,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Settings chosen on validation devices",
         "Every algorithm's learning rates, searched by the same design with the same budget on "
         "validation devices; the bench reads the choices.",
-        ("benchmarks/tune.py --data-dir " + DATA,),
+        ("-m benchmarks.tune --data-dir " + DATA,),
         _per_use_case("tuned-%s.json"),
         ("tuning",),
         "bench",
@@ -78,7 +81,7 @@ ENTRIES: tuple[Entry, ...] = (
         "The comparison",
         "Every algorithm with its tuned settings on every use case and seed, measured on test "
         "devices: the tables, the learning curves and the claims.",
-        ("benchmarks/seed_sweep.py --seeds 0,1,2 --data-dir " + DATA,),
+        ("-m benchmarks.seed_sweep --seeds 0,1,2 --data-dir " + DATA,),
         (*_per_use_case("bench-%s.json"), "seed-sweep.json"),
         (
             "claims",
@@ -97,7 +100,7 @@ ENTRIES: tuple[Entry, ...] = (
         "The session settings `make demo` runs, chosen on validation waves with the demo's "
         "simulated fleet: the cheapest candidate whose every seed ends at most the target "
         "share of its round-0 error.",
-        ("benchmarks/demo_settings.py",),
+        ("-m benchmarks.demo_settings",),
         ("demo-settings.json",),
         ("demo_settings",),
         "bench-demo",
@@ -107,7 +110,7 @@ ENTRIES: tuple[Entry, ...] = (
         "The agent under MicroPython",
         "The agent's round under the unix-port MicroPython and CPython, the fitted cost per MAC, "
         "and a round's energy on each board profile (also written into docs/device.md).",
-        ("benchmarks/device_bench.py",),
+        ("-m benchmarks.device_bench",),
         ("device-bench.json",),
         ("device_bench", "device_energy"),
         "bench-device",
@@ -116,7 +119,7 @@ ENTRIES: tuple[Entry, ...] = (
         "payload_bound",
         "Payload size against its bound",
         "Each default model's encoded update against the information-theoretic bound.",
-        ("benchmarks/payload_bound.py",),
+        ("-m benchmarks.payload_bound",),
         ("payload-bound.json",),
         ("payload_bound",),
         "bench-device",
@@ -126,7 +129,7 @@ ENTRIES: tuple[Entry, ...] = (
         "The compressed downlink",
         "TinyMetaFed with the model sent as float32, float16 or int8, on validation devices, "
         "and the radio bytes per update against TinyReptile's.",
-        ("benchmarks/downlink_codec.py --data-dir " + DATA,),
+        ("-m benchmarks.downlink_codec --data-dir " + DATA,),
         ("downlink-codec.json",),
         ("downlink_codec",),
         "bench-codec",
@@ -136,7 +139,7 @@ ENTRIES: tuple[Entry, ...] = (
         "What the broker sends",
         "A fleet of real agents through a byte-counting proxy: what the broker sends and "
         "receives per round, against the service's own count.",
-        ("benchmarks/downlink.py",),
+        ("-m benchmarks.downlink",),
         ("downlink.json",),
         ("downlink",),
         "bench-service",
@@ -145,7 +148,7 @@ ENTRIES: tuple[Entry, ...] = (
         "aggregation",
         "Sparse aggregation in-process",
         "Decoding, validating and averaging sparse updates, against the memory-bandwidth bound.",
-        ("benchmarks/aggregation.py",),
+        ("-m benchmarks.aggregation",),
         ("aggregation.json",),
         ("aggregation",),
         "bench-service",
@@ -156,7 +159,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Lightweight devices, each with its own connection, against the service through "
         "mosquitto. The script measures one setting a run; the committed file holds runs with "
         "device trust on and off (`--trust-off`), measured back to back.",
-        ("benchmarks/load.py",),
+        ("-m benchmarks.load",),
         ("load.json",),
         ("load",),
         "bench-service",
@@ -165,7 +168,7 @@ ENTRIES: tuple[Entry, ...] = (
         "scale",
         "Memory per known device",
         "The structures that grow with the fleet, and device trust's state, per device.",
-        ("benchmarks/scale.py",),
+        ("-m benchmarks.scale",),
         ("scale.json",),
         ("scale",),
         "bench-service",
@@ -174,7 +177,7 @@ ENTRIES: tuple[Entry, ...] = (
         "cluster",
         "One broker against a cluster",
         "Raw QoS 1 rate and a short session on one mosquitto and on a NATS cluster speaking MQTT.",
-        ("benchmarks/cluster.py",),
+        ("-m benchmarks.cluster",),
         ("cluster.json",),
         ("cluster",),
         "bench-service",
@@ -185,8 +188,8 @@ ENTRIES: tuple[Entry, ...] = (
         "Every attack with one and four of twenty training devices hostile, against the clean "
         "run on the same seed, with the default aggregation and the clipped mean without trust.",
         (
-            "benchmarks/hostile.py learning --use-case sine",
-            "benchmarks/hostile.py learning --use-case omniglot --rounds 200 --data-dir " + DATA,
+            "-m benchmarks.hostile learning --use-case sine",
+            "-m benchmarks.hostile learning --use-case omniglot --rounds 200 --data-dir " + DATA,
         ),
         ("hostile-sine.json", "hostile-omniglot.json"),
         ("hostile_attacks", "hostile_goal", "hostile_sine", "hostile_omniglot"),
@@ -197,7 +200,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Choosing the trust settings",
         "Device trust at several settings and the clipped mean without it, clean and under "
         "attack, on validation devices.",
-        ("benchmarks/hostile.py trust-sweep --use-case sine",),
+        ("-m benchmarks.hostile trust-sweep --use-case sine",),
         ("hostile-trust-sine.json",),
         ("trust_sweep_sine",),
         "bench-hostile",
@@ -206,7 +209,7 @@ ENTRIES: tuple[Entry, ...] = (
         "hostile_step",
         "Choosing the outer step",
         "The clipped mean at several outer steps with the growth bound, clean and under attack.",
-        ("benchmarks/hostile.py step-sweep --use-case sine",),
+        ("-m benchmarks.hostile step-sweep --use-case sine",),
         ("hostile-step-sine.json",),
         ("step_sweep_sine",),
         "bench-hostile",
@@ -217,8 +220,8 @@ ENTRIES: tuple[Entry, ...] = (
         "Each update's agreement with the consensus of device histories, what trust is built "
         "from, for honest and reversing devices.",
         (
-            "benchmarks/hostile.py agreement --use-case sine",
-            "benchmarks/hostile.py agreement --use-case omniglot --rounds 200 --data-dir " + DATA,
+            "-m benchmarks.hostile agreement --use-case sine",
+            "-m benchmarks.hostile agreement --use-case omniglot --rounds 200 --data-dir " + DATA,
         ),
         ("hostile-agreement-sine.json", "hostile-agreement-omniglot.json"),
         ("agreement",),
@@ -229,7 +232,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Honest update norms",
         "Honest updates' norms against the model's and the median: what the refusal bound "
         "rests on before any history.",
-        ("benchmarks/hostile.py norms --data-dir " + DATA,),
+        ("-m benchmarks.hostile norms --data-dir " + DATA,),
         ("hostile-norms.json",),
         ("norms",),
         "bench-hostile",
@@ -238,7 +241,7 @@ ENTRIES: tuple[Entry, ...] = (
         "hostile_service",
         "The service under attack",
         "The service, a real mosquitto and simulated agents, some re-flashed to attack it.",
-        ("benchmarks/hostile.py service --rounds 300",),
+        ("-m benchmarks.hostile service --rounds 300",),
         ("hostile-service.json",),
         ("hostile_service",),
         "bench-hostile",
@@ -248,7 +251,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Fuzzing",
         "Coverage-guided fuzzing of every decoder, the round ledger and the agent's message "
         "handling (needs atheris).",
-        ("benchmarks/fuzz.py",),
+        ("-m benchmarks.fuzz",),
         ("fuzz.json",),
         ("fuzz",),
         "bench-hostile",
@@ -258,7 +261,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Error feedback and stale residuals",
         "TinyMetaFed with error feedback off and with stale residuals decayed or dropped; the "
         "default kept the residual whole.",
-        ("benchmarks/ablation_ef.py --seeds 0,1,2 --data-dir " + DATA,),
+        ("-m benchmarks.ablation_ef --seeds 0,1,2 --data-dir " + DATA,),
         ("ablation-ef.json",),
         ("ablation_ef",),
         None,
@@ -283,8 +286,8 @@ ENTRIES: tuple[Entry, ...] = (
         "The output layer rebuilt in closed form against SGD steps, trained jointly or frozen; "
         "then the ridge's λ on sine. The SGD head stayed the default.",
         (
-            "benchmarks/ablation_heads.py --data-dir " + DATA,
-            "benchmarks/ablation_heads.py --use-cases sine --ridges 0.1,10 "
+            "-m benchmarks.ablation_heads --data-dir " + DATA,
+            "-m benchmarks.ablation_heads --use-cases sine --ridges 0.1,10 "
             "--out benchmarks/results/ablation-heads-ridge.json",
         ),
         ("ablation-heads.json", "ablation-heads-ridge.json"),
@@ -298,11 +301,11 @@ ENTRIES: tuple[Entry, ...] = (
         "TinyMetaFed with the coverage-aware mean, server momentum, Adam and Yogi against the "
         "plain Reptile step; the plain step stayed the default.",
         (
-            "benchmarks/outer.py --configs reptile_step,reptile_step_wide,coverage,momentum,adam "
+            "-m benchmarks.outer --configs reptile_step,reptile_step_wide,coverage,momentum,adam "
             "--data-dir " + DATA,
-            "benchmarks/outer.py --configs reptile_step,yogi --data-dir %s "
+            "-m benchmarks.outer --configs reptile_step,yogi --data-dir %s "
             "--out benchmarks/results/ablation-outer-yogi.json" % DATA,
-            "benchmarks/outer.py --configs reptile_step,coverage_adam --data-dir %s "
+            "-m benchmarks.outer --configs reptile_step,coverage_adam --data-dir %s "
             "--out benchmarks/results/ablation-outer-both.json" % DATA,
         ),
         ("ablation-outer.json", "ablation-outer-yogi.json", "ablation-outer-both.json"),
@@ -316,8 +319,8 @@ ENTRIES: tuple[Entry, ...] = (
         "The clipped mean at several clip multiples, clean and under attack, before device "
         "trust and the growth bound.",
         (
-            "benchmarks/hostile.py sweep --use-case sine --rounds 1500",
-            "benchmarks/hostile.py sweep --use-case omniglot --rounds 200 --data-dir " + DATA,
+            "-m benchmarks.hostile sweep --use-case sine --rounds 1500",
+            "-m benchmarks.hostile sweep --use-case omniglot --rounds 200 --data-dir " + DATA,
         ),
         ("hostile-clip-sine.json", "hostile-clip-omniglot.json"),
         ("clip_sweep_sine", "clip_sweep_omniglot"),
@@ -330,7 +333,7 @@ ENTRIES: tuple[Entry, ...] = (
         "The coverage-aware mean against the clipped mean under the attacks clipping is for; "
         "it stayed off.",
         (
-            "benchmarks/hostile.py learning --use-case sine "
+            "-m benchmarks.hostile learning --use-case sine "
             "--only clipped_mean,coverage,no_federation --attacks none,sign_flip,max_norm,drift "
             "--json benchmarks/results/hostile-coverage-sine.json",
         ),
@@ -344,7 +347,7 @@ ENTRIES: tuple[Entry, ...] = (
         "The outer step before the growth bound",
         "The clipped mean at several outer steps before the model's growth was bounded.",
         (
-            "benchmarks/hostile.py step-sweep --use-case sine "
+            "-m benchmarks.hostile step-sweep --use-case sine "
             "--json benchmarks/results/hostile-step-uncapped-sine.json",
         ),
         ("hostile-step-uncapped-sine.json",),

@@ -19,7 +19,7 @@ Writes benchmarks/results/ablation-outer.json (per use case: the search, each co
 test figures with CIs over units, the spread over seeds, the paired difference to
 `reptile_step` over units, and the learning curve with its budget).
 
-    .venv/bin/python benchmarks/outer.py [--use-cases sine,omniglot,kws,occupancy]
+    .venv/bin/python -m benchmarks.outer [--use-cases sine,omniglot,kws,occupancy]
         [--seeds 0,1,2] [--configs reptile_step,coverage,...] [--data-dir D] [--workers 2]
         [--quick] [--out benchmarks/results/ablation-outer.json]
 """
@@ -37,14 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.core.fewshot import MULTIPASS, ONLINE, ci95
+from broker_service.core.hyperparams import settings_for
+from broker_service.observe.provenance import write_results
+from broker_service.sim import bench, tuning
+from broker_service.usecases.registry import load_use_case, use_case_class
 
-from broker_service.core.fewshot import MULTIPASS, ONLINE, ci95  # noqa: E402
-from broker_service.core.hyperparams import settings_for  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.sim import bench, tuning  # noqa: E402
-from broker_service.usecases.registry import load_use_case, use_case_class  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BASELINE = "reptile_step"
 CONFIGS: dict[str, tuple[dict, tuple[float, float] | None]] = {

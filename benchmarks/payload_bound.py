@@ -2,7 +2,7 @@
 P = 10 %: log2 C(n, k) bits for which entries were kept, plus the value bits (16 for float16,
 8 for int8 plus the 32-bit scale). Prints a table and writes JSON.
 
-    .venv/bin/python benchmarks/payload_bound.py [--json benchmarks/results/payload-bound.json]
+    .venv/bin/python -m benchmarks.payload_bound [--json benchmarks/results/payload-bound.json]
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.core.device_round import top_k_indices
+from broker_service.observe.provenance import write_results
+from device_agent import codec
+from device_agent.model import Plan
+from device_agent.specs import SPECS, spec_for
+from device_agent.topk import top_k_count
 
-from broker_service.core.device_round import top_k_indices  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from device_agent import codec  # noqa: E402
-from device_agent.model import Plan  # noqa: E402
-from device_agent.specs import SPECS, spec_for  # noqa: E402
-from device_agent.topk import top_k_count  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def log2_binomial(n: int, k: int) -> float:

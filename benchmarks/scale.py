@@ -7,7 +7,7 @@ every device sends a telemetry document and a tenth of the fleet goes offline an
 device trust's state after every device sent an update (core.trust remembers at most
 MAX_DEVICES). Prints a table and writes JSON; docs/scale.md extrapolates it to 100k devices.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 1000 10000 100000] [--rounds 100]
+    .venv/bin/python -m benchmarks.scale [--sizes 1000 10000 100000] [--rounds 100]
 """
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.core.aggregate import SparseUpdate
+from broker_service.core.trust import RATE, DeviceTrust
+from broker_service.observe.provenance import write_results
+from broker_service.server.inbound import kept_telemetry, read_telemetry
+from broker_service.server.presence import FleetView
+from device_agent import reports
+from device_agent.model import Plan
+from device_agent.specs import sine_spec
 
-from broker_service.core.aggregate import SparseUpdate  # noqa: E402
-from broker_service.core.trust import RATE, DeviceTrust  # noqa: E402
-from broker_service.observe.provenance import write_results  # noqa: E402
-from broker_service.server.inbound import kept_telemetry, read_telemetry  # noqa: E402
-from broker_service.server.presence import FleetView  # noqa: E402
-from device_agent import reports  # noqa: E402
-from device_agent.model import Plan  # noqa: E402
-from device_agent.specs import sine_spec  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def device_messages(i: int, plan: Plan, round_no: int = 12) -> tuple[str, bytes, bytes]:

@@ -6,7 +6,7 @@ seeds, the spread over seeds, the claims with their comparisons) and a compact s
 (seed-sweep.json: per use case and seed, each entry's test metric and each claim's verdict), the
 figures of docs/results.md and docs/appendix.md.
 
-    .venv/bin/python benchmarks/seed_sweep.py [--use-cases sine,omniglot,kws,occupancy]
+    .venv/bin/python -m benchmarks.seed_sweep [--use-cases sine,omniglot,kws,occupancy]
         [--seeds 0,1,2] [--data-dir D] [--workers 2] [--out-dir benchmarks/results]
 """
 
@@ -15,12 +15,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from broker_service.observe.provenance import load_average, write_results
+from broker_service.sim.bench import run_benches, sweep_parser
+from broker_service.sim.learning import failures
 
-from broker_service.observe.provenance import load_average, write_results  # noqa: E402
-from broker_service.sim.bench import run_benches, sweep_parser  # noqa: E402
-from broker_service.sim.learning import failures  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep_rows(doc: dict) -> list[dict]:

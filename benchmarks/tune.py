@@ -6,7 +6,7 @@ the same number of points around its own best, each meta-trained at the bench's 
 device updates and scored on the validation devices; the test devices are never used. Writes
 benchmarks/results/tuned-<use case>.json, which `tinymetafed bench` reads.
 
-    .venv/bin/python benchmarks/tune.py [--use-cases sine,omniglot,kws,occupancy]
+    .venv/bin/python -m benchmarks.tune [--use-cases sine,omniglot,kws,occupancy]
         [--data-dir D] [--workers 2] [--out-dir benchmarks/results] [--quick] [--reuse]
 """
 
@@ -17,16 +17,12 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from broker_service.core.hyperparams import settings_for  # noqa: E402
-from broker_service.observe.provenance import load_average, write_results  # noqa: E402
-from broker_service.sim import tuning  # noqa: E402
-from broker_service.sim.bench import _one_blas_thread  # noqa: E402
-from broker_service.usecases.registry import load_use_case, use_case_class  # noqa: E402
+from broker_service.core.hyperparams import settings_for
+from broker_service.observe.provenance import load_average, write_results
+from broker_service.sim import tuning
+from broker_service.sim.bench import _one_blas_thread
+from broker_service.usecases.registry import load_use_case, use_case_class
 
 
 def run_tuning(

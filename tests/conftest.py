@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: where the real data sets live.
+"""Shared pytest fixtures: where the real data sets live, and a session on a real mosquitto (the
+broker, and the service and agents a test starts on it: broker_service.testing.session).
 
 The data is never part of the repository (brief section 3): tests read it from the folder named
 by the environment variable TINYMETAFED_DATA, or else from `../shared/data` next to the
@@ -36,25 +37,24 @@ def data_dir() -> Path:
 
 
 @pytest.fixture
-def mosquitto(tmp_path):
-    """A real mosquitto on 127.0.0.1 at a free port, for one test."""
-    from broker_service.testing.brokers import Mosquitto
+def session(tmp_path):
+    """A real mosquitto on 127.0.0.1 at a free port for one test, with the service, fleets and
+    agents the test starts on it (broker_service.testing.session), all stopped at its end."""
+    from broker_service.testing.session import Session
 
-    broker = Mosquitto(tmp_path).start()
-    yield broker
-    broker.stop()
+    with Session.with_mosquitto(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def mosquitto(session):
+    """The session's mosquitto, for a test that needs the broker alone."""
+    return session.broker
 
 
 def load_make_docs(figures: Path, monkeypatch):
-    """benchmarks/make_docs.py as a module, drawing its plots into `figures` (not the committed
-    ones)."""
-    import importlib.util
+    """benchmarks.make_docs, drawing its plots into `figures` (not the committed ones)."""
+    from benchmarks import make_docs
 
-    spec = importlib.util.spec_from_file_location(
-        "make_docs", REPO_ROOT / "benchmarks/make_docs.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "FIGURES", figures)
-    return module
+    monkeypatch.setattr(make_docs, "FIGURES", figures)
+    return make_docs

@@ -1,21 +1,14 @@
-"""Shared test helpers: small specs covering every layer type, array conversions, waiting for a
-log line, and starting the service in its own process (waiting for an event with a deadline is
-broker_service.testing.waiting, shared with the benchmarks)."""
+"""Shared test helpers: small specs covering every layer type, parameters, samples and relative
+errors. Waiting for an event or a log line, and starting a broker, the service and agents, are
+broker_service.testing (waiting, session), shared with the benchmarks."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from array import array
-from pathlib import Path
 
 import numpy as np
 
-from broker_service.testing.waiting import wait_until
 from device_agent.model import Plan, init_params
-
-ROOT = Path(__file__).resolve().parents[1]
 
 LAYER_SPECS = {
     "dense": {"input": [6], "layers": [{"type": "dense", "units": 4}], "loss": "mse"},
@@ -89,34 +82,3 @@ def rel_err(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
-
-
-def read_text(path: Path) -> str:
-    """The file's text, or "" while it does not exist yet."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""
-
-
-def wait_for_text(path: Path, text: str, timeout: float) -> str:
-    """Wait until the file (a log) contains `text`; returns the file's text then."""
-
-    def containing() -> str:
-        content = read_text(path)
-        return content if text in content else ""
-
-    return wait_until(containing, timeout, "%r in %s" % (text, path.name))
-
-
-def start_serve(port, state, log, *flags, env=None) -> subprocess.Popen:
-    """`tinymetafed serve` (sine) in its own process against 127.0.0.1:port, state in `state`,
-    output appended to `log`; `flags` and `env` add to the command and the environment."""
-    cmd = [
-        sys.executable, "-m", "broker_service.cli", "serve",
-        "--broker", "mqtt://127.0.0.1:%d" % port, "--use-case", "sine",
-        "--state-dir", str(state), "--eval-devices", "2", *flags,
-    ]  # fmt: skip
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    with open(log, "a") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)

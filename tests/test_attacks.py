@@ -136,16 +136,10 @@ def test_the_simulation_applies_the_service_bounds():
 
 
 def test_the_agreement_benchmark_records_honest_and_hostile_agreements():
-    """`benchmarks/hostile.py agreement` on a short session: the observer's pending entries are
-    read as the trust module writes them."""
-    import importlib.util
-    from pathlib import Path
+    """`python -m benchmarks.hostile agreement` on a short session: the observer's pending
+    entries are read as the trust module writes them."""
+    from benchmarks import hostile
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hostile.py"
-    spec = importlib.util.spec_from_file_location("hostile_benchmark", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    row = module.agreement_job("sine", None, 20, "sign_flip", 0.2, 0)
+    row = hostile.agreement_job("sine", None, 20, "sign_flip", 0.2, 0)
     assert row["honest_updates"]["count"] > 0 and row["hostile_updates"]["count"] > 0
     assert row["honest_updates"]["mean"] > row["hostile_updates"]["mean"]

@@ -3,13 +3,13 @@ budgets, paired comparisons over units, verdicts, and the tuning search on valid
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks import ablation_ef
 from broker_service.core.cohort import round_cohort
 from broker_service.core.hyperparams import settings_for
 from broker_service.core.strategies import Reptile, TinyMetaFed, TinyReptile, wire_command
@@ -171,13 +171,9 @@ def test_ablation_document_pairs_each_variant_with_tinymetafed():
         assert a["updates"] == a["baseline_updates"] == algos["tinymetafed"]["updates"]
         assert a["paired_vs_tinymetafed"]["units"] == algos["tinymetafed"]["units"]
     assert "staleness" in algos["tinymetafed"] and "staleness" not in algos["tinymetafed_no_ef"]
-    spec = importlib.util.spec_from_file_location("ablation_ef", ROOT / "benchmarks/ablation_ef.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    rows = module.ablation_rows(doc)
+    rows = ablation_ef.ablation_rows(doc)
     assert [r["entry"] for r in rows] == ["tinymetafed"] + [e.name for e in bench.ABLATIONS]
-    assert len(module.table(rows).splitlines()) == 2 + len(rows)
+    assert len(ablation_ef.table(rows).splitlines()) == 2 + len(rows)
 
 
 def test_tuned_settings_reach_each_job():

@@ -7,11 +7,12 @@ import sys
 
 from broker_service.core.initialisation import initial_theta
 from broker_service.core.nn import NumpyNet
+from broker_service.testing.session import micropython_exe
 from broker_service.tools.bundle import strip_native, write_bundle
 from device_agent import codec
 from device_agent.model import Plan
 from device_agent.specs import spec_for
-from tests.mqtt_helpers import Driver, micropython_exe
+from tests.mqtt_helpers import Driver
 
 
 def test_strip_native_removes_only_decorator_lines():

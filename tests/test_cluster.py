@@ -14,20 +14,16 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker_service.observe.logs import EventLog
 from broker_service.server import checkpoint
 from broker_service.server.mqtt import ServiceMqtt
 from broker_service.server.presence import FleetView
-from broker_service.server.service import AggregationService
 from broker_service.sim.datafiles import write_device_samples
-from broker_service.sim.fleet import SimulatedFleet
 from broker_service.testing.brokers import NatsCluster
+from broker_service.testing.session import Session
 from broker_service.testing.waiting import wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec
 from device_agent.topics import Topics
-from tests.helpers import start_serve
-from tests.mqtt_helpers import start_agent
 from tests.test_service import FAST, service_config
 
 NODE1, NODE2, NODE3 = 0, 1, 2
@@ -40,6 +36,11 @@ def cluster(tmp_path_factory):
     nodes = NatsCluster(tmp_path_factory.mktemp("nats"), 'ack_wait: "%ds"' % ACK_WAIT).start()
     yield nodes
     nodes.stop()
+
+
+def devices_ports(cluster: NatsCluster) -> list[int]:
+    """Where a test's devices connect: nodes 1 and 3 in turn (the service is on node 2)."""
+    return [cluster.mqtt_ports[NODE1], cluster.mqtt_ports[NODE3]]
 
 
 def client(port: int, client_id: str, clean: bool = True, **kw) -> mqtt.Client:
@@ -125,9 +126,6 @@ def test_session_with_service_and_devices_on_different_nodes(cluster, tmp_path):
     service on node 2: the session completes its rounds; the model the service retained on node
     2 is what a client on node 1 gets; a killed device's last will reaches the service's node."""
     use_case = SineUseCase(fleet_size=7)
-    fleet = SimulatedFleet("127.0.0.1", cluster.mqtt_ports[NODE1], use_case, 6, fleet="across")
-    for agent in fleet.agents[3:]:
-        agent.cfg["broker"] = {**agent.cfg["broker"], "port": cluster.mqtt_ports[NODE3]}
     real = use_case.device_ids[6]
     samples = write_device_samples(use_case, real, tmp_path / (real + ".csv"), 0)
     agent_cfg = {
@@ -137,16 +135,17 @@ def test_session_with_service_and_devices_on_different_nodes(cluster, tmp_path):
         "broker": {"host": "127.0.0.1", "port": cluster.mqtt_ports[NODE1]},
         "data": {"kind": "file", "path": samples},
     }
-    proc = start_agent(agent_cfg, tmp_path, "micropython")
-    fleet.start()
-    probe = Probe(cluster.mqtt_ports[NODE2], tmp_path, "across")
-    try:
+    with Session(tmp_path, cluster.mqtt_ports[NODE2]) as session:
+        proc = session.agent(agent_cfg, "micropython")
+        session.fleet(use_case, 6, ports=devices_ports(cluster), fleet="across")
+        probe = Probe(session.port, tmp_path, "across")
+        session.on_close(probe.stop)
         probe.wait(lambda v: len(v.online()) == 7, 20, "7 devices online seen from node 2")
         cfg = service_config(
-            cluster.mqtt_ports[NODE2], tmp_path, fleet="across", rounds=5, min_updates=5,
+            session.port, tmp_path, fleet="across", rounds=5, min_updates=5,
             settings=FAST, eval_every=5, eval_devices=7,
         )  # fmt: skip
-        summary = AggregationService(cfg, EventLog(path=tmp_path / "service.log")).run()
+        summary = session.service(cfg, tmp_path / "service.log").run()
         log = (tmp_path / "service.log").read_text()
         assert summary["rounds"] == 5 and summary["updates"] == 25, summary
         assert "event=accepted" in log and "device=%s " % real in log, "the real agent took part"
@@ -169,22 +168,12 @@ def test_session_with_service_and_devices_on_different_nodes(cluster, tmp_path):
         proc.wait(10)
         probe.wait(lambda v: real not in v.online(), 10, "%s offline on node 2" % real)
         assert len(probe.view.online()) == 6
-    finally:
-        probe.stop()
-        fleet.stop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_retained_presence_is_cluster_wide(cluster, tmp_path):
     """Statuses retained on nodes 1 and 3 are all there for a service connecting to node 2."""
-    use_case = SineUseCase(fleet_size=4)
-    fleet = SimulatedFleet("127.0.0.1", cluster.mqtt_ports[NODE1], use_case, 4, fleet="presence")
-    for agent in fleet.agents[2:]:
-        agent.cfg["broker"] = {**agent.cfg["broker"], "port": cluster.mqtt_ports[NODE3]}
-    fleet.start()
-    try:
+    with Session(tmp_path, cluster.mqtt_ports[NODE2]) as session:
+        session.fleet(SineUseCase(fleet_size=4), 4, ports=devices_ports(cluster), fleet="presence")
         watcher = client(cluster.mqtt_ports[NODE1], "presence-watcher")
         subscribed(watcher, Topics("tinymetafed", "presence").devices + "+/status")
         received(watcher, 4, 20)  # every device has published its birth by now
@@ -194,8 +183,6 @@ def test_retained_presence_is_cluster_wide(cluster, tmp_path):
             probe.wait(lambda v: len(v.online()) == 4, 10, "4 retained statuses on node 2")
         finally:
             probe.stop()
-    finally:
-        fleet.stop()
 
 
 def test_qos1_to_a_persistent_session_crosses_nodes(cluster):
@@ -230,32 +217,25 @@ def test_qos1_to_a_persistent_session_crosses_nodes(cluster):
         closed(back)
 
 
-def _serve(port: int, state, log) -> subprocess.Popen:
+def _serve(session: Session, port: int, state, log) -> subprocess.Popen:
     flags = ("--fleet", "restart", "--cohort", "4", "--eval-every", "100", "--round-timeout", "10")
-    return start_serve(port, state, log, *flags, env={"TINYMETAFED_ROUNDS": "8"})
+    return session.serve(*flags, port=port, state=state, log=log, env={"TINYMETAFED_ROUNDS": "8"})
 
 
 def test_service_killed_on_node_2_resumes_on_node_3(cluster, tmp_path):
     """The service is killed mid-session while devices on node 1 answer, and restarted against
     node 3: it resumes from its checkpoint and completes the session."""
-    use_case = SineUseCase(fleet_size=6)
-    fleet = SimulatedFleet("127.0.0.1", cluster.mqtt_ports[NODE1], use_case, 6, fleet="restart")
-    fleet.start()
     state, log = tmp_path / "state", tmp_path / "serve.log"
-    try:
-        proc = _serve(cluster.mqtt_ports[NODE2], state, log)
+    with Session(tmp_path, cluster.mqtt_ports[NODE1]) as session:
+        session.fleet(SineUseCase(fleet_size=6), 6, fleet="restart")
+        proc = _serve(session, cluster.mqtt_ports[NODE2], state, log)
         ckpt = state / "checkpoint.json"
         wait_until(lambda: ckpt.exists() and checkpoint.load(ckpt).round >= 3, 60, "round 3")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         killed_at = checkpoint.load(ckpt).round
-        proc = _serve(cluster.mqtt_ports[NODE3], state, log)
+        proc = _serve(session, cluster.mqtt_ports[NODE3], state, log)
         assert proc.wait(60) == 0, log.read_text()[-2000:]
-    finally:
-        fleet.stop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert killed_at < 8
     assert "event=resumed round=%d" % killed_at in log.read_text()
     assert checkpoint.load(ckpt).round == 8

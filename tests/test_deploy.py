@@ -22,6 +22,7 @@ from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.testing.brokers import free_port, wait_port
+from broker_service.testing.session import agent_process, micropython_exe, micropython_path
 from broker_service.tools.bundle import write_bundle
 from broker_service.tools.enroll import (
     MONITOR_USER,
@@ -32,7 +33,7 @@ from broker_service.tools.enroll import (
 )
 from device_agent import limits
 from device_agent.topics import Topics
-from tests.mqtt_helpers import ROOT, micropython_exe, micropython_path, start_agent
+from tests.mqtt_helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
 SERVICE_PASSWORD = "service-secret-0123456789"
@@ -485,7 +486,7 @@ def test_a_cpython_agent_verifying_the_broker_certificate_does_a_round(broker, t
     config["broker"]["ca_file"] = str(broker.ca)
     config["data"] = {"kind": "synthetic", "seed": 1}
     broker.start()
-    agent = start_agent(config, tmp_path, "cpython")
+    agent = agent_process(config, tmp_path, "cpython")
     try:
         summary = AggregationService(
             service_config(broker, tmp_path, "sine"), EventLog(quiet=True)

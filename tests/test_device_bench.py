@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from tests.mqtt_helpers import ROOT, micropython_exe
+from broker_service.testing.session import micropython_exe
+from tests.mqtt_helpers import ROOT
 
 KEYS = {"use_case", "params", "macs_per_sample", "step_ms", "peak_heap_bytes", "payload_bytes"}
 

@@ -37,13 +37,13 @@ FIGURES = {
 
 @pytest.fixture
 def make_docs(tmp_path, monkeypatch):
-    """benchmarks/make_docs.py as a module, drawing its plots into `tmp_path`."""
+    """benchmarks.make_docs, drawing its plots into `tmp_path`."""
     return load_make_docs(tmp_path, monkeypatch)
 
 
 def test_every_generated_block_is_current(make_docs, tmp_path, capsys):
     assert make_docs.main(["--check"]) == 0, (
-        "%s\nthe docs are out of date: run .venv/bin/python benchmarks/make_docs.py --write"
+        "%s\nthe docs are out of date: run .venv/bin/python -m benchmarks.make_docs --write"
         % capsys.readouterr().out
     )
     drawn = make_docs.write_figures(pages.Renderer(make_docs.RESULTS), make_docs.FIGURES)
@@ -120,7 +120,7 @@ def test_every_current_benchmark_is_re_run_by_its_make_target():
         recipe = recipes.get(entry.family)
         assert recipe, "no make target %s" % entry.family
         assert recipe[0].startswith("@bash scripts/setup.sh"), entry.family
-        assert recipe[-1] == "$(PY) benchmarks/make_docs.py --write", entry.family
+        assert recipe[-1] == "$(PY) -m benchmarks.make_docs --write", entry.family
         for command in entry.commands:
             assert "$(PY) " + command in recipe, "make %s does not run %s" % (entry.family, command)
 

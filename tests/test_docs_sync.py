@@ -10,7 +10,7 @@ from tests.conftest import load_make_docs
 
 
 def make_docs(tmp_path, monkeypatch):
-    """benchmarks/make_docs.py as a module, drawing its plots into `tmp_path`."""
+    """benchmarks.make_docs, drawing its plots into `tmp_path`."""
     return load_make_docs(tmp_path, monkeypatch)
 
 

@@ -25,6 +25,7 @@ from broker_service.server.signing import (
     next_epoch,
     session_epoch,
 )
+from broker_service.testing.session import micropython_exe
 from broker_service.tools.bundle import write_bundle
 from device_agent import codec, limits, reasons, validate
 from device_agent.auth import digest, verify
@@ -34,7 +35,7 @@ from device_agent.specs import spec_for
 from device_agent.transport import ca_der, connect_packet, remaining_length
 from device_agent.transport_paho import PahoTransport
 from tests.mpy import downlink_check as dc
-from tests.mqtt_helpers import ROOT, micropython_exe
+from tests.mqtt_helpers import ROOT
 
 EXPECTED = {
     "honest": "honest rounds 1 version 1 rejected - errors -",

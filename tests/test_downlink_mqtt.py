@@ -9,18 +9,16 @@ import subprocess
 
 import pytest
 
-from broker_service.observe.logs import EventLog
-from broker_service.server.config import ServiceConfig
-from broker_service.server.service import AggregationService
 from broker_service.server.signing import DownlinkSigner
 from broker_service.testing.brokers import Mosquitto, free_port, wait_port
+from broker_service.testing.session import agent_process
+from broker_service.testing.waiting import wait_for_text
 from device_agent import codec
 from device_agent.auth import sign, verify
 from device_agent.model import Plan
 from device_agent.specs import spec_for
-from tests.helpers import wait_for_text
 from tests.mpy import downlink_check as dc
-from tests.mqtt_helpers import Driver, start_agent
+from tests.mqtt_helpers import Driver
 from tests.test_tls import make_certs
 
 KEY = dc.KEY
@@ -84,7 +82,7 @@ def test_a_keyed_device_refuses_what_a_hostile_broker_injects(impl, mosquitto, t
     attacker = Attacker(driver, device)
     # waiting on the broker: a retained model larger than the device's heap
     attacker.publish(driver.topics.model, bytes(OVERSIZED), retain=True)
-    proc = start_agent(
+    proc = agent_process(
         agent_config(device, mosquitto.port, hmac_key=KEY.hex()), tmp_path, impl, rounds=3
     )
     log = tmp_path / (device + ".log")
@@ -140,36 +138,23 @@ def test_a_keyed_device_refuses_what_a_hostile_broker_injects(impl, mosquitto, t
         assert last["heap_free"] > 100 * 1024 and last["heap_peak"] <= 256 * 1024
 
 
-def test_signed_session_with_the_service(mosquitto, tmp_path):
+def test_signed_session_with_the_service(session, tmp_path):
     """The service signs each keyed device's commands; a micropython and a CPython device with
     keys complete every round, refusing nothing."""
     keys = {"mp-signed": "5a" * 32, "py-signed": "a5" * 32}
     (tmp_path / "keys.json").write_text(json.dumps(keys))
-    procs = [
-        start_agent(
-            agent_config(device, mosquitto.port, hmac_key=keys[device], fleet="default"),
-            tmp_path,
-            impl,
-        )
-        for device, impl in (("mp-signed", "micropython"), ("py-signed", "cpython"))
-    ]
-    try:
-        cfg = ServiceConfig(
-            broker="mqtt://127.0.0.1:%d" % mosquitto.port,
-            use_case="sine",
-            rounds=3,
-            cohort=2,
-            eval_devices=2,
-            state_dir=str(tmp_path / "state"),
-            round_timeout=30.0,
-            wait_for_devices=30.0,
-            hmac_keys_file=str(tmp_path / "keys.json"),
-        )
-        summary = AggregationService(cfg, EventLog(path=tmp_path / "service.log")).run()
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+    for device, impl in (("mp-signed", "micropython"), ("py-signed", "cpython")):
+        session.agent({"device_id": device, "hmac_key": keys[device]}, impl)
+    cfg = session.config(
+        rounds=3,
+        cohort=2,
+        eval_devices=2,
+        round_timeout=30.0,
+        wait_for_devices=30.0,
+        hmac_keys_file=str(tmp_path / "keys.json"),
+    )
+    summary = session.service(cfg, tmp_path / "service.log").run()
+    session.close()
     assert summary["rounds"] == 3 and summary["updates"] == 6 and summary["rejected"] == {}
     for device in keys:
         text = (tmp_path / (device + ".log")).read_text()
@@ -254,7 +239,7 @@ def test_tls_verifies_the_brokers_certificate_and_name(impl, tls_broker, tmp_pat
         tls = {"host": "127.0.0.1", "port": port, "ssl": True, "ca_file": str(ca)}
         device = "%s-%s" % (impl[:2], name.replace("_", "-"))
         cfg = agent_config(device, port, broker=tls)
-        procs[name] = (device, start_agent(cfg, tmp_path, impl, rounds=1))
+        procs[name] = (device, agent_process(cfg, tmp_path, impl, rounds=1))
     try:
         device, proc = procs["good"]
         driver.wait_status(device, "online")

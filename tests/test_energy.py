@@ -1,25 +1,18 @@
 """device_agent/energy.py: MQTT framing on the wire, energy monotone in what it counts, the
 MicroPython and compiled kernels, idle listening, and the fit behind the MicroPython figure."""
 
-import importlib.util
 import json
 import subprocess
 
 import pytest
 
+from benchmarks import device_bench, make_docs
+from broker_service.testing.session import micropython_exe
 from device_agent import energy
-from tests.mqtt_helpers import ROOT, micropython_exe
+from tests.mqtt_helpers import ROOT
 
 BOARDS = sorted(energy.PROFILES)
 RESULTS = ROOT / "benchmarks" / "results" / "device-bench.json"
-
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / ("%s.py" % name))
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _publish_packet(topic: bytes, payload: bytes, packet_id=None) -> bytes:
@@ -140,7 +133,6 @@ def _ping_mj(board):
 
 
 def test_the_fit_recovers_known_costs():
-    device_bench = _module("device_bench")
     a, b = 2e-7, 5e-8
     points = [
         (m, p, a * m + b * p) for m, p in ((1000, 400), (3000, 1100), (150000, 2000), (55000, 700))
@@ -173,8 +165,7 @@ def test_committed_figures_agree_with_the_model():
 
 
 def test_device_doc_holds_the_table_of_the_committed_figures():
-    device_bench = _module("device_bench")
-    table = _module("make_docs").device_energy_table(json.loads(RESULTS.read_text()))
+    table = make_docs.device_energy_table(json.loads(RESULTS.read_text()))
     text = (ROOT / "docs" / "device.md").read_text()
     block = text.split(device_bench.DOC_BEGIN, 1)[1].split(device_bench.DOC_END, 1)[0]
     assert block.strip() == table.strip()

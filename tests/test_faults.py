@@ -11,17 +11,11 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from broker_service.observe.logs import EventLog
 from broker_service.server import checkpoint
-from broker_service.server.config import ServiceConfig
 from broker_service.server.journal import Journal
-from broker_service.server.service import AggregationService
-from broker_service.sim.fleet import SimulatedFleet
-from broker_service.testing.waiting import run_in_background, wait_until
+from broker_service.testing.waiting import wait_for_text, wait_until
 from broker_service.usecases.sine import SineUseCase
 from tests.conftest import resolve_data_dir
-from tests.helpers import wait_for_text
-from tests.mqtt_helpers import start_agent
 
 
 @contextmanager
@@ -76,102 +70,70 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
         filler.unlink()
 
 
-def test_service_keeps_running_through_a_full_disk(mosquitto, tmp_path):
-    use_case = SineUseCase(fleet_size=5)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 5).start()
+def test_service_keeps_running_through_a_full_disk(session, tmp_path):
+    session.fleet(SineUseCase(fleet_size=5), 5)
     with small_disk(tmp_path / "state", "1m") as state:
-        cfg = ServiceConfig(
-            broker="mqtt://127.0.0.1:%d" % mosquitto.port,
-            use_case="sine",
-            rounds=12,
-            cohort=5,
-            state_dir=str(state),
-            eval_devices=2,
-            eval_every=100,
-            round_timeout=3.0,
-        )
-        service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
-        thread, result = run_in_background(service)
-        try:
-            wait_until(lambda: service.round >= 3, 60, "round 3")
-            filler = fill(state)
-            # nothing durable can be accepted now
-            wait_for_text(tmp_path / "s.log", "No space left", 60)
-            stalled_at = service.round
-            filler.unlink()  # space again: the session goes on
-            thread.join(120)
-        finally:
-            fleet.stop()
+        cfg = session.config(rounds=12, cohort=5, eval_devices=2, eval_every=100, round_timeout=3.0)
+        service = session.service(cfg, tmp_path / "s.log")
+        thread, result = session.background(service)
+        wait_until(lambda: service.round >= 3, 60, "round 3")
+        filler = fill(state)
+        # nothing durable can be accepted now
+        wait_for_text(tmp_path / "s.log", "No space left", 60)
+        stalled_at = service.round
+        filler.unlink()  # space again: the session goes on
+        thread.join(120)
+        session.close()
         final = checkpoint.load(state / "checkpoint.json")
     log = (tmp_path / "s.log").read_text()
     assert "event=checkpoint_failed" in log or "reason=storage_error" in log
     assert stalled_at < 12 and result["rounds"] == 12 and final.round == 12
 
 
-def test_half_a_message_then_disconnect_changes_nothing(mosquitto, tmp_path):
+def test_half_a_message_then_disconnect_changes_nothing(session, tmp_path):
     use_case = SineUseCase(fleet_size=3)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 3).start()
-    cfg = ServiceConfig(
-        broker="mqtt://127.0.0.1:%d" % mosquitto.port,
-        use_case="sine",
-        rounds=4,
-        cohort=3,
-        state_dir=str(tmp_path / "state"),
-        eval_devices=2,
-    )
-    service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
-    thread, result = run_in_background(service)
-    try:
-        wait_until(lambda: service.ledger is not None, 60, "the first round to open")
-        topic = service.topics.update(use_case.device_ids[0]).encode()
-        with socket.create_connection(("127.0.0.1", mosquitto.port)) as s:
-            s.sendall(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04half")
-            s.recv(4)  # CONNACK
-            body_len = 2 + len(topic) + 2 + 1000
-            s.sendall(
-                bytes([0x32, (body_len & 0x7F) | 0x80, body_len >> 7])
-                + len(topic).to_bytes(2, "big")
-                + topic
-                + b"\x00\x01"
-                + b"TM\x01\x02"
-            )
-        thread.join(60)
-    finally:
-        fleet.stop()
+    session.fleet(use_case, 3)
+    cfg = session.config(rounds=4, cohort=3, eval_devices=2)
+    service = session.service(cfg, tmp_path / "s.log")
+    thread, result = session.background(service)
+    wait_until(lambda: service.ledger is not None, 60, "the first round to open")
+    topic = service.topics.update(use_case.device_ids[0]).encode()
+    with socket.create_connection(("127.0.0.1", session.port)) as s:
+        s.sendall(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04half")
+        s.recv(4)  # CONNACK
+        body_len = 2 + len(topic) + 2 + 1000
+        s.sendall(
+            bytes([0x32, (body_len & 0x7F) | 0x80, body_len >> 7])
+            + len(topic).to_bytes(2, "big")
+            + topic
+            + b"\x00\x01"
+            + b"TM\x01\x02"
+        )
+    thread.join(60)
     assert result["rounds"] == 4 and result["updates"] == 12 and not result["rejected"]
 
 
-def test_device_rebooting_mid_round_answers_after_it_is_back(mosquitto, tmp_path):
-    cfg_agent = {
-        "device_id": "rebooter",
-        "use_case": "kws",
-        "broker": {"host": "127.0.0.1", "port": mosquitto.port},
-    }
-    cfg = ServiceConfig(
-        broker="mqtt://127.0.0.1:%d" % mosquitto.port,
+def test_device_rebooting_mid_round_answers_after_it_is_back(session, tmp_path):
+    cfg_agent = {"device_id": "rebooter", "use_case": "kws"}
+    cfg = session.config(
         use_case="kws",
         data_dir=str(resolve_data_dir()),
         rounds=1,
         cohort=1,
         quorum=1.0,
-        state_dir=str(tmp_path / "state"),
         eval_devices=1,
         round_timeout=60.0,
         settings={"recon_samples": 30, "adapt_samples": 60},
     )
-    agent = start_agent(cfg_agent, tmp_path, "micropython")
-    try:
-        service = AggregationService(cfg, EventLog(path=tmp_path / "s.log"))
-        thread, result = run_in_background(service)
-        # the agent logs "training" as its ~3 s round (unix port) starts: reboot it inside it
-        wait_for_text(tmp_path / "rebooter.log", "agent training", 60)
-        agent.send_signal(signal.SIGKILL)
-        agent.wait(10)
-        agent = start_agent(cfg_agent, tmp_path, "micropython")  # the reboot
-        thread.join(120)
-    finally:
-        agent.kill()
-        agent.wait(10)
+    agent = session.agent(cfg_agent, "micropython")
+    service = session.service(cfg, tmp_path / "s.log")
+    thread, result = session.background(service)
+    # the agent logs "training" as its ~3 s round (unix port) starts: reboot it inside it
+    wait_for_text(tmp_path / "rebooter.log", "agent training", 60)
+    agent.send_signal(signal.SIGKILL)
+    agent.wait(10)
+    session.agent(cfg_agent, "micropython")  # the reboot
+    thread.join(120)
     text = (tmp_path / "s.log").read_text()
     assert result["rounds"] == 1 and result["updates"] == 1
     assert "device=rebooter online=False" in text and text.count("device=rebooter online=True") == 2

@@ -1,5 +1,5 @@
 """Only the cohort receives the model, measured at a real mosquitto: a fleet behind a
-byte-counting proxy (benchmarks/downlink.py, small), the service's own downlink accounting
+byte-counting proxy (benchmarks.downlink, small), the service's own downlink accounting
 against what the broker sent the devices."""
 
 import json
@@ -13,7 +13,7 @@ def test_the_broker_sends_the_model_to_the_cohort_only_and_the_service_counts_it
     out = tmp_path / "downlink.json"
     args = ["--devices", "6", "--cohort", "2", "--rounds", "3", "--values", "int8"]
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/downlink.py"), *args, "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.downlink", *args, "--json", str(out)],
         check=True,
         cwd=ROOT,
         timeout=240,

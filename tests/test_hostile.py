@@ -17,8 +17,6 @@ from broker_service.server.mqtt import Event
 from broker_service.server.rounds import RoundLedger
 from broker_service.server.service import AggregationService
 from broker_service.sim.attacks import BOMBS, HUGE, HostileRunner, forged_delta
-from broker_service.sim.fleet import SimulatedFleet
-from broker_service.testing.waiting import run_in_background
 from broker_service.usecases.sine import SineUseCase
 from device_agent import codec, reasons
 from device_agent.topics import Topics
@@ -67,10 +65,11 @@ def wait_until(check, timeout: float = 25.0) -> None:
         time.sleep(0.02)
 
 
-def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosquitto, tmp_path):
+def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(session, tmp_path):
     """Retained bombs are delivered on every (re)start; each is refused and counted."""
     huge_delta = forged_delta({"round": 0, "version": 0}, 3, range(3), [HUGE] * 3, 30)
-    raw = Publisher(mosquitto.port)
+    raw = Publisher(session.port)
+    session.on_close(raw.close)
     retained = {
         "evil-deep/status": BOMBS["status_deep"][1],
         "evil-big/status": BOMBS["status_huge"][1],
@@ -81,25 +80,18 @@ def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosqu
     }
     for leaf, payload in retained.items():
         raw.send(TOPICS.devices + leaf, payload, retain=True)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, SineUseCase(fleet_size=3), 3).start()
-    try:
-        trust = {"trust_rate": 0.02}  # on (the default), so that there is trust to keep
-        first = AggregationService(
-            config(mosquitto.port, tmp_path, rounds=2, settings=trust), EventLog(quiet=True)
-        )
-        summary = first.run()
-        again = AggregationService(
-            config(mosquitto.port, tmp_path, rounds=4, settings=trust), EventLog(quiet=True)
-        )
-        trusted = (first.admission.bounds.trust, again.admission.bounds.trust)
-        assert trusted[1].trust == trusted[0].trust and len(trusted[1].trust) == 3  # kept
-        assert trusted[1].updates == trusted[0].updates  # and each device's probation count
-        for device, history in trusted[0].histories.items():
-            np.testing.assert_array_equal(trusted[1].histories[device][0], history[0])
-        resumed = again.run()
-    finally:
-        fleet.stop()
-        raw.close()
+    fleet = session.fleet(SineUseCase(fleet_size=3), 3)
+    trust = {"trust_rate": 0.02}  # on (the default), so that there is trust to keep
+    first = session.service(config(session.port, tmp_path, rounds=2, settings=trust))
+    summary = first.run()
+    again = session.service(config(session.port, tmp_path, rounds=4, settings=trust))
+    trusted = (first.admission.bounds.trust, again.admission.bounds.trust)
+    assert trusted[1].trust == trusted[0].trust and len(trusted[1].trust) == 3  # kept
+    assert trusted[1].updates == trusted[0].updates  # and each device's probation count
+    for device, history in trusted[0].histories.items():
+        np.testing.assert_array_equal(trusted[1].histories[device][0], history[0])
+    resumed = again.run()
+    session.close()
     assert summary["rounds"] == 2 and resumed["rounds"] == 4 and resumed["updates"] == 12
     assert len(again.admission.bounds.norms) == 12  # the first session's 6 norms were kept
     started = float(np.linalg.norm(first.admission.bounds.reference))
@@ -117,16 +109,16 @@ def test_retained_hostile_messages_cannot_stop_the_service_nor_its_restart(mosqu
     assert np.all(np.isfinite(checkpoint.load(tmp_path / "state" / "checkpoint.json").theta))
 
 
-def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosquitto, tmp_path):
+def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(session, tmp_path):
     use_case = SineUseCase(fleet_size=5)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 5)
+    fleet = session.fleet(use_case, 5, start=False)
     hostile = fleet.agents[0]
     hostile.round_runner = HostileRunner(use_case, hostile.round_runner.net, 0)
     fleet.start()
     steps: list[tuple[int, float, float]] = []
-    service = AggregationService(
-        config(mosquitto.port, tmp_path, rounds=8, cohort=5),
-        EventLog(path=tmp_path / "s.log"),
+    service = session.service(
+        config(session.port, tmp_path, rounds=8, cohort=5),
+        tmp_path / "s.log",
         progress=lambda report: steps.append(
             (
                 report.round,
@@ -143,10 +135,8 @@ def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosqui
         return original(ledger)
 
     service._aggregate = remember_theta
-    try:
-        summary = service.run()
-    finally:
-        fleet.stop()
+    summary = service.run()
+    session.close()
     log = (tmp_path / "s.log").read_text()
     name = hostile.device_id
     assert summary["rounds"] == 8
@@ -166,26 +156,22 @@ def test_hostile_updates_are_refused_or_bounded_and_the_session_completes(mosqui
         assert moved <= bound * (1 + 1e-5), (rnd, moved, bound)
 
 
-def test_hostile_telemetry_and_status_numbers_never_reach_the_round_close(mosquitto, tmp_path):
+def test_hostile_telemetry_and_status_numbers_never_reach_the_round_close(session, tmp_path):
     """A 400-digit loss or an infinite energy in the telemetry of a device that answered used
     to raise OverflowError when the round closed."""
-    use_case = SineUseCase(fleet_size=3)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 3).start()
+    fleet = session.fleet(SineUseCase(fleet_size=3), 3)
     device = fleet.agents[0].device_id
-    service = AggregationService(config(mosquitto.port, tmp_path, rounds=4), EventLog(quiet=True))
-    thread, result = run_in_background(service)
-    raw = Publisher(mosquitto.port)
+    service = session.service(config(session.port, tmp_path, rounds=4))
+    thread, result = session.background(service)
+    raw = Publisher(session.port)
+    session.on_close(raw.close)
     bombs = [payload for leaf, payload in BOMBS.values() if leaf == "telemetry"]
     bombs.append(json.dumps({"round": 0, "deep": [[[[[[[[[[1]]]]]]]]]]}).encode())
-    try:
-        while thread.is_alive():
-            for bomb in bombs:
-                raw.send(TOPICS.telemetry(device), bomb)
-            raw.send(TOPICS.status("evil-status"), b'{"state": "online", "params": -1}')
-            thread.join(0.05)
-    finally:
-        raw.close()
-        fleet.stop()
+    while thread.is_alive():
+        for bomb in bombs:
+            raw.send(TOPICS.telemetry(device), bomb)
+        raw.send(TOPICS.status("evil-status"), b'{"state": "online", "params": -1}')
+        thread.join(0.05)
     assert result["rounds"] == 4 and result["updates"] == 12
     for reason in (reasons.BAD_NUMBER, reasons.TOO_DEEP):
         assert result["rejected"][reason] >= 1, reason

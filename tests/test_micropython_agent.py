@@ -10,9 +10,9 @@ import numpy as np
 from broker_service.core import fastcodec
 from broker_service.core.device_round import simulate_round
 from broker_service.core.nn import NumpyNet
+from broker_service.testing.session import micropython_exe
 from device_agent import codec
 from tests.helpers import rel_err
-from tests.mqtt_helpers import micropython_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "tests/mpy/round_once.py"

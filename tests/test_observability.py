@@ -9,57 +9,40 @@ from pathlib import Path
 
 import pytest
 
-from broker_service.observe.logs import EventLog
 from broker_service.observe.metrics import read_points
-from broker_service.server.config import ServiceConfig
-from broker_service.server.service import AggregationService
-from broker_service.sim.fleet import SimulatedFleet
-from broker_service.testing.brokers import Mosquitto
-from broker_service.testing.waiting import run_in_background, wait_until
+from broker_service.testing.session import Session
+from broker_service.testing.waiting import wait_for_text, wait_until
 from broker_service.usecases.sine import SineUseCase
 from tests.browser import looks_drawn, screenshot
 from tests.fleet_points import write_session
-from tests.helpers import wait_for_text
-from tests.mqtt_helpers import ROOT, start_agent
+from tests.mqtt_helpers import ROOT
 from tests.stores import InfluxDB1, VictoriaMetrics
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tinymetafed.json"
 
 
-def run_session(
-    folder: Path, broker_port: int, influx_url: str, rounds: int = 8, during=None
-) -> dict:
-    """A session with 5 simulated agents, a micropython agent and one hostile update."""
+def run_session(folder: Path, port: int, influx_url: str, rounds: int = 8, during=None) -> dict:
+    """A session with 5 simulated agents, a micropython agent and one hostile update, on the
+    broker at `port`; the agents are stopped when it ends."""
     use_case = SineUseCase(fleet_size=6)
-    fleet = SimulatedFleet("127.0.0.1", broker_port, use_case, 5).start()
-    mp = start_agent(
-        {
-            "device_id": use_case.device_ids[5],
-            "use_case": "sine",
-            "broker": {"host": "127.0.0.1", "port": broker_port},
-        },
-        folder,
-        "micropython",
-    )
-    cfg = ServiceConfig(
-        broker="mqtt://127.0.0.1:%d" % broker_port,
-        use_case="sine",
-        rounds=rounds,
-        cohort=6,
-        state_dir=str(folder / "state"),
-        eval_every=2,
-        eval_devices=4,
-        influx_url=influx_url,
-        round_timeout=20.0,
-    )
-    service = AggregationService(cfg, EventLog(path=folder / "service.log"))
-    thread, result = run_in_background(service)
-    try:
+    with Session(folder, port) as session:
+        session.fleet(use_case, 5)
+        session.agent({"device_id": use_case.device_ids[5], "use_case": "sine"}, "micropython")
+        cfg = session.config(
+            rounds=rounds,
+            cohort=6,
+            eval_every=2,
+            eval_devices=4,
+            influx_url=influx_url,
+            round_timeout=20.0,
+        )
+        service = session.service(cfg, folder / "service.log")
+        thread, result = session.background(service)
         wait_until(lambda: service.ledger is not None, 60, "the first round to open")
         import paho.mqtt.client as mqtt
 
         hostile = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile")
-        hostile.connect("127.0.0.1", broker_port)
+        hostile.connect("127.0.0.1", port)
         hostile.loop_start()
         # under an id the round did not invite: whether it came before or after an invited
         # device's own update, no invited device's turn is refused (that panel stays empty)
@@ -68,10 +51,6 @@ def run_session(
         if during:
             during(service)
         thread.join(180)
-    finally:
-        fleet.stop()
-        mp.terminate()
-        mp.wait(10)
     assert result["rounds"] == rounds
     return result
 
@@ -79,14 +58,11 @@ def run_session(
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     folder = tmp_path_factory.mktemp("observability")
-    broker = Mosquitto(folder).start()
-    store = VictoriaMetrics(folder).start()
-    try:
+    with Session.with_mosquitto(folder) as broker:
+        store = VictoriaMetrics(folder).start()
+        broker.on_close(store.stop)
         summary = run_session(folder, broker.port, store.url)
         yield folder, summary, store.export(expected_points(summary["metrics"]))
-    finally:
-        store.stop()
-        broker.stop()
 
 
 def expected_series(metrics_file: str) -> Counter:
@@ -138,23 +114,20 @@ def test_service_writes_every_series_through_influxdb_client(session):
 
 
 def test_store_outage_every_point_arrives_once(tmp_path):
-    broker = Mosquitto(tmp_path).start()
-    store = VictoriaMetrics(tmp_path).start()
+    with Session.with_mosquitto(tmp_path) as started:
+        store = VictoriaMetrics(tmp_path).start()
+        started.on_close(store.stop)
 
-    def outage(service):
-        wait_until(lambda: service.round >= 2, 120, "round 2")
-        store.stop()
-        wait_for_text(tmp_path / "service.log", "event=metrics_store_unavailable", 60)
-        wait_until(lambda: service.round >= 6, 120, "round 6 (four rounds into the outage)")
-        assert service.round < 40, "the session ended during the outage"
-        store.start()
+        def outage(service):
+            wait_until(lambda: service.round >= 2, 120, "round 2")
+            store.stop()
+            wait_for_text(tmp_path / "service.log", "event=metrics_store_unavailable", 60)
+            wait_until(lambda: service.round >= 6, 120, "round 6 (four rounds into the outage)")
+            assert service.round < 40, "the session ended during the outage"
+            store.start()
 
-    try:
-        summary = run_session(tmp_path, broker.port, store.url, rounds=40, during=outage)
+        summary = run_session(tmp_path, started.port, store.url, rounds=40, during=outage)
         export = store.export(expected_points(summary["metrics"]))
-    finally:
-        store.stop()
-        broker.stop()
     log = (tmp_path / "service.log").read_text()
     assert "event=metrics_store_unavailable" in log and "event=metrics_store_back" in log
     assert stored_series(export) == expected_series(summary["metrics"])

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -21,12 +20,11 @@ from broker_service.server.config import ServiceConfig
 from broker_service.server.rounds import RoundLedger
 from broker_service.server.service import AggregationService
 from broker_service.sim.datafiles import write_device_samples
-from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
+from broker_service.sim.fleet import NumpyRunner
 from broker_service.sim.simulation import run as simulate
-from broker_service.testing.waiting import wait_until
+from broker_service.testing.waiting import wait_for_text, wait_until
 from broker_service.usecases.sine import SineUseCase
-from tests.helpers import start_serve, wait_for_text
-from tests.mqtt_helpers import ROOT, Driver, start_agent
+from tests.mqtt_helpers import ROOT, Driver
 
 FAST = {"recon_samples": 20, "adapt_samples": 100, "adapt_lr": 0.02}  # learns within 10 rounds
 
@@ -53,28 +51,17 @@ def run_service(cfg, log_path=None):
     return AggregationService(cfg, log).run()
 
 
-def test_session_with_cpython_and_micropython_agents_learns_like_the_bench(mosquitto, tmp_path):
+def test_session_with_cpython_and_micropython_agents_learns_like_the_bench(session, tmp_path):
     use_case = SineUseCase()
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 8).start()
-    procs = []
+    session.fleet(use_case, 8)
     real = dict(zip(use_case.device_ids[-2:], ("cpython", "micropython"), strict=True))
     for device, impl in real.items():
         samples = write_device_samples(use_case, device, tmp_path / (device + ".csv"), 0)
-        cfg = {
-            "device_id": device,
-            "use_case": "sine",
-            "broker": {"host": "127.0.0.1", "port": mosquitto.port},
-            "data": {"kind": "file", "path": samples},
-        }
-        procs.append(start_agent(cfg, tmp_path, impl))
-    try:
-        cfg = service_config(mosquitto.port, tmp_path, min_updates=5, settings=FAST)
-        summary = run_service(cfg, tmp_path / "service.log")
-    finally:
-        fleet.stop()
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        cfg = {"device_id": device, "use_case": "sine", "data": {"kind": "file", "path": samples}}
+        session.agent(cfg, impl)
+    cfg = service_config(session.port, tmp_path, min_updates=5, settings=FAST)
+    summary = run_service(cfg, tmp_path / "service.log")
+    session.close()
     log = (tmp_path / "service.log").read_text()
     assert summary["rounds"] == 10 and summary["updates"] == 50
     for device, impl in real.items():  # each real agent's updates were taken into the model
@@ -107,19 +94,16 @@ class DropOnce(NumpyRunner):
         return super().__call__(agent, command)
 
 
-def test_disconnect_mid_round_closes_at_deadline_with_quorum(mosquitto, tmp_path):
+def test_disconnect_mid_round_closes_at_deadline_with_quorum(session, tmp_path):
     use_case = SineUseCase(fleet_size=5)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 5)
+    fleet = session.fleet(use_case, 5, start=False)
     dropper = fleet.agents[0]
     dropper.round_runner = DropOnce(use_case, dropper.round_runner.net, 0)
     fleet.start()
-    try:
-        cfg = service_config(mosquitto.port, tmp_path, rounds=3, round_timeout=3.0, quorum=0.6)
-        started = time.monotonic()
-        summary = run_service(cfg, tmp_path / "service.log")
-        took = time.monotonic() - started
-    finally:
-        fleet.stop()
+    cfg = service_config(session.port, tmp_path, rounds=3, round_timeout=3.0, quorum=0.6)
+    started = time.monotonic()
+    summary = run_service(cfg, tmp_path / "service.log")
+    took = time.monotonic() - started
     assert summary["rounds"] == 3
     closed = [
         line
@@ -131,68 +115,59 @@ def test_disconnect_mid_round_closes_at_deadline_with_quorum(mosquitto, tmp_path
     assert took >= 3.0  # round 1 waited for its deadline
 
 
-def _serve_process(port, tmp_path, state, log):
+def _serve(session, state, log):
     flags = ("--cohort", "5", "--eval-every", "100", "--round-timeout", "20")
-    return start_serve(port, state, log, *flags, env={"TINYMETAFED_ROUNDS": "10"})
+    return session.serve(*flags, state=state, log=log, env={"TINYMETAFED_ROUNDS": "10"})
 
 
-def test_sigkill_and_restart_resumes_to_the_same_model(mosquitto, tmp_path):
+def test_sigkill_and_restart_resumes_to_the_same_model(session, tmp_path):
     use_case = SineUseCase()
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 10).start()
-    try:
-        state = tmp_path / "interrupted"
-        proc = _serve_process(mosquitto.port, tmp_path, state, tmp_path / "a.log")
-        ckpt = state / "checkpoint.json"
-        wait_until(
-            lambda: ckpt.exists() and checkpoint.load(ckpt).round >= 4, 120, "round 4's checkpoint"
-        )
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        killed_at = checkpoint.load(state / "checkpoint.json").round
-        assert killed_at < 10
-        proc = _serve_process(mosquitto.port, tmp_path, state, tmp_path / "a.log")
-        assert proc.wait(120) == 0
-        resumed = checkpoint.load(state / "checkpoint.json")
-        # the same session without interruption, with the same seeds, on fresh devices
-        fleet.stop()
-        fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 10).start()
-        clean = tmp_path / "clean"
-        proc = _serve_process(mosquitto.port, tmp_path, clean, tmp_path / "b.log")
-        assert proc.wait(120) == 0
-        reference = checkpoint.load(clean / "checkpoint.json")
-    finally:
-        fleet.stop()
+    fleet = session.fleet(use_case, 10)
+    state = tmp_path / "interrupted"
+    proc = _serve(session, state, tmp_path / "a.log")
+    ckpt = state / "checkpoint.json"
+    wait_until(
+        lambda: ckpt.exists() and checkpoint.load(ckpt).round >= 4, 120, "round 4's checkpoint"
+    )
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    killed_at = checkpoint.load(state / "checkpoint.json").round
+    assert killed_at < 10
+    proc = _serve(session, state, tmp_path / "a.log")
+    assert proc.wait(120) == 0
+    resumed = checkpoint.load(state / "checkpoint.json")
+    # the same session without interruption, with the same seeds, on fresh devices
+    fleet.stop()
+    session.fleet(use_case, 10)
+    clean = tmp_path / "clean"
+    proc = _serve(session, clean, tmp_path / "b.log")
+    assert proc.wait(120) == 0
+    reference = checkpoint.load(clean / "checkpoint.json")
     log = (tmp_path / "a.log").read_text()
     assert "event=resumed round=%d" % killed_at in log
     assert resumed.round == reference.round == 10
     np.testing.assert_array_equal(resumed.theta, reference.theta)
 
 
-def test_broker_outage_mid_round_session_completes(mosquitto, tmp_path):
-    use_case = SineUseCase(fleet_size=6)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 6).start()
-    result = {}
-    cfg = service_config(mosquitto.port, tmp_path, rounds=30, round_timeout=30.0)
-    thread = threading.Thread(target=lambda: result.update(run_service(cfg, tmp_path / "s.log")))
-    thread.start()
-    try:
-        ckpt = tmp_path / "state" / "checkpoint.json"
-        wait_until(ckpt.exists, 60, "the first round's checkpoint")
-        mosquitto.stop()
-        wait_for_text(tmp_path / "s.log", "event=broker_disconnected", 30)  # the service saw it
-        mosquitto.start()
-        thread.join(180)
-    finally:
-        fleet.stop()
+def test_broker_outage_mid_round_session_completes(session, tmp_path):
+    session.fleet(SineUseCase(fleet_size=6), 6)
+    cfg = service_config(session.port, tmp_path, rounds=30, round_timeout=30.0)
+    thread, result = session.background(session.service(cfg, tmp_path / "s.log"))
+    ckpt = tmp_path / "state" / "checkpoint.json"
+    wait_until(ckpt.exists, 60, "the first round's checkpoint")
+    session.broker.stop()
+    wait_for_text(tmp_path / "s.log", "event=broker_disconnected", 30)  # the service saw it
+    session.broker.start()
+    thread.join(180)
     assert result["rounds"] == 30
     log = (tmp_path / "s.log").read_text()
     assert "event=broker_disconnected" in log and log.count("event=broker_connected") >= 2
 
 
-def test_a_duplicated_update_changes_the_model_once(mosquitto, tmp_path):
-    use_case = SineUseCase(fleet_size=3)
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 3).start()
-    driver = Driver(mosquitto.port, fleet="default")
+def test_a_duplicated_update_changes_the_model_once(session, tmp_path):
+    session.fleet(SineUseCase(fleet_size=3), 3)
+    driver = Driver(session.port, fleet="default")
+    session.on_close(driver.close)
     seen = {}
 
     def duplicate(client, userdata, msg):
@@ -202,14 +177,10 @@ def test_a_duplicated_update_changes_the_model_once(mosquitto, tmp_path):
             client.publish(msg.topic, msg.payload, qos=1)  # the same message again
 
     driver.client.on_message = duplicate
-    try:
-        cfg = service_config(mosquitto.port, tmp_path, rounds=1, cohort=3, eval_every=1)
-        service = AggregationService(cfg, EventLog(path=tmp_path / "service.log"))
-        theta0 = service.theta.copy()
-        summary = service.run()
-    finally:
-        fleet.stop()
-        driver.close()
+    cfg = service_config(session.port, tmp_path, rounds=1, cohort=3, eval_every=1)
+    service = session.service(cfg, tmp_path / "service.log")
+    theta0 = service.theta.copy()
+    summary = service.run()
     assert summary["rounds"] == 1 and summary["updates"] == 3 and len(seen) == 3
     log = (tmp_path / "service.log").read_text()
     # each device's update was accepted once; the copies that came while the round was open
@@ -248,18 +219,22 @@ def test_demo_runs_with_the_embedded_broker(tmp_path):
     from broker_service.sim.demo_session import DEMO_SESSION
 
     assert summary["rounds"] == DEMO_SESSION["rounds"]
-    # the demo shows learning: at most 0.6 x its round-0 MSE on its new (test) devices
-    assert summary["metric_final"] <= 0.6 * summary["metric_initial"], summary
+    # the demo shows learning on its new (test) devices: its settings ended between 0.49 and
+    # 0.62 x round 0 on validation waves (demo-settings.json: the seeds' worst ratio); the demo
+    # is one more draw, and its exact figure moves with float rounding (numpy and MicroPython
+    # builds), so the bound is that worst validation ratio with a margin of 0.1
+    chosen = json.loads((ROOT / "benchmarks/results/demo-settings.json").read_text())["chosen"]
+    bound = chosen["worst_ratio"] + 0.1
+    assert summary["metric_final"] <= bound * summary["metric_initial"], summary
     assert summary["learning"]["no_federation"] > summary["metric_final"]
     assert "embedded MQTT broker" in proc.stdout and "checkpoint:" in proc.stdout
 
 
-def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
+def test_signed_updates_only_when_hmac_is_required(session, tmp_path):
     """Per-device HMAC: a micropython and a CPython agent sign; a forger (another key) and an
     unsigned device are refused with reasons, and the round still closes."""
     keys = {"signed-mp": "11" * 32, "signed-py": "22" * 32, "forger": "33" * 32}
     (tmp_path / "keys.json").write_text(json.dumps(keys))
-    procs = []
     for device, impl in (
         ("signed-mp", "micropython"),
         ("signed-py", "cpython"),
@@ -271,33 +246,23 @@ def test_signed_updates_only_when_hmac_is_required(mosquitto, tmp_path):
             "signed-py": keys["signed-py"],
             "forger": "44" * 32,
         }.get(device)
-        cfg = {
-            "device_id": device,
-            "use_case": "sine",
-            "hmac_key": key,
-            "broker": {"host": "127.0.0.1", "port": mosquitto.port},
-        }
-        procs.append(start_agent(cfg, tmp_path, impl))
-    driver = Driver(mosquitto.port, fleet="default")
-    try:
-        for device in ("signed-mp", "signed-py", "forger", "unsigned"):
-            driver.wait_status(device, "online", timeout=60)  # the whole cohort is online
-        cfg = service_config(
-            mosquitto.port,
-            tmp_path,
-            rounds=1,
-            cohort=4,
-            quorum=0.5,
-            round_timeout=8.0,
-            hmac_keys_file=str(tmp_path / "keys.json"),
-            max_attempts=1,
-        )
-        summary = run_service(cfg, tmp_path / "service.log")
-    finally:
-        driver.close()
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        session.agent({"device_id": device, "use_case": "sine", "hmac_key": key}, impl)
+    driver = Driver(session.port, fleet="default")
+    session.on_close(driver.close)
+    for device in ("signed-mp", "signed-py", "forger", "unsigned"):
+        driver.wait_status(device, "online", timeout=60)  # the whole cohort is online
+    cfg = service_config(
+        session.port,
+        tmp_path,
+        rounds=1,
+        cohort=4,
+        quorum=0.5,
+        round_timeout=8.0,
+        hmac_keys_file=str(tmp_path / "keys.json"),
+        max_attempts=1,
+    )
+    summary = run_service(cfg, tmp_path / "service.log")
+    session.close()
     log = (tmp_path / "service.log").read_text()
     assert summary["rounds"] == 1 and summary["updates"] == 2
     # the forger's key is not the service's: it refuses the service's signed commands

@@ -17,12 +17,11 @@ from broker_service.server.journal import Journal
 from broker_service.server.mqtt import OFFLINE, ONLINE, service_status_topic
 from broker_service.server.standby import Standby, primary_state, watch_client_id
 from broker_service.server.statelock import StateLock
-from broker_service.sim.fleet import NumpyRunner, SimulatedFleet
+from broker_service.sim.fleet import NumpyRunner
 from broker_service.testing.brokers import free_port
-from broker_service.testing.waiting import wait_until
+from broker_service.testing.waiting import read_text, wait_for_text, wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent.topics import Topics
-from tests.helpers import read_text, start_serve, wait_for_text
 from tests.locks import hold_lock_in_child, holder_pid, kill_hard
 
 
@@ -164,50 +163,42 @@ class GatedRunner(NumpyRunner):
         return super().__call__(agent, command)
 
 
-def serve(port, state, log, *extra):
+def serve(session, state, log, *extra, ready=None):
     """`tinymetafed serve` in its own process: 10 sine rounds of 5 devices."""
     flags = ("--rounds", "10", "--cohort", "5", "--eval-every", "100", "--round-timeout", "120")
-    return start_serve(port, state, log, *flags, *extra)
+    return session.serve(*flags, *extra, state=state, log=log, ready=ready)
 
 
 GATED_ROUND = 4
 
 
-def test_the_standby_finishes_the_session_of_a_primary_killed_mid_round(mosquitto, tmp_path):
+def test_the_standby_finishes_the_session_of_a_primary_killed_mid_round(session, tmp_path):
     use_case = SineUseCase()
-    fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 10)
+    fleet = session.fleet(use_case, 10, start=False)
     gate = Gate(GATED_ROUND)
+    session.on_close(gate.opened.set)  # before the fleet stops: a held device lets go
     for agent in fleet.agents:
         agent.round_runner = GatedRunner(agent.round_runner, gate)
     fleet.start()
     state, a_log, s_log = tmp_path / "pair", tmp_path / "primary.log", tmp_path / "standby.log"
-    primary = serve(mosquitto.port, state, a_log)
-    standby = None
-    try:
-        wait_until(lambda: holder_pid(state) == primary.pid, 60, "the primary's lock")
-        standby = serve(mosquitto.port, state, s_log, "--standby")
-        wait_for_text(s_log, "event=standby_saw primary=online", 60)
-        journal = Journal(state / "journal", GATED_ROUND)
-        # round 4 is open: four of its five devices answered (journaled), the fifth is held
-        wait_until(lambda: len(journal.replay()) == 4, 120, "four journaled updates of round 4")
-        kill_hard(primary)
-        wait_for_text(s_log, "event=round_open round=%d" % GATED_ROUND, 60)
-        gate.opened.set()  # the held device answers the standby's service
-        assert standby.wait(180) == 0, read_text(s_log)[-3000:]
-        taken_over = checkpoint.load(state / "checkpoint.json")
-        assert holder_pid(state) == standby.pid
-        fleet.stop()
-        # the same session without interruption, with the same seeds, on fresh devices
-        fleet = SimulatedFleet("127.0.0.1", mosquitto.port, use_case, 10).start()
-        clean = serve(mosquitto.port, tmp_path / "clean", tmp_path / "clean.log")
-        assert clean.wait(180) == 0
-        reference = checkpoint.load(tmp_path / "clean" / "checkpoint.json")
-    finally:
-        gate.opened.set()
-        fleet.stop()
-        for proc in (primary, standby):
-            if proc is not None and proc.poll() is None:
-                kill_hard(proc)
+    primary = serve(session, state, a_log)
+    wait_until(lambda: holder_pid(state) == primary.pid, 60, "the primary's lock")
+    standby = serve(session, state, s_log, "--standby", ready="event=standby_saw primary=online")
+    journal = Journal(state / "journal", GATED_ROUND)
+    # round 4 is open: four of its five devices answered (journaled), the fifth is held
+    wait_until(lambda: len(journal.replay()) == 4, 120, "four journaled updates of round 4")
+    kill_hard(primary)
+    wait_for_text(s_log, "event=round_open round=%d" % GATED_ROUND, 60)
+    gate.opened.set()  # the held device answers the standby's service
+    assert standby.wait(180) == 0, read_text(s_log)[-3000:]
+    taken_over = checkpoint.load(state / "checkpoint.json")
+    assert holder_pid(state) == standby.pid
+    fleet.stop()
+    # the same session without interruption, with the same seeds, on fresh devices
+    session.fleet(use_case, 10)
+    clean = serve(session, tmp_path / "clean", tmp_path / "clean.log")
+    assert clean.wait(180) == 0
+    reference = checkpoint.load(tmp_path / "clean" / "checkpoint.json")
     assert "event=round_closed round=%d " % GATED_ROUND not in read_text(a_log)  # killed in it
     text = read_text(s_log)
     waiting = text.index("event=standby_waiting")

@@ -23,7 +23,6 @@ from broker_service.server.statelock import (
     parse_holder,
 )
 from broker_service.testing.waiting import wait_until
-from tests.helpers import start_serve, wait_for_text
 from tests.locks import ROOT, hold_lock_in_child, holder_pid, kill_hard
 
 
@@ -83,41 +82,29 @@ def test_a_filesystem_without_locks_is_a_config_error(tmp_path, monkeypatch):
         StateLock(tmp_path).acquire()
 
 
-def serve(port, state, log, *extra):
-    """`tinymetafed serve` in its own process, output appended to `log`."""
-    return start_serve(port, state, log, *extra)
-
-
 def test_a_second_serve_on_the_same_state_refuses_and_a_killed_one_leaves_no_lock(
-    mosquitto, tmp_path
+    session, tmp_path
 ):
     state = tmp_path / "state"
-    first = serve(mosquitto.port, state, tmp_path / "first.log")  # no devices: it waits for them
-    third = None
-    try:
-        wait_until(lambda: holder_pid(state) == first.pid, 60, "the first service's lock")
-        wait_for_text(tmp_path / "first.log", "event=started", 60)
-        second = subprocess.run(
-            [sys.executable, "-m", "broker_service.cli", "serve", "--state-dir", str(state)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert second.returncode == 2 and second.stdout == ""
-        lines = second.stderr.splitlines()
-        assert len(lines) == 1, second.stderr
-        assert lines[0].startswith("tinymetafed serve: error: state_dir %s is in use" % state)
-        assert "(host %s, pid %d, since " % (socket.gethostname(), first.pid) in lines[0]
-        assert first.poll() is None  # the first one runs on
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-        third = serve(mosquitto.port, state, tmp_path / "third.log")
-        wait_until(lambda: holder_pid(state) == third.pid, 60, "the new service's lock")
-        wait_for_text(tmp_path / "third.log", "event=started", 60)
-    finally:
-        for proc in (first, third):
-            if proc is not None and proc.poll() is None:
-                kill_hard(proc)
+    # no devices: it waits for them
+    first = session.serve(log=tmp_path / "first.log", ready="event=started")
+    wait_until(lambda: holder_pid(state) == first.pid, 60, "the first service's lock")
+    second = subprocess.run(
+        [sys.executable, "-m", "broker_service.cli", "serve", "--state-dir", str(state)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 2 and second.stdout == ""
+    lines = second.stderr.splitlines()
+    assert len(lines) == 1, second.stderr
+    assert lines[0].startswith("tinymetafed serve: error: state_dir %s is in use" % state)
+    assert "(host %s, pid %d, since " % (socket.gethostname(), first.pid) in lines[0]
+    assert first.poll() is None  # the first one runs on
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    third = session.serve(log=tmp_path / "third.log", ready="event=started")
+    wait_until(lambda: holder_pid(state) == third.pid, 60, "the new service's lock")
     assert "error" not in (tmp_path / "third.log").read_text()

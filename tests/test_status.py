@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 
-from broker_service.observe.logs import EventLog
 from broker_service.observe.status import (
     attention_order,
     progress_doc,
@@ -20,12 +19,8 @@ from broker_service.observe.status import (
     render_text,
     snapshot,
 )
-from broker_service.server.config import ServiceConfig
-from broker_service.server.service import AggregationService
 from broker_service.server.totals import Totals
-from broker_service.sim.fleet import SimulatedFleet
-from broker_service.testing.brokers import Mosquitto
-from broker_service.testing.waiting import run_in_background, wait_until
+from broker_service.testing.waiting import wait_until
 from broker_service.usecases.sine import SineUseCase
 from device_agent import reasons
 from tests.mqtt_helpers import ROOT
@@ -139,55 +134,39 @@ def status_json(port: int) -> dict:
     return json.loads(status(port, "--json"))
 
 
-def test_status_shows_a_running_service_and_its_fleet(tmp_path):
-    broker = Mosquitto(tmp_path).start()
+def test_status_shows_a_running_service_and_its_fleet(session, tmp_path):
     use_case = SineUseCase(fleet_size=4)
-    fleet = SimulatedFleet("127.0.0.1", broker.port, use_case, 4).start()
-    cfg = ServiceConfig(
-        broker="mqtt://127.0.0.1:%d" % broker.port,
-        use_case="sine",
-        rounds=400,
-        cohort=3,
-        state_dir=str(tmp_path / "state"),
-        eval_every=2,
-        eval_devices=4,
-        round_timeout=20.0,
-    )
-    service = AggregationService(cfg, EventLog(path=tmp_path / "service.log"))
-    thread, _ = run_in_background(service)
-    try:
-        wait_until(lambda: service.round >= 2, 60, "round 2")
-        hostile = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile")
-        hostile.connect("127.0.0.1", broker.port)
-        hostile.loop_start()
-        hostile.publish(service.topics.update(use_case.device_ids[0]), b"\x00" * 40, qos=1)
-        wait_until(lambda: service.totals.rejected, 60, "the hostile update's rejection")
-        hostile_reasons = dict(service.totals.rejected)
-        counted = service.round
-        wait_until(lambda: service.round > counted + 1, 60, "a round after the rejection")
-        hostile.loop_stop()
-        snap = status_json(broker.port)
-        s = snap["service"]
-        assert s["state"] == "online" and (s["use_case"], s["algorithm"]) == ("sine", "tinymetafed")
-        assert counted + 1 < s["round"] <= service.round and s["rounds"] == 400
-        assert s["metric"]["name"] == "mse" and s["metric"]["ci95"] > 0
-        # the hostile update, and on a loaded machine perhaps an honest one that came too late
-        assert sum(hostile_reasons.values()) == 1 and s["totals"]["updates"] > 0
-        assert all(s["totals"]["rejected"].get(r, 0) >= n for r, n in hostile_reasons.items())
-        assert (snap["online"], snap["offline"]) == (4, 0)
-        assert [d["device"] for d in snap["devices"]] == use_case.device_ids[:4]
-        assert all(d["board"] for d in snap["devices"])
-        text = status(broker.port, "--once", "--plain")
-        assert "service online  sine / tinymetafed  round" in text and "of 400" in text
-        assert "4 online, 0 offline" in text and use_case.device_ids[3] in text
-        service.stop.set()
-        thread.join(60)
-        fleet.stop()
-        wait_until(lambda: status_json(broker.port)["offline"] == 4, 30, "the fleet's goodbyes")
-        snap = status_json(broker.port)
-        assert snap["service"]["state"] == "offline" and snap["service"]["round"] == service.round
-    finally:
-        service.stop.set()
-        thread.join(60)
-        fleet.stop()
-        broker.stop()
+    fleet = session.fleet(use_case, 4)
+    cfg = session.config(rounds=400, cohort=3, eval_every=2, eval_devices=4, round_timeout=20.0)
+    service = session.service(cfg, tmp_path / "service.log")
+    thread, _ = session.background(service)
+    wait_until(lambda: service.round >= 2, 60, "round 2")
+    hostile = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile")
+    hostile.connect("127.0.0.1", session.port)
+    hostile.loop_start()
+    hostile.publish(service.topics.update(use_case.device_ids[0]), b"\x00" * 40, qos=1)
+    wait_until(lambda: service.totals.rejected, 60, "the hostile update's rejection")
+    hostile_reasons = dict(service.totals.rejected)
+    counted = service.round
+    wait_until(lambda: service.round > counted + 1, 60, "a round after the rejection")
+    hostile.loop_stop()
+    snap = status_json(session.port)
+    s = snap["service"]
+    assert s["state"] == "online" and (s["use_case"], s["algorithm"]) == ("sine", "tinymetafed")
+    assert counted + 1 < s["round"] <= service.round and s["rounds"] == 400
+    assert s["metric"]["name"] == "mse" and s["metric"]["ci95"] > 0
+    # the hostile update, and on a loaded machine perhaps an honest one that came too late
+    assert sum(hostile_reasons.values()) == 1 and s["totals"]["updates"] > 0
+    assert all(s["totals"]["rejected"].get(r, 0) >= n for r, n in hostile_reasons.items())
+    assert (snap["online"], snap["offline"]) == (4, 0)
+    assert [d["device"] for d in snap["devices"]] == use_case.device_ids[:4]
+    assert all(d["board"] for d in snap["devices"])
+    text = status(session.port, "--once", "--plain")
+    assert "service online  sine / tinymetafed  round" in text and "of 400" in text
+    assert "4 online, 0 offline" in text and use_case.device_ids[3] in text
+    service.stop.set()
+    thread.join(60)
+    fleet.stop()
+    wait_until(lambda: status_json(session.port)["offline"] == 4, 30, "the fleet's goodbyes")
+    snap = status_json(session.port)
+    assert snap["service"]["state"] == "offline" and snap["service"]["round"] == service.round

@@ -7,8 +7,8 @@ from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
 from broker_service.testing.brokers import Mosquitto, free_port
+from broker_service.testing.session import agent_process
 from broker_service.tools.enroll import add_broker_user
-from tests.mqtt_helpers import start_agent
 
 
 def make_certs(folder):
@@ -76,7 +76,7 @@ def test_service_and_agent_over_tls_with_passwords(tmp_path):
         % (tmp_path, port, tmp_path, tmp_path, tmp_path)
     )
     broker.start()
-    agent = start_agent(
+    agent = agent_process(
         {
             "device_id": "tls-dev",
             "use_case": "sine",

@@ -123,7 +123,7 @@ def _commands(entry: manifest.Entry) -> str:
 def _shown(command: str) -> str:
     """A manifest command as a reader types it."""
     command = command.replace(manifest.DATA, "DATA")
-    return ("python " + command) if command.startswith("benchmarks/") else command
+    return ("python " + command) if command.startswith(manifest.MODULE) else command
 
 
 def manifest_table() -> str:

@@ -56,6 +56,15 @@ def portable_command(argv: list[str]) -> str:
     return " ".join(out)
 
 
+def invocation() -> list[str]:
+    """The arguments this process was started with, after the interpreter: `-m benchmarks.tune
+    --seeds 0` for a module run (as benchmarks/manifest.py records its commands), else sys.argv."""
+    orig = list(getattr(sys, "orig_argv", []))
+    if "-m" in orig:
+        return orig[orig.index("-m") :]
+    return list(sys.argv)
+
+
 STARTED = load_average()
 """The load when this module was first imported: a benchmark script imports it as it starts."""
 
@@ -65,7 +74,7 @@ def provenance(started_load: list[float] | None = None, argv: list[str] | None =
     load_average() taken when the run began (default: STARTED; the load it ran under is
     between the two)."""
     return {
-        "command": portable_command(list(sys.argv if argv is None else argv)),
+        "command": portable_command(invocation() if argv is None else argv),
         "commit": commit(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cores": os.cpu_count(),

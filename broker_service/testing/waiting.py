@@ -1,11 +1,13 @@
-"""Waiting for an event with a deadline (never sleep and hope), and a service run in a thread
-to wait on: what the tests and the benchmarks that drive real brokers and services share."""
+"""Waiting for an event with a deadline (never sleep and hope), a line in a log among them, and a
+service run in a thread to wait on: what the tests and the benchmarks that drive real brokers and
+services share."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +27,25 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
         if time.monotonic() >= deadline:
             raise AssertionError("timed out after %gs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def read_text(path: Path) -> str:
+    """The file's text, or "" while it does not exist yet."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_for_text(path: Path, text: str, timeout: float, after: int = 0) -> str:
+    """Wait until the file (a log) contains `text` past its first `after` characters (what a
+    log held before the event's writer started); returns the file's text then."""
+
+    def containing() -> str:
+        content = read_text(path)
+        return content if text in content[after:] else ""
+
+    return wait_until(containing, timeout, "%r in %s" % (text, path.name))
 
 
 def run_in_background(service: Any) -> tuple[threading.Thread, dict]:
