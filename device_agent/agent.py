@@ -20,8 +20,6 @@ Single-threaded and allocation-conscious so it runs on a 256 KB MicroPython boar
   sessions and reconnects with back-off.
 """
 
-from array import array
-
 from device_agent import codec, limits, reasons, reports, validate
 from device_agent.auth import TAG_SIZE, digest, sign
 from device_agent.clock import ticks_ms, ticks_since
@@ -103,8 +101,11 @@ class Agent:
         self.topics = Topics(config["prefix"], config["fleet"])
         self.plan = Plan(config["spec"] or spec_for(config["use_case"]))
         self.net = Network(self.plan)
-        self.params = array("f", bytes(4 * self.plan.n_params))
-        self.residual = None
+        self.params = codec.zeros(self.plan.n_params)
+        # error feedback (a round setting, on by default) keeps a residual of len(θ_g) between
+        # rounds: made here, with the other long-lived arrays, rather than in the middle of the
+        # first round's heap
+        self.residual = codec.zeros(self.plan.n_global)
         self.residual_round = None  # the round that last updated the residual
         self.source = source
         self.transport_factory = transport_factory
@@ -313,7 +314,8 @@ class Agent:
         residual = None
         if settings["error_feedback"]:
             if self.residual is None or len(self.residual) != h.n:
-                self.residual = array("f", bytes(4 * h.n))
+                self.residual = None  # its memory is free for the new one
+                self.residual = codec.zeros(h.n)
                 self.residual_round = None
             residual = self.residual
         samples = _RoundSamples(self, self.source)

@@ -1,6 +1,6 @@
 """On-device benchmark: one full round of a use case's default model, without a broker.
 
-    micropython -X heapsize=256K -m device_agent.bench <use-case> [recon adapt]
+    micropython -X heapsize=256K -m device_agent.bench <use-case> [recon adapt] [--python]
     python -m device_agent.bench <use-case>
 
 Samples are generated (deterministic xorshift inputs of the model's shape), so it needs no data
@@ -10,7 +10,9 @@ recon_step_macs and adapt_step_macs (MACs of one step of each kind), recon_step_
 adapt_step_params (parameters each step updates), peak_heap_bytes (on MicroPython the highest live
 heap, gc.mem_alloc() after a collection at every sample of a second, untimed round; on CPython
 tracemalloc's peak), payload_bytes, model_bytes and command_bytes (the dense f32 MODEL and the
-COMMAND a device receives for the round).
+COMMAND a device receives for the round), kernels ("native": the compiled module tmf_kernels,
+found on the import path, e.g. MICROPYPATH=build/native/x64 on the unix port; "python": the
+pure-Python kernels, forced with --python) and kernels_why (why not native, "" when native).
 """
 
 import gc
@@ -20,6 +22,7 @@ from array import array
 
 from device_agent import codec
 from device_agent.clock import ticks_us, us_since
+from device_agent.compat import native_status, use_native
 from device_agent.datasource import SyntheticSource
 from device_agent.model import Plan, init_params
 from device_agent.network import Network
@@ -97,6 +100,8 @@ def run(use_case, recon=10, adapt=20):
         "model_bytes": codec.HEADER_SIZE + codec.value_section_size(plan.n_global, codec.VALUE_F32),
         "command_bytes": len(codec.encode_command(command)),
         "nnz": result.nnz,
+        "kernels": net.kernels,
+        "kernels_why": native_status()[1],
     }
     figures.update(steps)
     return figures
@@ -143,8 +148,11 @@ def _mean_ms(times):
 
 def main(argv):
     """Command-line entry: use case and optional sample counts from argv."""
+    if "--python" in argv:
+        use_native(False)
+        argv = [a for a in argv if a != "--python"]
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
-        print("usage: device_agent.bench <sine|omniglot|kws|occupancy> [recon adapt]")
+        print("usage: device_agent.bench <sine|omniglot|kws|occupancy> [recon adapt] [--python]")
         return 2
     recon = int(argv[2]) if len(argv) > 2 else 10
     adapt = int(argv[3]) if len(argv) > 3 else 20

@@ -14,7 +14,7 @@ a consumer must not keep x past the next sample.
 A sensor on a board is a small class of its own with `__iter__` and `__next__`.
 """
 
-from array import array
+from device_agent.codec import zeros
 
 
 class FileSource:
@@ -26,7 +26,7 @@ class FileSource:
         self.loop = loop
         self.n_inputs = n_inputs
         self.classification = classification
-        self.x = array("f", bytes(4 * n_inputs))
+        self.x = zeros(n_inputs)
         self.f = None
         self.line_no = 0
 
@@ -88,8 +88,8 @@ class SyntheticSource:
 
         self.plan = plan
         self.rng = XorShift32(seed)
-        self.x = array("f", bytes(4 * plan.layers[0].size_in()))
-        self.target = array("f", bytes(4 * plan.output_size))
+        self.x = zeros(plan.layers[0].size_in())
+        self.target = zeros(plan.output_size)
 
     def __iter__(self):
         return self

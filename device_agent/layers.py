@@ -5,11 +5,76 @@ nothing per call; each is compiled with `@micropython.native` where the port can
 kernels of parameterised layers first write the input gradient with the *old* weights, then
 (when `lr` is non-zero) apply the batch-1 SGD step to their own weights in place. That fused
 step equals plain SGD exactly and needs no gradient buffer.
+
+`forward` and `backward` run any layer; the compiled module tmf_kernels (device_agent/native/)
+has the same two entry points and a C twin of every kernel here, taking the layer as the int
+array of `layer_geometry` instead of the Layer (network.py picks one set per Network).
 """
 
 import math
+from array import array
 
 from device_agent.compat import micropython
+
+KIND_CODES = {
+    "dense": 1,
+    "conv2d": 2,
+    "maxpool": 3,
+    "avgpool": 4,
+    "relu": 5,
+    "tanh": 6,
+    "flatten": 7,
+}
+"""Layer kinds as the compiled kernels number them (kernels.h)."""
+
+
+def layer_geometry(layer):
+    """A layer as the compiled kernels take it: array('i') of kind, c, h, w (input), f, oh, ow
+    (output), kh, kw, sh, sw (window, strides), w_off, b_off (parameter offsets)."""
+    c, h, w = layer.in_shape
+    f, oh, ow = layer.out_shape
+    dims = [KIND_CODES[layer.kind], c, h, w, f, oh, ow, layer.kh, layer.kw, layer.sh, layer.sw]
+    return array("i", dims + [layer.w_off, layer.b_off])
+
+
+def forward(layer, p, x, y):
+    """Run one layer forward from x into y (activations and flatten may share one buffer)."""
+    kind = layer.kind
+    if kind == "dense":
+        dense_forward(layer, p, x, y)
+    elif kind == "conv2d":
+        conv2d_forward(layer, p, x, y)
+    elif kind in ("maxpool", "avgpool"):
+        pool_forward(layer, x, y)
+    elif kind in ("relu", "tanh"):
+        activation_forward(kind, x, y, layer.size_out())
+    elif x is not y:
+        copy(y, x, layer.size_out())
+
+
+def backward(layer, p, x, y, dy, dx, lr):
+    """Backpropagate dy (at the layer's output y, input x) into dx when dx is not None, and
+    step a parameterised layer's weights when lr != 0 (see the module docstring)."""
+    kind = layer.kind
+    if kind == "dense":
+        dense_backward(layer, p, x, dy, dx, lr)
+    elif kind == "conv2d":
+        conv2d_backward(layer, p, x, dy, dx, lr)
+    elif dx is None:
+        return
+    elif kind in ("maxpool", "avgpool"):
+        pool_backward(layer, x, dy, dx)
+    elif kind in ("relu", "tanh"):
+        activation_backward(kind, y, dy, dx, layer.size_out())
+    else:
+        copy(dx, dy, layer.size_out())
+
+
+@micropython.native
+def copy(dst, src, n):
+    """dst[:n] = src[:n] (src any sequence of numbers)."""
+    for i in range(n):
+        dst[i] = src[i]
 
 
 @micropython.native

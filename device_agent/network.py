@@ -5,19 +5,33 @@ data (activations and flatten run in place), two gradient buffers of the largest
 two parameter-sized buffers for a round's Δ and its Top-P% selection. Nothing is allocated per
 sample and no parameter-sized block per round, which keeps a microcontroller's heap flat and
 unfragmented.
+
+The kernels are chosen here, once per Network: the compiled module tmf_kernels when it loads
+(device_agent/compat.py native_kernels), else the pure-Python ones of layers.py and losses.py.
+`KERNELS` says which one this process can use and `KERNELS_WHY` why not the compiled one;
+`Network.kernels` which one a network uses.
 """
 
 from array import array
 
 from device_agent import layers as L
+from device_agent.compat import native_kernels, native_status
 from device_agent.losses import loss_and_grad
 from device_agent.model import Plan
 
+KERNELS, KERNELS_WHY = native_status()
+LOSS_CODES = {"mse": 0, "softmax_ce": 1}
+"""Losses as the compiled kernels number them (kernels.h)."""
+
 
 class Network:
-    """Runs a Plan on flat float arrays; parameters live outside, in one array('f')."""
+    """Runs a Plan on flat float arrays; parameters live outside, in one array('f').
 
-    def __init__(self, plan):
+    `native` None uses the compiled kernels when they load, False never, True insists (an
+    ImportError saying why when they do not load).
+    """
+
+    def __init__(self, plan, native=None):
         if not isinstance(plan, Plan):
             plan = Plan(plan)
         self.plan = plan
@@ -33,30 +47,41 @@ class Network:
         self.grad_b = array("f", bytes(4 * size))
         self.delta = array("f", bytes(4 * plan.n_params))  # a round's θ_g copy, then its Δ
         self.magnitudes = array("f", bytes(4 * plan.n_params))  # |Δ|, reordered by Top-P%
+        self._choose_kernels(native)
+
+    def _choose_kernels(self, native):
+        """Bind the kernel set: the module's functions take a layer's geometry array, the
+        pure-Python ones the Layer itself; both have forward, backward and copy."""
+        module = None if native is False else native_kernels()
+        if native and module is None:
+            raise ImportError("tmf_kernels not usable: %s" % (native_status()[1],))
+        self.kernels = "python" if module is None else "native"
+        self._k = module
+        ops = L if module is None else module
+        self._forward = ops.forward
+        self._backward = ops.backward
+        self._copy = ops.copy
+        self._target = None
+        if module is None:
+            self._layer_args = self.plan.layers
+            return
+        self._layer_args = [L.layer_geometry(layer) for layer in self.plan.layers]
+        if self.plan.loss == "mse":  # targets as float32, the form the module reads
+            self._target = array("f", bytes(4 * self.plan.output_size))
 
     def forward(self, params, x):
         """Run the model on one sample x (sequence of floats); returns the output buffer."""
-        buf = self.acts[0]
-        for i in range(len(buf)):
-            buf[i] = x[i]
-        for i, layer in enumerate(self.plan.layers):
-            src = self.acts[i]
-            dst = self.acts[i + 1]
-            kind = layer.kind
-            if kind == "dense":
-                L.dense_forward(layer, params, src, dst)
-            elif kind == "conv2d":
-                L.conv2d_forward(layer, params, src, dst)
-            elif kind in ("maxpool", "avgpool"):
-                L.pool_forward(layer, src, dst)
-            elif kind in ("relu", "tanh"):
-                L.activation_forward(kind, src, dst, layer.size_out())
-        return self.acts[-1]
+        acts = self.acts
+        self._copy(acts[0], x, len(acts[0]))
+        forward = self._forward
+        args = self._layer_args
+        for i in range(len(args)):
+            forward(args[i], params, acts[i], acts[i + 1])
+        return acts[-1]
 
     def loss(self, params, x, target):
         """Loss of one sample without changing anything (uses the gradient buffer as scratch)."""
-        y = self.forward(params, x)
-        return loss_and_grad(self.plan.loss, y, target, self.plan.output_size, self.grad_a)
+        return self._loss_grad(self.forward(params, x), target, self.grad_a, 0.0)
 
     def train_step(self, params, x, target, lr, first, last=None):
         """One online SGD step on sample (x, target); returns the loss before the step.
@@ -65,37 +90,45 @@ class Network:
         plan.layers; last defaults to the output layer) with learning rate lr; layers above
         `first` that are not updated still pass gradients down. Backpropagation stops at `first`.
         """
-        layers = self.plan.layers
+        args = self._layer_args
         if last is None:
-            last = len(layers) - 1
+            last = len(args) - 1
         y = self.forward(params, x)
         dy = self.grad_a
         spare = self.grad_b
-        loss = loss_and_grad(
-            self.plan.loss, y, target, self.plan.output_size, dy, self.plan.grad_clip
-        )
-        for i in range(len(layers) - 1, first - 1, -1):
-            layer = layers[i]
+        loss = self._loss_grad(y, target, dy, self.plan.grad_clip)
+        acts = self.acts
+        backward = self._backward
+        for i in range(len(args) - 1, first - 1, -1):
             dx = spare if i > first else None
-            self._backward_layer(i, layer, params, dy, dx, lr if i <= last else 0.0)
+            backward(args[i], params, acts[i], acts[i + 1], dy, dx, lr if i <= last else 0.0)
             if dx is None:
                 break
             dy, spare = dx, dy
         return loss
 
-    def _backward_layer(self, i, layer, params, dy, dx, lr):
-        kind = layer.kind
-        x = self.acts[i]
-        if kind == "dense":
-            L.dense_backward(layer, params, x, dy, dx, lr)
-        elif kind == "conv2d":
-            L.conv2d_backward(layer, params, x, dy, dx, lr)
-        elif dx is None:
+    def _loss_grad(self, y, target, dy, bound):
+        """The loss of output y against target, its gradient into dy (clipped at bound > 0)."""
+        n = self.plan.output_size
+        k = self._k
+        if k is None:
+            return loss_and_grad(self.plan.loss, y, target, n, dy, bound)
+        if self._target is None:
+            return k.loss_grad(LOSS_CODES["softmax_ce"], y, int(target), n, dy, bound)
+        k.copy(self._target, target, n)
+        return k.loss_grad(LOSS_CODES["mse"], y, self._target, n, dy, bound)
+
+    def copy_into(self, dst, src, n):
+        """dst[:n] = src[:n] with this network's kernels (a round's copy of θ_g)."""
+        self._copy(dst, src, n)
+
+    def delta_into(self, params, origin, n, residual=None):
+        """origin[:n] = params[:n] − origin[:n] (+ residual[:n]): a round's Δ in place, the
+        same float32 operations in either kernel set."""
+        if self._k is not None:
+            self._k.delta(params, origin, n, residual)
             return
-        elif kind in ("maxpool", "avgpool"):
-            L.pool_backward(layer, x, dy, dx)
-        elif kind in ("relu", "tanh"):
-            L.activation_backward(kind, self.acts[i + 1], dy, dx, layer.size_out())
-        else:
-            for j in range(layer.size_out()):
-                dx[j] = dy[j]
+        for i in range(n):
+            origin[i] = params[i] - origin[i]
+            if residual is not None:
+                origin[i] += residual[i]

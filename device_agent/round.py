@@ -10,8 +10,6 @@ d. Encode the sparse update (the DELTA payload) for the server.
 With split off (TinyReptile), θ_g is every parameter and there is no reconstruction.
 """
 
-from array import array
-
 from device_agent import codec
 from device_agent.model import init_layer
 from device_agent.rng import XorShift32
@@ -151,7 +149,7 @@ def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None)
             origin[i] += residual[i]
     k = top_k_count(n_global, percent)
     idx = select_top_k(origin, k, scratch, n_global)
-    values = array("f", bytes(4 * k))
+    values = codec.zeros(k)
     for j in range(k):
         values[j] = origin[idx[j]]
     return idx, values

@@ -3,9 +3,14 @@
 Needs one scratch array of n magnitudes (O(n) extra memory) and an iterative quickselect
 (average O(n), no recursion, no full sort). Indices come out in ascending order, ready for the
 gap encoding of the codec.
+
+select_top_k runs in the compiled kernels (tmf_kernels.topk_select, the same algorithm and tie
+rule) when they are loaded and allowed (device_agent/compat.py), in Python otherwise.
 """
 
 from array import array
+
+from device_agent.compat import native_kernels
 
 
 def top_k_count(n, percent):
@@ -57,17 +62,30 @@ def _median_of_three(values, lo, hi):
     return a if a > b else b
 
 
-def select_top_k(delta, k, scratch=None, n=None):
+def select_top_k(delta, k, scratch=None, n=None, native=None):
     """Indices (array 'I', ascending) of the k entries of delta[:n] with the largest |value|.
 
     Among entries equal to the k-th magnitude the lowest indices win. `scratch` may be a
     preallocated array('f') of at least n entries to avoid allocating the magnitudes; n defaults
-    to len(delta).
+    to len(delta). `native` False keeps it in Python; otherwise the compiled kernels take
+    array('f') inputs when they are loaded.
     """
     if n is None:
         n = len(delta)
     if scratch is None:
         scratch = array("f", bytes(4 * n))
+    out = array("I", bytes(4 * k))
+    kernels = None if native is False else native_kernels()
+    if kernels is not None:
+        try:
+            kernels.topk_select(delta, n, k, scratch, out)
+            return out
+        except TypeError:  # not float32 arrays: the Python loop below reads any sequence
+            pass
+    return _select_python(delta, k, scratch, n, out)
+
+
+def _select_python(delta, k, scratch, n, out):
     for i in range(n):
         v = delta[i]
         scratch[i] = v if v >= 0.0 else -v
@@ -77,7 +95,6 @@ def select_top_k(delta, k, scratch=None, n=None):
         if abs(delta[i]) > threshold:
             above += 1
     ties = k - above
-    out = array("I", bytes(4 * k))
     j = 0
     for i in range(n):
         m = abs(delta[i])

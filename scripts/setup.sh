@@ -38,13 +38,19 @@ fi
 .venv/bin/python scripts/fetch_umqtt.py .venv/micropython-lib
 if [ "$extras" = "demo,test" ]; then
     # the real servers the tests start: brokers (mosquitto, a nats-server cluster speaking MQTT),
-    # metric stores, browser (Debian packages)
+    # metric stores, browser; the Cortex-M toolchain and emulator of the compiled kernels and
+    # the board firmware (Debian packages)
     missing=""
     for pair in mosquitto:/usr/sbin/mosquitto nats-server:/usr/sbin/nats-server \
                 victoria-metrics:/usr/bin/victoria-metrics \
                 influxdb:/usr/bin/influxd chromium:/usr/bin/chromium \
-                docker-compose:/usr/bin/docker-compose openssl:/usr/bin/openssl; do
-        [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
+                docker-compose:/usr/bin/docker-compose openssl:/usr/bin/openssl \
+                gcc-arm-none-eabi:/usr/bin/arm-none-eabi-gcc \
+                libnewlib-arm-none-eabi:/usr/lib/arm-none-eabi/newlib/libc.a \
+                qemu-system-arm:/usr/bin/qemu-system-arm \
+                gcc-riscv64-unknown-elf:/usr/bin/riscv64-unknown-elf-gcc \
+                picolibc-riscv64-unknown-elf:/usr/lib/picolibc/riscv64-unknown-elf/lib; do
+        [ -e "${pair#*:}" ] || missing="$missing ${pair%%:*}"
     done
     if [ -n "$missing" ]; then
         echo "installing Debian packages:$missing"
@@ -60,4 +66,16 @@ if [ "$extras" = "demo,test" ]; then
         (cd .venv/node && npm install --silent --no-audit --no-fund \
             @grafana/schema@13.2.3 typescript@7.0.2)
     fi
+fi
+# the agent's compiled kernels (a MicroPython native module, device_agent/native/) into
+# build/native/<arch>/: for the unix port (the demo, the tests) and, with --test, the boards'
+# architectures. It needs the MicroPython source as $MPY_DIR (or ../shared/micropython); without
+# it the demo's agent runs its pure-Python kernels.
+if [ "$extras" = "demo,test" ]; then
+    .venv/bin/python -m broker_service.tools.native_build
+    # the MicroPython Cortex-M firmware under QEMU (single-precision floats, as boards have) that
+    # tests/test_cortexm.py runs the agent on: Cortex-M7 (MPS2_AN500), Cortex-M3 (MPS2_AN385)
+    .venv/bin/python -m broker_service.tools.firmware build
+elif ! .venv/bin/python -m broker_service.tools.native_build --arch x64; then
+    echo "note: the MicroPython agent runs its pure-Python kernels (see docs/device.md)" >&2
 fi

@@ -108,7 +108,9 @@ def test_round_over_mosquitto_micropython_equals_cpython_equals_numpy(mosquitto,
     _, idx_np, val_np = codec.decode(twin.payload)
     (_, idx_mp, val_mp), (_, idx_py, val_py) = deltas["micropython"], deltas["cpython"]
     assert list(idx_mp) == list(idx_py) == list(idx_np)
-    assert rel_err(val_mp, val_py) < 1e-6
+    # the micropython agent runs the compiled kernels (float32 sums, the unix port's Python
+    # kernels sum in double): Δ agrees to 1e-5 relative (tests/test_native_kernels.py)
+    assert rel_err(val_mp, val_py) < 1e-5
     assert rel_err(val_mp, val_np) < 1e-5
 
 
@@ -195,9 +197,9 @@ def test_model_is_fetched_only_on_invitation_and_garbage_is_rejected(tmp_path):
     driver = Driver(mosquitto.port)
     subscriptions = SubscriptionCount(mosquitto.port)
     device = "mp-fetch"
-    proc = agent_process(
-        agent_config(device, mosquitto.port, use_case="kws"), tmp_path, "micropython", rounds=1
-    )
+    # the Python kernels: a kws round of 100 samples lasts long enough for the checks below
+    config = agent_config(device, mosquitto.port, use_case="kws")
+    proc = agent_process(config, tmp_path, "micropython", rounds=1, native=False)
     log = tmp_path / (device + ".log")
     try:
         driver.wait_status(device, "online")

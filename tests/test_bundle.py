@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -53,6 +54,15 @@ def test_mpy_bundle_runs_a_round_under_micropython(mosquitto, tmp_path):
     driver = Driver(mosquitto.port)
     driver.publish_model(initial_theta(NumpyNet(plan), 2)[: plan.n_global], version=3)
     env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
+    kernels = subprocess.run(
+        [micropython_exe(), "-c", "from device_agent import network; print(network.KERNELS)"],
+        cwd=out,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert kernels.stdout.split() == ["native"]  # tmf_kernels.mpy at the bundle's root
     proc = subprocess.Popen(
         [micropython_exe(), "-X", "heapsize=256K", "main.py"],
         cwd=out,
@@ -91,3 +101,32 @@ def test_bundle_without_arch_for_native_code_is_a_clear_error(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "--arch" in proc.stderr
+
+
+def _mpy_arch(module) -> int:
+    """The native architecture in a .mpy header (py/persistentcode.h: 4 armv6m, 7 armv7emsp)."""
+    return (module.read_bytes()[2] >> 2) & 0x2F
+
+
+def test_bundle_carries_the_compiled_kernels_of_the_board(tmp_path):
+    for board, arch in (("nrf52840", 7), ("rp2", 4)):
+        files = write_bundle(tmp_path / board, arch=board)
+        module = tmp_path / board / "tmf_kernels.mpy"
+        assert module in files and _mpy_arch(module) == arch
+    write_bundle(tmp_path / "plain", arch="nrf52840", native=False)
+    assert not (tmp_path / "plain" / "tmf_kernels.mpy").exists()
+
+
+def test_esp32_bundle_says_it_runs_the_python_kernels(tmp_path, monkeypatch, capsys):
+    tools = tmp_path / "bin"  # make, but no Xtensa compiler
+    tools.mkdir()
+    (tools / "make").symlink_to(shutil.which("make") or "/usr/bin/make")
+    monkeypatch.setenv("PATH", str(tools))
+    write_bundle(tmp_path / "board", arch="esp32")
+    assert not (tmp_path / "board" / "tmf_kernels.mpy").exists()
+    note = [line for line in capsys.readouterr().out.splitlines() if "kernels" in line]
+    assert note == [
+        "note: no compiled kernels for esp32 (xtensawin: xtensa-esp32-elf-gcc not found on PATH: "
+        "Espressif's ESP-IDF tools (install.sh, then . ./export.sh puts it on PATH)); the board "
+        "runs the pure-Python kernels"
+    ]

@@ -39,18 +39,30 @@ def _add_bundle(sub: Subcommands) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--config", help="the board's config JSON (default: the ESP32 example)")
     p.add_argument("--mpy", action="store_true", help="cross-compile to .mpy with mpy-cross")
-    p.add_argument("--arch", help="board architecture for --mpy: %s" % ", ".join(bundle.ARCHES))
+    p.add_argument(
+        "--arch",
+        help="the board (%s) or a MicroPython architecture: the target of --mpy and of the "
+        "compiled kernels" % ", ".join(bundle.ARCHES),
+    )
     p.add_argument(
         "--plain",
         action="store_true",
         help="strip @micropython.native (ports without the native emitter)",
     )
+    p.add_argument(
+        "--no-native",
+        action="store_true",
+        help="leave out the compiled kernels (tmf_kernels.mpy): the board runs the Python ones",
+    )
 
 
 def cmd_device_bundle(args: argparse.Namespace) -> int:
-    """Write what goes onto a board (sources or .mpy, main.py, boot.py, config.json)."""
+    """Write what goes onto a board (sources or .mpy, main.py, boot.py, config.json, and with
+    --arch the compiled kernels)."""
     config = read_json(args.config, "--config") if args.config else None
-    files = bundle.write_bundle(Path(args.out), config, args.mpy, args.arch, args.plain)
+    files = bundle.write_bundle(
+        Path(args.out), config, args.mpy, args.arch, args.plain, native=not args.no_native
+    )
     print("wrote %d files to %s" % (len(files), args.out))
     print("copy them onto the board, e.g.: mpremote connect PORT fs cp -r %s/* :" % args.out)
     return 0

@@ -41,6 +41,21 @@ def umqtt_folder() -> Path | None:
     return lib if (lib / "umqtt" / "simple.py").exists() else None
 
 
+NATIVE_X64 = ROOT / "build" / "native" / "x64"
+"""Where scripts/setup.sh builds the agent's compiled kernels for the unix port."""
+
+
+def agent_micropython_path(lib: Path, native: bool = True) -> str:
+    """MICROPYPATH of a unix-port agent: the repository root, the umqtt.simple folder `lib`, the
+    compiled kernels when built (build/native/x64; the agent runs its Python kernels without
+    them) and the port's frozen modules (`ssl` among them), which a MICROPYPATH would otherwise
+    hide. `native` False leaves the compiled kernels out."""
+    parts = [str(ROOT), str(lib)]
+    if native and (NATIVE_X64 / "tmf_kernels.mpy").exists():
+        parts.append(str(NATIVE_X64))
+    return ":".join(parts + [".frozen"])
+
+
 # Run by the micropython executable: its version, e.g. 1.27.0 or 1.29.0-preview.
 VERSION_CODE = (
     "import sys; v = sys.implementation.version; "
@@ -144,7 +159,7 @@ def start_micropython_agent(host: str, port: int, use_case, out: Path, seed: int
     return subprocess.Popen(
         [exe, "-X", "heapsize=256K", "-m", "device_agent.run", str(path)],
         cwd=ROOT,
-        env={"MICROPYPATH": "%s:%s" % (ROOT, lib)},
+        env={"MICROPYPATH": agent_micropython_path(lib)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

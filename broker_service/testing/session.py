@@ -26,7 +26,7 @@ from pathlib import Path
 from broker_service.observe.logs import EventLog
 from broker_service.server.config import ServiceConfig
 from broker_service.server.service import AggregationService
-from broker_service.sim.demo import find_micropython, umqtt_folder
+from broker_service.sim.demo import agent_micropython_path, find_micropython, umqtt_folder
 from broker_service.sim.fleet import SimulatedFleet
 from broker_service.testing.brokers import Mosquitto
 from broker_service.testing.waiting import read_text, run_in_background, wait_for_text
@@ -44,24 +44,30 @@ def micropython_exe() -> str:
     return found
 
 
-def micropython_path() -> str:
-    """MICROPYPATH for the agent: the repository root, the umqtt.simple folder, and the port's
-    frozen modules (`ssl` among them), which a MICROPYPATH would otherwise hide."""
+def micropython_path(native: bool = True) -> str:
+    """MICROPYPATH for the agent (sim.demo.agent_micropython_path: the compiled kernels
+    included unless `native` is False)."""
     lib = umqtt_folder()
     assert lib, "umqtt.simple missing: run `make test`"
-    return "%s:%s:.frozen" % (ROOT, lib)
+    return agent_micropython_path(lib, native)
 
 
 def agent_process(
-    config: dict, folder: Path, impl: str, rounds: int | None = None, heap: str = "256K"
+    config: dict,
+    folder: Path,
+    impl: str,
+    rounds: int | None = None,
+    heap: str = "256K",
+    native: bool = True,
 ) -> subprocess.Popen:
     """`device_agent.run` under micropython or CPython (`impl`) with this config, written to
-    folder/DEVICE.json; its output goes to folder/DEVICE.log."""
+    folder/DEVICE.json; its output goes to folder/DEVICE.log. `native` False keeps a micropython
+    agent on its pure-Python kernels (a round that lasts long enough to be interrupted)."""
     path = folder / ("%s.json" % config["device_id"])
     path.write_text(json.dumps(config))
     if impl == "micropython":
         cmd = [micropython_exe(), "-X", "heapsize=" + heap, "-m", "device_agent.run", str(path)]
-        env = {**os.environ, "MICROPYPATH": micropython_path()}
+        env = {**os.environ, "MICROPYPATH": micropython_path(native)}
     else:
         cmd = [sys.executable, "-m", "device_agent.run", str(path)]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}  # log as it goes

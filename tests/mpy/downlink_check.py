@@ -11,6 +11,8 @@ import sys
 from array import array
 
 sys.path.insert(0, ".")
+if hasattr(gc, "threshold"):  # MicroPython: collect while compiling, as device_agent.run does
+    gc.threshold(8192)
 from device_agent import codec, limits  # noqa: E402
 from device_agent.agent import Agent  # noqa: E402
 from device_agent.auth import digest, sign, verify  # noqa: E402
@@ -19,6 +21,9 @@ from device_agent.datasource import SyntheticSource  # noqa: E402
 from device_agent.topics import Topics  # noqa: E402
 from device_agent.transport import BoundedReader, remaining_length  # noqa: E402
 from tests.mpy.fake_transport import FakeBroker  # noqa: E402
+
+if hasattr(gc, "threshold"):
+    gc.threshold(-1)
 
 DEVICE = "keyed-1"
 TOPICS = Topics("tinymetafed", "test")
