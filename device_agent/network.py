@@ -1,10 +1,11 @@
 """A planned model with preallocated buffers: forward, loss and one fused batch-1 SGD step.
 
 Memory is fixed when the network is built: one activation buffer per layer that changes the
-data (activations and flatten run in place), two gradient buffers of the largest activation, and
-two parameter-sized buffers for a round's Δ and its Top-P% selection. Nothing is allocated per
-sample and no parameter-sized block per round, which keeps a microcontroller's heap flat and
-unfragmented.
+data (activations and flatten run in place, forward and backward), two gradient buffers each as
+long as the gradients it holds (gradient_sizes), a parameter-sized buffer for a round's Δ and
+the scratch of its Top-P% selection (a gradient buffer when one is long enough). Nothing is
+allocated per sample and no parameter-sized block per round, which keeps a microcontroller's
+heap flat and unfragmented.
 
 The kernels are chosen here, once per Network: the compiled module tmf_kernels when it loads
 (device_agent/compat.py native_kernels), else the pure-Python ones of layers.py and losses.py.
@@ -12,16 +13,38 @@ The kernels are chosen here, once per Network: the compiled module tmf_kernels w
 `Network.kernels` which one a network uses.
 """
 
-from array import array
-
+from device_agent import codec
 from device_agent import layers as L
 from device_agent.compat import native_kernels, native_status
 from device_agent.losses import loss_and_grad
 from device_agent.model import Plan
 
 KERNELS, KERNELS_WHY = native_status()
+IN_PLACE = ("relu", "tanh", "flatten")
+"""Layers whose forward pass and gradient run in place, in the buffer they receive."""
 LOSS_CODES = {"mse": 0, "softmax_ce": 1}
 """Losses as the compiled kernels number them (kernels.h)."""
+
+
+def zeros(n):
+    """n float32 zeros (at least one) allocated once (codec.zeros: no same-size temporary)."""
+    return codec.zeros(max(1, n))
+
+
+def gradient_sizes(plan):
+    """Floats each of the two gradient buffers needs: backpropagation from the output down to
+    the first parameterised layer, the gradient alternating between the two at every layer that
+    does not run in place (the loss gradient, the output's size, starts in the first)."""
+    need = [0, 0]
+    cur = 0
+    first = plan.param_layers[0] if plan.param_layers else 0
+    for i in range(len(plan.layers) - 1, first - 1, -1):
+        layer = plan.layers[i]
+        need[cur] = max(need[cur], layer.size_out())
+        if i > first and layer.kind not in IN_PLACE:
+            cur = 1 - cur
+            need[cur] = max(need[cur], layer.size_in())
+    return need[0], need[1]
 
 
 class Network:
@@ -36,17 +59,25 @@ class Network:
             plan = Plan(plan)
         self.plan = plan
         n_in = plan.layers[0].size_in()
-        self.acts = [array("f", bytes(4 * n_in))]
+        self.acts = [zeros(n_in)]
         for i, layer in enumerate(plan.layers):
-            if i > 0 and layer.kind in ("relu", "tanh", "flatten"):
+            if i > 0 and layer.kind in IN_PLACE:
                 self.acts.append(self.acts[-1])
             else:
-                self.acts.append(array("f", bytes(4 * layer.size_out())))
-        size = plan.max_activation()
-        self.grad_a = array("f", bytes(4 * size))
-        self.grad_b = array("f", bytes(4 * size))
-        self.delta = array("f", bytes(4 * plan.n_params))  # a round's θ_g copy, then its Δ
-        self.magnitudes = array("f", bytes(4 * plan.n_params))  # |Δ|, reordered by Top-P%
+                self.acts.append(zeros(layer.size_out()))
+        self.in_place = [layer.kind in IN_PLACE for layer in plan.layers]
+        need_a, need_b = gradient_sizes(plan)
+        self.grad_a = zeros(need_a)
+        self.grad_b = zeros(need_b)
+        self.delta = zeros(plan.n_params)  # a round's θ_g copy, then its Δ
+        # |Δ| reordered by Top-P% (after the round's steps): a gradient buffer when one is long
+        # enough, else a buffer of its own
+        if need_a >= plan.n_params:
+            self.magnitudes = self.grad_a
+        elif need_b >= plan.n_params:
+            self.magnitudes = self.grad_b
+        else:
+            self.magnitudes = zeros(plan.n_params)
         self._choose_kernels(native)
 
     def _choose_kernels(self, native):
@@ -67,7 +98,7 @@ class Network:
             return
         self._layer_args = [L.layer_geometry(layer) for layer in self.plan.layers]
         if self.plan.loss == "mse":  # targets as float32, the form the module reads
-            self._target = array("f", bytes(4 * self.plan.output_size))
+            self._target = zeros(self.plan.output_size)
 
     def forward(self, params, x):
         """Run the model on one sample x (sequence of floats); returns the output buffer."""
@@ -99,12 +130,16 @@ class Network:
         loss = self._loss_grad(y, target, dy, self.plan.grad_clip)
         acts = self.acts
         backward = self._backward
+        in_place = self.in_place
         for i in range(len(args) - 1, first - 1, -1):
-            dx = spare if i > first else None
-            backward(args[i], params, acts[i], acts[i + 1], dy, dx, lr if i <= last else 0.0)
-            if dx is None:
+            if i == first:
+                backward(args[i], params, acts[i], acts[i + 1], dy, None, lr if i <= last else 0.0)
                 break
-            dy, spare = dx, dy
+            if in_place[i]:  # activations and flatten: the gradient stays in its buffer
+                backward(args[i], params, acts[i], acts[i + 1], dy, dy, 0.0)
+                continue
+            backward(args[i], params, acts[i], acts[i + 1], dy, spare, lr if i <= last else 0.0)
+            dy, spare = spare, dy
         return loss
 
     def _loss_grad(self, y, target, dy, bound):

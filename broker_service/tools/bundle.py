@@ -12,7 +12,9 @@ With a board (`arch`), the bundle also carries the compiled training kernels, tm
 at its root (on the board's import path): built for the board's architecture by
 broker_service.tools.native_build when not built yet. When they cannot be built (no MicroPython
 source tree or no cross compiler: ESP32's xtensawin needs Espressif's toolchain), a note says so
-and the board runs the pure-Python kernels, as it does with `native=False`.
+and the board runs the pure-Python kernels, as it does with `native=False`. When the compiled
+kernels ship, the Python ones (their fallback) ship without `@micropython.native`, as with
+`plain`: their machine code would hold about 7 KB of a board's heap.
 """
 
 from __future__ import annotations
@@ -78,7 +80,11 @@ def write_bundle(
         )
     target = out / "device_agent"
     target.mkdir(parents=True, exist_ok=True)
-    written = []
+    kernels = _copy_kernels(out, arch) if native and arch else []
+    # with the compiled kernels the Python ones are a fallback: without their native-emitter
+    # decorators they leave the heap about 7 KB of machine code (docs/device.md)
+    plain = plain or bool(kernels)
+    written = list(kernels)
     for module in agent_modules():
         source = module.read_text()
         dest = target / module.name
@@ -94,8 +100,6 @@ def write_bundle(
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     written.append(out / "config.json")
     written += _copy_umqtt(out, umqtt_dir)
-    if native and arch:
-        written += _copy_kernels(out, arch)
     return written
 
 

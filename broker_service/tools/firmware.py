@@ -223,7 +223,9 @@ def image(
     name: str, extra: dict[str, str | bytes | Path] | None = None, native: bool = False
 ) -> Path:
     """The board's ROMFS image (build/romfs/<board>/): the agent, umqtt.simple, the stand-in
-    socket, `extra`, and with `native` the native kernels (FirmwareError when not built)."""
+    socket, `extra`, and with `native` the native kernels (FirmwareError when not built) and
+    the agent's Python kernels without `@micropython.native`, as a bundle ships them: they are
+    only the fallback then, and their machine code would take 7 KB of heap."""
     b = board(name)
     files = dict(extra or {})
     if native:
@@ -233,7 +235,7 @@ def image(
                 "native kernels not built: build/native/%s/tmf_kernels.mpy is missing" % b.arch
             )
         files["tmf_kernels.mpy"] = kernels
-    return romfs_image.write_image(BUILD / "romfs" / b.name, b.arch, files)
+    return romfs_image.write_image(BUILD / "romfs" / b.name, b.arch, files, plain=native)
 
 
 def run(

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from broker_service.tools.bundle import strip_native
+
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "device_agent"
 CPYTHON_ONLY = {"transport_paho.py"}
@@ -121,12 +123,14 @@ def compile_mpy(source: str, name: str, arch: str | None) -> bytes:
         return out.read_bytes()
 
 
-def agent_files() -> dict[str, str]:
-    """{path in the image: source} of the agent's board modules."""
+def agent_files(plain: bool = False) -> dict[str, str]:
+    """{path in the image: source} of the agent's board modules; `plain` without their
+    `@micropython.native` decorators (bundle.strip_native)."""
     files = {"device_agent/__init__.py": ""}
     for module in sorted(AGENT.glob("*.py")):
         if module.name not in CPYTHON_ONLY:
-            files["device_agent/" + module.name] = module.read_text()
+            source = module.read_text()
+            files["device_agent/" + module.name] = strip_native(source) if plain else source
     return files
 
 
@@ -146,12 +150,12 @@ def umqtt_files(folder: Path = UMQTT) -> dict[str, str]:
 
 
 def image_contents(
-    arch: str | None, extra: dict[str, str | bytes | Path] | None = None
+    arch: str | None, extra: dict[str, str | bytes | Path] | None = None, plain: bool = False
 ) -> dict[str, bytes]:
-    """{path: bytes} of an image: the agent, umqtt.simple and the stand-in socket as .mpy, then
-    `extra` (a .py given as text or a Path is compiled too; bytes and other files go as they
-    are, e.g. a native module's .mpy)."""
-    sources: dict[str, str | bytes | Path] = {**agent_files(), **umqtt_files()}
+    """{path: bytes} of an image: the agent (`plain`: without its native-emitter decorators),
+    umqtt.simple and the stand-in socket as .mpy, then `extra` (a .py given as text or a Path
+    is compiled too; bytes and other files go as they are, e.g. a native module's .mpy)."""
+    sources: dict[str, str | bytes | Path] = {**agent_files(plain), **umqtt_files()}
     sources.update(extra or {})
     out: dict[str, bytes] = {}
     for path, content in sources.items():
@@ -207,12 +211,15 @@ KEEP_IMAGES = 16
 
 
 def write_image(
-    dest_dir: Path, arch: str | None, extra: dict[str, str | bytes | Path] | None = None
+    dest_dir: Path,
+    arch: str | None,
+    extra: dict[str, str | bytes | Path] | None = None,
+    plain: bool = False,
 ) -> Path:
-    """Build the image and write it into `dest_dir` under a name from its content (an image
-    already there is reused; concurrent users of other contents do not clash); returns its
-    path."""
-    data = romfs_bytes(image_contents(arch, extra))
+    """Build the image (`plain`: the agent without its native-emitter decorators) and write it
+    into `dest_dir` under a name from its content (an image already there is reused; concurrent
+    users of other contents do not clash); returns its path."""
+    data = romfs_bytes(image_contents(arch, extra, plain))
     dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / ("romfs-%s.img" % hashlib.sha256(data).hexdigest()[:16])
     if path.exists():
