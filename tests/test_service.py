@@ -181,7 +181,9 @@ def test_a_duplicated_update_changes_the_model_once(session, tmp_path):
     service = session.service(cfg, tmp_path / "service.log")
     theta0 = service.theta.copy()
     summary = service.run()
-    assert summary["rounds"] == 1 and summary["updates"] == 3 and len(seen) == 3
+    assert summary["rounds"] == 1 and summary["updates"] == 3
+    # the driver's copy of the last update may reach it after the round closed
+    wait_until(lambda: len(seen) == 3, 10, "the driver to see the three updates")
     log = (tmp_path / "service.log").read_text()
     # each device's update was accepted once; the copies that came while the round was open
     # were logged as duplicates (the others came after the session ended: the ledger tests cover
