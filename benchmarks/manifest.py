@@ -108,12 +108,26 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(
         "device_bench",
         "The agent under MicroPython",
-        "The agent's round under the unix-port MicroPython and CPython, the fitted cost per MAC, "
-        "and a round's energy on each board profile (also written into docs/device.md).",
+        "The agent's round under the unix-port MicroPython, with the kernels as shipped, plain "
+        "and compiled, and under CPython: step times, peak heap, payload.",
         ("-m benchmarks.device_bench",),
         ("device-bench.json",),
-        ("device_bench", "device_energy"),
+        ("device_bench",),
         "bench-device",
+    ),
+    Entry(
+        "device_cortexm",
+        "The agent on Cortex-M firmware",
+        "The agent's rounds on MicroPython firmware for the Cortex-M7, M3 and M0 under QEMU, "
+        "counted in instructions: per MAC of each step and round, pure-Python and compiled "
+        "kernels; the traced steps' cycles per instruction; what device_agent/energy.py makes "
+        "of them, a round's time and energy on each board profile (also in docs/device.md); the "
+        "compiled kernels' goals.",
+        ("-m benchmarks.device_bench --cortexm",),
+        ("device-cortexm.json",),
+        ("device_instructions", "device_cpi", "device_energy", "device_goals"),
+        "bench-device",
+        blocks=("device_energy",),
     ),
     Entry(
         "payload_bound",

@@ -1,40 +1,68 @@
-"""Energy of the agent's work on a board: compute from MACs, radio from the MQTT messages as
-they go over the air, and the cost of staying online. In millijoules:
-energy = supply_V · (I_cpu · t_cpu + I_tx · t_tx + I_rx · t_rx + I_idle · t_idle).
+"""Energy of the agent's work on a board: compute from the instructions its training executes,
+radio from the MQTT messages as they go over the air, and the cost of staying online. In
+millijoules: energy = supply_V · (I_cpu · t_cpu + I_tx · t_tx + I_rx · t_rx + I_idle · t_idle).
 
-t_cpu = MACs · cycles_per_mac / f_cpu. Kernel "micropython" (the default, the agent that ships):
-MICROPYTHON_REF_CYCLES_PER_MAC (fitted by benchmarks/device_bench.py) times the board's
-interp_ratio; kernel "compiled": a C kernel's compiled_cycles_per_mac. Radio: wire_bytes and
-mqtt_wire count MQTT, TCP/IP and TLS framing; each IP packet is cut into link frames with the
-board's per-frame bytes and radio-on time. listen_energy_mj prices a device that is online but
-not training. What is left out: docs/device.md.
+t_cpu = instructions · CPI / f_cpu, a round's instructions being its MACs · instructions per MAC.
+The instructions per MAC are counted: benchmarks/device_bench.py runs the agent's rounds on
+MicroPython firmware for Cortex-M cores under QEMU with `-icount shift=0` (its clock advances one
+virtual nanosecond per executed instruction) and fits instructions per MAC on the four default
+rounds, for each kernel: "micropython" (the default: the pure-Python kernels) and "compiled"
+(the native module tmf_kernels). CPI (cycles per instruction) is the instruction mix of the
+traced training steps priced by the core's published instruction timings, times the board's
+`cpi_factor` for what those leave out (memory wait states; for the ESP32, its cycles against a
+Cortex-M4's). Radio: wire_bytes and mqtt_wire count MQTT, TCP/IP and TLS framing; each IP
+packet is cut into link frames with the board's per-frame bytes and radio-on time.
+listen_energy_mj prices a device that is online but not training. What is left out:
+docs/device.md.
 
 Sources (each figure and its derivation in the comments below):
 - nRF52840: Nordic Semiconductor, "nRF52840 Product Specification" v1.7.
 - ESP32: Espressif, "ESP32 Series Datasheet" v4.x; the README of ESP-IDF's wifi/power_save
   example (idle current).
 - RP2040 (Pico W): Raspberry Pi, "RP2040 Datasheet"; mjoldfield.com, "Pico power" (2021).
-- MicroPython speed: micropython/micropython pull request 4858 (perf_bench on PYBv1.0);
-  S. Russell, scruss.com, "Parallel MicroPython Benchmarking" (MicroPython 1.24 on many boards).
+- Instruction timings: Arm, "Cortex-M4 Technical Reference Manual" r0p1 (DDI 0439), sections
+  3.3 (instruction set summary) and 7.2 (FPU); Arm, "Cortex-M0+ Technical Reference Manual"
+  r0p1 (DDI 0484), section 3.3.
+- The ESP32's cycles against a Cortex-M4F's: S. Russell, scruss.com, "Parallel MicroPython
+  Benchmarking" (MicroPython 1.24 on many boards).
 - Framing: MQTT 3.1.1 (OASIS), RFC 791 and 9293 (IPv4, TCP), RFC 5246 and 5288 (TLS 1.2 with
   AES-GCM), Bluetooth Core 5.x Vol 6 Part B (BLE link layer), IEEE 802.11-2016 (Wi-Fi).
-Figures marked "assumption" are ours, not from a source.
+Figures marked "assumption" are ours, not from a source; the measured ones and how they were
+measured are in benchmarks/results/device-cortexm.json ("fit", "cpi").
 """
 
-# MicroPython kernel. device_bench.py fits seconds per MAC on the reconstruction and adaptation
-# step times of the four default models under the unix port, and ties the bench host to the
-# pyboard (STM32F405, Cortex-M4F, 168 MHz) with perf_bench (bm_float, misc_mandel, N=100 M=100:
-# 53,790 and 138,049 µs on PYBv1.0). A second term per parameter updated was fitted too and
-# rejected (its coefficient came out negative); device-bench.json holds both fits.
-# interp_ratio (cycles of the same interpreted work relative to that Cortex-M4F):
-# - esp32 1.13, rp2040 1.13: scruss.com timed one float-heavy program on pyboard v1.1 (STM32F405
-#   at 168 MHz) 13.0 s, ESP32 at 160 MHz 15.4 s, RP2040 at 125 MHz 19.8 s: (15.4 · 160) /
-#   (13.0 · 168) and (19.8 · 125) / (13.0 · 168).
-# - nrf52840 1.0, assumption: the same Cortex-M4F core, with CoreMark per MHz alike (Nordic gives
-#   212 CoreMark at 64 MHz from flash with cache, 3.3 per MHz).
-# Compiled kernel, assumptions: 4 cycles per float32 MAC on an FPU core (two loads, a fused
-# multiply-add, loop overhead); 100 on the RP2040's FPU-less Cortex-M0+ (two soft-float calls of
-# about 50 cycles each to the bootrom's fast floating-point library, RP2040 datasheet section 2.8).
+# Compute. A board's `isa` names the counts it takes (INSTRUCTIONS_PER_MAC):
+# - "armv7em", Thumb-2 with a single-precision FPU: the pure-Python agent (its
+#   @micropython.native kernels compiled to Thumb-2) on the MPS2_AN500 Cortex-M7 firmware with
+#   single-precision floats, and the armv7emsp build of tmf_kernels (compiled for the
+#   Cortex-M4F) on it;
+# - "armv6m", Thumb-1 without an FPU: the pure-Python agent as bytecode on the MICROBIT Cortex-M0
+#   firmware (which has no native emitter: an upper bound for a Pico, whose port compiles the
+#   @micropython.native kernels), and the armv6m build of tmf_kernels (soft float from libgcc)
+#   on the MPS2_AN385 Cortex-M3 firmware, the kernels' instructions being a Cortex-M0+'s.
+# `isa_ratio` scales the counts to the board's own instruction set: 1 where they are its own.
+# CORE_CPI: every instruction of the traced training steps (device-cortexm.json "traces", with
+# whether each branch was taken) priced by the core's manual at zero wait states. Cortex-M4:
+# data processing and multiplies 1 cycle; LDR/STR 2, 1 when pipelined after another single load
+# or store; LDRD/STRD 3; LDM/STM/PUSH/POP 1+N registers; VLDM/VSTM/VPUSH/VPOP 1+N; VLDR/VSTR 2;
+# VADD/VSUB/VMUL/VCMP/VCVT/VMOV 1, VMLA/VFMA 3, VDIV/VSQRT 14; SDIV/UDIV 2-12 (7 used); a taken
+# branch, CBZ/CBNZ taken, B, BL, BX, BLX 1+P and POP with PC 1+N+P, P the pipeline refill of 1 to
+# 3 cycles taken as 2 (device-cortexm.json gives P = 1 and 3 too); IT 1. Cortex-M0+: data
+# processing 1; loads and stores 2; LDM/STM/PUSH/POP 1+N, POP with PC 3+N; a taken branch 2, not
+# taken 1; B 2, BL 3, BX/BLX 2; MULS 1 (the RP2040 has the single-cycle multiplier). Left out:
+# FPU and load-use stalls, and all the memory adds (the boards' cpi_factor below).
+# Boards' cpi_factor:
+# - nrf52840 1.05, assumption: the CPU runs code from flash through its instruction cache;
+#   Nordic rates it 212 CoreMark at 64 MHz so (3.3 CoreMark/MHz, product specification, "CPU"),
+#   a little under the 3.4 Arm gives the Cortex-M4 at zero wait states; the interpreter's hot
+#   code is larger than CoreMark's, so more than that difference is taken.
+# - esp32 1.13: scruss.com timed one float-heavy MicroPython program 13.0 s on a pyboard v1.1
+#   (STM32F405, Cortex-M4F at 168 MHz, flash behind ST's zero-wait-state accelerator) and 15.4 s
+#   on an ESP32 at 160 MHz: (15.4 · 160) / (13.0 · 168) = 1.13 ESP32 cycles per Cortex-M4 cycle
+#   of the same interpreted work. Assumptions: the Xtensa LX6 runs as many instructions as
+#   Thumb-2 (isa_ratio 1), and the compiled kernel has the interpreter's ratio.
+# - rp2040 1.10, assumption: code runs from the external QSPI flash through the 16 KB XIP cache
+#   (RP2040 datasheet, "XIP cache"), where a miss stalls the core for tens of cycles.
 #
 # Radio. An MQTT 3.1.1 PUBLISH (fixed header with its remaining-length varint, topic, packet id
 # at QoS 1, payload; one TLS 1.2 AES-GCM record of +29 B when `tls`) is cut into TCP segments of
@@ -71,9 +99,20 @@ Figures marked "assumption" are ours, not from a source.
 KERNELS = ("micropython", "compiled")
 DEFAULT_KERNEL = "micropython"
 
-MICROPYTHON_REF_CYCLES_PER_MAC = 4300.0
-"""Cycles per MAC of the MicroPython agent on the Cortex-M4F reference core (see above;
-benchmarks/results/device-bench.json `fit.reference_cycles_per_mac`)."""
+INSTRUCTIONS_PER_MAC = {
+    "armv7em": {"micropython": 1660.0, "compiled": 14.9},
+    "armv6m": {"micropython": 2950.0, "compiled": 181.0},
+}
+"""Instructions a multiply-accumulate of a device round costs, by instruction set and kernel:
+fitted on the instructions and MACs of the four default rounds (see above;
+benchmarks/results/device-cortexm.json "fit")."""
+
+CORE_CPI = {
+    "cortex-m4": {"micropython": 1.82, "compiled": 1.42},
+    "cortex-m0+": {"micropython": 1.55, "compiled": 1.33},
+}
+"""Cycles per instruction of each kernel's training steps at zero wait states, by core: their
+instruction mix priced by the core's manual (see above; device-cortexm.json "cpi")."""
 
 TCPIP_HEADER_BYTES = 40
 """IPv4 (20 B) and TCP (20 B) headers without options, per segment; a pure ACK is just these."""
@@ -107,8 +146,10 @@ PROFILES = {
         "link_mtu": 247,
         "link_frame_bytes": 14,
         "link_frame_s": 380.0e-6,
-        "interp_ratio": 1.0,
-        "compiled_cycles_per_mac": 4.0,
+        "isa": "armv7em",
+        "isa_ratio": 1.0,
+        "core": "cortex-m4",
+        "cpi_factor": 1.05,
     },
     "esp32": {
         "supply_v": 3.3,
@@ -122,8 +163,10 @@ PROFILES = {
         "link_mtu": 1500,
         "link_frame_bytes": 54,
         "link_frame_s": 154.0e-6,
-        "interp_ratio": 1.13,
-        "compiled_cycles_per_mac": 4.0,
+        "isa": "armv7em",
+        "isa_ratio": 1.0,
+        "core": "cortex-m4",
+        "cpi_factor": 1.13,
     },
     "rp2040": {
         "supply_v": 3.3,
@@ -137,8 +180,10 @@ PROFILES = {
         "link_mtu": 1500,
         "link_frame_bytes": 54,
         "link_frame_s": 154.0e-6,
-        "interp_ratio": 1.13,
-        "compiled_cycles_per_mac": 100.0,
+        "isa": "armv6m",
+        "isa_ratio": 1.0,
+        "core": "cortex-m0+",
+        "cpi_factor": 1.10,
     },
 }
 DEFAULT_PROFILE = "nrf52840"
@@ -149,18 +194,35 @@ def profile(name=DEFAULT_PROFILE):
     return PROFILES[name]
 
 
-def cycles_per_mac(board, kernel=DEFAULT_KERNEL):
-    """CPU cycles one multiply-accumulate of a training step costs on the board with `kernel`."""
-    if kernel == "compiled":
-        return board["compiled_cycles_per_mac"]
-    if kernel != "micropython":
+def _kernel(kernel):
+    if kernel not in KERNELS:
         raise ValueError("kernel %r is not one of %s" % (kernel, ", ".join(KERNELS)))
-    return MICROPYTHON_REF_CYCLES_PER_MAC * board["interp_ratio"]
+    return kernel
+
+
+def instructions_per_mac(board, kernel=DEFAULT_KERNEL):
+    """Instructions a MAC of a device round costs on the board with `kernel`."""
+    return INSTRUCTIONS_PER_MAC[board["isa"]][_kernel(kernel)] * board["isa_ratio"]
+
+
+def cycles_per_instruction(board, kernel=DEFAULT_KERNEL):
+    """CPU cycles an instruction of `kernel`'s training costs on the board."""
+    return CORE_CPI[board["core"]][_kernel(kernel)] * board["cpi_factor"]
+
+
+def cycles_per_mac(board, kernel=DEFAULT_KERNEL):
+    """CPU cycles a multiply-accumulate of a device round costs on the board with `kernel`."""
+    return instructions_per_mac(board, kernel) * cycles_per_instruction(board, kernel)
+
+
+def instruction_seconds(instructions, board, kernel=DEFAULT_KERNEL):
+    """Time the board takes for `instructions` of its own instruction set with `kernel`."""
+    return instructions * cycles_per_instruction(board, kernel) / board["cpu_hz"]
 
 
 def compute_seconds(macs, board, kernel=DEFAULT_KERNEL):
-    """Estimated time to execute `macs` multiply-accumulates on the board."""
-    return macs * cycles_per_mac(board, kernel) / board["cpu_hz"]
+    """Estimated time of a device round's `macs` multiply-accumulates on the board."""
+    return instruction_seconds(macs * instructions_per_mac(board, kernel), board, kernel)
 
 
 def _ceil_div(a, b):
@@ -249,6 +311,11 @@ def messages_charge(total_bytes, messages, board, sending, topic_len, qos=1, tls
 def compute_mj(macs, board, kernel=DEFAULT_KERNEL):
     """Energy in millijoules of computing `macs` multiply-accumulates with `kernel`."""
     return board["supply_v"] * board["cpu_ma"] * compute_seconds(macs, board, kernel)
+
+
+def instruction_mj(instructions, board, kernel=DEFAULT_KERNEL):
+    """Energy in millijoules of executing `instructions` of `kernel`'s training on the board."""
+    return board["supply_v"] * board["cpu_ma"] * instruction_seconds(instructions, board, kernel)
 
 
 def radio_mj(

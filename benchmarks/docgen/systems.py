@@ -9,108 +9,295 @@ from broker_service.observe.tables import markdown_table
 from .common import NONE, Block, figure, listed
 
 BOARD_NAMES = {"nrf52840": "nRF52840", "esp32": "ESP32", "rp2040": "Pico W"}
+KERNEL_NAMES = {"micropython": "Python", "compiled": "native"}
+
+
+def _ms(value: float | None) -> str:
+    return NONE if value is None else "%.3f" % value if value < 0.1 else "%.2f" % value
 
 
 def device_bench(doc: dict) -> str:
-    """The agent's training step under MicroPython (native and plain kernels) and CPython, its
-    peak heap and payload, and the closed-form head beside."""
+    """The agent's training step under the unix-port MicroPython (as shipped, plain, with the
+    compiled kernels) and CPython, its peak heap and payload."""
     header = [
         "use case",
         "params",
         "MACs/sample",
-        "step ms (native)",
+        "step ms (as shipped)",
         "step ms (plain)",
-        "native speed-up",
+        "@native speed-up",
+        "step ms (compiled kernels)",
         "step ms (CPython)",
         "peak heap B",
         "payload B",
-        "closed-form head: step ms (× SGD head's), peak heap B",
     ]
-    rows = []
-    for r in doc["results"]:
-        closed = r.get("closed_form")
-        rows.append(
-            [
-                r["use_case"],
-                "%d" % r["params"],
-                "%d" % r["macs_per_sample"],
-                "%.2f" % r["step_ms"],
-                "%.2f" % r["step_ms_plain"],
-                "%.2fx" % r["native_speedup"],
-                "%.2f" % r["step_ms_cpython"],
-                "%d" % r["peak_heap_bytes"],
-                "%d" % r["payload_bytes"],
-                "%.2f (×%.2f), %d"
-                % (closed["step_ms"], closed["step_ratio"], closed["peak_heap_bytes"])
-                if closed
-                else NONE,
-            ]
-        )
-    return "%s, best of %d.\n\n%s" % (doc["runtime"], doc["repeat"], markdown_table(header, rows))
-
-
-def _fit_line(f: dict) -> str:
-    host = (
-        " (%.0f cycles at the host's %.2f GHz)" % (f["host_cycles_per_mac"], f["host_hz"] / 1e9)
-        if f.get("host_hz")
-        else ""
-    )
-    boards = "; ".join(
-        "%s %.0f / %.0f"
-        % (BOARD_NAMES.get(b, b), f["boards"][b]["micropython"], f["boards"][b]["compiled"])
-        for b in f["boards"]
-    )
-    return (
-        "Fitted on %d step kinds: %.0f ns per MAC on the bench host%s, rms error %.0f %% (with a "
-        "term per parameter updated: %.0f %%, not used). The pyboard takes %.0fx as long as the "
-        "host in perf_bench, so %.0f cycles per MAC on its Cortex-M4F (device_agent/energy.py "
-        "uses %.0f). Cycles per MAC, MicroPython / compiled: %s.\n"
-        % (
-            f["points"],
-            1e9 * f["seconds_per_mac"],
-            host,
-            100 * f["rms_relative_error"],
-            100 * f["two_terms"]["rms_relative_error"],
-            f["perf_bench"]["slowdown"],
-            f["reference_cycles_per_mac"],
-            f["model_reference_cycles_per_mac"],
-            boards,
-        )
-    )
-
-
-def _energy_cells(r: dict, board: str) -> list[str]:
-    mp, cc = r["energy"][board]["micropython"], r["energy"][board]["compiled"]
-    return [
-        "%s / %s" % (figure(mp["compute_s"]), figure(cc["compute_s"])),
-        "%s / %s (%s)" % (figure(mp["energy_mj"]), figure(cc["energy_mj"]), figure(mp["radio_mj"])),
-    ]
-
-
-def device_energy(doc: dict) -> str:
-    """The fitted compute cost and one device round's time and energy on each board profile,
-    MicroPython kernel / compiled kernel (docs/device.md holds the same table)."""
-    boards = list(doc["fit"]["boards"])
-    names = [BOARD_NAMES.get(b, b) for b in boards]
-    header = ["use case", "step ms (unix port)", "MACs/round", "B up / down"]
-    header += [c for n in names for c in ("%s s" % n, "%s mJ (radio)" % n)]
     rows = [
         [
             r["use_case"],
-            "%.2f" % r["step_ms"],
-            f"{r['round_macs']:,}",
-            "%d / %d" % (r["payload_bytes"], r["model_bytes"] + r["command_bytes"]),
-            *(c for b in boards for c in _energy_cells(r, b)),
+            "%d" % r["params"],
+            "%d" % r["macs_per_sample"],
+            _ms(r["step_ms"]),
+            _ms(r["step_ms_plain"]),
+            "%.2fx" % r["native_speedup"],
+            _ms(r.get("step_ms_compiled")),
+            _ms(r["step_ms_cpython"]),
+            "%d" % r["peak_heap_bytes"],
+            "%d" % r["payload_bytes"],
         ]
         for r in doc["results"]
     ]
+    return (
+        "%s, best of %d. As shipped: the pure-Python kernels with their @micropython.native "
+        "decorators; plain: without them; compiled: the native module tmf_kernels built for "
+        "x64.\n\n%s" % (doc["runtime"], doc["repeat"], markdown_table(header, rows))
+    )
+
+
+def _count(x: float) -> str:
+    """An instruction count in millions or thousands (three significant digits at most)."""
+    if x >= 1e6:
+        return "%sM" % figure(x / 1e6)
+    return "%sk" % figure(x / 1e3) if x >= 1e4 else "%d" % round(x)
+
+
+def device_instructions(doc: dict) -> str:
+    """Instructions per MAC of each step kind and of a whole round, for every firmware and
+    kernel set, with the fit energy.py takes."""
+    header = [
+        "firmware, kernels",
+        "use case",
+        "recon step: instructions/MAC",
+        "adapt step: instructions/MAC",
+        "round: instructions (MACs)",
+        "round: instructions/MAC",
+        "heap free built B",
+    ]
+    rows = []
+    for name in doc["targets"]:
+        for r in (r for r in doc["runs"] if r["target"] == name):
+            rd = r["round"]
+            rows.append(
+                [
+                    name,
+                    r["use_case"],
+                    "%.1f" % r["recon_step"]["per_mac"],
+                    "%.1f" % r["adapt_step"]["per_mac"],
+                    "%s (%s)" % (_count(rd["instructions"]), f"{rd['macs']:,}")
+                    if rd["fits"]
+                    else "did not fit the heap",
+                    "%.1f" % rd["per_mac"] if rd["fits"] else NONE,
+                    "%d" % r["heap_free_built"],
+                ]
+            )
+    fitted = "; ".join(
+        "%s %s (rms %.0f %%)"
+        % (name, figure(f["instructions_per_mac"]), 100 * f["rms_relative_error"])
+        for name, f in doc["fit"].items()
+    )
+    calib = "; ".join(
+        "%s %.1f" % (name, c["instructions"] / c["us"]) for name, c in doc["calibration"].items()
+    )
+    legend = "; ".join("%s: %s" % (name, t["about"]) for name, t in doc["targets"].items())
+    measured = doc.get("measured") or doc.get("provenance") or {}
+    return (
+        "Counted by `%s` (%s). %s. A step's instructions are the mean of the round's %d "
+        "reconstruction and %d adaptation steps, each timed alone; a round's leave out drawing "
+        "the synthetic samples. Instructions per virtual µs measured on each firmware: %s. "
+        "Instructions per MAC of a round, fitted on the four rounds (energy.py's figure): "
+        "%s.\n\n%s"
+        % (
+            measured.get("command", "?"),
+            measured.get("date", "date not recorded"),
+            legend,
+            doc["command"]["recon_samples"],
+            doc["command"]["adapt_samples"],
+            calib,
+            fitted,
+            markdown_table(header, rows),
+        )
+    )
+
+
+def device_cpi(doc: dict) -> str:
+    """The traced training steps: their instruction mix and cycles per instruction by the
+    core's timings, each core's CPI, and each board's as energy.py prices it."""
+    header = [
+        "firmware, kernels",
+        "use case",
+        "instructions",
+        "CPI (P = 1 / 2 / 3)",
+        "loads / stores / branches / float",
+        "taken branches",
+        "where (share of instructions)",
+    ]
+    rows = [
+        [
+            t["target"],
+            t["use_case"],
+            _count(t["instructions"]),
+            _cpis(t),
+            " / ".join(
+                "%.0f %%" % (100 * t["classes"][c]) for c in ("load", "store", "branch", "float")
+            ),
+            "%.0f %%" % (100 * t["taken_branches"]),
+            ", ".join("%s %.0f %%" % (n, 100 * share) for n, share in t["symbols"][:3]),
+        ]
+        for t in doc["traces"]
+    ]
+    cores = "; ".join(
+        "%s %s %.2f%s"
+        % (
+            core,
+            KERNEL_NAMES[k],
+            c["cpi"],
+            " (%.2f–%.2f)" % (c["low"], c["high"]) if c["high"] > c["low"] else "",
+        )
+        for core, kernels in doc["cpi"].items()
+        for k, c in kernels.items()
+    )
+    boards = "; ".join(
+        "%s %s / %s"
+        % (
+            BOARD_NAMES.get(name, name),
+            "%.2f" % b["micropython"]["cycles_per_instruction"],
+            "%.2f" % b["compiled"]["cycles_per_instruction"],
+        )
+        for name, b in doc["model"]["boards"].items()
+    )
+    return (
+        "One adaptation step of each use case (those of at most %s instructions), every "
+        "instruction logged, priced by the Cortex-M4's timings (the Cortex-M7 firmware's "
+        "windows) or the Cortex-M0+'s (the others) at zero wait states; P is the Cortex-M4's "
+        "pipeline refill after a taken branch. CPI at P = 2 over all windows of a core and "
+        "kernel: %s. With the boards' memory factors, energy.py's CPI, Python / native: %s.\n\n%s"
+        % (_count(doc["trace_limit"]), cores, boards, markdown_table(header, rows))
+    )
+
+
+def _cpis(t: dict) -> str:
+    """A window's CPI at P = 1 / 2 / 3, or the one figure when P does not enter it."""
+    got = ["%.2f" % (t["cycles"][p] / t["instructions"]) for p in ("1", "2", "3")]
+    return " / ".join(got) if len(set(got)) > 1 else got[0]
+
+
+def _pair(cells: dict, key: str) -> str:
+    got = [cells[k].get(key) for k in ("micropython", "compiled")]
+    return " / ".join(NONE if v is None else figure(v) for v in got)
+
+
+def device_energy(doc: dict) -> str:
+    """One device round's compute time and energy on each board profile, pure-Python / native
+    kernels, from the round's measured instructions, and energy.py's MAC model beside."""
+    boards = list(energy_boards(doc))
+    header = ["use case", "MACs/round", "B up / down"]
+    header += [
+        c
+        for b in boards
+        for c in ("%s s" % BOARD_NAMES.get(b, b), "%s mJ (radio)" % BOARD_NAMES.get(b, b))
+    ]
+    rows = []
+    for use_case, row in doc["energy"].items():
+        cells = [
+            use_case,
+            f"{row['macs']:,}",
+            "%s / %d"
+            % (NONE if row["bytes_up"] is None else "%d" % row["bytes_up"], row["bytes_down"]),
+        ]
+        for b in boards:
+            radio = row[b]["radio_mj"]
+            cells += [
+                _pair(row[b], "compute_s"),
+                "%s (%s)" % (_pair(row[b], "energy_mj"), NONE if radio is None else figure(radio)),
+            ]
+        rows.append(cells)
+    ratios = "; ".join(
+        "%s %s"
+        % (
+            KERNEL_NAMES[k],
+            ", ".join(
+                "%s %.2f"
+                % (u, row["nrf52840"][k]["model_compute_s"] / row["nrf52840"][k]["compute_s"])
+                for u, row in doc["energy"].items()
+                if row["nrf52840"][k].get("compute_s")
+            ),
+        )
+        for k in ("micropython", "compiled")
+    )
     return "\n".join(
         [
-            _fit_line(doc["fit"]),
             markdown_table(header, rows),
-            "\nOne device round (10 reconstruction and 20 adaptation samples). Each board's cells: "
-            "MicroPython kernel / compiled kernel, compute seconds and energy; radio: the round's "
-            "MQTT exchange (model and command down, update up) with its TCP/IP and link framing.",
+            "\nOne device round (%d reconstruction and %d adaptation samples). Each board's "
+            "cells: pure-Python kernels / compiled kernels (tmf_kernels), compute seconds and "
+            "energy, priced from the round's instructions as counted on the firmware (the "
+            "Cortex-M7 counts for the nRF52840 and the ESP32, the Cortex-M0 and armv6m ones for "
+            "the Pico W) at energy.py's cycles per instruction; radio: the round's MQTT exchange "
+            "(model and command down, update up) with its TCP/IP and link framing. energy.py's "
+            "MAC-only model (what the agent's telemetry and the simulation price) against these "
+            "compute times: %s."
+            % (doc["command"]["recon_samples"], doc["command"]["adapt_samples"], ratios),
+        ]
+    )
+
+
+def energy_boards(doc: dict) -> list[str]:
+    """The board profiles a device-cortexm.json document priced, in its order."""
+    first = next(iter(doc["energy"].values()))
+    return [b for b in first if b not in ("macs", "bytes_up", "bytes_down")]
+
+
+def device_goals(doc: dict) -> str:
+    """The speed goals on the Cortex-M7 with the compiled kernels, and where an omniglot and a
+    kws adaptation step spend their instructions, kernel by kernel."""
+    g = doc["goals"]
+    steps = markdown_table(
+        ["use case", "step", "instructions/MAC", "goal", "met"],
+        [
+            [
+                s["use_case"],
+                s["kind"],
+                "%.1f" % s["per_mac"],
+                "≤ %g" % s["goal"],
+                "met" if s["met"] else "%.2f× the goal" % s["ratio"],
+            ]
+            for s in g["steps"]
+        ],
+    )
+    r = g["omniglot_round_nrf52840"]
+    line = (
+        "An omniglot round with the compiled kernels on the nRF52840 profile: %.2f s by "
+        "energy.py's model, %s s from the round's counted instructions (goal ≤ %g s: %s)."
+        % (
+            r["model_s"],
+            NONE if r["measured_s"] is None else "%.2f" % r["measured_s"],
+            r["goal_s"],
+            "met" if r["met"] else "not met, %.2f× the goal" % (r["model_s"] / r["goal_s"]),
+        )
+    )
+    rows = []
+    for r in doc["runs"]:
+        if r["target"] != "m7-native" or r["use_case"] not in ("omniglot", "kws"):
+            continue
+        for p in r["profile"]:
+            rows.append(
+                [
+                    r["use_case"],
+                    "%s %s" % (p["kind"], p["pass"]) if p["layer"] >= 0 else "loss and gradient",
+                    f"{p['macs']:,}",
+                    _count(p["instructions"]),
+                    NONE if p["per_mac"] is None else "%.1f" % p["per_mac"],
+                ]
+            )
+    kernels = markdown_table(
+        ["use case", "kernel call (in a step's order)", "MACs", "instructions", "instructions/MAC"],
+        rows,
+    )
+    return "\n\n".join(
+        [
+            steps,
+            line,
+            "Each kernel call of an adaptation step on the Cortex-M7 with the compiled kernels "
+            "(the call's own cost included):",
+            kernels,
         ]
     )
 
@@ -371,7 +558,20 @@ def downlink_codec(doc: dict) -> str:
 
 BLOCKS = [
     Block("device_bench", "The agent under MicroPython", ("device-bench.json",), device_bench),
-    Block("device_energy", "A device round's energy", ("device-bench.json",), device_energy),
+    Block(
+        "device_instructions",
+        "Instructions per MAC on Cortex-M firmware",
+        ("device-cortexm.json",),
+        device_instructions,
+    ),
+    Block(
+        "device_cpi",
+        "Cycles per instruction of the traced steps",
+        ("device-cortexm.json",),
+        device_cpi,
+    ),
+    Block("device_energy", "A device round's energy", ("device-cortexm.json",), device_energy),
+    Block("device_goals", "The compiled kernels' goals", ("device-cortexm.json",), device_goals),
     Block(
         "payload_bound",
         "Payload size against the information-theoretic bound",
