@@ -25,6 +25,7 @@ BAD_SETTING = "bad_setting"  # a command field of the wrong type, not finite or 
 LATE = "late"  # for a round already closed
 WRONG_ROUND = "wrong_round"  # for a round not open yet
 STALE_VERSION = "stale_version"  # computed on another model version
+TOO_STALE = "too_stale"  # asynchronous: computed on a version more steps behind than the bound
 SHAPE_MISMATCH = "shape_mismatch"  # a vector of another length than the model
 NOT_IN_COHORT = "not_in_cohort"  # from a device the round did not invite
 NORM_BOUND = "norm_bound"  # an update longer than the norm bound
@@ -75,6 +76,7 @@ REJECTIONS = (
     LATE,
     WRONG_ROUND,
     STALE_VERSION,
+    TOO_STALE,
     SHAPE_MISMATCH,
     NOT_IN_COHORT,
     NORM_BOUND,
