@@ -28,17 +28,11 @@ from benchmarks.docgen import pages as blocks
 from benchmarks.docgen.common import bench_files
 from benchmarks.docgen.figures import curve_figure
 from benchmarks.docgen.registry import BLOCKS
-from benchmarks.docgen.systems import device_energy
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = Path(os.environ.get("TINYMETAFED_RESULTS", ROOT / "benchmarks" / "results"))
 FIGURES = ROOT / "docs" / "figures"
-
-
-def device_energy_table(doc: dict) -> str:
-    """The energy table of docs/device.md (benchmarks/device_bench.py writes it there)."""
-    return device_energy(doc)
 
 
 def problems() -> list[str]:

@@ -9,6 +9,11 @@ that broker_service/observe/provenance.py writes) names here the commit that com
 
 benchmarks/make_docs.py reads this table and checks it against the results folder, the block
 registry and the docs pages (`problems`); tests/test_docs_pages.py also checks the Makefile.
+
+The learning benchmarks' energy figures (bench, seed sweep, the heads, server-step and rotation
+ablations) are re-priced in place, without a re-run, by `-m benchmarks.reprice` (`make reprice`)
+whenever device_agent/energy.py's compute model is recalibrated; a re-priced file says so in its
+provenance ("repriced"), and its MADE_BY commit, if any, stays the one that measured it.
 """
 
 from __future__ import annotations
@@ -137,6 +142,19 @@ ENTRIES: tuple[Entry, ...] = (
         ("payload-bound.json",),
         ("payload_bound",),
         "bench-device",
+    ),
+    Entry(
+        "battery",
+        "Battery life of a device that sleeps",
+        "Days on a battery for each board profile, use case and kernel when the device sleeps "
+        "between training and sensor wakes, against staying connected with and without the "
+        "radio's power save, by device_agent/energy.py (also in docs/device.md); what a day's "
+        "energy goes to; the flash's writes and wear.",
+        ("-m benchmarks.battery",),
+        ("battery.json",),
+        ("battery",),
+        "bench-device",
+        blocks=("battery",),
     ),
     Entry(
         "downlink_codec",

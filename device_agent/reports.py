@@ -57,18 +57,39 @@ def round_status(cmd, key, value):
     return {"round": cmd["round"], "version": cmd["version"], key: value}
 
 
-def round_done(cmd, result, compute_ms, heap_peak, bytes_down, energy_profile, rejected):
+ENERGY_KERNELS = {"native": "compiled", "python": "micropython"}
+"""The energy model's kernel (device_agent.energy.KERNELS) for a Network's `kernels`: the
+native module tmf_kernels is priced as "compiled", the Python kernels as "micropython"."""
+
+
+def energy_kernel(kernels=None):
+    """The energy model's name for the kernels a round ran: `kernels` is a Network's ("native"
+    or "python"); None takes this process's (device_agent.network.KERNELS), which the agent's
+    network uses."""
+    if kernels is None:
+        from device_agent.network import KERNELS
+
+        kernels = KERNELS
+    return ENERGY_KERNELS[kernels]
+
+
+def round_done(
+    cmd, result, compute_ms, heap_peak, bytes_down, energy_profile, rejected, kernels=None
+):
     """The telemetry of a finished round; on MicroPython it collects garbage first so heap_free
     is the live heap (CPython reports no heap, and a full collection there would stall every
     thread of a simulated fleet for nothing).
 
     `result` is a round.RoundResult, `heap_peak` the highest heap seen between samples,
-    `bytes_down` the model and command bytes the round needed, `rejected` the agent's counts.
+    `bytes_down` the model and command bytes the round needed, `rejected` the agent's counts,
+    `kernels` the network's kernels (see energy_kernel). The round's energy is priced with the
+    kernels that ran, which the document names ("kernels": "compiled" or "micropython").
     """
     # imported here, once the round's buffers are in place: loading the energy model at start-up
     # fragments the heap that a CNN's buffers need in one piece on a 256 KB board
     from device_agent.energy import energy_mj, profile
 
+    kernel = energy_kernel(kernels)
     up = len(result.payload)
     if hasattr(gc, "mem_free"):
         gc.collect()
@@ -87,7 +108,8 @@ def round_done(cmd, result, compute_ms, heap_peak, bytes_down, energy_profile, r
         "heap_peak": heap_peak,
         "bytes_sent": up,
         "bytes_received": bytes_down,
-        "energy_mj": energy_mj(result.macs, up, bytes_down, board),
+        "energy_mj": energy_mj(result.macs, up, bytes_down, board, kernel),
+        "kernels": kernel,
         "rejected": rejected,
     }
 

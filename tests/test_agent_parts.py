@@ -296,6 +296,7 @@ def test_round_telemetry():
         "bytes_sent",
         "bytes_received",
         "energy_mj",
+        "kernels",
         "rejected",
     }
     assert doc["loss_before"] == 0.9  # no reconstruction: the first adaptation loss

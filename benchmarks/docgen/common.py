@@ -70,15 +70,32 @@ def listed(values) -> str:
 
 def provenance_text(doc: dict, made_by: str | None) -> str:
     """How a results file was made: its recorded command, commit, date, cores and load, or,
-    without a record, the commit that committed it."""
-    record = doc.get("provenance")
-    if not record:
-        return "provenance not recorded (made by commit %s)" % (made_by or "unknown")
-    commit = record.get("commit") or "unknown"
+    without a record, the commit that committed it; and when its energy figures were re-priced
+    (benchmarks/reprice.py), by what."""
+    record = doc.get("provenance") or {}
+    text = _made_text(record, made_by)
+    repriced = record.get("repriced")
+    if repriced:
+        text += "; energy re-priced by `%s`, %s, %s" % (
+            repriced.get("command", "?"),
+            _commit_text(repriced.get("commit")),
+            repriced.get("date", "date not recorded"),
+        )
+    return text
+
+
+def _commit_text(commit: str | None) -> str:
+    commit = commit or "unknown"
     dirty = commit.endswith("-dirty")
+    return "commit %s%s" % (commit.removesuffix("-dirty")[:7], " with uncommitted changes" * dirty)
+
+
+def _made_text(record: dict, made_by: str | None) -> str:
+    if "command" not in record:
+        return "provenance not recorded (made by commit %s)" % (made_by or "unknown")
     parts = [
         "made by `%s`" % record.get("command", "?"),
-        "commit %s%s" % (commit.removesuffix("-dirty")[:7], " with uncommitted changes" * dirty),
+        _commit_text(record.get("commit")),
         record.get("date", "date not recorded"),
         "%s cores" % record.get("cores", "?"),
     ]

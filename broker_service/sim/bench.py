@@ -127,12 +127,14 @@ def run_benches(
     board: str = DEFAULT_PROFILE,
     ablations: bool = False,
     overrides: dict | None = None,
+    extra: tuple = (),
 ) -> list[dict]:
     """Run the benchmark of several use cases and seeds in one pool; one document per use case.
 
     `tuned_dir` is the folder of the tuned-<use case>.json files (default benchmarks/results;
     "none" runs the untuned defaults); `ablations` adds TinyMetaFed's ABLATIONS; `overrides`
-    replaces protocol settings (check_overrides) for every algorithm."""
+    replaces protocol settings (check_overrides) for every algorithm; `extra` adds entries of
+    the caller's own (bench_plan.entries)."""
     start = time.perf_counter()
     names = algorithms or ORDER
     plans = {}
@@ -140,7 +142,7 @@ def run_benches(
         settings = settings_for(name, quick=quick, rounds=rounds, **(overrides or {}))
         tuned = None if tuned_dir == "none" else tuning.load_tuned(name, tuned_dir)
         jobs = plan_jobs(
-            name, data_dir, seeds, settings, tuned, names, checkpoint_dir, verbose, ablations
+            name, data_dir, seeds, settings, tuned, names, checkpoint_dir, verbose, ablations, extra
         )
         plans[name] = (settings, tuned, jobs)
     all_jobs = [job for _, _, jobs in plans.values() for job in jobs]

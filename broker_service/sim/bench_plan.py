@@ -27,12 +27,15 @@ ORDER = ["tinymetafed", "tinyreptile", "reptile", "fedavg", "no_federation"]
 @dataclass(frozen=True)
 class Entry:
     """One run of the bench: an algorithm, how many times the use case's rounds it gets, and
-    settings it changes over the tuned ones (an ablation)."""
+    settings it changes over the tuned ones (an ablation). With a `schedule` (the fields of
+    sim.buffered.AsyncSchedule as (name, value) pairs) it runs asynchronously, its aggregation
+    steps as many as give the invited rounds' device updates (rounds · cohort / buffer)."""
 
     name: str
     algorithm: str
     rounds_factor: int = 1
     overrides: tuple = ()
+    schedule: tuple = ()
 
 
 ABLATIONS = (Entry("tinymetafed_no_ef", "tinymetafed", overrides=(("error_feedback", False),)),)
@@ -73,9 +76,12 @@ def known_use_cases() -> list[str]:
     return [u for u in ("sine", "omniglot", "kws", "occupancy") if u in USE_CASES]
 
 
-def entries(names: list[str], cohort: int, ablations: bool = False) -> list[Entry]:
-    """The runs for the chosen algorithms: TinyReptile also at K times the rounds (K > 1), and
-    with `ablations` TinyMetaFed's error-feedback ablation (ABLATIONS) too."""
+def entries(
+    names: list[str], cohort: int, ablations: bool = False, extra: tuple = ()
+) -> list[Entry]:
+    """The runs for the chosen algorithms: TinyReptile also at K times the rounds (K > 1), with
+    `ablations` TinyMetaFed's error-feedback ablation (ABLATIONS) too, and the `extra` entries
+    a benchmark plans itself."""
     out = []
     for name in names:
         out.append(Entry(name, name))
@@ -83,6 +89,7 @@ def entries(names: list[str], cohort: int, ablations: bool = False) -> list[Entr
             out.append(Entry(EQUAL_UPDATES, name, cohort))
         if name == "tinymetafed" and ablations:
             out.extend(ABLATIONS)
+    out.extend(extra)
     return out
 
 
@@ -120,15 +127,16 @@ def plan_jobs(
     checkpoint_dir: str | None = None,
     verbose: bool = False,
     ablations: bool = False,
+    extra: tuple = (),
 ) -> list[Job]:
     """Every (seed, fold, entry) job of one use case, each with its tuned settings (and an
-    ablation's overrides over them)."""
+    ablation's overrides over them); `extra`: entries of the caller's own (entries)."""
     folds = use_case_class(use_case_name).FOLDS
     several = len(seeds) > 1 or folds > 1
     jobs = []
     for seed in seeds:
         for fold in range(folds):
-            for entry in entries(names, int(settings["cohort"]), ablations):
+            for entry in entries(names, int(settings["cohort"]), ablations, extra):
                 own = job_settings(settings, tuned, entry, fold)
                 ckpt = None
                 if checkpoint_dir:
@@ -144,4 +152,7 @@ def job_settings(settings: dict, tuned: dict | None, entry: Entry, fold: int) ->
     own = dict(settings, **tuning.tuned_overrides(tuned, entry.algorithm, fold))
     own.update(entry.overrides)
     own["rounds"] = int(settings["rounds"]) * entry.rounds_factor
+    buffer = dict(entry.schedule).get("buffer")
+    if buffer:  # asynchronous: as many device updates as the invited rounds
+        own["rounds"] = max(1, own["rounds"] * int(own["cohort"]) // int(buffer))
     return own

@@ -3,7 +3,8 @@
 Test metrics are pooled per unit (task, speaker or day: a unit's value is its mean over seeds,
 its folds pooled) and their confidence intervals are over units, with the spread over seeds
 beside them; costs and learning curves are averaged over runs. The document also states the
-protocol, the splits, the tuned settings each entry ran with, the paper's claims
+protocol, the splits, the tuned settings each entry ran with, the price of its energy figures
+(sim.pricing: what benchmarks/reprice.py re-prices from), the paper's claims
 (broker_service.sim.claims), the ablations against TinyMetaFed and, over several seeds, each
 seed's verdicts.
 """
@@ -18,6 +19,7 @@ from broker_service.core.hyperparams import TUNED
 from broker_service.sim import simulation
 from broker_service.sim.bench_plan import Job
 from broker_service.sim.claims import criteria, paired_difference
+from broker_service.sim.pricing import energy_model
 from broker_service.sim.usecase_cache import cached_use_case, use_case_options
 from broker_service.usecases.base import UseCase
 
@@ -79,6 +81,7 @@ def bench_document(
         "unit": use_case.unit,
         "quick": quick,
         "board": board,
+        "energy_model": energy_model(board),
         "seconds": seconds,
         "settings": settings,
         "tuned": _tuned_summary(tuned, jobs),
@@ -104,11 +107,12 @@ def ablation_summary(doc: dict, jobs: list[Job]) -> dict:
     out = {}
     base = doc["algorithms"].get("tinymetafed")
     for entry in dict.fromkeys(job.entry for job in jobs):
-        if not entry.overrides or base is None:
+        if not (entry.overrides or entry.schedule) or base is None:
             continue
         mine = doc["algorithms"][entry.name]
         out[entry.name] = {
             "overrides": dict(entry.overrides),
+            **({"schedule": dict(entry.schedule)} if entry.schedule else {}),
             "metric": mine["final_metric"],
             "baseline": base["final_metric"],
             "paired_vs_tinymetafed": paired_difference(doc, entry.name, "tinymetafed"),
@@ -204,6 +208,8 @@ def combine_entry(
     out["rounds_to_target"] = out["to_target"]["round"] if out["to_target"] else None
     if all("staleness" in r for r in runs):
         out["staleness"] = _mean_tree([r["staleness"] for r in runs])
+    if all("asynchronous" in r for r in runs):  # an asynchronous entry (sim.buffered)
+        out["asynchronous"] = _mean_tree([r["asynchronous"] for r in runs])
     return out
 
 

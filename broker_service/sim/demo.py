@@ -25,6 +25,7 @@ from broker_service.sim.datafiles import write_device_samples
 from broker_service.sim.demo_session import DEMO_DEVICES, session_settings
 from broker_service.sim.embedded_broker import EmbeddedBroker
 from broker_service.sim.fleet import SimulatedFleet
+from device_agent.reports import ENERGY_KERNELS, energy_kernel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +87,47 @@ def micropython_agent(wanted: bool = True) -> tuple[str | None, str]:
         why = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
         return None, "%s does not run: %s" % (exe, why)
     return exe, "micropython %s unix port" % proc.stdout.strip()
+
+
+KERNELS_CODE = "from device_agent.compat import native_status; print(native_status()[0])"
+"""Run by the micropython executable under the agent's MICROPYPATH: the kernels its network
+takes ("native" when tmf_kernels loads, else "python"; device_agent.network.KERNELS)."""
+
+
+def micropython_kernels(exe: str, native: bool = True) -> str:
+    """The energy model's name for the kernels the micropython agent runs and prices its rounds
+    with (device_agent.reports.energy_kernel): "compiled" or "micropython"; "unknown" when the
+    probe does not run."""
+    lib = umqtt_folder() or ROOT
+    env = {"MICROPYPATH": agent_micropython_path(lib, native)}
+    try:
+        proc = subprocess.run(
+            [exe, "-c", KERNELS_CODE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return ENERGY_KERNELS.get(proc.stdout.strip(), "unknown")
+
+
+def fleet_kernels(agents, micropython: str | None = None) -> dict[str, int]:
+    """How many agents ran each kernel, by the energy model's names: the simulated agents'
+    networks and the micropython agent's (`micropython`, see micropython_kernels)."""
+    counts: dict[str, int] = {}
+    for agent in agents:
+        kernel = energy_kernel(agent.net.kernels)
+        counts[kernel] = counts.get(kernel, 0) + 1
+    if micropython:
+        counts[micropython] = counts.get(micropython, 0) + 1
+    return counts
+
+
+def kernels_text(counts: dict[str, int]) -> str:
+    """E.g. "9 micropython (pure-Python kernels), 1 compiled (tmf_kernels)"."""
+    about = {"micropython": "pure-Python kernels", "compiled": "tmf_kernels"}
+    return ", ".join(
+        "%d %s%s" % (n, k, " (%s)" % about[k] if k in about else "")
+        for k, n in sorted(counts.items())
+    )
 
 
 def agents_line(simulated: int, micropython: str | None, about: str) -> str:
@@ -212,6 +254,7 @@ def run_demo(
     exe, about = micropython_agent(with_micropython)
     mp = start_micropython_agent(host, port, service.use_case, out_dir, seed, exe) if exe else None
     print(agents_line(len(fleet.agents), exe, about), flush=True)
+    kernels = fleet_kernels(fleet.agents, micropython_kernels(exe) if exe else None)
     print(
         "session: %s, %s, %d rounds from round %d, %d devices a round%s"
         % (
@@ -248,6 +291,7 @@ def run_demo(
         summary["report"] = str(out_dir / "report.html")
         write_report(summary["metrics"], summary["report"])
     summary["learning"] = learning_summary(service, start_theta)
+    summary["kernels"] = kernels
     print_summary(summary, out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -329,6 +373,11 @@ def print_summary(s: dict, out_dir: Path) -> None:
         ),
         ("bytes down", str(s["bytes_down"])),
         ("device energy (estimate)", "%.2f mJ" % s["energy_mj"]),
+        *(
+            [("agents' kernels", "%s; each prices its energy with its own" % kernels_text(k))]
+            if (k := s.get("kernels"))
+            else []
+        ),
         ("rejected", json.dumps(s["rejected"])),
         ("wall time", "%.1f s" % s.get("seconds", 0.0)),
     ]
