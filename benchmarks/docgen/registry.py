@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import ablations, attacks, claims, comparison, systems
+from . import ablations, attacks, battery, claims, comparison, systems
 from .common import Block
 
 
@@ -17,6 +17,11 @@ def _registry(*groups: list[Block]) -> dict[str, Block]:
 
 
 BLOCKS = _registry(
-    claims.BLOCKS, comparison.BLOCKS, ablations.BLOCKS, attacks.BLOCKS, systems.BLOCKS
+    claims.BLOCKS,
+    comparison.BLOCKS,
+    ablations.BLOCKS,
+    attacks.BLOCKS,
+    systems.BLOCKS,
+    battery.BLOCKS,
 )
 """Every table block, by the NAME a page gives it (`<!-- generated: NAME -->`)."""
