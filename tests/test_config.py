@@ -19,6 +19,15 @@ def test_precedence_file_then_env_then_flags(tmp_path):
     assert load_config(None, None, {}).broker == "mqtt://127.0.0.1:1883"
 
 
+def test_the_asynchronous_options_and_their_defaults():
+    cfg = load_config(None, None, {})
+    assert (cfg.mode, cfg.buffer, cfg.max_staleness) == ("rounds", None, 10)
+    assert (cfg.staleness_power, cfg.step_timeout) == (0.5, 60.0)
+    env = {"TINYMETAFED_MODE": "async", "TINYMETAFED_BUFFER": "8"}
+    cfg = load_config(None, {"max_staleness": 3, "staleness_power": 1.0}, env)
+    assert (cfg.mode, cfg.buffer, cfg.max_staleness, cfg.staleness_power) == ("async", 8, 3, 1.0)
+
+
 @pytest.mark.parametrize(
     "text,env,message",
     [
@@ -27,6 +36,12 @@ def test_precedence_file_then_env_then_flags(tmp_path):
         ("", {"TINYMETAFED_ROUNDS": "many"}, "not a number"),
         ('broker = "http://x"\n', {}, "mqtt://host:port"),
         ("quorum = 1.5\n", {}, "quorum"),
+        ('mode = "sync"\n', {}, "mode must be one of rounds, async, got 'sync'"),
+        ("buffer = 0\n", {}, "buffer must be at least 1"),
+        ("", {"TINYMETAFED_MAX_STALENESS": "-1"}, "max_staleness must be 0 or more"),
+        ("staleness_power = -0.5\n", {}, "staleness_power must be in"),
+        ("", {"TINYMETAFED_STALENESS_POWER": "nan"}, "staleness_power must be in"),
+        ("step_timeout = 0\n", {}, "step_timeout must be in"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, env, message):

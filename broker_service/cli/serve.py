@@ -74,10 +74,11 @@ def _option_help(opt: FlagOption) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the aggregation service against a broker until its rounds are done (with --standby:
-    first wait until the service holding the same state is gone, then take over)."""
+    """Run the aggregation service against a broker until its rounds (with --mode async: its
+    aggregation steps) are done (with --standby: first wait until the service holding the same
+    state is gone, then take over)."""
     from broker_service.observe.logs import EventLog
-    from broker_service.server.service import AggregationService
+    from broker_service.server.buffered import service_for
     from broker_service.server.standby import Standby
 
     flags: dict = {o.name: getattr(args, o.name) for o in flag_options()}
@@ -86,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log = EventLog()
     lock = Standby(cfg, log).wait() if cfg.standby else None
     try:
-        service = AggregationService(cfg, log, lock=lock)
+        service = service_for(cfg, log, lock=lock)
     except USER_ERRORS:
         raise  # says what is wrong already (a state folder in use, a bad checkpoint)
     except ValueError as exc:  # a training setting that cannot work (strategies, bounds)

@@ -5,7 +5,9 @@ What is retained under `<prefix>/<fleet>/`:
     service/status       the service's presence: {"state": "online"} or its last will "offline"
     service/progress     the service's progress document (`progress_doc`, published by the
                          recorder after the first evaluation and after every closed round)
-    devices/<id>/status  each device's birth ("online", board, firmware, free heap) or "offline"
+    devices/<id>/status  each device's birth ("online", board, firmware, free heap), "offline",
+                         or "asleep" (with `wake_s`) while it deep-sleeps: a sleeping member
+                         of an asynchronous session, counted apart from the offline ones
 
 Device telemetry (not retained) is read too while the view runs, for the newest free heap and
 the last round a device answered. `snapshot` turns the latest message of every topic into one
@@ -97,6 +99,8 @@ def device_row(device: str, status: Mapping, telemetry: Mapping) -> dict[str, An
     return {
         "device": device,
         "online": status.get("state") == "online",
+        "asleep": status.get("state") == "asleep",
+        "wake_s": _number(status.get("wake_s")),
         "board": status.get("board"),
         "firmware": status.get("firmware"),
         "free_heap": heap,
@@ -136,18 +140,20 @@ def snapshot(base: str, messages: Mapping[str, bytes], now: float | None = None)
             "age_s": round(now - updated, 1) if updated is not None else None,
         },
         "online": sum(1 for r in rows if r["online"]),
-        "offline": sum(1 for r in rows if not r["online"]),
+        "asleep": sum(1 for r in rows if r["asleep"]),
+        "offline": sum(1 for r in rows if not (r["online"] or r["asleep"])),
         "devices": rows,
     }
 
 
 def attention_order(rows: list[dict]) -> list[dict]:
-    """Devices in the order an operator should look at them: offline first, then by lowest free
-    heap (unknown heap last), then by id."""
+    """Devices in the order an operator should look at them: offline first (a sleeping device
+    is not offline), then by lowest free heap (unknown heap last), then by id."""
 
     def key(r: dict):
         heap = r["free_heap"]
-        return (r["online"], heap is None, heap if heap is not None else 0, r["device"])
+        present = r["online"] or r.get("asleep", False)
+        return (present, heap is None, heap if heap is not None else 0, r["device"])
 
     return sorted(rows, key=key)
 
@@ -203,14 +209,32 @@ def service_lines(snap: Mapping) -> list[str]:
 
 
 def device_cells(row: Mapping) -> list[str]:
-    """The table cells of one device: id, online/offline, board, free heap, last round."""
+    """The table cells of one device: id, online/asleep/offline, board, free heap, last
+    round."""
     return [
         row["device"],
-        "online" if row["online"] else "OFFLINE",
+        presence_text(row),
         str(row["board"] or "-"),
         _kb(row["free_heap"]),
         "-" if row["last_round"] is None else str(row["last_round"]),
     ]
+
+
+def presence_text(row: Mapping) -> str:
+    """A device's presence cell: online, asleep (with its announced sleep) or OFFLINE."""
+    if row["online"]:
+        return "online"
+    if row.get("asleep"):
+        wake = row.get("wake_s")
+        return "asleep" if wake is None else "asleep %gs" % wake
+    return "OFFLINE"
+
+
+def devices_line(snap: Mapping) -> str:
+    """`N online, M offline`, with the sleeping devices when there are any."""
+    asleep = snap.get("asleep", 0)
+    middle = ", %d asleep" % asleep if asleep else ""
+    return "%d online%s, %d offline" % (snap["online"], middle, snap["offline"])
 
 
 DEVICE_HEADER = ["device", "presence", "board", "free heap", "last round"]
@@ -230,7 +254,7 @@ def render_text(snap: Mapping, max_rows: int = 40) -> str:
     rows, hidden = shown_devices(snap, max_rows)
     lines = ["fleet %s  %s" % (snap["base"], time.strftime("%H:%M:%S"))]
     lines += service_lines(snap)
-    lines.append("devices %d online, %d offline" % (snap["online"], snap["offline"]))
+    lines.append("devices " + devices_line(snap))
     if rows:
         lines += ["", text_table(DEVICE_HEADER, [device_cells(r) for r in rows])]
     if hidden:
@@ -253,14 +277,19 @@ def render_rich(snap: Mapping, max_rows: int = 40):
     )
     rows, hidden = shown_devices(snap, max_rows)
     table = Table(
-        title="devices: [green]%d online[/], [red]%d offline[/]"
-        % (snap["online"], snap["offline"]),
+        title="devices: [green]%d online[/], %s[red]%d offline[/]"
+        % (
+            snap["online"],
+            "[blue]%d asleep[/], " % snap["asleep"] if snap.get("asleep") else "",
+            snap["offline"],
+        ),
         caption="... and %d more (--json lists every device)" % hidden if hidden else None,
     )
     for i, name in enumerate(DEVICE_HEADER):
         table.add_column(name, justify="left" if i < 3 else "right")
     for r in rows:
-        table.add_row(*device_cells(r), style=None if r["online"] else "red")
+        present = r["online"] or r.get("asleep")
+        table.add_row(*device_cells(r), style=None if present else "red")
     return Group(service, table)
 
 

@@ -84,6 +84,21 @@ class ServiceConfig:
     max_update_norm: float = option(
         0.0, "refuse longer updates (L2 norm); 0: 100x the median of the last 200 accepted"
     )
+    mode: str = option(
+        "rounds", "rounds (invited rounds) or async (buffered steps: devices that sleep)"
+    )
+    buffer: int | None = option(
+        help="async: accepted updates that make one aggregation step (default: the cohort size)"
+    )
+    max_staleness: int = option(
+        10, "async: refuse an update computed more than this many model versions ago"
+    )
+    staleness_power: float = option(
+        0.5, "async: an update s versions old weighs (1+s)^-power (FedBuff's 0.5; 0: no discount)"
+    )
+    step_timeout: float = option(
+        60.0, "async: seconds after which a step is taken with at least min_updates updates"
+    )
     standby: bool = option(
         False,
         "wait while another service holds state_dir (shared volume), then take over when it is "
@@ -310,5 +325,25 @@ def load_config(
     cfg.broker_address()
     if not 0 < cfg.quorum <= 1:
         raise ConfigError("quorum must be in (0, 1], got %s" % cfg.quorum)
+    check_async_options(cfg)
     _check_names(cfg)
     return cfg
+
+
+MODES = ("rounds", "async")
+"""The session modes: invited rounds, or asynchronous buffered steps (docs/protocol.md)."""
+
+
+def check_async_options(cfg: ServiceConfig) -> None:
+    """A ConfigError naming the first of `mode`, `buffer`, `max_staleness`, `staleness_power`
+    and `step_timeout` that cannot work."""
+    if cfg.mode not in MODES:
+        raise ConfigError("mode must be one of %s, got %r" % (", ".join(MODES), cfg.mode))
+    if cfg.buffer is not None and cfg.buffer < 1:
+        raise ConfigError("buffer must be at least 1 update, got %s" % cfg.buffer)
+    if cfg.max_staleness < 0:
+        raise ConfigError("max_staleness must be 0 or more versions, got %s" % cfg.max_staleness)
+    if not 0 <= cfg.staleness_power <= 10:
+        raise ConfigError("staleness_power must be in [0, 10], got %s" % cfg.staleness_power)
+    if not 0 < cfg.step_timeout <= 1e6:
+        raise ConfigError("step_timeout must be in (0, 1e6] seconds, got %s" % cfg.step_timeout)

@@ -176,7 +176,7 @@ class MessageHandlers:
         changed = self.fleet.apply(device, info)
         if changed is None:
             return
-        self.log("presence", device=device, online=changed.online)
+        self.log("presence", device=device, online=changed.online, asleep=changed.asleep or None)
         self.recorder.presence(device, changed.online, changed.info)
         if changed.online and device in self._waiting_for():
             self._send_commands([device])  # back after a reboot: ask again now
@@ -191,14 +191,9 @@ class MessageHandlers:
             return
         self.telemetry[device] = kept_telemetry(doc)  # what closing a round reads
         for ledger in (self.ledger, self.previous_ledger):
-            if (
-                ledger is not None
-                and doc.get("round") == ledger.round
-                and device in ledger.accepted
-            ):
-                self.recorder.device_update(
-                    device, ledger.round, doc, ledger.accepted[device].payload_bytes
-                )
+            entry = ledger.answered(device, doc.get("round")) if ledger is not None else None
+            if entry is not None:
+                self.recorder.device_update(device, entry.round, doc, entry.payload_bytes)
 
     # -- updates --
 
@@ -239,16 +234,21 @@ class MessageHandlers:
         elif outcome is None:
             self.log("duplicate", round=self.round, device=device)
         else:
-            samples = outcome.update.samples
-            self.log(
-                "accepted",
-                round=self.round,
-                device=device,
-                bytes=outcome.payload_bytes,
-                nnz=outcome.nnz,
-                samples=samples,
-                claimed=outcome.claimed if outcome.claimed != samples else None,
-            )
+            self._log_accepted(device, outcome)
+
+    def _log_accepted(self, device: str, outcome: Accepted, **extra: object) -> None:
+        """The `accepted` log line of an update (`extra` fields after the device's id)."""
+        samples = outcome.update.samples
+        self.log(
+            "accepted",
+            round=self.round,
+            device=device,
+            **extra,
+            bytes=outcome.payload_bytes,
+            nnz=outcome.nnz,
+            samples=samples,
+            claimed=outcome.claimed if outcome.claimed != samples else None,
+        )
 
     # -- refusals --
 

@@ -111,8 +111,8 @@ def reported_int(doc: dict, key: str, high: float = limits.MAX_REPORTED) -> int 
 
 def read_status(payload: bytes) -> dict:
     """A device's presence document; empty (a cleared retained message) is {} (offline).
-    `state` must be a string; the integer capabilities are range-checked; `model_version` may
-    also be -1 (no model yet)."""
+    `state` must be a string; the integer capabilities and a sleeping device's `wake_s` are
+    range-checked; `model_version` may also be -1 (no model yet)."""
     if not payload:
         return {}
     doc = read_json_object(payload, limits.MAX_STATUS, reasons.BAD_JSON)
@@ -120,6 +120,7 @@ def read_status(payload: bytes) -> dict:
         raise Rejected(reasons.BAD_JSON, "state is not a string")
     for key in STATUS_NUMBERS:
         reported_int(doc, key)
+    reported_number(doc, "wake_s")  # a sleeping device's announced sleep, in seconds
     if doc.get("model_version") != -1:
         reported_int(doc, "model_version", limits.MAX_ROUND)
     return doc

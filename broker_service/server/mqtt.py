@@ -87,8 +87,14 @@ def round_downlink(topics: Topics, device: str, command_len: int, model_len: int
     counted when the update arrives.)"""
     size = publish_size(topics.command(device), command_len)
     if model_len is not None:
-        size += SUBACK_BYTES + publish_size(topics.model, model_len) + UNSUBACK_BYTES
+        size += model_fetch_downlink(topics, model_len)
     return size
+
+
+def model_fetch_downlink(topics: Topics, model_len: int) -> int:
+    """What the broker sends a device that fetches the retained model, framing included: the
+    SUBACK, the model's PUBLISH and the UNSUBACK."""
+    return SUBACK_BYTES + publish_size(topics.model, model_len) + UNSUBACK_BYTES
 
 
 def service_status_topic(topics: Topics) -> str:
@@ -248,6 +254,9 @@ class ServiceMqtt(BrokerConnection):
         """Publish the offline status."""
         self.client.publish(self.service_status(), OFFLINE, qos=1, retain=True)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Queue a publish (paho resends QoS 1 after a reconnect)."""
-        self.client.publish(topic, bytes(payload), qos=qos, retain=retain)
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Queue a publish (paho resends QoS 1 after a reconnect); what it returns tells when
+        the broker has it."""
+        return self.client.publish(topic, bytes(payload), qos=qos, retain=retain)

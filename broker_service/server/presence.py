@@ -1,5 +1,9 @@
 """The service's live view of the fleet, built from the devices' retained status messages.
 
+A device is online while its last status says "online"; one whose last status says "asleep"
+(`{"state": "asleep", "wake_s": N}`, a device that deep-sleeps between the wakes of an
+asynchronous session) is a sleeping member: not online, so no round invites it, yet not lost.
+
 Memory grows with the fleet, so a device's entry keeps only the status fields the service uses
 (`KEPT_STATUS`), not the whole birth document (benchmarks/scale.py measures the bytes per known
 device).
@@ -14,9 +18,11 @@ from dataclasses import dataclass, field
 from broker_service.server.inbound import read_status
 from broker_service.server.rounds import Rejected
 
-KEPT_STATUS = ("state", "model_version", "free_heap")
+KEPT_STATUS = ("state", "model_version", "free_heap", "wake_s")
 """The fields of a status document a device's entry keeps (presence, the model it holds, the
-heap recorded on a change)."""
+heap recorded on a change, a sleeping device's announced sleep)."""
+ASLEEP = "asleep"
+"""The state of a device's status while it deep-sleeps (an asynchronous session's member)."""
 
 
 def kept_status(info: dict) -> dict:
@@ -36,6 +42,11 @@ class DeviceState:
     online: bool
     info: dict = field(default_factory=dict)
     since: float = 0.0
+
+    @property
+    def asleep(self) -> bool:
+        """True while the device's last status said it sleeps."""
+        return self.info.get("state") == ASLEEP
 
 
 class FleetView:
@@ -58,15 +69,20 @@ class FleetView:
 
     def apply(self, device: str, info: dict) -> DeviceState | None:
         """Apply a status document already read (`inbound.read_status`); returns the new state
-        when presence changed, else None. Online only when its state says "online"."""
+        when presence changed (online, or asleep), else None. Online only when its state says
+        "online"."""
         online = info.get("state") == "online"
         old = self.devices.get(device)
         state = DeviceState(device, online, kept_status(info), time.time())
         self.devices[device] = state
-        if old is None or old.online != online:
+        if old is None or old.online != online or old.asleep != state.asleep:
             return state
         return None
 
     def online(self) -> list[str]:
         """Online device ids, sorted (a stable order for seeded cohort sampling)."""
         return sorted(d for d, s in self.devices.items() if s.online)
+
+    def asleep(self) -> list[str]:
+        """The ids of the devices that said they sleep, sorted."""
+        return sorted(d for d, s in self.devices.items() if s.asleep)

@@ -111,12 +111,12 @@ def round_energy(ledger: RoundLedger, telemetry: dict[str, dict], model_bytes: i
     the bytes exchanged (the update and a `model_bytes` model) with the default board profile."""
     total = 0.0
     estimates: dict[int, float] = {}  # by update size: the same estimate for the same bytes
-    for device in ledger.accepted:
-        doc = telemetry.get(device, {})
-        if doc.get("round") == ledger.round and isinstance(doc.get("energy_mj"), float):
+    for entry in ledger.entries():
+        doc = telemetry.get(entry.device, {})
+        if doc.get("round") == entry.round and isinstance(doc.get("energy_mj"), float):
             total += doc["energy_mj"]
         else:
-            size = ledger.accepted[device].payload_bytes
+            size = entry.payload_bytes
             if size not in estimates:
                 estimates[size] = energy_mj(0, size, model_bytes, profile())
             total += estimates[size]
@@ -132,10 +132,11 @@ def count_round(
 ) -> None:
     """Add the round's updates, bytes up, energy and rejections to the running `totals`
     (`dense_bytes` is one dense update's size, `model_bytes` the model's)."""
+    updates = len(ledger.entries())
     totals.add_round(
-        updates=len(ledger.accepted),
+        updates=updates,
         bytes_up=ledger.bytes_up(),
-        dense_bytes_up=len(ledger.accepted) * dense_bytes,
+        dense_bytes_up=updates * dense_bytes,
         energy_mj=round_energy(ledger, telemetry, model_bytes),
         rejected=ledger.rejected,
     )

@@ -62,13 +62,19 @@ def initial_from(
 
 def check_resumable(ckpt: checkpoint.Checkpoint, path: Path, cfg: ServiceConfig, n: int) -> None:
     """Raise CheckpointError unless `ckpt` (read from `path`) holds `cfg`'s use case and
-    algorithm with `n` global parameters."""
+    algorithm with `n` global parameters, of a session in `cfg`'s mode (a checkpoint without
+    a mode is of invited rounds)."""
     held = (ckpt.use_case, ckpt.algorithm, len(ckpt.theta))
     mine = (cfg.use_case, cfg.algorithm, n)
     if held != mine:
         raise checkpoint.CheckpointError(
             "%s holds %s/%s with %d parameters; this service runs %s/%s with %d"
             % ((path,) + held + mine)
+        )
+    mode = ckpt.extra.get("mode", "rounds")
+    if mode != cfg.mode:
+        raise checkpoint.CheckpointError(
+            "%s holds a session of mode %s; this service runs mode %s" % (path, mode, cfg.mode)
         )
 
 

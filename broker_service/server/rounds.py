@@ -40,13 +40,15 @@ class Rejected(Exception):
 @dataclass
 class Accepted:
     """An accepted update: the decoded sparse delta (weighted by at most the round's sample
-    budget), its size on the wire, the device and the sample count it claimed."""
+    budget), its size on the wire, the device, the sample count it claimed and the round it
+    answers (in an asynchronous session: the model version it was computed on)."""
 
     device: str
     update: SparseUpdate
     payload_bytes: int
     nnz: int
     claimed: int = 0
+    round: int = -1
 
 
 @dataclass
@@ -124,7 +126,7 @@ class RoundLedger:
         if not within_bound(norm, self.max_norm):
             raise Rejected(reasons.NORM_BOUND, "‖Δ‖=%.3g > %.3g" % (norm, self.max_norm))
         update = clamp_samples(SparseUpdate(idx, values, h.samples), self.max_samples)
-        entry = Accepted(device, update, len(payload), h.k, h.samples)
+        entry = Accepted(device, update, len(payload), h.k, h.samples, self.round)
         self.accepted[device] = entry
         return entry
 
@@ -172,6 +174,18 @@ class RoundLedger:
         """True when at least max(min_updates, ceil(quorum × last cohort size)) answered."""
         need = max(min_updates, math.ceil(quorum * max(1, self.last_cohort)))
         return len(self.accepted) >= need
+
+    def answered(self, device: str, round_no: object) -> Accepted | None:
+        """`device`'s accepted update when `round_no` is this round's, else None."""
+        return self.accepted.get(device) if round_no == self.round else None
+
+    def entries(self) -> list[Accepted]:
+        """The accepted updates as `Accepted` records, in acceptance order."""
+        return list(self.accepted.values())
+
+    def devices(self) -> list[str]:
+        """The devices of the accepted updates, sorted: the order of `updates()`."""
+        return sorted(self.accepted)
 
     def updates(self) -> list[SparseUpdate]:
         """The accepted updates in a stable order (by device id)."""

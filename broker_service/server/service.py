@@ -29,7 +29,9 @@ The service is read in four rooms:
 - `handlers.py`: what happens to each event of the broker connection (updates, presence,
   telemetry, refusals and their counting and logging), mixed into the service;
 - `reporting.py`: round reports, metric points, evaluation, the summary, the heartbeat;
-- `resume.py`: what the checkpoint holds and how a restarted service takes it back.
+- `resume.py`: what the checkpoint holds and how a restarted service takes it back;
+- `buffered.py`: the asynchronous session (`mode = "async"`), a subclass whose loop takes
+  buffered steps instead of rounds (its bookkeeping in `steps.py`).
 """
 
 from __future__ import annotations
@@ -143,9 +145,11 @@ class AggregationService(MessageHandlers):
         return reporting.metrics_path(self.cfg)
 
     def _resume(self) -> tuple[np.ndarray, int]:
-        """θ_g and the round to start at: the checkpoint's (with its totals) when there is one,
-        else round 0 from `init_checkpoint` or a seeded initialisation."""
+        """θ_g and the round to start at: the checkpoint's (with its totals; its other
+        `extra` fields kept in `saved_extra`) when there is one, else round 0 from
+        `init_checkpoint` or a seeded initialisation."""
         path = self.checkpoint_path()
+        self.saved_extra: dict = {}
         if not path.exists():
             theta = resume.round_zero_theta(
                 self.cfg, self.net, self.n, self.use_case.spec, self.log
@@ -156,6 +160,7 @@ class AggregationService(MessageHandlers):
         self.totals = resume.restore_state(
             ckpt, self.admission.bounds, self.strategy, self.n, self.log
         )
+        self.saved_extra = ckpt.extra
         self.log("resumed", round=ckpt.round, checkpoint=str(path))
         return ckpt.theta, ckpt.round
 
@@ -379,7 +384,7 @@ class AggregationService(MessageHandlers):
         are withdrawn and counted, the devices' trust is left as it was, and the session goes
         on."""
         bounds = self.admission.bounds
-        devices = sorted(ledger.accepted)  # the order of ledger.updates()
+        devices = ledger.devices()  # the order of ledger.updates()
         try:
             stepped = bounds.step(
                 self.strategy, self.theta, ledger.updates(), self.round, self.total_rounds, devices
@@ -405,7 +410,7 @@ class AggregationService(MessageHandlers):
 
     def _refuse_round(self, ledger: RoundLedger, reason: str, detail: str) -> None:
         """Keep θ_g and withdraw the round's updates, each counted under `reason`."""
-        devices = sorted(ledger.accepted)
+        devices = ledger.devices()
         for device in devices:
             ledger.withdraw(device, reason)
         self.log(

@@ -28,7 +28,7 @@ from broker_service.core.nn import NumpyNet
 from broker_service.core.strategies import ALGORITHMS, Strategy
 from broker_service.core.streams import CURVE_EPISODES, FINAL_EPISODES, named_stream
 from broker_service.server import checkpoint
-from broker_service.sim import simulation
+from broker_service.sim import buffered, simulation
 from broker_service.sim.bench_plan import Job
 from broker_service.sim.usecase_cache import cached_use_case, use_case_options
 from broker_service.usecases.base import TEST, VALIDATION, UseCase
@@ -60,14 +60,39 @@ def run_job(job: Job) -> tuple[tuple, dict]:
     curve_eps, _ = episodes_for(use_case, job.settings, job.seed)
     strategy = ALGORITHMS[job.entry.algorithm](job.settings)
     progress = _progress(job) if job.verbose else None
-    result = simulation.run(strategy, use_case, job.settings, job.seed, curve_eps, [], progress)
+    if job.entry.schedule:
+        result, extra = _run_async(job, strategy, use_case, curve_eps, progress)
+    else:
+        result = simulation.run(strategy, use_case, job.settings, job.seed, curve_eps, [], progress)
+        extra = {}
     summary = simulation.summarise(result, use_case)
+    summary.update(extra)
     summary["tests"] = evaluate_on_test_devices(
         use_case, result.theta, strategy, job.settings, job.seed
     )
     if job.checkpoint:
         _save_checkpoint(job, use_case, result, strategy)
     return (job.use_case, job.seed, job.fold, job.entry.name), summary
+
+
+def _run_async(job: Job, strategy, use_case, curve_eps, progress) -> tuple:
+    """An asynchronous entry's run (sim.buffered) and its own figures: the staleness of the
+    updates admitted, those refused as too stale, wakes that found no new version, and the
+    simulated hours."""
+    schedule = buffered.AsyncSchedule(**dict(job.entry.schedule))
+    run = buffered.run_async(
+        strategy, use_case, job.settings, job.seed, curve_eps, [], schedule, progress
+    )
+    stale = np.array(run.staleness or [0])
+    figures = {
+        "mean": float(stale.mean()),
+        "p90": float(np.percentile(stale, 90)),
+        "max": int(stale.max()),
+        "too_stale": run.too_stale,
+        "idle_wakes": run.idle_wakes,
+        "simulated_hours": run.simulated_s / 3600.0,
+    }
+    return run.result, {"asynchronous": figures}
 
 
 def _progress(job: Job) -> Callable[[str], None]:
