@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from broker_service.observe.provenance import write_results
-from device_agent import bench, energy
+from device_agent import battery, bench, energy
 from device_agent.model import Plan
 from device_agent.specs import spec_for
 
@@ -59,7 +59,7 @@ def work_of(use_case: str) -> dict:
     n = r["global_params"]
     state = r["model_bytes"] + 4 * n + r["payload_bytes"] + STATE_EXTRA_BYTES
     sample = 4 * (math.prod(plan.input_shape) + 1)
-    return energy.round_work(
+    return battery.round_work(
         r["round_macs"],
         r["payload_bytes"],
         r["model_bytes"],
@@ -79,19 +79,19 @@ def rows_for(use_case: str, work: dict) -> list[dict]:
     rows = []
     for name in BOARDS:
         board = energy.PROFILES[name]
-        in_flash = energy.ring_in_flash(board, work)
+        in_flash = battery.ring_in_flash(board, work)
         for kernel in energy.KERNELS:
             for tls in (True, False):
-                wake = energy.training_wake_parts(board, work, FETCH, kernel, tls)
+                wake = battery.training_wake_parts(board, work, FETCH, kernel, tls)
                 for n in WAKES:
                     sensors = work["samples"] * n
-                    parts = energy.day_parts(board, work, n, sensors, FETCH, kernel, tls)
+                    parts = battery.day_parts(board, work, n, sensors, FETCH, kernel, tls)
                     day = sum(v[0] for v in parts.values())
                     baselines = {
-                        key: energy.day_connected_mj(board, work, n, kernel, tls, ps, FETCH)
+                        key: battery.day_connected_mj(board, work, n, kernel, tls, ps, FETCH)
                         for key, ps in (("connected", False), ("power_save", True))
                     }
-                    erases = energy.flash_erases_per_day(board, work, n, sensors)
+                    erases = battery.flash_erases_per_day(board, work, n, sensors)
                     rows.append(
                         {
                             "board": name,
@@ -105,20 +105,20 @@ def rows_for(use_case: str, work: dict) -> list[dict]:
                             "training_wake": _parts(wake),
                             "day_mj": day,
                             "day": _parts(parts),
-                            "days": energy.battery_days(day),
-                            "days_self_discharge": energy.battery_days(
+                            "days": battery.battery_days(day),
+                            "days_self_discharge": battery.battery_days(
                                 day, self_discharge=SELF_DISCHARGE
                             ),
                             "connected_day_mj": baselines["connected"],
-                            "connected_days": energy.battery_days(baselines["connected"]),
+                            "connected_days": battery.battery_days(baselines["connected"]),
                             "power_save_day_mj": baselines["power_save"],
-                            "power_save_days": energy.battery_days(baselines["power_save"]),
+                            "power_save_days": battery.battery_days(baselines["power_save"]),
                             "ring_in_flash": in_flash,
-                            "flash_writes_per_day": energy.flash_writes_per_day(
+                            "flash_writes_per_day": battery.flash_writes_per_day(
                                 n, sensors, in_flash
                             ),
                             "flash_erases_per_day": erases,
-                            "flash_wear_years": energy.flash_wear_years(
+                            "flash_wear_years": battery.flash_wear_years(
                                 erases, board["fs_free_blocks"], board["flash_endurance"]
                             ),
                         }
@@ -220,17 +220,17 @@ def main() -> int:
     )
     doc = {
         "battery": {
-            "capacity_mah": energy.BATTERY_MAH,
-            "volts": energy.BATTERY_V,
-            "usable": energy.BATTERY_USABLE,
+            "capacity_mah": battery.BATTERY_MAH,
+            "volts": battery.BATTERY_V,
+            "usable": battery.BATTERY_USABLE,
             "self_discharge_per_month": SELF_DISCHARGE,
         },
         "round": {"recon_samples": RECON, "adapt_samples": ADAPT},
         "fetch": FETCH,
         "constants": {
-            "rtt_s": energy.RTT_S,
-            "receipt_wait_s": energy.RECEIPT_WAIT_S,
-            "sensor_read_s": energy.SENSOR_READ_S,
+            "rtt_s": battery.RTT_S,
+            "receipt_wait_s": battery.RECEIPT_WAIT_S,
+            "sensor_read_s": battery.SENSOR_READ_S,
             "state_extra_bytes": STATE_EXTRA_BYTES,
         },
         "profiles": profiles(),
