@@ -16,7 +16,21 @@
                                               rounds (0: none); ~0.4 KB on the radio each
  "hmac_key": null,                            hex; signs updates (HMAC-SHA256) and, once set,
                                               requires the service's signature on commands
- "wifi": {"ssid": "...", "password": "..."}}   boards only (deploy/board/main.py)
+ "wifi": {"ssid": "...", "password": "..."},   boards only (deploy/board/main.py)
+ "sleep": null,                               a device that deep-sleeps between wakes
+                                              (device_agent.wake, docs/device.md "Sleeping
+                                              between wakes"), e.g.
+          {"train_every_s": 3600,             a training wake this often (connects, trains)
+           "sense_every_s": 60,               a sensor wake this often (one sample, no radio)
+           "ring": 32,                        samples kept between training wakes (1..4096)
+           "state": "tmf_state.bin",          the flash state file (rewritten atomically)
+           "ring_file": "tmf_ring.bin",       the sensor ring's file
+           "order_ms": 5000,                  how long a training wake waits for its work order
+           "receipt_ms": 2000,                ... and, after its upload, for the receipt
+           "halt_after_write": false},        tests only: stop right after the state write
+ "battery": null}                             e.g. {"mah": 2000, "volts": 3.7, "usable": 0.8}:
+                                              the cell a sleepy device's energy report divides
+                                              by (capacity, nominal voltage, usable fraction)
 """
 
 import json
@@ -76,6 +90,14 @@ def make_config(values):
     if not isinstance(every, int) or isinstance(every, bool) or every < 0:
         raise AgentConfigError("telemetry_every must be a whole number of rounds (0: none)")
     check_security(cfg, sys.implementation.name)
+    if cfg.get("sleep") is not None or cfg.get("battery") is not None:
+        # a sleeping device's blocks, checked by a module an always-on agent never loads
+        from device_agent.wakeconfig import check_wake_config
+
+        try:
+            check_wake_config(cfg)
+        except ValueError as exc:
+            raise AgentConfigError(str(exc)) from None
     return cfg
 
 

@@ -80,6 +80,14 @@ def write_sample_file(path, xs, ys, classification=True):
             f.write(head + "," + ",".join(repr(float(v)) for v in x) + "\n")
 
 
+def make_source(cfg, plan):
+    """The data source a config asks for (`data`): a sample file, or synthetic samples."""
+    data = cfg["data"] or {}
+    if data.get("kind") == "file":
+        return FileSource(data["path"], plan.layers[0].size_in(), plan.loss == "softmax_ce")
+    return SyntheticSource(plan, int(data.get("seed", 1)))
+
+
 class SyntheticSource:
     """Deterministic random samples of a plan's shapes (benchmarks, demos without a sensor)."""
 

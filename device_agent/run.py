@@ -24,16 +24,8 @@ if hasattr(gc, "threshold"):  # MicroPython
 
 from device_agent.agent import Agent  # noqa: E402 - after the threshold is set
 from device_agent.config import load_config  # noqa: E402
-from device_agent.datasource import FileSource, SyntheticSource  # noqa: E402
+from device_agent.datasource import make_source  # noqa: E402
 from device_agent.robust import RobustAgent  # noqa: E402
-
-
-def make_source(cfg, plan):
-    """The data source the config asks for: a sample file, or synthetic samples."""
-    data = cfg["data"] or {}
-    if data.get("kind") == "file":
-        return FileSource(data["path"], plan.layers[0].size_in(), plan.loss == "softmax_ce")
-    return SyntheticSource(plan, int(data.get("seed", 1)))
 
 
 def build(cfg):

@@ -16,8 +16,9 @@ from device_agent.round import LOCAL_INITS, global_size
 COMMAND_KEYS = ("round", "version")
 """The integer fields every command carries."""
 
-FLAGS = ("split", "joint", "error_feedback", "cancel")
-"""Command fields that are JSON booleans."""
+FLAGS = ("split", "joint", "error_feedback", "cancel", "async", "want")
+"""Command fields that are JSON booleans (`async` and `want`: an asynchronous session's work
+order, docs/protocol.md "Asynchronous sessions")."""
 
 COUNTS = ("recon_samples", "adapt_samples")
 """Command fields that are sample counts: integers in [0, limits.MAX_ROUND_SAMPLES]."""
@@ -25,8 +26,9 @@ COUNTS = ("recon_samples", "adapt_samples")
 RATES = ("recon_lr", "adapt_lr")
 """Command fields that are learning rates: numbers in (0, limits.MAX_LEARNING_RATE]."""
 
-IDS = ("round", "version", "seed", "epoch")
-"""Command fields that are unsigned 32-bit integers."""
+IDS = ("round", "version", "seed", "epoch", "receipt")
+"""Command fields that are unsigned 32-bit integers (`receipt`: the newest model version for
+which the service journalled this device's update, in a work order)."""
 
 RETIRED = (
     ("residual_decay", 1),
@@ -40,6 +42,7 @@ default, which a round ignores): an older service may still send them."""
 CHOICES = (
     ("values", codec.VALUE_NAMES),
     ("local_init", LOCAL_INITS),
+    ("receipt_reason", reasons.REJECTIONS),
 )
 """Command fields that name one of a few known strings."""
 
@@ -137,10 +140,10 @@ def check_settings(cmd):
     """Refuse (BAD_SETTING) a command whose known fields have the wrong type or range.
 
     Booleans are JSON booleans; sample counts integers in [0, MAX_ROUND_SAMPLES]; learning rates
-    numbers in (0, MAX_LEARNING_RATE]; top_p in (0, 100]; round, version, seed and epoch
-    integers in [0, MAX_U32]; values and local_init one of the known names; a RETIRED field only
-    at its old default. A NaN or an infinity fails every range. Unknown fields are ignored (a
-    newer service may send more).
+    numbers in (0, MAX_LEARNING_RATE]; top_p in (0, 100]; round, version, seed, epoch and
+    receipt integers in [0, MAX_U32]; values and local_init one of the known names,
+    receipt_reason one of reasons.REJECTIONS; a RETIRED field only at its old default. A NaN or
+    an infinity fails every range. Unknown fields are ignored (a newer service may send more).
     """
     for key in FLAGS:
         if key in cmd and not isinstance(cmd[key], bool):

@@ -1,10 +1,16 @@
 # TinyMetaFed agent entry point on a MicroPython board (ESP32, Raspberry Pi Pico W, ...).
 # Reads config.json, joins Wi-Fi when the board has it, then runs the agent forever
-# (or for config "max_rounds" rounds). Copied onto the board by `tinymetafed device bundle`.
+# (or for config "max_rounds" rounds). With a "sleep" block the board instead runs one wake
+# (device_agent.wake: a sensor reading, and a training wake when due, Wi-Fi joined only then)
+# and deep-sleeps; the timer's reset runs this file again. Copied onto the board by
+# `tinymetafed device bundle`.
+import gc
 import time
 
-from device_agent import run
-from device_agent.config import load_config
+if hasattr(gc, "threshold"):
+    gc.threshold(8192)  # collect while modules compile, as device_agent.run and .wake do
+
+from device_agent.config import load_config  # noqa: E402
 
 try:
     import network
@@ -27,6 +33,17 @@ def join_wifi(wifi, timeout_ms=30000):
 
 
 config = load_config("config.json")
-if network is not None and config.get("wifi"):
-    join_wifi(config["wifi"])
-run.run_config(config, config.get("max_rounds"))
+if config.get("sleep"):
+    from device_agent import wake
+
+    join = None
+    if network is not None and config.get("wifi"):
+        join = lambda: join_wifi(config["wifi"])  # noqa: E731
+    wake.auto_wake(config, join)
+    wake.deep_sleep(1000 * config["sleep"]["sense_every_s"])
+else:
+    from device_agent import run
+
+    if network is not None and config.get("wifi"):
+        join_wifi(config["wifi"])
+    run.run_config(config, config.get("max_rounds"))
