@@ -128,15 +128,15 @@ class WakeAgent(Agent):
             return
         version = cmd["version"]
         if not cmd.get("want"):
-            self.log("idle", reason="not_wanted", version=version)
+            self.log("idle", why="not_wanted", version=version)
             return
         if st.last_trained is not None and version <= st.last_trained:
-            self.log("idle", reason="trained", version=version)
+            self.log("idle", why="trained", version=version)
             return
         need = needed_samples(self.plan, round_settings(cmd))
         have = self.ring.available(st.ring_seen)
         if have < need:
-            self.log("idle", reason="samples", have=have, need=need)
+            self.log("idle", why="samples", have=have, need=need)
             return
         self.source = self.ring.samples(st.ring_seen)  # step 3: the Agent's round on the ring
         try:

@@ -220,7 +220,7 @@ def test_unkeyed_device_under_cpython(mosquitto, tmp_path):
         desk.publish_model(1)
         desk.order(1)
         assert device.train() == 0
-        assert "agent idle have=4 need=5 reason=samples" in device.tail()
+        assert "agent idle have=4 need=5 why=samples" in device.tail()
         device.sense(1)
         assert device.train() == 0  # no receipt this time
         first = desk.update()

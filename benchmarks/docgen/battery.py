@@ -104,7 +104,7 @@ def battery(doc: dict) -> str:
     return "\n\n".join(
         [
             markdown_table(header, table),
-            "Days on a %g mAh battery at %g V, %.0f %% usable, by `device_agent/energy.py`; TLS "
+            "Days on a %g mAh battery at %g V, %.0f %% usable, by `device_agent/battery.py`; TLS "
             "on; %d sensor wakes per training wake (one per sample of a round of %d "
             "reconstruction and %d adaptation samples); every training wake fetches the model. "
             "Always connected: the board's idle current and keepalive pings for the day, with "
