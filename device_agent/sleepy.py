@@ -116,9 +116,23 @@ class WakeAgent(Agent):
             self.log("receipt", version=st.update_version, reason=reason)
             st.update = None
 
+    def session_changed(self, cmd):
+        """A work order for a version older than the device's kept update or its last trained
+        one comes from a new session (its versions start again; a keyed device verified that it
+        is newer by its epoch): what the device kept for the old one is dropped, and it may
+        train again."""
+        st = self.st
+        version = cmd["version"]
+        if st.update is not None and version < st.update_version:
+            self.log("session_changed", dropped=st.update_version, version=version)
+            st.update = None
+        if st.last_trained is not None and version < st.last_trained:
+            st.last_trained = None
+
     def act(self, cmd):
         """Steps 1-3 for the verified work order `cmd`."""
         st = self.st
+        self.session_changed(cmd)
         self.check_receipt()
         if st.update is not None:  # step 2: the same bytes again, no training
             self._publish(self.topics.update(self.device_id), st.update, qos=1)
