@@ -397,6 +397,8 @@ class Agent:
             self.cfg["use_case"],
             self.plan,
             self.model_version(),
+            self.cfg.get("battery"),
+            self.cfg["energy_profile"],
         )
         t.publish(status, birth, True, 1)  # birth last: commands can now reach us
         self.connects += 1

@@ -151,8 +151,9 @@ MODEL_TOPIC_LEN = 25
 """The model topic with the default prefix and fleet (tinymetafed/default/model)."""
 RECEIPT_FIELD_BYTES = 16
 """What the work order that is the receipt adds to the one the device read: `"receipt": N`."""
-STATUS_BYTES = 48
-"""The retained "asleep" status JSON, assumption ({"state": "asleep", "wake_s": ...})."""
+STATUS_BYTES = 77
+"""The retained "asleep" status JSON of a 12-character device id with its wake and sensor
+periods (device_agent.sleepy.asleep_status)."""
 
 FLASH_BLOCK_BYTES = 4096
 """An erase block of the flash and of littlefs."""

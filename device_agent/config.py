@@ -29,8 +29,9 @@
            "receipt_ms": 2000,                ... and, after its upload, for the receipt
            "halt_after_write": false},        tests only: stop right after the state write
  "battery": null}                             e.g. {"mah": 2000, "volts": 3.7, "usable": 0.8}:
-                                              the cell a sleepy device's energy report divides
-                                              by (capacity, nominal voltage, usable fraction)
+                                              the device's cell (capacity, nominal voltage,
+                                              usable fraction), stated in its birth: the
+                                              service projects its battery life from it
 """
 
 import json

@@ -23,28 +23,36 @@ def heap_used():
     return gc.mem_alloc() if hasattr(gc, "mem_alloc") else None
 
 
-def birth(device_id, board, use_case, plan, model_version):
-    """The "online" presence with this device's capabilities (board None: the platform name)."""
-    return json.dumps(
-        {
-            "state": "online",
-            "device": device_id,
-            "board": board or sys.platform,
-            "firmware": "%s %s"
-            % (
-                sys.implementation.name,
-                ".".join(str(v) for v in sys.implementation.version[:3]),
-            ),
-            "free_heap": heap_free(),
-            "use_case": use_case,
-            "params": plan.n_params,
-            "global_params": plan.n_global,
-            "codec": codec.FORMAT_VERSION,
-            "values": list(codec.VALUE_NAMES),
-            "indices": ["all", "varint", "bitmap"],
-            "model_version": model_version,
+def birth(device_id, board, use_case, plan, model_version, battery=None, energy_profile=None):
+    """The "online" presence with this device's capabilities (board None: the platform name);
+    a device on a battery (its config's "battery" block) adds it and its energy profile, which
+    the service projects its battery life with (docs/metrics.md, "Battery life")."""
+    doc = {
+        "state": "online",
+        "device": device_id,
+        "board": board or sys.platform,
+        "firmware": "%s %s"
+        % (
+            sys.implementation.name,
+            ".".join(str(v) for v in sys.implementation.version[:3]),
+        ),
+        "free_heap": heap_free(),
+        "use_case": use_case,
+        "params": plan.n_params,
+        "global_params": plan.n_global,
+        "codec": codec.FORMAT_VERSION,
+        "values": list(codec.VALUE_NAMES),
+        "indices": ["all", "varint", "bitmap"],
+        "model_version": model_version,
+    }
+    if battery is not None:
+        doc["energy_profile"] = energy_profile
+        doc["battery"] = {
+            "mah": battery["mah"],
+            "volts": battery["volts"],
+            "usable": battery["usable"],
         }
-    )
+    return json.dumps(doc)
 
 
 def offline(device_id):

@@ -29,9 +29,13 @@ def needed_samples(plan, settings):
     return recon + int(settings["adapt_samples"])
 
 
-def asleep_status(device_id, wake_s):
-    """The retained presence of a device gone to sleep until its next training wake."""
-    return json.dumps({"state": "asleep", "device": device_id, "wake_s": wake_s})
+def asleep_status(device_id, wake_s, sense_s=None):
+    """The retained presence of a device gone to sleep until its next training wake, with its
+    sensor wakes' period when it has one (the service projects its battery with both)."""
+    doc = {"state": "asleep", "device": device_id, "wake_s": wake_s}
+    if sense_s is not None:
+        doc["sense_s"] = sense_s
+    return json.dumps(doc)
 
 
 class WakeAgent(Agent):
@@ -211,7 +215,7 @@ class WakeAgent(Agent):
             self.save()
             self._wake_telemetry(start)
             wake_s = self.sleep["train_every_s"]
-            status = asleep_status(self.device_id, wake_s)
+            status = asleep_status(self.device_id, wake_s, self.sleep["sense_every_s"])
             self._publish(self.topics.status(self.device_id), status, 1, True)
             self.log("asleep", wake_s=wake_s, ms=ticks_since(start))
             self.drop()  # a clean disconnect: no last will

@@ -55,8 +55,11 @@ def write_session(
     recorder._now = clock  # type: ignore[method-assign]
     recorder.attach(service)  # type: ignore[arg-type]
     heaps = {d: int(rng.integers(30_000, 120_000)) for d in ids}
-    for d in ids:
-        recorder.presence(d, True, {"free_heap": heaps[d]})
+    for i, d in enumerate(ids):
+        birth = {"free_heap": heaps[d]}
+        if i % 3 == 0:  # a third of the fleet on a battery (its projected life)
+            birth.update(energy_profile=("nrf52840", "esp32")[i % 2], battery=(2000, 3.7, 0.8))
+        recorder.presence(d, True, birth)
     recorder.evaluation(rng.normal(0.55, 0.1, 40))
     recorder.evaluated(0, 0.55)
     flaky = set(rng.choice(ids, size=max(1, devices // 10), replace=False))
@@ -87,6 +90,7 @@ def _round(recorder, service, rng, ids, flaky, heaps, r, cohort) -> None:
                 "compute_ms": float(rng.normal(800, 100)),
             }
             recorder.device_update(d, r, telemetry, 380)
+            recorder.device_telemetry(d, telemetry)
     recorder._now.advance(ROUND_S * 0.6)
     for d in late:
         recorder.presence(d, True, {"free_heap": heaps[d]})

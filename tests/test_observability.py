@@ -22,12 +22,13 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tinymetafed.json"
 
 
 def run_session(folder: Path, port: int, influx_url: str, rounds: int = 8, during=None) -> dict:
-    """A session with 5 simulated agents, a micropython agent and one hostile update, on the
-    broker at `port`; the agents are stopped when it ends."""
+    """A session with 5 simulated agents, a micropython agent on a battery and one hostile
+    update, on the broker at `port`; the agents are stopped when it ends."""
     use_case = SineUseCase(fleet_size=6)
     with Session(folder, port) as session:
         session.fleet(use_case, 5)
-        session.agent({"device_id": use_case.device_ids[5], "use_case": "sine"}, "micropython")
+        board = {"device_id": use_case.device_ids[5], "use_case": "sine", "battery": {"mah": 1200}}
+        session.agent(board, "micropython")  # on a battery: its projected life is recorded
         cfg = session.config(
             rounds=rounds,
             cohort=6,
@@ -107,6 +108,7 @@ def test_service_writes_every_series_through_influxdb_client(session):
         "device_update_payload_bytes",
         "device_update_heap_free",
         "presence_online",
+        "battery_battery_days",
     ):
         assert must in names, must
     assert any(name.startswith("round_rejected_") for name in names)
@@ -216,6 +218,7 @@ def test_the_dashboard_has_the_reports_views():
         "Participation, device × round",
         "Presence, device × time",
         "Lowest free heap per device (the 30 lowest)",
+        "Projected battery life per device (the 30 shortest)",
     ):
         assert needed in titles, needed
 

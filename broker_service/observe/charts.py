@@ -296,3 +296,25 @@ def heap_bars(ax, lowest: Mapping[str, float]) -> None:
     _si_axis(ax, "B", axis="x")
     for yi, d in zip(y, devices, strict=True):
         ax.text(lowest[d], yi, " " + human(lowest[d], "B"), va="center", fontsize=7)
+
+
+def days_bars(ax, days: Mapping[str, float], estimated: Sequence[str] = ()) -> None:
+    """Each device's projected battery life in days, shortest first, from zero; the devices in
+    `estimated` (projected from their stated schedule) are drawn lighter."""
+    devices = sorted(days, key=lambda d: (days[d], d))
+    y = np.arange(len(devices))
+    colours = [PALETTE["dense"] if d in estimated else PALETTE["energy"] for d in devices]
+    ax.barh(y, [days[d] for d in devices], color=colours, height=0.7)
+    ax.set_yticks(y)
+    ax.set_yticklabels(devices, fontsize=7)
+    ax.set_ylim(len(devices) - 0.5, -0.5)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("days", fontsize=9)
+    for yi, d in zip(y, devices, strict=True):
+        ax.text(
+            days[d],
+            yi,
+            " %.0f d" % days[d] if days[d] >= 10 else " %.1f d" % days[d],
+            va="center",
+            fontsize=7,
+        )

@@ -39,6 +39,8 @@ class Digest:
     updates: list[Point] = field(default_factory=list)
     participation: dict[tuple[str, int], tuple[str, str | None]] = field(default_factory=dict)
     presence: dict[str, list[tuple[int, int, int | None]]] = field(default_factory=dict)
+    battery: dict[str, dict] = field(default_factory=dict)
+    """Each device's latest `battery` point's fields (its projected battery life)."""
 
     def devices(self) -> list[str]:
         """Every device the session heard of (presence, participation, updates), sorted."""
@@ -62,6 +64,7 @@ def digest(points: Iterable[Point]) -> Digest:
     tags: dict[str, set[str]] = defaultdict(set)
     closed: dict[int, dict] = {}
     metric: dict[int, tuple[float, float | None]] = {}
+    battery_seen: dict[str, Point] = {}
     stamps = []
     for p in points:
         stamps.append(p.ts_ns)
@@ -77,6 +80,10 @@ def digest(points: Iterable[Point]) -> Digest:
         elif p.measurement == "participation":
             key = (p.tags.get("device", ""), int(p.fields["round"]))
             d.participation[key] = (p.fields.get("outcome", ""), p.fields.get("reason"))
+        elif p.measurement == "battery":
+            latest = battery_seen.get(p.tags.get("device", ""))
+            if latest is None or latest.ts_ns <= p.ts_ns:
+                battery_seen[p.tags.get("device", "")] = p
         elif p.measurement == "presence":
             event = (p.ts_ns, int(p.fields.get("online", 0)), p.fields.get("free_heap"))
             d.presence.setdefault(p.tags.get("device", ""), []).append(event)
@@ -86,6 +93,7 @@ def digest(points: Iterable[Point]) -> Digest:
     d.metric = [(r + 1, m, ci) for r, (m, ci) in sorted(metric.items())]
     for events in d.presence.values():
         events.sort()
+    d.battery = {dev: p.fields for dev, p in battery_seen.items() if dev}
     return d
 
 

@@ -2,7 +2,10 @@
 
 Writes are queued by the sink; nothing here waits on the network. Once attached to the running
 service (`attach`), it also writes who took part in each round (`participation`) and publishes
-the service's retained progress document (`observe.status`), which `tinymetafed status` reads.
+the service's retained progress document (`observe.status`), which `tinymetafed status` reads,
+and the devices' projected battery life (`battery_doc`). A device that states a battery in its
+birth gets a `battery` point whenever what the service knows of it changes (observe.battery_life
+projects it from its status and the telemetry of its rounds and wakes).
 Numbers that come from devices (telemetry, presence) reach it already checked by
 `server.inbound` (finite, 0 to `limits.MAX_REPORTED`); only fields of the right type are written,
 and `metrics.line` leaves out NaN and infinities.
@@ -18,8 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from broker_service.core.fewshot import ci95
+from broker_service.observe.battery_life import DeviceEnergy, Projection, projection
 from broker_service.observe.metrics import Sink, line
-from broker_service.observe.status import progress_doc, progress_topic
+from broker_service.observe.status import battery_doc, battery_topic, progress_doc, progress_topic
 
 TELEMETRY_FIELDS = (  # the numbers of a device's telemetry that are recorded (and checked)
     "samples",
@@ -33,7 +37,14 @@ TELEMETRY_FIELDS = (  # the numbers of a device's telemetry that are recorded (a
     "macs",
     "bytes_sent",
     "bytes_received",
+    "wake",  # a sleeping device's wake telemetry: its wake counter, the training and sensor
+    "wakes",  # wakes since its previous telemetry, how long the wake lasted
+    "sensor_wakes",
+    "wake_ms",
 )
+
+BATTERY_STATUS = ("energy_profile", "battery", "wake_s")
+"""Status fields that make a device's energy worth following (a battery, or a sleeping one)."""
 
 
 ACCEPTED, LATE, REJECTED = "accepted", "late", "rejected"
@@ -77,6 +88,9 @@ class Recorder:
         self.metric_ci95: float | None = None
         self.eval_devices: int | None = None
         self.last_metric: dict[str, float | int | None] = {}
+        self.energy: dict[str, DeviceEnergy] = {}  # devices on a battery, or sleeping ones
+        self.projections: dict[str, Projection] = {}  # the latest of each device
+        self.battery_published: dict | None = None
 
     def attach(self, service: ServiceView) -> None:
         """Follow the running service: from now on every closed round also records its
@@ -198,6 +212,19 @@ class Recorder:
         topic = progress_topic(self.service.topics.base)
         with contextlib.suppress(OSError, ValueError, RuntimeError):  # a round never fails for it
             self.service.mqtt.publish(topic, json.dumps(doc).encode(), qos=1, retain=True)
+        self._publish_battery()
+
+    def _publish_battery(self) -> None:
+        """Publish the devices' projected battery life, retained, when it changed."""
+        assert self.service is not None
+        devices = battery_doc(self.projections)["devices"]
+        if not devices or devices == self.battery_published:
+            return
+        doc = {"time": round(time.time(), 3), "devices": devices}
+        topic = battery_topic(self.service.topics.base)
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            self.service.mqtt.publish(topic, json.dumps(doc).encode(), qos=1, retain=True)
+            self.battery_published = devices
 
     def device_update(
         self, device: str, round_no: int, telemetry: dict, payload_bytes: int | None
@@ -211,6 +238,15 @@ class Recorder:
             fields[key] = float(value)
         self._write([line("device_update", {**self.tags, "device": device}, fields, self._now())])
 
+    def device_telemetry(self, device: str, telemetry: dict) -> None:
+        """Every telemetry document of a device the service follows the energy of (an idle or
+        re-sending wake's too, not only an accepted update's): its battery projected again."""
+        energy = self.energy.get(device)
+        if energy is not None:
+            now = self._now()
+            energy.telemetry(telemetry, now / 1e9)
+            self._battery(device, energy, now)
+
     def presence(self, device: str, online: bool, info: dict) -> None:
         """One `presence` point per change."""
         fields = {"online": int(online)}
@@ -218,3 +254,19 @@ class Recorder:
             fields["free_heap"] = info["free_heap"]
         tags = {"fleet": self.tags["fleet"], "device": device}
         self._write([line("presence", tags, fields, self._now())])
+        energy = self.energy.get(device)
+        if energy is None and any(info.get(key) is not None for key in BATTERY_STATUS):
+            energy = self.energy[device] = DeviceEnergy()
+        if energy is not None and energy.status(info):
+            self._battery(device, energy, self._now())
+
+    def _battery(self, device: str, energy: DeviceEnergy, now: int) -> None:
+        """Project `device`'s battery life again; a `battery` point at `now` (ns) when there is
+        one."""
+        found = projection(energy)
+        if found is None:
+            self.projections.pop(device, None)
+            return
+        self.projections[device] = found
+        tags = {**self.tags, "device": device}
+        self._write([line("battery", tags, found.fields(), now)])

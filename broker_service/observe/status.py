@@ -5,6 +5,9 @@ What is retained under `<prefix>/<fleet>/`:
     service/status       the service's presence: {"state": "online"} or its last will "offline"
     service/progress     the service's progress document (`progress_doc`, published by the
                          recorder after the first evaluation and after every closed round)
+    service/battery      the devices' projected battery life (`battery_doc`, published by the
+                         recorder with the progress when it changed): {"devices": {id:
+                         {"days": 412.3, "basis": "measured"}}}, only devices on a battery
     devices/<id>/status  each device's birth ("online", board, firmware, free heap), "offline",
                          or "asleep" (with `wake_s`) while it deep-sleeps: a sleeping member
                          of an asynchronous session, counted apart from the offline ones
@@ -29,6 +32,7 @@ from typing import Any, TextIO
 
 PROGRESS_LEAF = "service/progress"
 STATUS_LEAF = "service/status"
+BATTERY_LEAF = "service/battery"
 SETTLE_QUIET_S = 0.4
 """The retained messages have all arrived once the subscription was acknowledged and no retained
 message came for this long (MQTT has no end-of-retained marker)."""
@@ -38,6 +42,22 @@ SETTLE_MAX_S = 5.0
 def progress_topic(base: str) -> str:
     """The service's retained progress document of the fleet at `base` (`<prefix>/<fleet>`)."""
     return base + "/" + PROGRESS_LEAF
+
+
+def battery_topic(base: str) -> str:
+    """The service's retained battery document of the fleet at `base`."""
+    return base + "/" + BATTERY_LEAF
+
+
+def battery_doc(projections: Mapping[str, Any]) -> dict[str, Any]:
+    """The devices' projected battery life as `tinymetafed status` reads it, from each device's
+    latest projection (observe.battery_life.Projection): days to 0.1, and the basis."""
+    return {
+        "devices": {
+            device: {"days": round(float(p.days), 1), "basis": p.basis}
+            for device, p in sorted(projections.items())
+        }
+    }
 
 
 def progress_doc(
@@ -90,12 +110,19 @@ def _number(value: Any) -> float | int | None:
     return value
 
 
-def device_row(device: str, status: Mapping, telemetry: Mapping) -> dict[str, Any]:
+def device_row(
+    device: str, status: Mapping, telemetry: Mapping, battery: Mapping | None = None
+) -> dict[str, Any]:
     """One device of the snapshot: presence and birth details, the newest free heap and the last
-    round it reported on (telemetry wins over the birth, being newer)."""
+    round it reported on (telemetry wins over the birth, being newer), and its projected battery
+    life in days with its basis (None for a device without one in `battery`, its entry of the
+    service's battery document)."""
     heap = _number(telemetry.get("heap_free"))
     if heap is None:
         heap = _number(status.get("free_heap"))
+    battery = battery if isinstance(battery, Mapping) else {}
+    days = _number(battery.get("days"))
+    basis = battery.get("basis") if days is not None else None
     return {
         "device": device,
         "online": status.get("state") == "online",
@@ -106,6 +133,8 @@ def device_row(device: str, status: Mapping, telemetry: Mapping) -> dict[str, An
         "free_heap": heap,
         "last_round": _number(telemetry.get("round")),
         "last_error": telemetry.get("error") or telemetry.get("aborted"),
+        "battery_days": days,
+        "battery_basis": basis if isinstance(basis, str) else None,
     }
 
 
@@ -124,8 +153,10 @@ def snapshot(base: str, messages: Mapping[str, bytes], now: float | None = None)
             statuses[device] = _json(payload)
         elif leaf == "telemetry":
             telemetry[device] = _json(payload)
+    batteries = _json(messages.get(battery_topic(base), b"")).get("devices")
+    batteries = batteries if isinstance(batteries, dict) else {}
     rows = [
-        device_row(d, statuses.get(d, {}), telemetry.get(d, {}))
+        device_row(d, statuses.get(d, {}), telemetry.get(d, {}), batteries.get(d))
         for d in sorted(set(statuses) | set(telemetry))
     ]
     state = _json(messages.get(base + "/" + STATUS_LEAF, b"")).get("state", "unknown")
@@ -208,16 +239,40 @@ def service_lines(snap: Mapping) -> list[str]:
     return lines
 
 
-def device_cells(row: Mapping) -> list[str]:
+def device_cells(row: Mapping, battery: bool = False) -> list[str]:
     """The table cells of one device: id, online/asleep/offline, board, free heap, last
-    round."""
-    return [
+    round, and with `battery` its projected battery life."""
+    cells = [
         row["device"],
         presence_text(row),
         str(row["board"] or "-"),
         _kb(row["free_heap"]),
         "-" if row["last_round"] is None else str(row["last_round"]),
     ]
+    if battery:
+        cells.append(battery_text(row))
+    return cells
+
+
+def battery_text(row: Mapping) -> str:
+    """A device's battery cell: its projected days ("~" while they come from its stated
+    schedule rather than its measured wakes), or "-" without a projection."""
+    days = row.get("battery_days")
+    if days is None:
+        return "-"
+    text = "%.1f d" % days if days < 10 else "%.0f d" % days
+    return "~" + text if row.get("battery_basis") == "schedule" else text
+
+
+def shows_battery(rows: list[dict]) -> bool:
+    """True when a device of `rows` has a projected battery life: the table gets its column
+    (a fleet without batteries keeps the table it had)."""
+    return any(r.get("battery_days") is not None for r in rows)
+
+
+def device_header(battery: bool) -> list[str]:
+    """The device table's header, with the battery column when `battery`."""
+    return DEVICE_HEADER + ["battery"] if battery else list(DEVICE_HEADER)
 
 
 def presence_text(row: Mapping) -> str:
@@ -256,7 +311,9 @@ def render_text(snap: Mapping, max_rows: int = 40) -> str:
     lines += service_lines(snap)
     lines.append("devices " + devices_line(snap))
     if rows:
-        lines += ["", text_table(DEVICE_HEADER, [device_cells(r) for r in rows])]
+        battery = shows_battery(rows)
+        cells = [device_cells(r, battery) for r in rows]
+        lines += ["", text_table(device_header(battery), cells)]
     if hidden:
         lines.append("... and %d more (--json lists every device)" % hidden)
     return "\n".join(lines)
@@ -285,11 +342,12 @@ def render_rich(snap: Mapping, max_rows: int = 40):
         ),
         caption="... and %d more (--json lists every device)" % hidden if hidden else None,
     )
-    for i, name in enumerate(DEVICE_HEADER):
+    battery = shows_battery(rows)
+    for i, name in enumerate(device_header(battery)):
         table.add_column(name, justify="left" if i < 3 else "right")
     for r in rows:
         present = r["online"] or r.get("asleep")
-        table.add_row(*device_cells(r), style=None if present else "red")
+        table.add_row(*device_cells(r, battery), style=None if present else "red")
     return Group(service, table)
 
 

@@ -190,6 +190,7 @@ class MessageHandlers:
             self._refuse(device, "telemetry", exc.reason, exc.detail)
             return
         self.telemetry[device] = kept_telemetry(doc)  # what closing a round reads
+        self.recorder.device_telemetry(device, doc)  # a battery's projection: every wake counts
         for ledger in (self.ledger, self.previous_ledger):
             entry = ledger.answered(device, doc.get("round")) if ledger is not None else None
             if entry is not None:

@@ -24,6 +24,12 @@ overflow float() where it is used."""
 
 STATUS_NUMBERS = ("free_heap", "params", "global_params", "codec")
 """The integer capabilities of a status document (non-negative)."""
+BATTERY_KEYS = ("mah", "volts", "usable")
+"""A birth's `battery`: capacity (mAh), nominal voltage and usable fraction, each above 0."""
+MAX_BATTERY = 1e9
+"""The largest capacity or voltage a birth's `battery` may state (as a device's config)."""
+MAX_NAME = 32
+"""The longest `energy_profile` name read."""
 
 OPEN = "[{"
 CLOSE = "]}"
@@ -109,10 +115,30 @@ def reported_int(doc: dict, key: str, high: float = limits.MAX_REPORTED) -> int 
     return None if number is None else int(value)
 
 
+def read_battery(doc: dict) -> None:
+    """Check a birth's `energy_profile` (a short string) and `battery` (an object of
+    BATTERY_KEYS, each a number above 0 and at most MAX_BATTERY, `usable` at most 1), when
+    present and not null; raises Rejected (bad_json, bad_number) with the field at fault."""
+    name = doc.get("energy_profile")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= MAX_NAME):
+        raise Rejected(reasons.BAD_JSON, "energy_profile is not a name")
+    cell = doc.get("battery")
+    if cell is None:
+        return
+    if not isinstance(cell, dict):
+        raise Rejected(reasons.BAD_JSON, "battery is not an object")
+    for key in BATTERY_KEYS:
+        high = 1.0 if key == "usable" else MAX_BATTERY
+        value = reported_number(cell, key, high)
+        if not value:  # missing, or 0
+            raise Rejected(reasons.BAD_NUMBER, "battery.%s must be a number above 0" % key)
+
+
 def read_status(payload: bytes) -> dict:
     """A device's presence document; empty (a cleared retained message) is {} (offline).
-    `state` must be a string; the integer capabilities and a sleeping device's `wake_s` are
-    range-checked; `model_version` may also be -1 (no model yet)."""
+    `state` must be a string; the integer capabilities, a sleeping device's `wake_s` and
+    `sense_s` and a birth's battery (`read_battery`) are range-checked; `model_version` may also
+    be -1 (no model yet)."""
     if not payload:
         return {}
     doc = read_json_object(payload, limits.MAX_STATUS, reasons.BAD_JSON)
@@ -121,6 +147,8 @@ def read_status(payload: bytes) -> dict:
     for key in STATUS_NUMBERS:
         reported_int(doc, key)
     reported_number(doc, "wake_s")  # a sleeping device's announced sleep, in seconds
+    reported_number(doc, "sense_s")  # ... and its sensor wakes' period
+    read_battery(doc)
     if doc.get("model_version") != -1:
         reported_int(doc, "model_version", limits.MAX_ROUND)
     return doc

@@ -15,12 +15,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from broker_service.server.inbound import read_status
+from broker_service.server.inbound import BATTERY_KEYS, read_status
 from broker_service.server.rounds import Rejected
 
-KEPT_STATUS = ("state", "model_version", "free_heap", "wake_s")
+KEPT_STATUS = (
+    "state",
+    "model_version",
+    "free_heap",
+    "wake_s",
+    "sense_s",
+    "energy_profile",
+    "battery",
+)
 """The fields of a status document a device's entry keeps (presence, the model it holds, the
-heap recorded on a change, a sleeping device's announced sleep)."""
+heap recorded on a change, a sleeping device's announced sleep and sensor wakes, and what its
+battery life is projected with: its energy profile and battery, which only a device on a
+battery states)."""
 ASLEEP = "asleep"
 """The state of a device's status while it deep-sleeps (an asynchronous session's member)."""
 
@@ -29,8 +39,12 @@ def kept_status(info: dict) -> dict:
     """The KEPT_STATUS fields of a status document already read (`inbound.read_status`); the
     state string is interned, so thousands of devices share one "online"."""
     kept = {key: info[key] for key in KEPT_STATUS if key in info}
-    if isinstance(kept.get("state"), str):
-        kept["state"] = sys.intern(kept["state"])
+    for key in ("state", "energy_profile"):
+        if isinstance(kept.get(key), str):
+            kept[key] = sys.intern(kept[key])
+    cell = kept.get("battery")
+    if isinstance(cell, dict):  # checked by read_status: (mah, volts, usable), smaller
+        kept["battery"] = tuple(cell.get(key) for key in BATTERY_KEYS)
     return kept
 
 
