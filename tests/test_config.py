@@ -21,7 +21,7 @@ def test_precedence_file_then_env_then_flags(tmp_path):
 
 def test_the_asynchronous_options_and_their_defaults():
     cfg = load_config(None, None, {})
-    assert (cfg.mode, cfg.buffer, cfg.max_staleness) == ("rounds", None, 10)
+    assert (cfg.mode, cfg.buffer, cfg.max_staleness) == ("rounds", None, 8)
     assert (cfg.staleness_power, cfg.step_timeout) == (0.5, 60.0)
     env = {"TINYMETAFED_MODE": "async", "TINYMETAFED_BUFFER": "8"}
     cfg = load_config(None, {"max_staleness": 3, "staleness_power": 1.0}, env)

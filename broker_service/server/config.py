@@ -91,7 +91,7 @@ class ServiceConfig:
         help="async: accepted updates that make one aggregation step (default: the cohort size)"
     )
     max_staleness: int = option(
-        10, "async: refuse an update computed more than this many model versions ago"
+        8, "async: refuse an update computed more than this many model versions ago"
     )
     staleness_power: float = option(
         0.5, "async: an update s versions old weighs (1+s)^-power (FedBuff's 0.5; 0: no discount)"
