@@ -24,6 +24,30 @@ from device_agent.robust import RobustAgent
 from device_agent.round import round_settings
 
 
+def agent_config(
+    device_id: str,
+    broker_host: str,
+    broker_port: int,
+    use_case: UseCase,
+    fleet: str = "default",
+    prefix: str = "tinymetafed",
+    **extra,
+) -> dict:
+    """A simulated device's agent config on the broker at host:port (`extra` keys added, such
+    as a sleeping device's "sleep" block)."""
+    return make_config(
+        {
+            "device_id": device_id,
+            "fleet": fleet,
+            "prefix": prefix,
+            "use_case": use_case.name,
+            "spec": use_case.spec,
+            "broker": {"host": broker_host, "port": broker_port, "keepalive": 15},
+            **extra,
+        }
+    )
+
+
 class NumpyRunner:
     """A round_runner for Agent: the agent's round, computed by broker_service.core.device_round."""
 
@@ -42,15 +66,25 @@ class NumpyRunner:
         count = int(settings["adapt_samples"]) + (
             int(settings["recon_samples"]) if settings["split"] else 0
         )
-        rng = device_rng(self.seed, int(command["round"]), agent.device_id)
-        xs, ys = self.use_case.stream(agent.device_id, count, rng)
-        if self.residual is None or len(self.residual) != n:
-            self.residual = np.zeros(n, dtype=np.float32)
-            self.last_round = None
-        result = simulate_round(self.net, theta, xs, ys, command, self.residual, self.last_round)
+        xs, ys = self.samples(agent, command, count)
+        residual, last_round = self.memory(agent, n)
+        result = simulate_round(self.net, theta, xs, ys, command, residual, last_round)
         if settings["error_feedback"]:
             self.last_round = int(command["round"])
         return result
+
+    def samples(self, agent: Agent, command: dict, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The round's `count` samples: the use case's stream of (seed, round, device)."""
+        rng = device_rng(self.seed, int(command["round"]), agent.device_id)
+        return self.use_case.stream(agent.device_id, count, rng)
+
+    def memory(self, agent: Agent, n: int) -> tuple[np.ndarray, int | None]:
+        """The error-feedback memory of the round (updated in place) and the round that last
+        updated it: the runner's own (one runner a device)."""
+        if self.residual is None or len(self.residual) != n:
+            self.residual = np.zeros(n, dtype=np.float32)
+            self.last_round = None
+        return self.residual, self.last_round
 
 
 class SimulatedFleet:
@@ -77,16 +111,7 @@ class SimulatedFleet:
         net = NumpyNet(use_case.spec)
         quiet = logger or (lambda *a, **k: None)
         for device_id in use_case.device_ids[:devices]:
-            cfg = make_config(
-                {
-                    "device_id": device_id,
-                    "fleet": fleet,
-                    "prefix": prefix,
-                    "use_case": use_case.name,
-                    "spec": use_case.spec,
-                    "broker": {"host": broker_host, "port": broker_port, "keepalive": 15},
-                }
-            )
+            cfg = agent_config(device_id, broker_host, broker_port, use_case, fleet, prefix)
             self.agents.append(
                 Agent(cfg, iter(()), round_runner=NumpyRunner(use_case, net, seed), logger=quiet)
             )
