@@ -27,8 +27,14 @@ mix, branches taken or not, is priced by the Cortex-M4's or Cortex-M0+'s publish
 cycles per instruction. From the counts: the instructions per MAC of each kernel (fitted on the
 four rounds) and the CPI of each core, which device_agent/energy.py holds; then every board's
 round time and energy, from the rounds' measured instructions and from energy.py's MAC model,
-and the goals. `--use-case` and `--target` measure a part (into `--out`); `--reprice` measures
-nothing: it prices the counts in the file again (after a change to device_agent/energy.py).
+and the goals; last, each use case's free heap through its full round on the Cortex-M7 firmware
+with either kernel set (broker_service.tools.firmware heap: `heap` in the file). `--use-case`
+and `--target` measure a part (into `--out`), `--no-trace` skips the tracing and `--no-heap`
+the heap (`--cortexm --no-trace --no-heap --target m7-native --use-case kws --out F` counts
+one use case's steps and round in about a minute, for a quick look while changing the
+kernels); `--heap-only` measures the heap figures alone into the file (after a change to what
+the agent allocates that leaves its instructions alone); `--reprice` measures nothing: it prices
+the counts in the file again (after a change to device_agent/energy.py).
 The firmware runs take about 20 minutes on two cores.
 """
 
@@ -47,7 +53,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from broker_service.observe.provenance import load_average, write_results
+from broker_service.observe.provenance import load_average, provenance, write_results
 from broker_service.sim.demo import VERSION_CODE, find_micropython
 from broker_service.tools import firmware, native_build, romfs_image
 from broker_service.tools.bundle import strip_native
@@ -615,9 +621,11 @@ def convert(result: dict, scale: float, sizes: dict) -> dict:
     return out
 
 
-def measure_cortexm(use_cases: list[str], targets: list[Target], log=print) -> dict:
+def measure_cortexm(
+    use_cases: list[str], targets: list[Target], log=print, trace: bool = True
+) -> dict:
     """Calibrate each firmware, run the probe for every target and use case, trace the
-    adaptation steps that are small enough."""
+    adaptation steps that are small enough (with `trace`)."""
     command = bench._command(10, 20)
     boards = sorted({t.board for t in targets}, key=lambda b: [t.board for t in TARGETS].index(b))
     calibration = {}
@@ -636,7 +644,7 @@ def measure_cortexm(use_cases: list[str], targets: list[Target], log=print) -> d
             runs.append({"target": target.name, **run})
             log(_run_line(target.name, run))
     traces = []
-    for target in (t for t in targets if t.trace):
+    for target in (t for t in targets if t.trace and trace):
         for use_case in use_cases:
             run = next(r for r in runs if r["target"] == target.name and r["use_case"] == use_case)
             if run["adapt_step"]["instructions"] > TRACE_LIMIT:
@@ -857,7 +865,21 @@ def reprice(doc: dict) -> dict:
     return doc
 
 
-def cortexm(use_cases: list[str], targets: list[Target]) -> dict:
+def heap_figures(use_cases: list[str], log=print) -> dict:
+    """Each use case's free heap through its full default round on the Cortex-M7 firmware, with
+    the Python and with the compiled kernels (broker_service.tools.firmware heap)."""
+    out: dict = {"board": "MPS2_AN500", "legend": firmware.HEAP_LEGEND, "kernels": {}}
+    for kernel, native in (("micropython", False), ("compiled", True)):
+        figures = firmware.heap(tuple(use_cases), native=native, log=lambda line: None)
+        out["kernels"][kernel] = {f.use_case: asdict(f) for f in figures}
+        for f in figures:
+            log("heap %-11s %s" % (kernel, f.line()))
+    return out
+
+
+def cortexm(
+    use_cases: list[str], targets: list[Target], trace: bool = True, heap: bool = True
+) -> dict:
     """The Cortex-M document: firmware, targets, counts, traces."""
     start = time.monotonic()
     doc = {
@@ -871,7 +893,9 @@ def cortexm(use_cases: list[str], targets: list[Target]) -> dict:
         },
         "targets": {t.name: asdict(t) for t in targets},
     }
-    doc.update(measure_cortexm(use_cases, targets))
+    doc.update(measure_cortexm(use_cases, targets, trace=trace))
+    if heap:
+        doc["heap"] = heap_figures(use_cases)
     doc["seconds"] = time.monotonic() - start
     return doc
 
@@ -914,6 +938,21 @@ def main() -> int:
     )
     parser.add_argument("--use-case", action="append", choices=USE_CASES)
     parser.add_argument("--target", action="append", choices=[t.name for t in TARGETS])
+    parser.add_argument(
+        "--no-heap", action="store_true", help="--cortexm: leave out the heap figures"
+    )
+    parser.add_argument(
+        "--heap-only",
+        action="store_true",
+        help="--cortexm: measure the heap figures alone into --out (its counts kept, priced "
+        "again): after a change to what the agent allocates that leaves its instructions alone",
+    )
+    parser.add_argument(
+        "--no-trace",
+        action="store_true",
+        help="--cortexm: count steps and rounds only, no instruction tracing (a quick look "
+        "while changing the kernels, e.g. --target m7-native --use-case kws --out /tmp/x.json)",
+    )
     args = parser.parse_args()
     started = load_average()
     if not args.cortexm:
@@ -922,12 +961,17 @@ def main() -> int:
         print("wrote %s" % out)
         return 0
     out = Path(args.out or RESULTS / "device-cortexm.json")
-    if args.reprice:
+    if args.reprice or args.heap_only:
         doc = json.loads(out.read_text())
         doc["measured"] = doc.pop("measured", None) or doc.pop("provenance", None)
+        if args.heap_only:
+            doc["heap"] = heap_figures(args.use_case or USE_CASES)
+            doc["heap"]["provenance"] = provenance(started)
     else:
         targets = [by_name()[n] for n in args.target] if args.target else list(TARGETS)
-        doc = cortexm(args.use_case or USE_CASES, targets)
+        doc = cortexm(
+            args.use_case or USE_CASES, targets, trace=not args.no_trace, heap=not args.no_heap
+        )
     report(reprice(doc))
     write_results(out, doc, started)
     print("wrote %s" % out)

@@ -16,6 +16,8 @@ import path of a board (its root folder, /lib or a ROMFS at /rom) or of the unix
 another interface leaves the pure-Python kernels in use; `native_status()` says which and why.
 """
 
+from array import array
+
 try:
     import micropython
 except ImportError:
@@ -28,8 +30,9 @@ except ImportError:
             return f
 
 
-NATIVE_API = 1
-"""The interface of tmf_kernels this agent speaks (the module's `API`; GEO_LEN 13 geometry)."""
+NATIVE_API = 2
+"""The interface of tmf_kernels this agent speaks (the module's `API`; GEO_LEN 13 geometry;
+since 2 the whole training step and the error-feedback residual in one call each)."""
 
 _native = {}  # type: dict  # "module", "why" once loaded; "off" after use_native(False)
 
@@ -67,3 +70,24 @@ def use_native(on):
     """Allow (True, the default) or forbid (False) the compiled kernels in this process: a
     Network built afterwards without `native=` and Top-P% selection follow it."""
     _native["off"] = not on
+
+
+KIND_CODES = {
+    "dense": 1,
+    "conv2d": 2,
+    "maxpool": 3,
+    "avgpool": 4,
+    "relu": 5,
+    "tanh": 6,
+    "flatten": 7,
+}
+"""Layer kinds as the compiled kernels number them (kernels.h)."""
+
+
+def layer_geometry(layer):
+    """A layer as the compiled kernels take it: array('i') of kind, c, h, w (input), f, oh, ow
+    (output), kh, kw, sh, sw (window, strides), w_off, b_off (parameter offsets)."""
+    c, h, w = layer.in_shape
+    f, oh, ow = layer.out_shape
+    dims = [KIND_CODES[layer.kind], c, h, w, f, oh, ow, layer.kh, layer.kw, layer.sh, layer.sw]
+    return array("i", dims + [layer.w_off, layer.b_off])

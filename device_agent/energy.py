@@ -103,16 +103,16 @@ KERNELS = ("micropython", "compiled")
 DEFAULT_KERNEL = "micropython"
 
 INSTRUCTIONS_PER_MAC = {
-    "armv7em": {"micropython": 1660.0, "compiled": 14.9},
-    "armv6m": {"micropython": 2950.0, "compiled": 181.0},
+    "armv7em": {"micropython": 1600.0, "compiled": 6.29},
+    "armv6m": {"micropython": 2900.0, "compiled": 162.0},
 }
 """Instructions a multiply-accumulate of a device round costs, by instruction set and kernel:
 fitted on the instructions and MACs of the four default rounds (see above;
 benchmarks/results/device-cortexm.json "fit")."""
 
 CORE_CPI = {
-    "cortex-m4": {"micropython": 1.82, "compiled": 1.42},
-    "cortex-m0+": {"micropython": 1.55, "compiled": 1.33},
+    "cortex-m4": {"micropython": 1.83, "compiled": 1.42},
+    "cortex-m0+": {"micropython": 1.55, "compiled": 1.34},
 }
 """Cycles per instruction of each kernel's training steps at zero wait states, by core: their
 instruction mix priced by the core's manual (see above; device-cortexm.json "cpi")."""

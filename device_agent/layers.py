@@ -8,33 +8,13 @@ step equals plain SGD exactly and needs no gradient buffer.
 
 `forward` and `backward` run any layer; the compiled module tmf_kernels (device_agent/native/)
 has the same two entry points and a C twin of every kernel here, taking the layer as the int
-array of `layer_geometry` instead of the Layer (network.py picks one set per Network).
+array of `layer_geometry` (device_agent/compat.py) instead of the Layer (network.py picks one set
+per Network; with the compiled kernels this module is not even imported).
 """
 
 import math
-from array import array
 
-from device_agent.compat import micropython
-
-KIND_CODES = {
-    "dense": 1,
-    "conv2d": 2,
-    "maxpool": 3,
-    "avgpool": 4,
-    "relu": 5,
-    "tanh": 6,
-    "flatten": 7,
-}
-"""Layer kinds as the compiled kernels number them (kernels.h)."""
-
-
-def layer_geometry(layer):
-    """A layer as the compiled kernels take it: array('i') of kind, c, h, w (input), f, oh, ow
-    (output), kh, kw, sh, sw (window, strides), w_off, b_off (parameter offsets)."""
-    c, h, w = layer.in_shape
-    f, oh, ow = layer.out_shape
-    dims = [KIND_CODES[layer.kind], c, h, w, f, oh, ow, layer.kh, layer.kw, layer.sh, layer.sw]
-    return array("i", dims + [layer.w_off, layer.b_off])
+from device_agent.compat import KIND_CODES, layer_geometry, micropython  # noqa: F401
 
 
 def forward(layer, p, x, y):

@@ -140,32 +140,31 @@ def residual_applies(settings, last_round):
     return int(settings.get("round", 0)) > int(last_round)
 
 
-def sparse_delta(params, origin, n_global, percent, residual=None, scratch=None):
-    """Turn origin[:n_global] (a copy of θ_g) into Δ (+ residual) in place; returns
-    (indices, values). `scratch` (n_global floats or more) spares Top-P% an allocation."""
-    for i in range(n_global):
-        origin[i] = params[i] - origin[i]
-        if residual is not None:
-            origin[i] += residual[i]
+def sparse_delta(net, params, origin, n_global, percent, residual=None):
+    """Turn origin[:n_global] (a copy of θ_g) into Δ (+ residual) in place with the network's
+    kernels; returns (indices, values) of Top-P% (its scratch: net.scratch)."""
+    net.delta_into(params, origin, n_global, residual)
     k = top_k_count(n_global, percent)
-    idx = select_top_k(origin, k, scratch, n_global)
+    idx = select_top_k(origin, k, net.scratch(n_global), n_global)
     values = codec.zeros(k)
     for j in range(k):
         values[j] = origin[idx[j]]
     return idx, values
 
 
-def update_residual(residual, delta, idx, values, payload, n_global):
+def _just_encoded(buf, h):
+    return True
+
+
+def update_residual(net, residual, delta, idx, values, payload, n_global):
     """Error feedback: residual ← what the server will not see of Δ (unsent and rounding).
     The values as sent are read back from the payload into `values` (the round's k selected
-    values, no longer needed once encoded): no new block on a fragmented heap."""
-    for i in range(n_global):
-        residual[i] = delta[i]
-    h = codec.decode_header(payload)
+    values, no longer needed once encoded): no new block on a fragmented heap. The payload was
+    encoded just now: its checksum is not computed again."""
+    h = codec.decode_header(payload, crc_ok=_just_encoded)
     pos = codec.HEADER_SIZE + h.body_len - codec.value_section_size(h.k, h.value_enc)
     codec.decode_values(payload, h, pos, values, 0)
-    for j in range(len(idx)):
-        residual[idx[j]] = delta[idx[j]] - values[j]
+    net.residual_into(residual, delta, n_global, idx, values)
 
 
 def run_round(net, params, samples, command, residual=None, last_round=None):
@@ -186,15 +185,14 @@ def run_round(net, params, samples, command, residual=None, last_round=None):
     recon = int(s["recon_samples"]) if split else 0
     if split:
         result.recon_loss = reconstruct_local(net, params, samples, s, recon)
-    origin = net.delta  # preallocated: no parameter-sized block per round
-    for i in range(n_global):
-        origin[i] = params[i]
+    origin = net.delta_buffer(n_global)  # preallocated: no parameter-sized block per round
+    net.copy_into(origin, params, n_global)
     adapted = adapt_global(net, params, samples, s, int(s["adapt_samples"]), result)
     result.samples = recon + adapted
     result.macs = round_macs(plan, s, recon, adapted)
     use_residual = residual if s["error_feedback"] else None
     added = use_residual if residual_applies(s, last_round) else None
-    idx, values = sparse_delta(params, origin, n_global, float(s["top_p"]), added, net.magnitudes)
+    idx, values = sparse_delta(net, params, origin, n_global, float(s["top_p"]), added)
     result.payload = codec.encode(
         codec.KIND_DELTA,
         n_global,
@@ -207,7 +205,7 @@ def run_round(net, params, samples, command, residual=None, last_round=None):
     )
     result.nnz = len(idx)
     if use_residual is not None:
-        update_residual(use_residual, origin, idx, values, result.payload, n_global)
+        update_residual(net, use_residual, origin, idx, values, result.payload, n_global)
     return result
 
 

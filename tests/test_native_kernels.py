@@ -83,7 +83,7 @@ def test_module_header_is_mpy_6_3_for_its_architecture(x64_module):
 def test_each_kernel_matches_its_python_twin(x64_module):
     lines = _micropython("tests/mpy/native_check.py", x64_module.parent, "1M").splitlines()
     cases = [json.loads(line) for line in lines]
-    assert len(cases) == 59, [c["case"] for c in cases]
+    assert len(cases) == 85, [c["case"] for c in cases]
     for case in cases:
         native = np.array(case["native"], dtype=np.float64)
         python = np.array(case["python"], dtype=np.float64)

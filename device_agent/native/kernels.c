@@ -1,7 +1,9 @@
 // Training kernels of the device agent in plain C (see kernels.h).
 //
 // The loops follow the pure-Python kernels statement by statement, so that a reader can hold
-// the two side by side; the only change is float32 arithmetic. exp, log and tanh are written
+// the two side by side; the only change is float32 arithmetic. Where a loop is rearranged for
+// speed (the 3x3 convolutions, unrolled loops) every value still goes through the same float32
+// operations in the same order, so the results are the same bits. exp, log and tanh are written
 // here rather than taken from a libm: a native module cannot count on one (soft-float
 // Cortex-M0/M3 links libgcc only), and the same code then gives the same bits on every
 // architecture (the build turns off fused multiply-add contraction).
@@ -11,6 +13,9 @@ typedef union {
     float f;
     uint32_t u;
 } bits_t;
+
+// Unroll a simple loop four times (the sums stay in order: only the loop's own counting goes)
+#define UNROLL4 _Pragma("GCC unroll 4")
 
 #define LN2_HI (6.93145751953125e-1f) // ln 2 rounded to 16 bits: k * LN2_HI is exact
 #define LN2_LO (1.42860682030941723212e-6f)
@@ -159,6 +164,7 @@ void tmf_dense_forward(const tmf_geo_t *g, const float *p, const float *x, float
     for (size_t o = 0; o < g->f; o++) {
         float s = p[g->b_off + o];
         const float *row = p + g->w_off + o * n_in;
+        UNROLL4
         for (size_t i = 0; i < n_in; i++) {
             s += row[i] * x[i];
         }
@@ -176,6 +182,7 @@ void tmf_dense_backward(const tmf_geo_t *g, float *p, const float *x, const floa
         for (size_t o = 0; o < g->f; o++) {
             float gr = dy[o];
             const float *row = p + g->w_off + o * n_in;
+            UNROLL4
             for (size_t i = 0; i < n_in; i++) {
                 dx[i] += row[i] * gr;
             }
@@ -185,6 +192,7 @@ void tmf_dense_backward(const tmf_geo_t *g, float *p, const float *x, const floa
         for (size_t o = 0; o < g->f; o++) {
             float gr = lr * dy[o];
             float *row = p + g->w_off + o * n_in;
+            UNROLL4
             for (size_t i = 0; i < n_in; i++) {
                 row[i] -= gr * x[i];
             }
@@ -193,7 +201,146 @@ void tmf_dense_backward(const tmf_geo_t *g, float *p, const float *x, const floa
     }
 }
 
+// 3x3 convolutions (every conv2d of the default models): the same float32 operations in the
+// same order as the general loops below, rearranged so that a filter's nine taps of one channel
+// stay in registers while it slides over the image. The forward pass keeps each output's
+// partial sum in y between channels (a float32 store and load change nothing), so an output is
+// still bias + taps channel by channel, row by row; the input gradient still adds the
+// contributions to each input in (filter, output position) order; the weight gradient keeps
+// nine sums at once, each over the output positions in order.
+
+#define TAPS(w, v) \
+    float w##0 = v[0], w##1 = v[1], w##2 = v[2], w##3 = v[3], w##4 = v[4], w##5 = v[5]; \
+    float w##6 = v[6], w##7 = v[7], w##8 = v[8]
+
+static void conv3x3_forward(const tmf_geo_t *g, const float *p, const float *x, float *y) {
+    size_t w = g->w, row_step = g->sh * w, sw = g->sw, npos = g->oh * g->ow;
+    size_t plane = g->h * w;
+    const float *wf = p + g->w_off;
+    for (size_t f = 0; f < g->f; f++) {
+        float *yf = y + f * npos;
+        float bias = p[g->b_off + f];
+        for (size_t j = 0; j < npos; j++) {
+            yf[j] = bias;
+        }
+        for (size_t c = 0; c < g->c; c++, wf += 9) {
+            TAPS(a, wf);
+            const float *xc = x + c * plane;
+            float *out = yf;
+            for (size_t oy = 0; oy < g->oh; oy++) {
+                const float *r0 = xc + oy * row_step;
+                const float *r1 = r0 + w;
+                const float *r2 = r1 + w;
+                for (size_t ox = 0; ox < g->ow; ox++) {
+                    float s = *out;
+                    s += a0 * r0[0];
+                    s += a1 * r0[1];
+                    s += a2 * r0[2];
+                    s += a3 * r1[0];
+                    s += a4 * r1[1];
+                    s += a5 * r1[2];
+                    s += a6 * r2[0];
+                    s += a7 * r2[1];
+                    s += a8 * r2[2];
+                    *out++ = s;
+                    r0 += sw;
+                    r1 += sw;
+                    r2 += sw;
+                }
+            }
+        }
+    }
+}
+
+static void conv3x3_input_grad(const tmf_geo_t *g, const float *p, const float *dy, float *dx) {
+    size_t w = g->w, row_step = g->sh * w, sw = g->sw, npos = g->oh * g->ow;
+    size_t plane = g->h * w;
+    const float *wf = p + g->w_off;
+    for (size_t f = 0; f < g->f; f++) {
+        const float *df = dy + f * npos;
+        for (size_t c = 0; c < g->c; c++, wf += 9) {
+            TAPS(w, wf);
+            float *xc = dx + c * plane;
+            const float *d = df;
+            for (size_t oy = 0; oy < g->oh; oy++) {
+                float *r0 = xc + oy * row_step;
+                for (size_t ox = 0; ox < g->ow; ox++, r0 += sw) {
+                    float gr = *d++;
+                    if (gr == 0.0f) {
+                        continue;
+                    }
+                    float *r1 = r0 + w;
+                    float *r2 = r1 + w;
+                    r0[0] += w0 * gr;
+                    r0[1] += w1 * gr;
+                    r0[2] += w2 * gr;
+                    r1[0] += w3 * gr;
+                    r1[1] += w4 * gr;
+                    r1[2] += w5 * gr;
+                    r2[0] += w6 * gr;
+                    r2[1] += w7 * gr;
+                    r2[2] += w8 * gr;
+                }
+            }
+        }
+    }
+}
+
+static void conv3x3_sgd(const tmf_geo_t *g, float *p, const float *x, const float *dy, float lr) {
+    size_t w = g->w, row_step = g->sh * w, sw = g->sw, npos = g->oh * g->ow;
+    size_t plane = g->h * w;
+    float *wi = p + g->w_off;
+    for (size_t f = 0; f < g->f; f++) {
+        const float *d0 = dy + f * npos;
+        float gb = 0.0f;
+        for (size_t j = 0; j < npos; j++) {
+            gb += d0[j];
+        }
+        for (size_t c = 0; c < g->c; c++, wi += 9) {
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f;
+            float s3 = 0.0f, s4 = 0.0f, s5 = 0.0f;
+            float s6 = 0.0f, s7 = 0.0f, s8 = 0.0f;
+            const float *xc = x + c * plane;
+            const float *d = d0;
+            for (size_t oy = 0; oy < g->oh; oy++) {
+                const float *r0 = xc + oy * row_step;
+                const float *r1 = r0 + w;
+                const float *r2 = r1 + w;
+                for (size_t ox = 0; ox < g->ow; ox++) {
+                    float v = *d++;
+                    s0 += v * r0[0];
+                    s1 += v * r0[1];
+                    s2 += v * r0[2];
+                    s3 += v * r1[0];
+                    s4 += v * r1[1];
+                    s5 += v * r1[2];
+                    s6 += v * r2[0];
+                    s7 += v * r2[1];
+                    s8 += v * r2[2];
+                    r0 += sw;
+                    r1 += sw;
+                    r2 += sw;
+                }
+            }
+            wi[0] -= lr * s0;
+            wi[1] -= lr * s1;
+            wi[2] -= lr * s2;
+            wi[3] -= lr * s3;
+            wi[4] -= lr * s4;
+            wi[5] -= lr * s5;
+            wi[6] -= lr * s6;
+            wi[7] -= lr * s7;
+            wi[8] -= lr * s8;
+        }
+        p[g->b_off + f] -= lr * gb;
+    }
+}
+
 void tmf_conv2d_forward(const tmf_geo_t *g, const float *p, const float *x, float *y) {
+    if (g->kh == 3 && g->kw == 3) {
+        conv3x3_forward(g, p, x, y);
+        return;
+    }
     size_t plane = g->h * g->w;
     size_t ksize = g->c * g->kh * g->kw;
     size_t out = 0;
@@ -225,6 +372,10 @@ void tmf_conv2d_input_grad(const tmf_geo_t *g, const float *p, const float *dy, 
     for (size_t i = 0; i < g->n_in; i++) {
         dx[i] = 0.0f;
     }
+    if (g->kh == 3 && g->kw == 3) {
+        conv3x3_input_grad(g, p, dy, dx);
+        return;
+    }
     size_t o = 0;
     for (size_t f = 0; f < g->f; f++) {
         const float *wf = p + g->w_off + f * ksize;
@@ -250,6 +401,10 @@ void tmf_conv2d_input_grad(const tmf_geo_t *g, const float *p, const float *dy, 
 }
 
 void tmf_conv2d_sgd(const tmf_geo_t *g, float *p, const float *x, const float *dy, float lr) {
+    if (g->kh == 3 && g->kw == 3) {
+        conv3x3_sgd(g, p, x, dy, lr);
+        return;
+    }
     size_t plane = g->h * g->w;
     size_t npos = g->oh * g->ow;
     float *wi = p + g->w_off;
@@ -293,6 +448,21 @@ static size_t argmax_window(const float *x, size_t top, size_t ph, size_t pw, si
     return best;
 }
 
+static inline size_t argmax_2x2(const float *x, size_t top, size_t w) {
+    // argmax_window of a 2x2 window: the same comparisons in the same order
+    size_t best = top;
+    if (x[top + 1] > x[best]) {
+        best = top + 1;
+    }
+    if (x[top + w] > x[best]) {
+        best = top + w;
+    }
+    if (x[top + w + 1] > x[best]) {
+        best = top + w + 1;
+    }
+    return best;
+}
+
 void tmf_pool_forward(const tmf_geo_t *g, const float *x, float *y) {
     size_t ph = g->kh, pw = g->kw, w = g->w;
     int is_max = g->kind == TMF_MAXPOOL;
@@ -302,7 +472,9 @@ void tmf_pool_forward(const tmf_geo_t *g, const float *x, float *y) {
         for (size_t oy = 0; oy < g->oh; oy++) {
             for (size_t ox = 0; ox < g->ow; ox++) {
                 size_t top = c * g->h * w + oy * ph * w + ox * pw;
-                if (is_max) {
+                if (is_max && ph == 2 && pw == 2) {
+                    y[out] = x[argmax_2x2(x, top, w)];
+                } else if (is_max) {
                     y[out] = x[argmax_window(x, top, ph, pw, w)];
                 } else {
                     float s = 0.0f;
@@ -333,7 +505,9 @@ void tmf_pool_backward(const tmf_geo_t *g, const float *x, const float *dy, floa
             for (size_t ox = 0; ox < g->ow; ox++) {
                 size_t top = c * g->h * w + oy * ph * w + ox * pw;
                 float gr = dy[o++];
-                if (is_max) {
+                if (is_max && ph == 2 && pw == 2) {
+                    dx[argmax_2x2(x, top, w)] = gr;
+                } else if (is_max) {
                     dx[argmax_window(x, top, ph, pw, w)] = gr;
                 } else {
                     for (size_t ky = 0; ky < ph; ky++) {
@@ -350,6 +524,7 @@ void tmf_pool_backward(const tmf_geo_t *g, const float *x, const float *dy, floa
 
 void tmf_activation_forward(int kind, const float *x, float *y, size_t n) {
     if (kind == TMF_RELU) {
+        UNROLL4
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
             y[i] = v > 0.0f ? v : 0.0f;
@@ -362,7 +537,14 @@ void tmf_activation_forward(int kind, const float *x, float *y, size_t n) {
 }
 
 void tmf_activation_backward(int kind, const float *y, const float *dy, float *dx, size_t n) {
-    if (kind == TMF_RELU) {
+    if (kind == TMF_RELU && dx == dy) { // in place: only the gradients of inactive units change
+        UNROLL4
+        for (size_t i = 0; i < n; i++) {
+            if (!(y[i] > 0.0f)) {
+                dx[i] = 0.0f;
+            }
+        }
+    } else if (kind == TMF_RELU) {
         for (size_t i = 0; i < n; i++) {
             dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
         }
@@ -502,5 +684,15 @@ void tmf_delta(const float *params, float *origin, const float *residual, size_t
         if (residual != NULL) {
             origin[i] += residual[i];
         }
+    }
+}
+
+void tmf_residual(float *residual, const float *delta, size_t n, const uint32_t *idx,
+    const float *values, size_t k) {
+    for (size_t i = 0; i < n; i++) {
+        residual[i] = delta[i];
+    }
+    for (size_t j = 0; j < k; j++) {
+        residual[idx[j]] = delta[idx[j]] - values[j];
     }
 }

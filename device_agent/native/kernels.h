@@ -57,5 +57,8 @@ void tmf_clip(float *dy, size_t n, float bound);
 float tmf_kth_largest(float *values, size_t k, size_t n);
 size_t tmf_select_top_k(const float *delta, size_t n, size_t k, float *scratch, uint32_t *out);
 void tmf_delta(const float *params, float *origin, const float *residual, size_t n);
+// residual[:n] = delta[:n], then residual[idx[j]] = delta[idx[j]] - values[j] (idx[j] < n)
+void tmf_residual(float *residual, const float *delta, size_t n, const uint32_t *idx,
+    const float *values, size_t k);
 
 #endif // TMF_KERNELS_H

@@ -1,16 +1,24 @@
 // tmf_kernels: the device agent's training kernels as a MicroPython native module.
 //
 // Python-facing wrappers around kernels.c. Buffers are array('f'); a layer's geometry is an
-// array('i') of GEO_LEN ints built once per layer (device_agent/layers.py layer_geometry):
+// array('i') of GEO_LEN ints built once per layer (device_agent/compat.py layer_geometry):
 //   [kind, c, h, w, f, oh, ow, kh, kw, sh, sw, w_off, b_off]
+// Each kernel has its own entry point (one layer, one loss), and train_step (or a Step bound to
+// a network) runs a whole training step in one call: a call into a native module costs several
+// hundred instructions on a Cortex-M, as much as a small layer's arithmetic.
 // Every call checks the geometry and that each buffer is long enough for it (a few integer
 // operations), so a wrong argument raises TypeError or ValueError instead of writing past an
-// array. Nothing is allocated, except the float a loss returns.
+// array. Nothing is allocated, except the float a loss returns (and the Step object itself).
 #include "py/dynruntime.h"
 #include "kernels.h"
 
-#define API_VERSION (1)
+// The glue runs a few hundred instructions a call: small code leaves a board more heap (the
+// module's machine code is loaded into it)
+#pragma GCC optimize("Os")
+
+#define API_VERSION (2)
 #define GEO_LEN (13)
+#define MAX_LAYERS (16) // layers train_step takes (its geometries live on the C stack)
 
 enum { G_KIND, G_C, G_H, G_W, G_F, G_OH, G_OW, G_KH, G_KW, G_SH, G_SW, G_WOFF, G_BOFF };
 
@@ -39,6 +47,13 @@ static void *buffer(mp_obj_t o, char typecode, size_t need, mp_uint_t flags) {
         mp_raise_ValueError(MP_ERROR_TEXT("array too short"));
     }
     return b.buf;
+}
+
+static size_t b_len(mp_obj_t o) {
+    // floats in an array('f') already checked by floats()
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(o, &b, MP_BUFFER_READ);
+    return b.len / 4;
 }
 
 static float *floats(mp_obj_t o, size_t need) {
@@ -84,13 +99,8 @@ static void check_shape(const tmf_geo_t *g) {
     }
 }
 
-static void load_geo(mp_obj_t o, tmf_geo_t *g) {
-    mp_buffer_info_t b;
-    mp_get_buffer_raise(o, &b, MP_BUFFER_READ);
-    if (b.typecode != 'i' || b.len < GEO_LEN * sizeof(int)) {
-        mp_raise_TypeError(MP_ERROR_TEXT("geometry must be an array('i') of 13"));
-    }
-    const int *v = b.buf;
+static void read_geo(const int *v, tmf_geo_t *g) {
+    // one layer's GEO_LEN ints, checked
     for (int i = G_C; i <= G_SW; i++) {
         if (v[i] < 1) {
             mp_raise_ValueError(MP_ERROR_TEXT("layer geometry out of range"));
@@ -117,31 +127,57 @@ static void load_geo(mp_obj_t o, tmf_geo_t *g) {
     check_shape(g);
 }
 
+static const int *geo_ints(mp_obj_t o, size_t *n) {
+    // an array('i') of geometries: the number of whole GEO_LEN blocks in *n
+    mp_buffer_info_t b;
+    mp_get_buffer_raise(o, &b, MP_BUFFER_READ);
+    if (b.typecode != 'i' || b.len < GEO_LEN * sizeof(int)) {
+        mp_raise_TypeError(MP_ERROR_TEXT("geometry must be an array('i') of 13"));
+    }
+    *n = b.len / (GEO_LEN * sizeof(int));
+    return b.buf;
+}
+
+static void load_geo(mp_obj_t o, tmf_geo_t *g) {
+    size_t n;
+    read_geo(geo_ints(o, &n), g);
+}
+
 static void expect(const tmf_geo_t *g, int kind_a, int kind_b) {
     if (g->kind != kind_a && g->kind != kind_b) {
         mp_raise_ValueError(MP_ERROR_TEXT("kernel called with another layer kind"));
     }
 }
 
-static float *params(mp_obj_t o, const tmf_geo_t *g) {
-    // the parameter array, long enough for the layer's weight and bias blocks
+// ---- layers ----
+
+static size_t param_end(const tmf_geo_t *g) {
+    // floats the parameter array needs for the layer's weight and bias blocks (0: none)
+    if (g->kind != TMF_DENSE && g->kind != TMF_CONV2D) {
+        return 0;
+    }
     size_t weights = g->kind == TMF_DENSE ? g->n_in : mul(mul(g->c, g->kh), g->kw);
     size_t end_w = add(g->w_off, mul(g->f, weights));
     size_t end_b = add(g->b_off, g->f);
-    return floats(o, end_w > end_b ? end_w : end_b);
+    return end_w > end_b ? end_w : end_b;
 }
 
-// ---- layers ----
+static float *params(mp_obj_t o, const tmf_geo_t *g) {
+    // the parameter array, long enough for the layer's weight and bias blocks
+    return floats(o, param_end(g));
+}
 
-static void forward_layer(const tmf_geo_t *g, mp_obj_t p, mp_obj_t x_in, mp_obj_t y_in) {
-    const float *x = floats(x_in, g->n_in);
-    float *y = floats(y_in, g->n_out);
+static int in_place(int kind) {
+    return kind == TMF_RELU || kind == TMF_TANH || kind == TMF_FLATTEN;
+}
+
+static void run_forward(const tmf_geo_t *g, const float *p, const float *x, float *y) {
     switch (g->kind) {
         case TMF_DENSE:
-            tmf_dense_forward(g, params(p, g), x, y);
+            tmf_dense_forward(g, p, x, y);
             break;
         case TMF_CONV2D:
-            tmf_conv2d_forward(g, params(p, g), x, y);
+            tmf_conv2d_forward(g, p, x, y);
             break;
         case TMF_MAXPOOL:
         case TMF_AVGPOOL:
@@ -160,6 +196,44 @@ static void forward_layer(const tmf_geo_t *g, mp_obj_t p, mp_obj_t x_in, mp_obj_
     }
 }
 
+static void run_backward(const tmf_geo_t *g, float *p, const float *x, const float *y,
+    const float *dy, float *dx, float lr) {
+    // dx NULL: no input gradient; lr 0: no SGD step (p may be NULL for a layer without one)
+    switch (g->kind) {
+        case TMF_DENSE:
+            tmf_dense_backward(g, p, x, dy, dx, lr);
+            return;
+        case TMF_CONV2D:
+            if (dx != NULL) {
+                tmf_conv2d_input_grad(g, p, dy, dx);
+            }
+            if (lr != 0.0f) {
+                tmf_conv2d_sgd(g, p, x, dy, lr);
+            }
+            return;
+        default:
+            break;
+    }
+    if (dx == NULL) {
+        return;
+    }
+    if (g->kind == TMF_MAXPOOL || g->kind == TMF_AVGPOOL) {
+        tmf_pool_backward(g, x, dy, dx);
+    } else if (g->kind == TMF_RELU || g->kind == TMF_TANH) {
+        tmf_activation_backward(g->kind, y, dy, dx, g->n_out);
+    } else if (dx != dy) {
+        for (size_t i = 0; i < g->n_out; i++) {
+            dx[i] = dy[i];
+        }
+    }
+}
+
+static void forward_layer(const tmf_geo_t *g, mp_obj_t p, mp_obj_t x_in, mp_obj_t y_in) {
+    const float *x = floats(x_in, g->n_in);
+    float *y = floats(y_in, g->n_out);
+    run_forward(g, param_end(g) ? params(p, g) : NULL, x, y);
+}
+
 static void backward_layer(const tmf_geo_t *g, const mp_obj_t *args) {
     // args: p, x, y, dy, dx (None: stop here), lr
     const float *dy = floats(args[3], g->n_out);
@@ -167,27 +241,15 @@ static void backward_layer(const tmf_geo_t *g, const mp_obj_t *args) {
     if (g->kind == TMF_DENSE || g->kind == TMF_CONV2D) {
         float *p = params(args[0], g);
         const float *x = floats(args[1], g->n_in);
-        float lr = mp_obj_get_float_to_f(args[5]);
-        if (g->kind == TMF_DENSE) {
-            tmf_dense_backward(g, p, x, dy, dx, lr);
-        } else {
-            if (dx != NULL) {
-                tmf_conv2d_input_grad(g, p, dy, dx);
-            }
-            if (lr != 0.0f) {
-                tmf_conv2d_sgd(g, p, x, dy, lr);
-            }
-        }
+        run_backward(g, p, x, NULL, dy, dx, mp_obj_get_float_to_f(args[5]));
     } else if (dx == NULL) {
         return;
     } else if (g->kind == TMF_MAXPOOL || g->kind == TMF_AVGPOOL) {
-        tmf_pool_backward(g, floats(args[1], g->n_in), dy, dx);
+        run_backward(g, NULL, floats(args[1], g->n_in), NULL, dy, dx, 0.0f);
     } else if (g->kind == TMF_RELU || g->kind == TMF_TANH) {
-        tmf_activation_backward(g->kind, floats(args[2], g->n_out), dy, dx, g->n_out);
+        run_backward(g, NULL, NULL, floats(args[2], g->n_out), dy, dx, 0.0f);
     } else {
-        for (size_t i = 0; i < g->n_out; i++) {
-            dx[i] = dy[i];
-        }
+        run_backward(g, NULL, NULL, NULL, dy, dx, 0.0f);
     }
 }
 
@@ -415,25 +477,225 @@ static mp_obj_t delta(size_t n_args, const mp_obj_t *args) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(delta_obj, 4, 4, delta);
 
-// copy(dst, src, n): dst[:n] = src[:n]; src an array('f') or any sequence of numbers
-static mp_obj_t copy(mp_obj_t dst_in, mp_obj_t src_in, mp_obj_t n_in) {
-    size_t n = count(n_in);
-    float *dst = floats(dst_in, n);
+static void fill(float *dst, mp_obj_t src_in, size_t n) {
+    // dst[:n] = src[:n]: src an array('f'), a list or tuple, or any sequence of numbers
     mp_buffer_info_t b;
     if (mp_get_buffer(src_in, &b, MP_BUFFER_READ) && b.typecode == 'f') {
         const float *src = floats(src_in, n);
         for (size_t i = 0; i < n; i++) {
             dst[i] = src[i];
         }
-        return mp_const_none;
+        return;
+    }
+    size_t len;
+    mp_obj_t *items;
+    const mp_obj_type_t *type = mp_obj_get_type(src_in);
+    if (type == &mp_type_list || type == &mp_type_tuple) {
+        mp_obj_get_array(src_in, &len, &items);
+        if (len < n) {
+            mp_raise_ValueError(MP_ERROR_TEXT("sequence too short"));
+        }
+        for (size_t i = 0; i < n; i++) {
+            dst[i] = mp_obj_get_float_to_f(items[i]);
+        }
+        return;
     }
     for (size_t i = 0; i < n; i++) {
         mp_obj_t v = mp_obj_subscr(src_in, MP_OBJ_NEW_SMALL_INT(i), MP_OBJ_SENTINEL);
         dst[i] = mp_obj_get_float_to_f(v);
     }
+}
+
+// copy(dst, src, n): dst[:n] = src[:n]; src an array('f') or any sequence of numbers
+static mp_obj_t copy(mp_obj_t dst_in, mp_obj_t src_in, mp_obj_t n_in) {
+    size_t n = count(n_in);
+    fill(floats(dst_in, n), src_in, n);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(copy_obj, copy);
+
+// residual(residual, delta, n, idx, values, k): error feedback after a round, residual[:n] =
+// delta[:n] and then, for each of the k sent entries, residual[idx[j]] = delta[idx[j]] -
+// values[j] (idx an array('I') of indices below n, values the sent values as array('f'))
+static mp_obj_t residual(size_t n_args, const mp_obj_t *args) {
+    size_t n = count(args[2]);
+    size_t k = count(args[5]);
+    float *res = floats(args[0], n);
+    const float *d = floats(args[1], n);
+    const uint32_t *idx = buffer(args[3], 'I', k, MP_BUFFER_READ);
+    const float *values = floats(args[4], k);
+    for (size_t j = 0; j < k; j++) {
+        if (idx[j] >= n) {
+            mp_raise_ValueError(MP_ERROR_TEXT("index out of range"));
+        }
+    }
+    tmf_residual(res, d, n, idx, values, k);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(residual_obj, 6, 6, residual);
+
+// ---- a whole training step ----
+
+// train_step(net, p, x, target, lr, first, last) -> the loss before the step.
+// One online SGD step as device_agent/network.py Network.train_step runs it through forward,
+// loss_grad and backward, in one call: x copied into the first activation buffer, every layer
+// forward, the loss and its (clipped) gradient, then backpropagation from the output down to
+// layer `first`, each parameterised layer in [first, last] stepped with lr (last < 0: up to the
+// output). `net` is the tuple the Network builds once: (geometries: the layers' geometry arrays
+// end to end in one array('i'), acts: a tuple of the layers' count + 1 activation buffers (one
+// buffer may stand twice in a row: a layer run in place), grad_a, grad_b, the loss code, the
+// MSE target buffer or None, the clip bound). Every geometry and buffer length is checked
+// before anything is written.
+#define NET_LEN (7)
+
+static mp_obj_t train_step(size_t n_args, const mp_obj_t *args) {
+    size_t n_net, n_layers, n_acts;
+    mp_obj_t *net, *acts;
+    mp_obj_get_array(args[0], &n_net, &net);
+    if (n_net != NET_LEN) {
+        mp_raise_TypeError(MP_ERROR_TEXT("net must be a tuple of 7"));
+    }
+    const int *geos = geo_ints(net[0], &n_layers);
+    mp_obj_get_array(net[1], &n_acts, &acts);
+    if (n_layers == 0 || n_layers > MAX_LAYERS || n_acts != n_layers + 1) {
+        mp_raise_ValueError(MP_ERROR_TEXT("need 1 to MAX_LAYERS layers and one more buffer"));
+    }
+    mp_int_t first = mp_obj_get_int(args[5]);
+    mp_int_t last = args[6] == mp_const_none ? -1 : mp_obj_get_int(args[6]);
+    if (first < 0 || (size_t)first >= n_layers) {
+        mp_raise_ValueError(MP_ERROR_TEXT("first layer out of range"));
+    }
+    if (last < 0) {
+        last = n_layers - 1;
+    }
+    tmf_geo_t g[MAX_LAYERS];
+    float *buf[MAX_LAYERS + 1];
+    size_t len[MAX_LAYERS + 1];
+    size_t p_need = 0;
+    for (size_t i = 0; i <= n_layers; i++) {
+        if (i > 0 && acts[i] == acts[i - 1]) { // run in place: the same buffer
+            buf[i] = buf[i - 1];
+            len[i] = len[i - 1];
+            continue;
+        }
+        mp_buffer_info_t b;
+        mp_get_buffer_raise(acts[i], &b, MP_BUFFER_RW);
+        if (b.typecode != 'f') {
+            mp_raise_TypeError(MP_ERROR_TEXT("expected an array('f')"));
+        }
+        buf[i] = b.buf;
+        len[i] = b.len / 4;
+    }
+    for (size_t i = 0; i < n_layers; i++) {
+        read_geo(geos + i * GEO_LEN, &g[i]);
+        if (len[i] < g[i].n_in || len[i + 1] < g[i].n_out) {
+            mp_raise_ValueError(MP_ERROR_TEXT("array too short"));
+        }
+        size_t end = param_end(&g[i]);
+        p_need = end > p_need ? end : p_need;
+    }
+    float *p = floats(args[1], p_need);
+    size_t n = g[n_layers - 1].n_out;
+    float *dy = floats(net[2], n);
+    float *spare = floats(net[3], 1);
+    size_t spare_len = b_len(net[3]);
+    size_t dy_len = b_len(net[2]);
+    mp_int_t kind = mp_obj_get_int(net[4]);
+    float bound = mp_obj_get_float_to_f(net[6]);
+    float lr = mp_obj_get_float_to_f(args[4]);
+    size_t label = 0;
+    float *target = NULL;
+    if (kind == TMF_MSE) {
+        target = floats(net[5], n);
+        fill(target, args[3], n);
+    } else {
+        mp_int_t l = mp_obj_get_int(args[3]);
+        if (l < 0 || (size_t)l >= n) {
+            mp_raise_ValueError(MP_ERROR_TEXT("class label out of range"));
+        }
+        label = (size_t)l;
+    }
+    // the gradient buffers must hold every gradient the backward pass puts in them
+    {
+        size_t need[2] = { n, 0 };
+        int cur = 0;
+        for (size_t i = n_layers - 1; i > (size_t)first; i--) {
+            if (need[cur] < g[i].n_out) {
+                need[cur] = g[i].n_out;
+            }
+            if (!in_place(g[i].kind)) {
+                cur = 1 - cur;
+                if (need[cur] < g[i].n_in) {
+                    need[cur] = g[i].n_in;
+                }
+            }
+        }
+        if (need[cur] < g[first].n_out) {
+            need[cur] = g[first].n_out;
+        }
+        if (dy_len < need[0] || spare_len < need[1]) {
+            mp_raise_ValueError(MP_ERROR_TEXT("gradient buffer too short"));
+        }
+    }
+    fill(buf[0], args[2], g[0].n_in);
+    for (size_t i = 0; i < n_layers; i++) {
+        run_forward(&g[i], p, buf[i], buf[i + 1]);
+    }
+    const float *y = buf[n_layers];
+    float loss = target != NULL ? tmf_mse(y, target, n, dy) : tmf_softmax_ce(y, label, n, dy);
+    if (bound > 0.0f) {
+        tmf_clip(dy, n, bound);
+    }
+    for (size_t i = n_layers - 1;; i--) {
+        float step = (mp_int_t)i <= last ? lr : 0.0f;
+        if (i == (size_t)first) {
+            run_backward(&g[i], p, buf[i], buf[i + 1], dy, NULL, step);
+            break;
+        }
+        if (in_place(g[i].kind)) {
+            run_backward(&g[i], p, buf[i], buf[i + 1], dy, dy, 0.0f);
+            continue;
+        }
+        run_backward(&g[i], p, buf[i], buf[i + 1], dy, spare, step);
+        float *t = dy;
+        dy = spare;
+        spare = t;
+    }
+    return mp_obj_new_float_from_f(loss);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(train_step_obj, 7, 7, train_step);
+
+// Step(net): train_step with its `net` bound, called as step(p, x, target, lr, first[, last]).
+// A Network keeps one as its train_step: calling it runs no Python frame (one of seven
+// arguments is allocated on the heap and freed at every call).
+typedef struct {
+    mp_obj_base_t base;
+    mp_obj_t net;
+} step_obj_t;
+
+mp_obj_full_type_t step_type;
+
+static mp_obj_t step_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
+    const mp_obj_t *args) {
+    mp_arg_check_num(n_args, n_kw, 1, 1, false);
+    size_t n;
+    mp_obj_t *items;
+    mp_obj_get_array(args[0], &n, &items);
+    if (n != NET_LEN) {
+        mp_raise_TypeError(MP_ERROR_TEXT("net must be a tuple of 7"));
+    }
+    step_obj_t *o = mp_obj_malloc(step_obj_t, type);
+    o->net = args[0];
+    return MP_OBJ_FROM_PTR(o);
+}
+
+static mp_obj_t step_call(mp_obj_t self_in, size_t n_args, size_t n_kw, const mp_obj_t *args) {
+    mp_arg_check_num(n_args, n_kw, 5, 6, false);
+    step_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_obj_t a[7] = { self->net, args[0], args[1], args[2], args[3], args[4],
+                      n_args > 5 ? args[5] : mp_const_none };
+    return train_step(7, a);
+}
 
 mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *args) {
     MP_DYNRUNTIME_INIT_ENTRY
@@ -460,6 +722,15 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     mp_store_global(MP_QSTR_topk_select, MP_OBJ_FROM_PTR(&topk_select_obj));
     mp_store_global(MP_QSTR_delta, MP_OBJ_FROM_PTR(&delta_obj));
     mp_store_global(MP_QSTR_copy, MP_OBJ_FROM_PTR(&copy_obj));
+    mp_store_global(MP_QSTR_residual, MP_OBJ_FROM_PTR(&residual_obj));
+    mp_store_global(MP_QSTR_train_step, MP_OBJ_FROM_PTR(&train_step_obj));
+    mp_store_global(MP_QSTR_MAX_LAYERS, MP_OBJ_NEW_SMALL_INT(MAX_LAYERS));
+    step_type.base.type = (void *)&mp_type_type;
+    step_type.flags = MP_TYPE_FLAG_NONE;
+    step_type.name = MP_QSTR_Step;
+    MP_OBJ_TYPE_SET_SLOT(&step_type, make_new, step_make_new, 0);
+    MP_OBJ_TYPE_SET_SLOT(&step_type, call, step_call, 1);
+    mp_store_global(MP_QSTR_Step, MP_OBJ_FROM_PTR(&step_type));
 
     MP_DYNRUNTIME_INIT_EXIT
 }

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 API: int
 GEO_LEN: int
+MAX_LAYERS: int
 
 def forward(geo: array[int], p: array[float] | None, x: array[float], y: array[float]) -> None: ...
 def backward(
@@ -61,3 +62,48 @@ def delta(
     params: array[float], origin: array[float], n: int, residual: array[float] | None
 ) -> None: ...
 def copy(dst: array[float], src: array[float] | Sequence[float], n: int) -> None: ...
+def residual(
+    residual: array[float],
+    delta: array[float],
+    n: int,
+    idx: array[int],
+    values: array[float],
+    k: int,
+) -> None: ...
+
+Net = tuple[
+    array[int],
+    tuple[array[float], ...],
+    array[float],
+    array[float],
+    int,
+    array[float] | None,
+    float,
+]
+"""What a Network hands train_step: its layers' geometries end to end, its activation buffers,
+its two gradient buffers, the loss code, the MSE target buffer (None for cross-entropy) and the
+clip bound."""
+
+def train_step(
+    net: Net,
+    p: array[float],
+    x: array[float] | Sequence[float],
+    target: Sequence[float] | int,
+    lr: float,
+    first: int,
+    last: int | None,
+) -> float: ...
+
+class Step:
+    """train_step with its `net` bound: Step(net)(p, x, target, lr, first[, last])."""
+
+    def __init__(self, net: Net) -> None: ...
+    def __call__(
+        self,
+        p: array[float],
+        x: array[float] | Sequence[float],
+        target: Sequence[float] | int,
+        lr: float,
+        first: int,
+        last: int | None = None,
+    ) -> float: ...

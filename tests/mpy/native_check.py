@@ -100,6 +100,90 @@ def check_conv():
     show("conv2d backward: sgd", pa, pb)
 
 
+def f32_conv(layer, p, x, dy, lr):
+    """The conv2d kernels with every float32 operation rounded as a single-precision board
+    rounds it (each product and sum stored into an array('f'): a sum of two float32 values
+    computed in double and rounded once is the float32 sum): (y, dx, p after the SGD step)."""
+    c_in, h, w_in = layer.in_shape
+    f_out, oh, ow = layer.out_shape
+    kh, kw, sh, sw = layer.kh, layer.kw, layer.sh, layer.sw
+    t = array("f", [0.0, 0.0])
+    y = array("f", bytes(4 * f_out * oh * ow))
+    dx = array("f", bytes(4 * c_in * h * w_in))
+    q = array("f", p)
+    lr = array("f", [lr])[0]  # the kernel's float32 learning rate
+    out = 0
+    for f in range(f_out):
+        for oy in range(oh):
+            for ox in range(ow):
+                t[0] = p[layer.b_off + f]
+                wi = layer.w_off + f * c_in * kh * kw
+                g = dy[out]
+                for c in range(c_in):
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            xi = c * h * w_in + (oy * sh + ky) * w_in + ox * sw + kx
+                            t[1] = p[wi] * x[xi]
+                            t[0] = t[0] + t[1]
+                            if g != 0.0:
+                                t[1] = p[wi] * g
+                                dx[xi] = dx[xi] + t[1]
+                            wi += 1
+                y[out] = t[0]
+                out += 1
+    npos = oh * ow
+    for f in range(f_out):
+        t[0] = 0.0
+        for j in range(npos):
+            t[0] = t[0] + dy[f * npos + j]
+        gb = t[0]
+        for c in range(c_in):
+            for ky in range(kh):
+                for kx in range(kw):
+                    t[0] = 0.0
+                    for oy in range(oh):
+                        for ox in range(ow):
+                            xi = c * h * w_in + (oy * sh + ky) * w_in + ox * sw + kx
+                            t[1] = dy[f * npos + oy * ow + ox] * x[xi]
+                            t[0] = t[0] + t[1]
+                    wi = layer.w_off + ((f * c_in + c) * kh + ky) * kw + kx
+                    t[1] = lr * t[0]
+                    q[wi] = q[wi] - t[1]
+        t[1] = lr * gb
+        q[layer.b_off + f] = q[layer.b_off + f] - t[1]
+    return y, dx, q
+
+
+def check_conv3x3():
+    """The 3x3 kernels (their own loops in kernels.c) against the Python kernels, and bit for
+    bit against the same operations rounded to float32."""
+    for stride, shape in ((1, [2, 7, 6]), (2, [3, 9, 8])):
+        spec = {
+            "input": shape,
+            "layers": [{"type": "conv2d", "filters": 3, "kernel": 3, "stride": stride}],
+        }
+        plan, layer, geo = layer_of(spec)
+        n_out = layer.size_out()
+        p = rand(plan.n_params)
+        x = rand(layer.size_in(), 3.0)
+        dy = rand(n_out, 1.0, 0.3)
+        ya, yb = array("f", bytes(4 * n_out)), array("f", bytes(4 * n_out))
+        K.conv2d_forward(geo, p, x, ya)
+        L.conv2d_forward(layer, p, x, yb)
+        name = "conv2d 3x3 stride %d" % stride
+        show(name + " forward", ya, yb)
+        dxa, dxb = rand(layer.size_in()), rand(layer.size_in())
+        pa, pb = array("f", p), array("f", p)
+        K.conv2d_backward(geo, pa, x, dy, dxa, 0.03)
+        L.conv2d_backward(layer, pb, x, dy, dxb, 0.03)
+        show(name + " input grad", dxa, dxb)
+        show(name + " sgd", pa, pb)
+        y32, dx32, p32 = f32_conv(layer, p, x, dy, 0.03)
+        show(name + " forward, float32 exact", ya, y32, True)
+        show(name + " input grad, float32 exact", dxa, dx32, True)
+        show(name + " sgd, float32 exact", pa, p32, True)
+
+
 def check_pool(kind, size, ties):
     spec = {"input": [2, 7, 9], "layers": [{"type": kind, "size": size}]}
     plan, layer, geo = layer_of(spec)
@@ -210,6 +294,109 @@ def check_network_vectors():
     show("network delta_into and copy_into", out[0], out[1], True)
 
 
+STEP_MODELS = (
+    (
+        "conv",
+        {
+            "input": [1, 9, 8],
+            "layers": [
+                {"type": "conv2d", "filters": 3, "kernel": 3, "stride": 1},
+                {"type": "relu"},
+                {"type": "maxpool", "size": 2},
+                {"type": "conv2d", "filters": 2, "kernel": [2, 1], "stride": 1},
+                {"type": "tanh"},
+                {"type": "flatten"},
+                {"type": "dense", "units": 4},
+            ],
+            "loss": "softmax_ce",
+            "grad_clip": 0.3,
+            "local_layers": 1,
+        },
+    ),
+    (
+        "mse",
+        {
+            "input": [3],
+            "layers": [
+                {"type": "dense", "units": 6},
+                {"type": "relu"},
+                {"type": "dense", "units": 2},
+            ],
+            "loss": "mse",
+            "local_layers": 1,
+        },
+    ),
+)
+
+
+def sample_of(plan, i):
+    x = rand(plan.layers[0].size_in(), 2.0)
+    if plan.loss == "mse":
+        return list(x), [0.5 - 0.25 * i, 1.0]
+    return x, i % plan.output_size
+
+
+def check_train_step():
+    """Network.train_step in one compiled call (tmf_kernels.Step) against the same network
+    calling the kernels layer by layer (bit for bit) and against the Python kernels: a
+    reconstruction step, a frozen adaptation step (last below the head), a full one."""
+    for name, spec in STEP_MODELS:
+        plan = Plan(spec)
+        head = plan.local_layers[0]
+        cases = (("recon", head, None), ("frozen", plan.param_layers[0], head - 1))
+        cases += (("full", plan.param_layers[0], None),)
+        for case, first, last in cases:
+            p0 = rand(plan.n_params, 0.5)
+            one, layered, python = Network(plan), Network(plan), Network(plan, native=False)
+            layered._step = None  # the method's layer-by-layer path
+            pa, pb, pc = array("f", p0), array("f", p0), array("f", p0)
+            la, lb, lc = [], [], []
+            for i in range(3):
+                x, t = sample_of(plan, i)
+                la.append(one.train_step(pa, x, t, 0.05, first, last))
+                lb.append(Network.train_step(layered, pb, x, t, 0.05, first, last))
+                lc.append(python.train_step(pc, x, t, 0.05, first, last))
+            what = "train_step %s %s" % (name, case)
+            show(what + " one call = layer by layer", la + list(pa), lb + list(pb), True)
+            show(what + " one call ~ python", la + list(pa), lc + list(pc))
+
+
+def check_residual():
+    delta = rand(50)
+    idx = array("I", [0, 7, 8, 30, 49])
+    values = rand(5)
+    a, b = rand(50), rand(50)
+    nets = (Network(Plan(STEP_MODELS[1][1])), Network(Plan(STEP_MODELS[1][1]), native=False))
+    nets[0].residual_into(a, delta, 50, idx, values)
+    nets[1].residual_into(b, delta, 50, idx, values)
+    show("residual", a, b, True)
+
+
+def check_errors():
+    """A wrong argument raises instead of writing: one line of the errors' type names."""
+    plan = Plan(STEP_MODELS[1][1])
+    net = Network(plan)
+    p = rand(plan.n_params)
+    got = []
+    attempts = (
+        lambda: K.train_step((1, 2), p, [0.0] * 3, [0.0, 0.0], 0.1, 0, None),
+        lambda: K.Step((1, 2)),
+        lambda: net.train_step(p, [0.0], [0.0, 0.0], 0.1, 0),  # x too short
+        lambda: net.train_step(rand(3), [0.0] * 3, [0.0, 0.0], 0.1, 0),  # params too short
+        lambda: net.train_step(p, [0.0] * 3, [0.0, 0.0], 0.1, 7),  # first out of range
+        lambda: K.residual(rand(4), rand(4), 4, array("I", [4]), rand(1), 1),
+    )
+    for attempt in attempts:
+        try:
+            attempt()
+            got.append(0)
+        except TypeError:
+            got.append(1)
+        except ValueError:
+            got.append(2)
+    show("errors raised", got, [1, 1, 2, 2, 2, 2], True)
+
+
 def check_math():
     # tanh and softmax on a sweep: the caller compares with float64 references
     xs = array("f", [0.0] * 401)
@@ -228,6 +415,7 @@ def check_math():
 
 check_dense()
 check_conv()
+check_conv3x3()
 for pool, size in (("maxpool", 2), ("maxpool", [3, 2]), ("avgpool", [2, 3])):
     check_pool(pool, size, False)
     check_pool(pool, size, True)
@@ -237,4 +425,7 @@ check_losses()
 check_topk()
 check_vectors()
 check_network_vectors()
+check_train_step()
+check_residual()
+check_errors()
 check_math()
