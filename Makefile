@@ -50,7 +50,8 @@ bench-hostile:
 	$(PY) -m benchmarks.fuzz
 	$(PY) -m benchmarks.make_docs --write
 
-# the service against real brokers (mosquitto, a NATS cluster): downlink, load, memory, cluster
+# the service against real brokers (mosquitto, a NATS cluster): downlink, load, memory, cluster,
+# devices that sleep against invited rounds (about 15 minutes)
 bench-service:
 	@bash scripts/setup.sh --test
 	$(PY) -m benchmarks.downlink
@@ -58,6 +59,7 @@ bench-service:
 	$(PY) -m benchmarks.load
 	$(PY) -m benchmarks.scale
 	$(PY) -m benchmarks.cluster
+	$(PY) -m benchmarks.sleepy_fleet --data-dir $(DATA)
 	$(PY) -m benchmarks.make_docs --write
 
 # the agent under the unix-port MicroPython and on Cortex-M firmware under QEMU (its instruction

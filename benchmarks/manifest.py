@@ -132,7 +132,7 @@ ENTRIES: tuple[Entry, ...] = (
         ("device-cortexm.json",),
         ("device_instructions", "device_cpi", "device_energy", "device_goals"),
         "bench-device",
-        blocks=("device_energy",),
+        blocks=("device_energy", "device_heap"),
     ),
     Entry(
         "payload_bound",
@@ -213,6 +213,19 @@ ENTRIES: tuple[Entry, ...] = (
         ("cluster.json",),
         ("cluster",),
         "bench-service",
+    ),
+    Entry(
+        "sleepy_fleet",
+        "Sleepy devices over mosquitto against invited rounds",
+        "TinyMetaFed on sine and kws with the real service and mosquitto: async mode with a "
+        "simulated fleet of devices that sleep (a real agent's training wake at a time, flash "
+        "state and sensor ring in files, time compressed) against rounds mode with the always-on "
+        "fleet, at equal device updates; test metric, wall time, bytes, staleness, lost updates.",
+        ("-m benchmarks.sleepy_fleet --data-dir " + DATA,),
+        ("sleepy-fleet.json",),
+        ("sleepy_fleet",),
+        "bench-service",
+        blocks=("sleepy_fleet",),
     ),
     Entry(
         "hostile_learning",

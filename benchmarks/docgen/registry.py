@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from . import ablations, attacks, battery, claims, comparison, systems
+from . import (
+    ablations,
+    attacks,
+    battery,
+    claims,
+    comparison,
+    device_heap,
+    sleepy,
+    systems,
+)
 from .common import Block
 
 
@@ -23,5 +32,7 @@ BLOCKS = _registry(
     attacks.BLOCKS,
     systems.BLOCKS,
     battery.BLOCKS,
+    device_heap.BLOCKS,
+    sleepy.BLOCKS,
 )
 """Every table block, by the NAME a page gives it (`<!-- generated: NAME -->`)."""
