@@ -61,12 +61,14 @@ class WakeAgent(Agent):
         self.report = {}
 
     def restore(self, st):
-        """The agent's long-lived fields from the flash state."""
+        """The agent's long-lived fields from the flash state (the state gives up its model: save()
+        writes the agent's)."""
         if st.model is not None:
             self.model_buf = st.model
             self.model_header = st.header
             if self.hmac_key is not None:
                 self.model_digest = digest(st.model)
+            st.model = st.header = None  # the agent's now: a model fetched later frees it
         if st.residual is not None:
             self.residual = st.residual
         self.residual_round = st.residual_round

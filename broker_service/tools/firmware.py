@@ -343,10 +343,17 @@ def parse_heap(use_case: str, lines: list[str]) -> HeapFigures:
     return HeapFigures(use_case, stages, blocks, low, low_at, block)
 
 
-def probe_image(name: str, native: bool) -> Path:
-    """The ROMFS image with the heap probe beside the agent."""
-    probe = Path(__file__).with_name("heap_probe.py")
-    return image(name, {"heap_probe.py": probe}, native)
+def probe_image(name: str, native: bool, wake: bool = False) -> Path:
+    """The ROMFS image with the heap probe beside the agent (`wake`: the wake probe too, and
+    each use case's retained model and work orders, wake_files)."""
+    here = Path(__file__).parent
+    extra: dict[str, str | bytes | Path] = {"heap_probe.py": here / "heap_probe.py"}
+    if wake:
+        extra["wake_probe.py"] = here / "wake_probe.py"
+        for use_case in USE_CASES:
+            for file, data in wake_files(use_case).items():
+                extra["wake/%s/%s" % (use_case, file)] = data
+    return image(name, extra, native)
 
 
 def heap_round(
@@ -389,6 +396,86 @@ def largest_ballast(
     return lo * step
 
 
+WAKE_KEY = "5a" * 32
+"""The key of the keyed wake (a test key: 32 bytes)."""
+WAKE_EPOCH = 7
+"""The service session epoch of the keyed wake's work orders."""
+WAKE_DEVICE = "heap-1"
+
+
+def wake_model(use_case: str, version: int) -> bytes:
+    """The MODEL payload of version `version` as heap_probe.model_payload makes it (the same
+    values), encoded as the service sends it."""
+    from array import array
+
+    from device_agent import codec
+    from device_agent.model import Plan
+    from device_agent.specs import spec_for
+
+    n = Plan(spec_for(use_case)).n_global
+    values = array("f", [0.05 * ((i % 7) - 3) for i in range(n)])
+    enc = codec.value_encoding(round_command(use_case)[1])
+    return bytes(codec.encode(codec.KIND_MODEL, n, None, values, version, version, 0, enc))
+
+
+def wake_order(use_case: str, receipt: int, keyed: bool, model: bytes) -> bytes:
+    """The retained work order of version 2 the asynchronous service publishes for the device
+    (its round command with `async`, `want` and the receipt of the device's update of version
+    `receipt`), signed as broker_service.server.signing.DownlinkSigner signs (`keyed`)."""
+    from broker_service.core.hyperparams import settings_for
+    from broker_service.core.strategies import ALGORITHMS, wire_command
+    from broker_service.server.signing import DownlinkSigner
+
+    strategy = ALGORITHMS["tinymetafed"](settings_for(use_case))
+    order = wire_command(strategy.round_command(2, version=2))
+    order.update({"async": True, "want": True, "receipt": receipt})
+    keys = {WAKE_DEVICE: bytes.fromhex(WAKE_KEY)} if keyed else None
+    return DownlinkSigner(keys, WAKE_EPOCH if keyed else 0).command(WAKE_DEVICE, order, 2, 2, model)
+
+
+def wake_files(use_case: str) -> dict[str, bytes]:
+    """The files of a use case's wake in the probe image: the state's model (version 1), the
+    retained model (version 2), the work order (receipt 1) and its republication once the update
+    of version 2 is journalled (receipt 2); the orders signed for the keyed device and plain
+    (`plain-order.bin`, `plain-receipt.bin`)."""
+    model = wake_model(use_case, 2)
+    files = {"model1.bin": wake_model(use_case, 1), "model.bin": model}
+    for prefix, signed in (("", True), ("plain-", False)):
+        files[prefix + "order.bin"] = wake_order(use_case, 1, signed, model)
+        files[prefix + "receipt.bin"] = wake_order(use_case, 2, signed, model)
+    return files
+
+
+def wake_need(use_case: str) -> int:
+    """The samples the wake's round streams (device_agent.sleepy.needed_samples)."""
+    from device_agent.model import Plan
+    from device_agent.round import round_settings
+    from device_agent.sleepy import needed_samples
+    from device_agent.specs import spec_for
+
+    command, _ = round_command(use_case)
+    return needed_samples(Plan(spec_for(use_case)), round_settings(command))
+
+
+def wake_script(use_case: str, keyed: bool) -> str:
+    """The raw-REPL script that runs wake_probe.main on the firmware."""
+    need = wake_need(use_case)
+    key = (", %r, %d" % (WAKE_KEY, WAKE_EPOCH)) if keyed else ""
+    return "import wake_probe\nwake_probe.main(%r, %d, %d%s)\n" % (
+        use_case,
+        need,
+        max(32, need),
+        key,
+    )
+
+
+def heap_wake(
+    use_case: str, img: Path, name: str = "MPS2_AN500", keyed: bool = True, timeout: float = 900
+) -> list[str]:
+    """Run the wake probe once; its lines."""
+    return run(name, wake_script(use_case, keyed), img, timeout)
+
+
 HEAP_LEGEND = (
     "free heap in bytes / largest free block, after a collection; lowest: over the round's "
     "checkpoints; held: bytes held through a whole round that completes (1 KB pieces)"
@@ -401,13 +488,23 @@ def heap(
     ballast: bool = False,
     name: str = "MPS2_AN500",
     log: Callable[[str], None] = print,
+    wake: bool = False,
+    keyed: bool = True,
 ) -> list[HeapFigures]:
-    """Each use case's heap figures on the board's firmware (built if needed)."""
+    """Each use case's heap figures on the board's firmware (built if needed): through its
+    round, or (`wake`) through a sleeping device's training wake (`keyed`: with a key)."""
     build(name, log=log)
-    img = probe_image(name, native)
-    log("%s, %s kernels: %s" % (name, "compiled" if native else "Python", HEAP_LEGEND))
+    img = probe_image(name, native, wake)
+    what = "training wake, %s" % ("keyed" if keyed else "unkeyed") if wake else "round"
+    kernels = "compiled" if native else "Python"
+    log("%s, %s kernels, %s: %s" % (name, kernels, what, HEAP_LEGEND))
     figures = []
     for use_case in use_cases:
+        if wake:
+            fig = parse_heap(use_case, heap_wake(use_case, img, name, keyed))
+            log(fig.line())
+            figures.append(fig)
+            continue
         ok, lines = heap_round(use_case, img, name)
         fig = parse_heap(use_case, lines)
         if ballast:
@@ -463,7 +560,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_heap(args: argparse.Namespace) -> int:
-    figures = heap(tuple(args.use_case or USE_CASES), args.native, args.ballast)
+    use_cases = tuple(args.use_case or USE_CASES)
+    figures = heap(use_cases, args.native, args.ballast, wake=args.wake, keyed=not args.unkeyed)
     if args.json:
         print(json.dumps([f.__dict__ for f in figures]))
     return 0
@@ -498,6 +596,10 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--ballast", action="store_true", help="also the largest block held through it"
             )
+            s.add_argument(
+                "--wake", action="store_true", help="a sleeping device's training wake instead"
+            )
+            s.add_argument("--unkeyed", action="store_true", help="--wake: a device without a key")
             s.add_argument("--json", action="store_true")
     return p
 
