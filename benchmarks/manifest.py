@@ -100,6 +100,19 @@ ENTRIES: tuple[Entry, ...] = (
         blocks=("bench_setup", "protocol", *CLAIM_BLOCKS),
     ),
     Entry(
+        "async_fleet",
+        "Devices that sleep: asynchronous against invited rounds",
+        "TinyMetaFed asynchronously (devices waking on their own schedule, buffered steps "
+        "weighed by staleness; broker_service/sim/buffered.py) against invited rounds at equal "
+        "device updates on sine, seeds 0-2: the buffer and the staleness weight chosen on "
+        "validation devices, the comparison on test devices.",
+        ("-m benchmarks.async_fleet --use-cases sine --data-dir " + DATA,),
+        ("async-fleet.json",),
+        ("async_fleet",),
+        "bench",
+        blocks=("async_fleet",),
+    ),
+    Entry(
         "demo_settings",
         "The demo's session settings",
         "The session settings `make demo` runs, chosen on validation waves with the demo's "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (
     ablations,
+    asynchronous,
     attacks,
     battery,
     claims,
@@ -33,6 +34,7 @@ BLOCKS = _registry(
     systems.BLOCKS,
     battery.BLOCKS,
     device_heap.BLOCKS,
+    asynchronous.BLOCKS,
     sleepy.BLOCKS,
 )
 """Every table block, by the NAME a page gives it (`<!-- generated: NAME -->`)."""

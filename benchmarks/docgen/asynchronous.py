@@ -1,0 +1,103 @@
+"""Devices that sleep, learning asynchronously, against invited rounds at equal device updates
+(benchmarks/async_fleet.py): the settings tried on validation devices, the one chosen, and the
+comparison on test devices."""
+
+from __future__ import annotations
+
+from broker_service.observe.tables import markdown_table
+
+from .common import NONE, Block, figure
+
+
+def _paired(p: dict | None) -> str:
+    return NONE if not p else "%+.4f ± %.4f" % (p["difference"], p["ci95"])
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """The invited rounds against the chosen asynchronous run, per use case."""
+    header = [
+        "use case",
+        "run",
+        "metric ± CI",
+        "vs rounds (paired, > 0 better)",
+        "device updates",
+        "steps",
+        "staleness mean / max",
+        "refused too stale",
+        "simulated hours",
+    ]
+    body = []
+    for r in rows:
+        a = r["asynchronous"]
+        body.append(
+            [
+                r["use_case"],
+                "invited rounds" if not a else "asynchronous, B = %d" % r["buffer"],
+                "%.4f ± %.4f (%s)" % (r["final_metric"], r["ci95"], r["metric"]),
+                _paired(r["paired_vs_rounds"]),
+                "%d" % r["updates"],
+                "%d" % r["steps"],
+                NONE if not a else "%.2f / %.1f" % (a["mean"], a["max"]),
+                NONE if not a else "%d" % a["too_stale"],
+                NONE if not a else figure(a["simulated_hours"]),
+            ]
+        )
+    return markdown_table(header, body)
+
+
+def choice_table(doc: dict) -> str:
+    """Every setting tried on validation devices and where its learning curve ended."""
+    body = []
+    for use_case, rows in doc["choices"].items():
+        chosen = doc["chosen"][use_case]
+        for r in rows:
+            pick = (r["buffer"], r["staleness_power"]) == (
+                chosen["buffer"],
+                chosen["staleness_power"],
+            )
+            body.append(
+                [
+                    use_case,
+                    "%d" % r["buffer"],
+                    "%g" % r["staleness_power"],
+                    "%.4f" % r["validation"] + (" (chosen)" if pick else ""),
+                ]
+            )
+    return markdown_table(["use case", "buffer B", "staleness power", "validation metric"], body)
+
+
+def async_fleet(doc: dict) -> str:
+    """The comparison, how it was run, and the choice made on validation devices."""
+    arrival = ", ".join("%s %.1f s" % (u, s) for u, s in doc["round_s"].items())
+    return "\n\n".join(
+        [
+            comparison_table(doc["rows"]),
+            "TinyMetaFed, seeds %s, test devices. Both runs make the same device updates (the "
+            "asynchronous one takes rounds · cohort / B steps, counting its updates still in "
+            "flight at the end). Asynchronous: every training device wakes every %s s from its "
+            "own phase; an update reaches the service as long after its wake as the energy "
+            "model's training wake takes on the %s board with the %s kernels up to its uplink "
+            "(%s); updates more than %d versions behind are refused. The buffer B and the "
+            "staleness power were chosen on validation devices (seed %d):"
+            % (
+                ", ".join(str(s) for s in doc["seeds"]),
+                figure(doc["period_s"]),
+                doc["board"],
+                doc["kernel"],
+                arrival,
+                doc["max_staleness"],
+                doc["seeds"][0],
+            ),
+            choice_table(doc),
+        ]
+    )
+
+
+BLOCKS = [
+    Block(
+        "async_fleet",
+        "Devices that sleep: asynchronous against invited rounds",
+        ("async-fleet.json",),
+        async_fleet,
+    )
+]
