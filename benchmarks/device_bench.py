@@ -28,13 +28,14 @@ cycles per instruction. From the counts: the instructions per MAC of each kernel
 four rounds) and the CPI of each core, which device_agent/energy.py holds; then every board's
 round time and energy, from the rounds' measured instructions and from energy.py's MAC model,
 and the goals; last, each use case's free heap through its full round on the Cortex-M7 firmware
-with either kernel set (broker_service.tools.firmware heap: `heap` in the file). `--use-case`
-and `--target` measure a part (into `--out`), `--no-trace` skips the tracing and `--no-heap`
-the heap (`--cortexm --no-trace --no-heap --target m7-native --use-case kws --out F` counts
-one use case's steps and round in about a minute, for a quick look while changing the
-kernels); `--heap-only` measures the heap figures alone into the file (after a change to what
-the agent allocates that leaves its instructions alone); `--reprice` measures nothing: it prices
-the counts in the file again (after a change to device_agent/energy.py).
+with either kernel set, and through a sleeping device's training wake
+(broker_service.tools.firmware heap [--wake]: `heap` in the file). `--use-case` and `--target`
+measure a part (into `--out`), `--no-trace` skips the tracing and `--no-heap` the heap
+(`--cortexm --no-trace --no-heap --target m7-native --use-case kws --out F` counts one use
+case's steps and round in about a minute, for a quick look while changing the kernels);
+`--heap-only` measures the heap figures alone into the file (after a change to what the agent
+allocates that leaves its instructions alone); `--reprice` measures nothing: it prices the
+counts in the file again (after a change to device_agent/energy.py).
 The firmware runs take about 20 minutes on two cores.
 """
 
@@ -866,14 +867,18 @@ def reprice(doc: dict) -> dict:
 
 
 def heap_figures(use_cases: list[str], log=print) -> dict:
-    """Each use case's free heap through its full default round on the Cortex-M7 firmware, with
-    the Python and with the compiled kernels (broker_service.tools.firmware heap)."""
-    out: dict = {"board": "MPS2_AN500", "legend": firmware.HEAP_LEGEND, "kernels": {}}
-    for kernel, native in (("micropython", False), ("compiled", True)):
-        figures = firmware.heap(tuple(use_cases), native=native, log=lambda line: None)
-        out["kernels"][kernel] = {f.use_case: asdict(f) for f in figures}
-        for f in figures:
-            log("heap %-11s %s" % (kernel, f.line()))
+    """Each use case's free heap on the Cortex-M7 firmware, with the Python and with the
+    compiled kernels (broker_service.tools.firmware heap): through its full default round
+    (`kernels`) and through a keyed sleeping device's training wake (`wake`)."""
+    out: dict = {"board": "MPS2_AN500", "legend": firmware.HEAP_LEGEND, "kernels": {}, "wake": {}}
+    for part, wake in (("kernels", False), ("wake", True)):
+        for kernel, native in (("micropython", False), ("compiled", True)):
+            figures = firmware.heap(
+                tuple(use_cases), native=native, log=lambda line: None, wake=wake
+            )
+            out[part][kernel] = {f.use_case: asdict(f) for f in figures}
+            for f in figures:
+                log("heap %-5s %-11s %s" % ("wake" if wake else "round", kernel, f.line()))
     return out
 
 

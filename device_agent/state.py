@@ -7,7 +7,9 @@ Deep sleep loses the heap; a device that trains in asynchronous sessions (docs/p
 - the error-feedback residual (float32) and the round that last updated it;
 - the rollback floor: the newest verified (epoch, version, round) of a keyed device;
 - the last model version it trained on, and how far it consumed its sensor ring;
-- the update not acknowledged yet (the message as published, tag included) and its version;
+- the update not acknowledged yet (the message as published, tag included) and its version:
+  `load` leaves it in flash (a `Kept`, read only when it is re-sent), so a dense update of a
+  large model never takes the heap a training wake needs;
 - counters for its telemetry: training wakes, and the wakes already reported.
 
 The file, little-endian:
@@ -47,6 +49,50 @@ FLAG_RESIDUAL_ROUND = 4
 FLAG_UPDATE = 8
 
 TMP_SUFFIX = ".tmp"
+CHUNK = 256
+"""Bytes a time when a kept update is checked or copied from flash."""
+
+
+class Kept:
+    """The unacknowledged update left in the state file: where it lies (len() is its length;
+    read() gives its bytes)."""
+
+    def __init__(self, path, offset, length):
+        self.path = path
+        self.offset = offset
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def chunks(self):
+        """Its bytes, CHUNK at a time."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            left = self.length
+            while left > 0:
+                part = f.read(min(CHUNK, left))
+                if not part:
+                    raise OSError("kept update truncated")
+                left -= len(part)
+                yield part
+
+    def read(self):
+        """The update's bytes (into the heap: the wake re-sends them)."""
+        out = bytearray(self.length)
+        pos = 0
+        for part in self.chunks():
+            out[pos : pos + len(part)] = part
+            pos += len(part)
+        return bytes(out)
+
+
+def update_bytes(st):
+    """The unacknowledged update as bytes (read from flash when it was kept there), or None; the
+    state then holds the bytes."""
+    if isinstance(st.update, Kept):
+        st.update = st.update.read()
+    return st.update
 
 
 class State:
@@ -59,7 +105,7 @@ class State:
         self.residual_round = None
         self.newest = None  # (epoch, version, round) or None
         self.last_trained = None  # the last model version trained on, or None
-        self.update = None  # the unacknowledged update message (bytes) or None
+        self.update = None  # the unacknowledged update message: bytes, a Kept, or None
         self.update_version = 0
         self.ring_seen = 0  # the ring's sample count consumed by the last training
         self.wakes = 0  # training wakes
@@ -110,20 +156,33 @@ def _header(st, model_len, residual_n, update_len):
     )
 
 
+def _update_parts(update):
+    if update is None:
+        return ()
+    if isinstance(update, Kept):
+        return update.chunks()
+    return (update,)
+
+
 def pieces(st):
-    """The file's parts in order: header, model, residual bytes, update, CRC (all bytes)."""
+    """The file's parts in order: header, model, residual bytes, the update's parts (a kept
+    update a chunk at a time, from flash), CRC (all bytes)."""
     model = st.model or b""
     residual = bytes(st.residual) if st.residual is not None else b""
-    update = st.update or b""
-    head = _header(st, len(model), len(residual) // 4, len(update))
-    crc = crc32(head)
-    crc = crc32(residual, crc)
-    crc = crc32(update, crc)
-    return head, model, residual, update, struct.pack("<I", crc)
+    update_len = len(st.update) if st.update is not None else 0
+    head = _header(st, len(model), len(residual) // 4, update_len)
+    crc = crc32(residual, crc32(head))
+    yield head
+    yield model
+    yield residual
+    for part in _update_parts(st.update):
+        crc = crc32(part, crc)
+        yield part
+    yield struct.pack("<I", crc)
 
 
 def encode(st):
-    """The bytes of the state file."""
+    """The bytes of the state file (a kept update read from flash)."""
     return b"".join(pieces(st))
 
 
@@ -133,6 +192,11 @@ class _Bytes:
     def __init__(self, data):
         self.data = data
         self.pos = 0
+
+    def keep(self, n, crc):
+        """The next n bytes (the update) and the CRC continued over them."""
+        part = _need(self.read(n), n)
+        return part, crc32(part, crc)
 
     def read(self, n):
         part = self.data[self.pos : self.pos + n]
@@ -190,8 +254,7 @@ def _read(f, plan, max_model_bytes, residual):
         crc = crc32(bytes(residual), crc)
         st.residual = residual
     if update_len:
-        st.update = _need(f.read(update_len), update_len)
-        crc = crc32(st.update, crc)
+        st.update, crc = f.keep(update_len, crc)
     tail = _need(f.read(CRC_SIZE), CRC_SIZE)
     if struct.unpack("<I", tail)[0] != crc or f.read(1):
         raise validate.Refused(reasons.BAD_CHECKSUM)
@@ -207,6 +270,32 @@ def _read(f, plan, max_model_bytes, residual):
         st.update = None
     st.ring_seen, st.wakes, st.reported_wakes, st.reported_sensor = fields[9:13]
     return st
+
+
+class _File:
+    """A reader over the state file that leaves the update in flash (a Kept), its CRC checked
+    a chunk at a time."""
+
+    def __init__(self, f, path):
+        self.f = f
+        self.path = path
+
+    def read(self, n):
+        return self.f.read(n)
+
+    def readinto(self, floats):
+        return self.f.readinto(floats)
+
+    def keep(self, n, crc):
+        kept = Kept(self.path, self.f.seek(0, 1), n)
+        left = n
+        while left > 0:
+            part = self.f.read(min(CHUNK, left))
+            if not part:
+                raise validate.Refused(reasons.TRUNCATED, "update")
+            crc = crc32(part, crc)
+            left -= len(part)
+        return kept, crc
 
 
 def _exists(path):
@@ -227,7 +316,7 @@ def load(path, plan, max_model_bytes, residual=None):
             continue
         try:
             with open(name, "rb") as f:
-                st = _read(f, plan, max_model_bytes, residual)
+                st = _read(_File(f, name), plan, max_model_bytes, residual)
         except validate.Refused as exc:
             why = exc.reason
             continue
@@ -239,6 +328,8 @@ def load(path, plan, max_model_bytes, residual=None):
             continue
         if name != path:
             os.rename(name, path)
+            if isinstance(st.update, Kept):
+                st.update.path = path
         elif _exists(path + TMP_SUFFIX):
             os.remove(path + TMP_SUFFIX)  # an unfinished save: the old state stands
         return st, None
@@ -246,9 +337,18 @@ def load(path, plan, max_model_bytes, residual=None):
 
 
 def save(path, st):
-    """Write `st` to `path` atomically: a temporary file, then renamed over the old one."""
+    """Write `st` to `path` atomically: a temporary file, then renamed over the old one (a kept
+    update is copied from the old file a chunk at a time, and then lies in the new one)."""
     tmp = path + TMP_SUFFIX
     with open(tmp, "wb") as f:
         for part in pieces(st):
             f.write(part)
     os.rename(tmp, path)
+    if isinstance(st.update, Kept):
+        st.update = Kept(path, _update_offset(st), st.update.length)
+
+
+def _update_offset(st):
+    model = len(st.model) if st.model is not None else 0
+    residual = 4 * len(st.residual) if st.residual is not None else 0
+    return HEADER_SIZE + model + residual

@@ -122,6 +122,31 @@ def test_save_replaces_atomically(tmp_path):
     assert why == reasons.TRUNCATED and fresh.model is None and fresh.update is None
 
 
+def test_loaded_update_stays_in_flash_until_read(tmp_path):
+    """load() leaves the unacknowledged update in the file (a training wake's heap never holds
+    it); a save that moves it (no residual now) copies it along, and a flipped bit in it is
+    still caught."""
+    plan = Plan(spec_for("kws"))
+    path = str(tmp_path / "state.bin")
+    st = _example(plan)
+    st.update = bytes(range(256)) * 20  # longer than a chunk, not a multiple of it
+    st.update = st.update[: len(st.update) - 7]
+    state.save(path, st)
+    back, why = state.load(path, plan, 65536)
+    assert why is None and isinstance(back.update, state.Kept)
+    assert len(back.update) == len(st.update)
+    back.residual = None
+    state.save(path, back)  # the kept update copied from the old file into the new one
+    assert isinstance(back.update, state.Kept) and back.update.read() == st.update
+    again, why = state.load(path, plan, 1 << 20)
+    assert why is None and state.update_bytes(again) == st.update
+    data = bytearray((tmp_path / "state.bin").read_bytes())
+    data[-10] ^= 0x01  # inside the update
+    (tmp_path / "state.bin").write_bytes(bytes(data))
+    fresh, why = state.load(path, plan, 1 << 20)
+    assert why == reasons.BAD_CHECKSUM and fresh.update is None
+
+
 def test_work_order_fields_are_checked():
     base = {"round": 3, "version": 3}
     for good in (

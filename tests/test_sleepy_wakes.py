@@ -96,7 +96,7 @@ def held_update(config: dict) -> bytes | None:
     """The unacknowledged update in the device's flash state."""
     st, why = state.load(config["sleep"]["state"], PLAN, 65536)
     assert why is None, why
-    return st.update
+    return state.update_bytes(st)
 
 
 def test_keyed_device_wake_train_sleep_cycles(mosquitto, tmp_path):

@@ -21,7 +21,8 @@ cache, 0.5-1.5 KB); they are not counted here.
 
 Before the measured wake, as the wakes before it would have, the probe writes the device's flash
 state (the model of version 1, the residual, the rollback floor, an unacknowledged version-1
-update of the longest length the state keeps) and fills the ring with the samples the round
+update of the longest length the state keeps, which the wake leaves in flash: device_agent.state
+reads it only to re-send it) and fills the ring with the samples the round
 needs (device_agent.ring, from the synthetic source); that code and its garbage are gone by the
 `imported` checkpoint. Checkpoints and output lines are heap_probe's: boot, imported, built
 (the WakeAgent made: state and ring loaded), every sample, every publish; then
