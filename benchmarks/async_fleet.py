@@ -5,11 +5,15 @@ every training device wakes every `--period` seconds from its own phase, its upd
 the service as long after it woke as the energy model's training wake takes up to its uplink on
 `--board` with `--kernel` (waking, associating, connecting, fetching, training, writing flash,
 publishing; `--round-s` overrides it); the service steps every B updates, each weighed by
-(1 + staleness)^-power). Both runs make the same device updates: the asynchronous one takes
-rounds · cohort / B steps.
+(1 + staleness)^-power, or with what it holds once a step has been open for a wake period (its
+step_timeout, as the service's). Both runs make the same device updates: the asynchronous
+one takes rounds · cohort / B steps.
 
 1. Choice on validation devices (seed 0): B in {cohort/2, cohort, 2 · cohort} and the power in
-   {0, 0.5, 1}; the pair whose learning curve ends best on the validation devices is kept.
+   {0, 0.5, 1}; the pair whose learning curve ends best on the validation devices is kept. A B
+   larger than the use case's training devices is not tried (`untried` in the file): one
+   update per device per version cannot fill it, its steps would all close at the timeout with
+   fewer updates, and the run would not make the rounds' device updates.
 2. Comparison on test devices (seeds 0-2): the invited rounds against the chosen asynchronous
    run (and against the chosen power with B = cohort, the invited rounds' number of steps, when
    the chosen B differs), metric with its CI over units, the paired difference, bytes per
@@ -32,6 +36,7 @@ from broker_service.core.hyperparams import settings_for
 from broker_service.observe.provenance import write_results
 from broker_service.server.config import ServiceConfig
 from broker_service.sim.bench import Entry, run_benches, sweep_parser
+from broker_service.sim.usecase_cache import cached_use_case, use_case_options
 from device_agent import battery, energy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +73,23 @@ def async_entry(buffer: int, power: float, period: float, round_s: float) -> Ent
     return Entry("async_b%d_p%g" % (buffer, power), "tinymetafed", schedule=schedule)
 
 
-def candidates(cohort: int, period: float, round_s: float) -> tuple[Entry, ...]:
+def buffer_sizes(cohort: int, devices: int) -> tuple[list[int], list[int]]:
+    """The buffer sizes tried, and those not tried because more than `devices` (the training
+    devices, each with one update a version) could never fill them."""
+    sizes = sorted({max(1, cohort // 2), cohort, 2 * cohort})
+    return [b for b in sizes if b <= devices], [b for b in sizes if b > devices]
+
+
+def candidates(buffers: list[int], period: float, round_s: float) -> tuple[Entry, ...]:
     """The asynchronous settings tried on validation devices."""
-    buffers = sorted({max(1, cohort // 2), cohort, 2 * cohort})
     return tuple(async_entry(b, p, period, round_s) for b in buffers for p in POWERS)
+
+
+def training_devices(use_case: str, data_dir: str | None, seed: int, quick: bool) -> int:
+    """How many training devices the use case has (the bench's fold 0)."""
+    settings = settings_for(use_case, quick=quick)
+    options = use_case_options(use_case, settings)
+    return len(cached_use_case(use_case, data_dir, seed, 0, options).device_ids)
 
 
 def same_steps(best: Entry, cohort: int) -> tuple[Entry, ...]:
@@ -134,12 +152,19 @@ def main() -> int:
     args = parser.parse_args()
     start = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
-    chosen, choices, rows, docs, arrival = {}, {}, [], [], {}
+    chosen, choices, rows, docs, arrival, untried = {}, {}, [], [], {}, {}
     for use_case in args.use_cases.split(","):
         cohort = int(settings_for(use_case, quick=args.quick)["cohort"])
         round_s = args.round_s or arrival_seconds(use_case, args.board, args.kernel)
         arrival[use_case] = round_s
-        tried = candidates(cohort, args.period, round_s)
+        devices = training_devices(use_case, args.data_dir, seeds[0], args.quick)
+        buffers, untried[use_case] = buffer_sizes(cohort, devices)
+        if untried[use_case]:
+            print(
+                "%s: B = %s not tried (%d training devices)"
+                % (use_case, ", ".join(map(str, untried[use_case])), devices)
+            )
+        tried = candidates(buffers, args.period, round_s)
         print("choosing on validation devices: %s, %d settings" % (use_case, len(tried)))
         (val,) = run_benches(
             [use_case],
@@ -177,7 +202,9 @@ def main() -> int:
         "kernel": args.kernel,
         "round_s": arrival,
         "max_staleness": MAX_STALENESS,
+        "step_timeout_s": args.period,
         "choices": choices,
+        "untried_buffers": untried,
         "chosen": chosen,
         "rows": rows,
         "settings": {doc["use_case"]: doc["settings"] for doc in docs},

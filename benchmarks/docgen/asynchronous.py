@@ -88,8 +88,36 @@ def async_fleet(doc: dict) -> str:
                 doc["max_staleness"],
                 doc["seeds"][0],
             ),
-            choice_table(doc),
+            choice_table(doc) + untried_note(doc),
         ]
+    )
+
+
+def untried_note(doc: dict) -> str:
+    """The buffer sizes left out because the use case's training devices could not fill them."""
+    parts = [
+        "%s B = %s" % (u, ", ".join(str(b) for b in sizes))
+        for u, sizes in doc.get("untried_buffers", {}).items()
+        if sizes
+    ]
+    timed_out = [
+        r["asynchronous"]["timeout_steps"]
+        for r in doc["rows"]
+        if (r.get("asynchronous") or {}).get("timeout_steps") is not None
+    ]
+    deadline = (
+        "A step open for %s s (one wake period) is taken with what it holds, as the service's "
+        "`step_timeout` does: %g steps a run so taken (mean over seeds, the most of any "
+        "asynchronous entry compared)."
+        % (figure(doc.get("step_timeout_s", doc["period_s"])), max(timed_out))
+        if timed_out
+        else ""
+    )
+    if not parts:
+        return "\n\n" + deadline if deadline else ""
+    return (
+        "\n\nNot tried: %s, larger than the use case's training devices (one update a "
+        "device a version could not fill the buffer). %s" % ("; ".join(parts), deadline)
     )
 
 

@@ -77,8 +77,8 @@ def run_job(job: Job) -> tuple[tuple, dict]:
 
 def _run_async(job: Job, strategy, use_case, curve_eps, progress) -> tuple:
     """An asynchronous entry's run (sim.buffered) and its own figures: the staleness of the
-    updates admitted, those refused as too stale, wakes that found no new version, and the
-    simulated hours."""
+    updates admitted, those refused as too stale, wakes that found no new version, steps taken
+    at their deadline, and the simulated hours."""
     schedule = buffered.AsyncSchedule(**dict(job.entry.schedule))
     run = buffered.run_async(
         strategy, use_case, job.settings, job.seed, curve_eps, [], schedule, progress
@@ -90,6 +90,7 @@ def _run_async(job: Job, strategy, use_case, curve_eps, progress) -> tuple:
         "max": int(stale.max()),
         "too_stale": run.too_stale,
         "idle_wakes": run.idle_wakes,
+        "timeout_steps": run.timeout_steps,
         "simulated_hours": run.simulated_s / 3600.0,
     }
     return run.result, {"asynchronous": figures}

@@ -8,7 +8,11 @@ per model version), and its update reaches the service `round_s` seconds later (
 fetching, training and publishing take that long): versions published meanwhile make it stale.
 The service admits it as a round would (the same influence bounds), weighs it by
 (1 + staleness)^-power, refuses it past `max_staleness`, and takes the strategy's outer step
-once `buffer` updates are in, β_t counting steps. Devices, sample streams (a device's k-th
+once `buffer` updates are in, β_t counting steps; a step open for `step_timeout` (by default a
+wake period) is taken with what it holds, as the service's `step_timeout` does (so a buffer
+larger than the devices that can fill it, or one short of refused updates, still steps). A
+step that nothing can fill, every device's update on it refused and none in flight, ends the
+run with StepStalled rather than waiting for ever. Devices, sample streams (a device's k-th
 training wake draws what its k-th round would), new-device episodes, payloads and energy are
 those of the invited-rounds simulation (sim.simulation), so the two compare at equal device
 updates.
@@ -44,8 +48,9 @@ from device_agent.energy import DEFAULT_PROFILE, energy_mj, profile
 class AsyncSchedule:
     """When devices train and how the service buffers: a training wake every `period_s` per
     device (± `jitter` of a period), an update arriving `round_s` after its wake, a step every
-    `buffer` accepted updates, staleness weight (1 + s)^-`staleness_power`, updates more than
-    `max_staleness` versions behind refused."""
+    `buffer` accepted updates or, with at least one, `step_timeout` after it opened (None: one
+    period), staleness weight (1 + s)^-`staleness_power`, updates more than `max_staleness`
+    versions behind refused."""
 
     buffer: int
     period_s: float = 3600.0
@@ -53,16 +58,28 @@ class AsyncSchedule:
     jitter: float = 0.1
     staleness_power: float = 0.5
     max_staleness: int = 8
+    step_timeout: float | None = None
+
+    def timeout_s(self) -> float:
+        """Seconds a step stays open waiting for its buffer to fill."""
+        return self.period_s if self.step_timeout is None else self.step_timeout
+
+
+class StepStalled(RuntimeError):
+    """No device can add to the open step: every update on its version was refused and none is
+    on its way (the service would wait for a new device)."""
 
 
 @dataclass(order=True)
 class _Event:
-    """A wake (update None) or an update's arrival at the service, ordered by time."""
+    """A wake (update None), an update's arrival at the service, or the deadline of the step
+    of version `deadline`, ordered by time."""
 
     when: float
     order: int
     device: str = field(compare=False)
     update: tuple | None = field(compare=False, default=None)
+    deadline: int | None = field(compare=False, default=None)
 
 
 @dataclass
@@ -76,6 +93,7 @@ class AsyncRun:
     too_stale: int = 0
     idle_wakes: int = 0
     simulated_s: float = 0.0
+    timeout_steps: int = 0  # steps taken at their deadline, their buffer not full
 
 
 def first_wakes(devices: list[str], schedule: AsyncSchedule, seed: int) -> list[float]:
@@ -98,6 +116,8 @@ class _Service:
         self.version = 0
         self.buffer: list[SparseUpdate] = []
         self.senders: list[str] = []
+        self.overdue = False  # the open step's deadline passed with nothing in its buffer
+        self.in_flight = 0  # updates trained and not yet arrived
 
 
 def run_async(
@@ -138,10 +158,20 @@ def run_async(
     wakes: dict[str, int] = {}
     residuals: dict[str, Residual] = {}
     board_profile = profile(board)
+    order += 1
+    heapq.heappush(events, _Event(schedule.timeout_s(), order, "", deadline=0))
     while service.version < steps and events:
         event = heapq.heappop(events)
         run.simulated_s = event.when
-        if event.update is None:
+        if event.deadline is not None:
+            if event.deadline != service.version:
+                continue  # its step was taken when its buffer filled
+            if not service.buffer:
+                _check_stalled(service, devices, trained)
+                service.overdue = True  # the next update admitted takes the step
+                continue
+            run.timeout_steps += 1
+        elif event.update is None:
             order += 1
             heapq.heappush(
                 events, _Event(next_wake(event.when, schedule, rng), order, event.device)
@@ -164,27 +194,51 @@ def run_async(
                 board_profile,
             )
             order += 1
+            service.in_flight += 1
             heapq.heappush(
                 events, _Event(event.when + schedule.round_s, order, event.device, update)
             )
             continue
-        if _arrive(service, event, schedule, bounds, run):
-            _step(strategy, service, bounds, steps, result)
-            if service.version % every == 0 or service.version == steps:
-                value = _metric(net, service.theta, strategy, curve_episodes, settings, use_case)
-                result.curve.append((service.version, value))
-                result.budget.append(result.spent(service.version))
-                if progress:
-                    progress(
-                        "%s async step %d/%d %s=%.4f"
-                        % (strategy.name, service.version, steps, use_case.metric, value)
-                    )
+        else:
+            service.in_flight -= 1
+            full = _arrive(service, event, schedule, bounds, run)
+            if not (full or (service.overdue and service.buffer)):
+                if not service.buffer and service.overdue:
+                    _check_stalled(service, devices, trained)
+                continue
+            run.timeout_steps += int(not full)
+        _step(strategy, service, bounds, steps, result)
+        order += 1
+        heapq.heappush(
+            events, _Event(event.when + schedule.timeout_s(), order, "", deadline=service.version)
+        )
+        if service.version % every == 0 or service.version == steps:
+            value = _metric(net, service.theta, strategy, curve_episodes, settings, use_case)
+            result.curve.append((service.version, value))
+            result.budget.append(result.spent(service.version))
+            if progress:
+                progress(
+                    "%s async step %d/%d %s=%.4f"
+                    % (strategy.name, service.version, steps, use_case.metric, value)
+                )
     result.theta = service.theta
     result.final = evaluate_on_episodes(
         net, service.theta, strategy.split, final_episodes, settings, use_case.metric
     )
     result.seconds = time.perf_counter() - start
     return run
+
+
+def _check_stalled(service: _Service, devices: list[str], trained: dict[str, int]) -> None:
+    """Raise StepStalled when the open step's buffer is empty, no update is on its way and
+    every device already trained on its version."""
+    if service.in_flight or service.buffer:
+        return
+    if all(trained.get(d) == service.version for d in devices):
+        raise StepStalled(
+            "step %d: every device's update on it was refused and none is on its way"
+            % service.version
+        )
 
 
 def _metric(net, theta, strategy, episodes, settings, use_case) -> float:
@@ -258,3 +312,4 @@ def _step(strategy, service, bounds, steps, result) -> None:
         service.theta = stepped
     service.version += 1
     service.buffer, service.senders = [], []
+    service.overdue = False
