@@ -5,9 +5,10 @@ every training device wakes every `--period` seconds from its own phase, its upd
 the service as long after it woke as the energy model's training wake takes up to its uplink on
 `--board` with `--kernel` (waking, associating, connecting, fetching, training, writing flash,
 publishing; `--round-s` overrides it); the service steps every B updates, each weighed by
-(1 + staleness)^-power, or with what it holds once a step has been open for a wake period (its
-step_timeout, as the service's). Both runs make the same device updates: the asynchronous
-one takes rounds · cohort / B steps.
+(1 + staleness)^-power, or with what it holds once a step has been open as long as a device can
+take to answer a new version, a wake period, its jitter and the wake's arrival time (its
+step_timeout, as the service's). Both runs make the same device updates: the asynchronous one
+takes rounds · cohort / B steps.
 
 1. Choice on validation devices (seed 0): B in {cohort/2, cohort, 2 · cohort} and the power in
    {0, 0.5, 1}; the pair whose learning curve ends best on the validation devices is kept. A B
@@ -36,6 +37,7 @@ from broker_service.core.hyperparams import settings_for
 from broker_service.observe.provenance import write_results
 from broker_service.server.config import ServiceConfig
 from broker_service.sim.bench import Entry, run_benches, sweep_parser
+from broker_service.sim.buffered import AsyncSchedule
 from broker_service.sim.usecase_cache import cached_use_case, use_case_options
 from device_agent import battery, energy
 
@@ -59,6 +61,11 @@ def arrival_seconds(use_case: str, board: str, kernel: str) -> float:
         if name == "uplink":
             break
     return total
+
+
+def async_schedule_timeout(period: float, round_s: float) -> float:
+    """The simulated step_timeout of a use case (sim.buffered.AsyncSchedule's default)."""
+    return AsyncSchedule(buffer=1, period_s=period, round_s=round_s).timeout_s()
 
 
 def async_entry(buffer: int, power: float, period: float, round_s: float) -> Entry:
@@ -202,7 +209,7 @@ def main() -> int:
         "kernel": args.kernel,
         "round_s": arrival,
         "max_staleness": MAX_STALENESS,
-        "step_timeout_s": args.period,
+        "step_timeout_s": {u: async_schedule_timeout(args.period, s) for u, s in arrival.items()},
         "choices": choices,
         "untried_buffers": untried,
         "chosen": chosen,

@@ -105,12 +105,14 @@ def untried_note(doc: dict) -> str:
         for r in doc["rows"]
         if (r.get("asynchronous") or {}).get("timeout_steps") is not None
     ]
+    timeouts = doc.get("step_timeout_s") or {}
     deadline = (
-        "A step open for %s s (one wake period) is taken with what it holds, as the service's "
-        "`step_timeout` does: %g steps a run so taken (mean over seeds, the most of any "
-        "asynchronous entry compared)."
-        % (figure(doc.get("step_timeout_s", doc["period_s"])), max(timed_out))
-        if timed_out
+        "A step open for as long as a device can take to answer a new version (a wake period, "
+        "its 10 %% jitter and the arrival time: %s) is taken with what it holds, as the "
+        "service's `step_timeout` does: %g steps a run so taken (mean over seeds, the most of "
+        "any asynchronous entry compared)."
+        % (", ".join("%s %s s" % (u, figure(t)) for u, t in timeouts.items()), max(timed_out))
+        if timed_out and isinstance(timeouts, dict)
         else ""
     )
     if not parts:

@@ -8,8 +8,9 @@ per model version), and its update reaches the service `round_s` seconds later (
 fetching, training and publishing take that long): versions published meanwhile make it stale.
 The service admits it as a round would (the same influence bounds), weighs it by
 (1 + staleness)^-power, refuses it past `max_staleness`, and takes the strategy's outer step
-once `buffer` updates are in, β_t counting steps; a step open for `step_timeout` (by default a
-wake period) is taken with what it holds, as the service's `step_timeout` does (so a buffer
+once `buffer` updates are in, β_t counting steps; a step open for `step_timeout` (by default
+the longest a device can take to answer a new version: a period, its jitter and `round_s`) is
+taken with what it holds, as the service's `step_timeout` does (so a buffer
 larger than the devices that can fill it, or one short of refused updates, still steps). A
 step that nothing can fill, every device's update on it refused and none in flight, ends the
 run with StepStalled rather than waiting for ever. Devices, sample streams (a device's k-th
@@ -48,8 +49,9 @@ from device_agent.energy import DEFAULT_PROFILE, energy_mj, profile
 class AsyncSchedule:
     """When devices train and how the service buffers: a training wake every `period_s` per
     device (± `jitter` of a period), an update arriving `round_s` after its wake, a step every
-    `buffer` accepted updates or, with at least one, `step_timeout` after it opened (None: one
-    period), staleness weight (1 + s)^-`staleness_power`, updates more than `max_staleness`
+    `buffer` accepted updates or, with at least one, `step_timeout` after it opened (None: the
+    longest a device takes to answer a new version, a period and its jitter and `round_s`),
+    staleness weight (1 + s)^-`staleness_power`, updates more than `max_staleness`
     versions behind refused."""
 
     buffer: int
@@ -62,7 +64,9 @@ class AsyncSchedule:
 
     def timeout_s(self) -> float:
         """Seconds a step stays open waiting for its buffer to fill."""
-        return self.period_s if self.step_timeout is None else self.step_timeout
+        if self.step_timeout is not None:
+            return self.step_timeout
+        return self.period_s * (1.0 + self.jitter) + self.round_s
 
 
 class StepStalled(RuntimeError):
