@@ -27,7 +27,7 @@ bench:
 	@bash scripts/setup.sh
 	$(PY) -m benchmarks.tune --data-dir $(DATA)
 	$(PY) -m benchmarks.seed_sweep --seeds 0,1,2 --data-dir $(DATA)
-	$(PY) -m benchmarks.async_fleet --use-cases sine --data-dir $(DATA)
+	$(PY) -m benchmarks.async_fleet --data-dir $(DATA)
 	$(PY) -m benchmarks.make_docs --write
 
 # the demo's session settings, chosen on validation waves

@@ -104,9 +104,9 @@ ENTRIES: tuple[Entry, ...] = (
         "Devices that sleep: asynchronous against invited rounds",
         "TinyMetaFed asynchronously (devices waking on their own schedule, buffered steps "
         "weighed by staleness; broker_service/sim/buffered.py) against invited rounds at equal "
-        "device updates on sine, seeds 0-2: the buffer and the staleness weight chosen on "
-        "validation devices, the comparison on test devices.",
-        ("-m benchmarks.async_fleet --use-cases sine --data-dir " + DATA,),
+        "device updates on sine and kws, seeds 0-2: the buffer and the staleness weight "
+        "chosen on validation devices, the comparison on test devices.",
+        ("-m benchmarks.async_fleet --data-dir " + DATA,),
         ("async-fleet.json",),
         ("async_fleet",),
         "bench",

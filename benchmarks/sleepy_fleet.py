@@ -25,7 +25,7 @@ the device at the end) and accepted twice (both must be 0).
 Writes benchmarks/results/sleepy-fleet.json and prints the table.
 
     .venv/bin/python -m benchmarks.sleepy_fleet [--use-cases sine,kws] [--seeds 0,1,2]
-        [--data-dir D] [--rounds sine=200,kws=60] [--period 3600]
+        [--data-dir D] [--rounds sine=1000,kws=60] [--period 3600]
         [--compression sine=720,kws=3600] [--workers 8] [--out F]
 """
 
@@ -63,11 +63,11 @@ from device_agent import state as flash
 from device_agent.model import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS = {"sine": 200, "kws": 60}
-"""R: kws runs its full 60 rounds (180 device updates); sine 200 of its 1,000 (1,000 device
-updates rather than 5,000): over the broker a sine round takes about 0.3 s and the sleepy fleet
-makes about 10 updates a second, so the full budget would take about 13 minutes a seed and use
-case pair, over 40 minutes for the three seeds on two cores."""
+ROUNDS = {"sine": 1000, "kws": 60}
+"""R: each use case's full rounds, the bench's budget (sine 1,000 rounds, 5,000 device updates;
+kws 60, 180). Over the broker a sine round takes about 0.3 s and the sleepy fleet makes about
+10 updates a second, so sine takes about 13 minutes a seed, and the whole run about 45 minutes
+on two cores (`--rounds sine=200` for a shorter look)."""
 COMPRESSION = {"sine": 360.0, "kws": 3600.0}
 """Simulated seconds a wall second: a 1 h period is 10 s of wall time for sine's 100 devices
 (10 wakes a second) and 1 s for kws's 3 (3 wakes a second)."""
