@@ -89,7 +89,54 @@ def async_fleet(doc: dict) -> str:
                 doc["seeds"][0],
             ),
             choice_table(doc) + untried_note(doc),
+            reading(doc),
         ]
+    )
+
+
+def _verdict(paired: dict) -> str:
+    """Better, worse or within noise, by the paired difference's CI (> 0 better)."""
+    low, high = paired["difference"] - paired["ci95"], paired["difference"] + paired["ci95"]
+    return "better" if low > 0 else "worse" if high < 0 else "within noise"
+
+
+def reading(doc: dict) -> str:
+    """What the comparison says per use case, from the rows: the chosen asynchronous run and
+    the one at the rounds' number of steps against the invited rounds, a run that is the
+    rounds' computation exactly, and powers that tie because B = 1."""
+    lines = []
+    for use_case in doc["chosen"]:
+        mine = [r for r in doc["rows"] if r["use_case"] == use_case and r["asynchronous"]]
+        rounds = next(r for r in doc["rows"] if r["use_case"] == use_case and not r["buffer"])
+        for r in mine:
+            p = r["paired_vs_rounds"]
+            if not p:
+                continue
+            steps = (
+                "the rounds' steps"
+                if r["steps"] == rounds["steps"]
+                else "%.3g times the rounds' steps" % (r["steps"] / rounds["steps"])
+            )
+            if p["difference"] == 0 and p["ci95"] == 0 and r["asynchronous"]["max"] == 0:
+                lines.append(
+                    "- %s at B = %d is the invited rounds' computation exactly: every training "
+                    "device answers every version with no staleness, so each step is a round's "
+                    "aggregate (the two simulations agree to the last digit)."
+                    % (use_case, r["buffer"])
+                )
+                continue
+            lines.append(
+                "- %s at B = %d (%s, equal device updates): %s (%+.4f ± %.4f)."
+                % (use_case, r["buffer"], steps, _verdict(p), p["difference"], p["ci95"])
+            )
+        tied = [c for c in doc["choices"][use_case] if c["buffer"] == 1]
+        if len(tied) > 1 and len({c["validation"] for c in tied}) == 1:
+            lines.append(
+                "- %s at B = 1: the staleness weight cancels (a weighted mean of one update), "
+                "so every power gives the same run and the first tried is recorded." % use_case
+            )
+    return "Read per use case (paired differences against the invited rounds):\n\n" + "\n".join(
+        lines
     )
 
 
